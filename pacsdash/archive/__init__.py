@@ -1,0 +1,22 @@
+"""The archive: original files in a store, their metadata in an index.
+
+Knows nothing of HTTP, DIMSE or Panel; every door calls :class:`Archive`.
+"""
+
+from pacsdash.archive.archive import Archive, Outcome, StoreResult, store_many
+from pacsdash.archive.attributes import Level
+from pacsdash.archive.index import InstanceLocation
+from pacsdash.archive.parsing import InvalidInstance
+from pacsdash.archive.query import InvalidQuery, Query
+
+__all__ = [
+    "Archive",
+    "InstanceLocation",
+    "InvalidInstance",
+    "InvalidQuery",
+    "Level",
+    "Outcome",
+    "Query",
+    "StoreResult",
+    "store_many",
+]

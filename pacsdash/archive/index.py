@@ -1,0 +1,322 @@
+"""The metadata index: patients, studies, series and instances in DuckDB.
+
+DuckDB lets one process write a database file. The server owns it; inside
+the process every thread reads through its own cursor and exactly one thread
+(the archive's writer) changes it, committing whole batches at a time.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import duckdb
+
+from pacsdash.archive.attributes import TABLE_ATTRIBUTES, Level
+from pacsdash.archive.parsing import InstanceRecord
+from pacsdash.archive.query import Query, compile_count, compile_query
+
+_DERIVED_COLUMNS = {
+    Level.STUDY: {
+        "ModalitiesInStudy": "VARCHAR",
+        "SOPClassesInStudy": "VARCHAR",
+        "NumberOfStudyRelatedSeries": "INTEGER DEFAULT 0",
+        "NumberOfStudyRelatedInstances": "INTEGER DEFAULT 0",
+    },
+    Level.SERIES: {"NumberOfSeriesRelatedInstances": "INTEGER DEFAULT 0"},
+}
+_HOUSEKEEPING = {
+    Level.PATIENT: {},
+    Level.STUDY: {"received_at": "TIMESTAMPTZ", "updated_at": "TIMESTAMPTZ"},
+    Level.SERIES: {"received_at": "TIMESTAMPTZ"},
+    Level.IMAGE: {
+        "file": "VARCHAR NOT NULL",
+        "size": "BIGINT",
+        "origin": "VARCHAR",
+        "received_at": "TIMESTAMPTZ",
+        "attributes": "JSON",
+    },
+}
+
+
+@dataclass(frozen=True)
+class InstanceLocation:
+    """Where an instance's file is and how it is encoded."""
+
+    SOPInstanceUID: str
+    SOPClassUID: str
+    TransferSyntaxUID: str
+    StudyInstanceUID: str
+    SeriesInstanceUID: str
+    file: str
+    size: int
+
+
+class Index(Protocol):
+    """What the archive needs of a metadata index."""
+
+    def add(self, records: list[InstanceRecord]) -> list[bool]: ...
+    def find(self, query: Query) -> list[dict[str, Any]]: ...
+    def count(self, query: Query) -> int: ...
+    def known(self, sop_uids: Iterable[str]) -> set[str]: ...
+    def locate(self, level: Level, uid: str | None = None, **keys: str) -> list[InstanceLocation]: ...
+    def delete_study(self, study_uid: str) -> list[str]: ...
+    def files(self) -> set[str]: ...
+    def close(self) -> None: ...
+
+
+def _schema() -> list[str]:
+    statements = []
+    for level, attrs in TABLE_ATTRIBUTES.items():
+        cols = []
+        for attr in attrs:
+            if attr.derived:
+                continue
+            if attr.keyword == level.unique_key:
+                cols.append(f'"{attr.keyword}" VARCHAR PRIMARY KEY')
+            else:
+                cols.append(f'"{attr.keyword}" VARCHAR')
+        for name, sql_type in {**_DERIVED_COLUMNS.get(level, {}), **_HOUSEKEEPING[level]}.items():
+            cols.append(f'"{name}" {sql_type}')
+        statements.append(f"CREATE TABLE IF NOT EXISTS {level.table} ({', '.join(cols)})")
+    return statements
+
+
+def _columns(level: Level) -> list[str]:
+    return [a.keyword for a in TABLE_ATTRIBUTES[level] if not a.derived]
+
+
+class DuckDBIndex:
+    """The index in one DuckDB file."""
+
+    def __init__(self, path: Path | str, memory_limit: str = "1GB") -> None:
+        self.path = str(path)
+        try:
+            self._con = duckdb.connect(self.path, config={"memory_limit": memory_limit})
+        except duckdb.IOException as exc:
+            raise RuntimeError(
+                f"cannot open the index {self.path}: {exc}. Is a pacsdash server "
+                "already running on this home?"
+            ) from None
+        for statement in _schema():
+            self._con.execute(statement)
+        self._local = threading.local()
+        self._cursors: list[duckdb.DuckDBPyConnection] = []
+        self._lock = threading.Lock()
+
+    # -- connections -------------------------------------------------------
+    def _cursor(self) -> duckdb.DuckDBPyConnection:
+        cursor = getattr(self._local, "cursor", None)
+        if cursor is None:
+            cursor = self._con.cursor()
+            self._local.cursor = cursor
+            with self._lock:
+                self._cursors.append(cursor)
+        return cursor
+
+    def close(self) -> None:
+        """Close every cursor and the database."""
+        with self._lock:
+            for cursor in self._cursors:
+                try:
+                    cursor.close()
+                except duckdb.Error:
+                    pass
+            self._cursors.clear()
+        self._con.close()
+
+    # -- writing (the archive's writer thread only) ---------------------------
+    def add(self, records: list[InstanceRecord]) -> list[bool]:
+        """Insert ``records`` in one transaction.
+
+        Returns, per record, True if it was added and False if its SOP
+        Instance UID was already indexed (or came earlier in the batch): the
+        archive keeps the first copy it received.
+        """
+        cur = self._cursor()
+        cur.execute("BEGIN TRANSACTION")
+        try:
+            known = self._known(cur, [r.SOPInstanceUID for r in records])
+            added: list[bool] = []
+            fresh: list[InstanceRecord] = []
+            for record in records:
+                if record.SOPInstanceUID in known:
+                    added.append(False)
+                    continue
+                known.add(record.SOPInstanceUID)
+                fresh.append(record)
+                added.append(True)
+            if fresh:
+                self._insert(cur, fresh)
+            cur.execute("COMMIT")
+        except BaseException:
+            cur.execute("ROLLBACK")
+            raise
+        return added
+
+    def _insert(self, cur: duckdb.DuckDBPyConnection, records: list[InstanceRecord]) -> None:
+        rows_by_level: dict[Level, dict[str, list]] = {level: {} for level in Level}
+        for record in records:
+            for level in (Level.PATIENT, Level.STUDY, Level.SERIES):
+                values = record.columns[level]
+                key = values[level.unique_key] or ""
+                rows_by_level[level].setdefault(key, [values[c] for c in _columns(level)])
+            values = record.columns[Level.IMAGE]
+            rows_by_level[Level.IMAGE][record.SOPInstanceUID] = [values[c] for c in _columns(Level.IMAGE)] + [
+                record.file,
+                record.size,
+                record.origin,
+                json.dumps(record.attributes, ensure_ascii=False),
+            ]
+        for level in (Level.PATIENT, Level.STUDY, Level.SERIES):
+            cols = _columns(level)
+            extra = {Level.PATIENT: [], Level.STUDY: ["received_at", "updated_at"], Level.SERIES: ["received_at"]}[
+                level
+            ]
+            names = ", ".join(f'"{c}"' for c in cols + extra)
+            row_sql = "(" + ", ".join(["?"] * len(cols) + ["now()"] * len(extra)) + ")"
+            self._insert_rows(
+                cur,
+                f"INSERT INTO {level.table} ({names}) VALUES {{rows}} ON CONFLICT DO NOTHING",
+                row_sql,
+                list(rows_by_level[level].values()),
+            )
+        cols = _columns(Level.IMAGE) + ["file", "size", "origin", "attributes"]
+        names = ", ".join(f'"{c}"' for c in cols) + ', "received_at"'
+        row_sql = "(" + ", ".join(["?"] * len(cols)) + ", now())"
+        self._insert_rows(cur, f"INSERT INTO instances ({names}) VALUES {{rows}}", row_sql, list(rows_by_level[Level.IMAGE].values()))
+        self._refresh_counts(cur, list(rows_by_level[Level.SERIES]), list(rows_by_level[Level.STUDY]))
+
+    @staticmethod
+    def _insert_rows(cur: duckdb.DuckDBPyConnection, template: str, row_sql: str, rows: list[list]) -> None:
+        for start in range(0, len(rows), 200):
+            chunk = rows[start : start + 200]
+            params = [v for row in chunk for v in row]
+            cur.execute(template.format(rows=", ".join([row_sql] * len(chunk))), params)
+
+    @staticmethod
+    def _refresh_counts(cur: duckdb.DuckDBPyConnection, series: list[str], studies: list[str]) -> None:
+        if series:
+            cur.execute(
+                """UPDATE series SET "NumberOfSeriesRelatedInstances" = c.n
+                FROM (SELECT "SeriesInstanceUID" AS uid, count(*) AS n FROM instances
+                      WHERE "SeriesInstanceUID" IN (SELECT unnest(?)) GROUP BY 1) c
+                WHERE series."SeriesInstanceUID" = c.uid""",
+                [series],
+            )
+        if studies:
+            cur.execute(
+                """UPDATE studies SET
+                    "NumberOfStudyRelatedSeries" = c.n_series,
+                    "NumberOfStudyRelatedInstances" = c.n_instances,
+                    "ModalitiesInStudy" = c.modalities,
+                    "SOPClassesInStudy" = c.classes,
+                    updated_at = now()
+                FROM (SELECT se."StudyInstanceUID" AS uid,
+                             count(DISTINCT se."SeriesInstanceUID") AS n_series,
+                             sum(se."NumberOfSeriesRelatedInstances") AS n_instances,
+                             string_agg(DISTINCT se."Modality", '\\' ORDER BY se."Modality") AS modalities,
+                             (SELECT string_agg(DISTINCT i."SOPClassUID", '\\' ORDER BY i."SOPClassUID")
+                                FROM instances i WHERE i."StudyInstanceUID" = se."StudyInstanceUID") AS classes
+                      FROM series se WHERE se."StudyInstanceUID" IN (SELECT unnest(?))
+                      GROUP BY se."StudyInstanceUID") c
+                WHERE studies."StudyInstanceUID" = c.uid""",
+                [studies],
+            )
+
+    def delete_study(self, study_uid: str) -> list[str]:
+        """Remove a study, its series and instances; return their file keys."""
+        cur = self._cursor()
+        cur.execute("BEGIN TRANSACTION")
+        try:
+            files = [r[0] for r in cur.execute('SELECT file FROM instances WHERE "StudyInstanceUID" = ?', [study_uid]).fetchall()]
+            row = cur.execute('SELECT "PatientID" FROM studies WHERE "StudyInstanceUID" = ?', [study_uid]).fetchone()
+            cur.execute('DELETE FROM instances WHERE "StudyInstanceUID" = ?', [study_uid])
+            cur.execute('DELETE FROM series WHERE "StudyInstanceUID" = ?', [study_uid])
+            cur.execute('DELETE FROM studies WHERE "StudyInstanceUID" = ?', [study_uid])
+            if row is not None:
+                cur.execute(
+                    'DELETE FROM patients WHERE "PatientID" = ? AND NOT EXISTS '
+                    '(SELECT 1 FROM studies WHERE "PatientID" = ?)',
+                    [row[0], row[0]],
+                )
+            cur.execute("COMMIT")
+        except BaseException:
+            cur.execute("ROLLBACK")
+            raise
+        return files
+
+    # -- reading (any thread) --------------------------------------------------
+    @staticmethod
+    def _known(cur: duckdb.DuckDBPyConnection, sop_uids: list[str]) -> set[str]:
+        if not sop_uids:
+            return set()
+        rows = cur.execute(
+            'SELECT "SOPInstanceUID" FROM instances WHERE "SOPInstanceUID" IN (SELECT unnest(?))', [sop_uids]
+        ).fetchall()
+        return {r[0] for r in rows}
+
+    def known(self, sop_uids: Iterable[str]) -> set[str]:
+        """The subset of ``sop_uids`` already indexed."""
+        return self._known(self._cursor(), list(sop_uids))
+
+    def find(self, query: Query) -> list[dict[str, Any]]:
+        """Rows matching ``query``: keyword -> DICOM string value (or None)."""
+        compiled = compile_query(query)
+        rows = self._cursor().execute(compiled.sql, compiled.params).fetchall()
+        keywords = [a.keyword for a in compiled.columns]
+        return [{k: (None if v is None else str(v)) for k, v in zip(keywords, row)} for row in rows]
+
+    def count(self, query: Query) -> int:
+        """How many entities match ``query`` (paging ignored)."""
+        sql, params = compile_count(query)
+        return int(self._cursor().execute(sql, params).fetchone()[0])
+
+    def locate(self, level: Level, uid: str | None = None, **keys: str) -> list[InstanceLocation]:
+        """Instances under one entity, or matching UID keys.
+
+        Parameters
+        ----------
+        level
+            Level of ``uid``.
+        uid
+            UID (or PatientID) of the entity whose instances are wanted.
+        keys
+            Further exact keys: StudyInstanceUID, SeriesInstanceUID, SOPInstanceUID.
+        """
+        where, params = [], []
+        if uid is not None:
+            if level is Level.PATIENT:
+                where.append('i."StudyInstanceUID" IN (SELECT "StudyInstanceUID" FROM studies WHERE "PatientID" = ?)')
+            else:
+                where.append(f'i."{level.unique_key}" = ?')
+            params.append(uid)
+        for keyword, value in keys.items():
+            if keyword not in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"):
+                raise ValueError(f"cannot locate instances by {keyword}")
+            where.append(f'i."{keyword}" = ?')
+            params.append(value)
+        sql = (
+            'SELECT "SOPInstanceUID", "SOPClassUID", "TransferSyntaxUID", "StudyInstanceUID", '
+            '"SeriesInstanceUID", file, size FROM instances i'
+        )
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += ' ORDER BY "SeriesInstanceUID", TRY_CAST("InstanceNumber" AS INTEGER) NULLS LAST, "SOPInstanceUID"'
+        rows = self._cursor().execute(sql, params).fetchall()
+        return [InstanceLocation(*row) for row in rows]
+
+    def files(self) -> set[str]:
+        """Every file key the index refers to."""
+        return {r[0] for r in self._cursor().execute("SELECT file FROM instances").fetchall()}
+
+    def totals(self) -> dict[str, int]:
+        """Number of patients, studies, series and instances."""
+        cur = self._cursor()
+        return {
+            level.table: int(cur.execute(f"SELECT count(*) FROM {level.table}").fetchone()[0]) for level in Level
+        }

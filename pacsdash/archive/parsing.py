@@ -1,0 +1,162 @@
+"""Read the header of a received instance into an index record.
+
+Only the header is decoded (pixel data is never loaded); the bytes the caller
+received are what the store keeps.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+from pydicom.multival import MultiValue
+
+from pacsdash.archive.attributes import BULK_VRS, TABLE_ATTRIBUTES, Level
+
+#: PS3.5 9.1: digits and dots, at most 64 characters. Leading zeros in a
+#: component are not conformant but common in old data, so they are allowed.
+UID_PATTERN = re.compile(r"^[0-9]+(\.[0-9]+)*$")
+REQUIRED_UIDS = ("SOPInstanceUID", "SOPClassUID", "StudyInstanceUID", "SeriesInstanceUID")
+#: Longest value kept in the attribute JSON; longer text is not a search key.
+MAX_JSON_VALUE = 1024
+
+
+class InvalidInstance(ValueError):
+    """The bytes are not a DICOM instance the archive can file."""
+
+
+@dataclass
+class InstanceRecord:
+    """What the index keeps about one instance, read from its header."""
+
+    SOPInstanceUID: str
+    SeriesInstanceUID: str
+    StudyInstanceUID: str
+    #: Column values per level, keyed by keyword, as DICOM strings.
+    columns: dict[Level, dict[str, str | None]] = field(default_factory=dict)
+    #: Every other non-bulk top-level attribute: 8-hex-digit tag -> string.
+    attributes: dict[str, str] = field(default_factory=dict)
+    TransferSyntaxUID: str = ""
+    size: int = 0
+    origin: str = ""
+    #: Store key of the file, set once the bytes are durable.
+    file: str = ""
+
+
+def check_uid(value: Any, keyword: str) -> str:
+    """Return ``value`` as a clean UID string, or raise :class:`InvalidInstance`."""
+    text = str(value).rstrip("\x00 ") if value is not None else ""
+    if not text:
+        raise InvalidInstance(f"{keyword} is missing or empty")
+    if len(text) > 64 or not UID_PATTERN.match(text):
+        raise InvalidInstance(f"{keyword} {text[:80]!r} is not a valid UID (PS3.5 9.1)")
+    return text
+
+
+def value_text(value: Any) -> str | None:
+    """Render an element value as a DICOM string (multi-values joined by ``\\``)."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, (list, MultiValue)):
+        return "\\".join("" if v is None else str(v) for v in value)
+    if isinstance(value, bytes):
+        return None
+    return str(value)
+
+
+def read_header(raw: bytes) -> Dataset:
+    """Decode the Part 10 header and data set up to the pixel data.
+
+    Raises
+    ------
+    InvalidInstance
+        If the bytes are not a Part 10 file or its header cannot be decoded.
+    """
+    if len(raw) < 132:
+        raise InvalidInstance(f"{len(raw)} bytes is too short for a DICOM Part 10 file")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ds = dcmread(io.BytesIO(raw), stop_before_pixels=True, force=False)
+            # Decode every top-level value now so that broken ones fail here.
+            for elem in ds:
+                _ = elem.value
+    except InvalidDicomError as exc:
+        raise InvalidInstance(f"not a DICOM Part 10 file: {exc}") from None
+    except Exception as exc:  # pydicom raises many types for broken encodings
+        raise InvalidInstance(f"the DICOM header cannot be decoded: {exc}") from None
+    if "TransferSyntaxUID" not in ds.file_meta:
+        raise InvalidInstance("the file meta information has no TransferSyntaxUID (0002,0010)")
+    return ds
+
+
+def record_from_dataset(ds: Dataset, size: int, origin: str = "") -> InstanceRecord:
+    """Build the index record of a decoded header.
+
+    Raises
+    ------
+    InvalidInstance
+        If an identifying UID is missing or malformed.
+    """
+    uids = {kw: check_uid(ds.get(kw), kw) for kw in REQUIRED_UIDS}
+    # MediaStorageSOPInstanceUID may differ from SOPInstanceUID in real files
+    # (edited copies); the data set's own UID is the one that identifies it.
+    transfer_syntax = check_uid(ds.file_meta.TransferSyntaxUID, "TransferSyntaxUID")
+    columns: dict[Level, dict[str, str | None]] = {}
+    column_tags: set[int] = set()
+    for level, attrs in TABLE_ATTRIBUTES.items():
+        values: dict[str, str | None] = {}
+        for attr in attrs:
+            if attr.derived:
+                continue
+            column_tags.add(attr.tag)
+            if attr.keyword == "TransferSyntaxUID":
+                values[attr.keyword] = transfer_syntax
+            elif attr.keyword in uids:
+                values[attr.keyword] = uids[attr.keyword]
+            else:
+                values[attr.keyword] = _element_text(ds, attr.tag)
+        columns[level] = values
+    columns[Level.PATIENT]["PatientID"] = columns[Level.PATIENT]["PatientID"] or ""
+    columns[Level.STUDY]["PatientID"] = columns[Level.PATIENT]["PatientID"]
+    attributes: dict[str, str] = {}
+    for elem in ds:
+        if elem.tag.group == 0x0002 or elem.tag in column_tags or elem.VR in BULK_VRS:
+            continue
+        text = _element_text(ds, elem.tag)
+        if text is not None and len(text) <= MAX_JSON_VALUE:
+            attributes[f"{int(elem.tag):08X}"] = text
+    return InstanceRecord(
+        SOPInstanceUID=uids["SOPInstanceUID"],
+        SeriesInstanceUID=uids["SeriesInstanceUID"],
+        StudyInstanceUID=uids["StudyInstanceUID"],
+        columns=columns,
+        attributes=attributes,
+        TransferSyntaxUID=transfer_syntax,
+        size=size,
+        origin=origin,
+    )
+
+
+def _element_text(ds: Dataset, tag: int) -> str | None:
+    elem = ds.get(tag)
+    if elem is None or elem.VR in BULK_VRS:
+        return None
+    try:
+        text = value_text(elem.value)
+    except Exception:  # a value pydicom cannot convert is not indexed
+        return None
+    if text is not None:
+        text = text.replace("\x00", "").strip()
+    return text or None
+
+
+def parse_instance(raw: bytes, origin: str = "") -> InstanceRecord:
+    """Parse and validate ``raw`` Part 10 bytes into an index record."""
+    return record_from_dataset(read_header(raw), len(raw), origin)

@@ -1,0 +1,380 @@
+"""One query type and one implementation of DICOM matching.
+
+Every door (C-FIND, QIDO-RS, the JSON API, the dashboard) parses its request
+into a :class:`Query`; :func:`compile_query` turns it into parameterised SQL.
+Matching follows PS3.4 C.2.2.2:
+
+- universal matching (C.2.2.2.3): an empty value, or ``*`` alone, matches all;
+- single value matching (C.2.2.2.1): exact, except that PN values match
+  regardless of case, accents and of ``^`` versus a space (as people type
+  names);
+- wildcard matching (C.2.2.2.4): ``*`` any run of characters, ``?`` one;
+- range matching (C.2.2.2.5): ``lo-hi``, ``lo-`` and ``-hi`` for DA, TM, DT;
+- list of UID matching (C.2.2.2.2): ``uid1\\uid2`` for UI; code strings (CS)
+  take a list the same way (``ModalitiesInStudy=CT\\MR``);
+- a multi-valued stored attribute (CS such as ImageType) matches when any of
+  its values matches.
+
+Values never reach SQL text: they are bound parameters. Only column names
+from the fixed table in :mod:`pacsdash.archive.attributes` and tag numbers
+formatted by this module are written into the SQL.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from pacsdash.archive.attributes import (
+    BY_KEYWORD,
+    PATIENT_DERIVED,
+    TABLE_ATTRIBUTES,
+    Attribute,
+    Level,
+    attribute_for,
+)
+
+#: Longest value accepted for one matching key.
+MAX_VALUE_LENGTH = 1024
+MAX_LIST_VALUES = 1000
+LIST_VRS = frozenset({"UI", "CS"})
+RANGE_VRS = frozenset({"DA", "TM", "DT"})
+_DA = re.compile(r"^\d{8}$")
+_TM = re.compile(r"^\d{2}(\d{2}(\d{2}(\.\d{1,6})?)?)?$")
+_DT = re.compile(r"^\d{4}(\d{2}(\d{2}(\d{2}(\d{2}(\d{2}(\.\d{1,6})?)?)?)?)?)?([+-]\d{4})?$")
+_PATTERNS = {"DA": (_DA, "YYYYMMDD"), "TM": (_TM, "HHMMSS.FFFFFF"), "DT": (_DT, "YYYYMMDDHHMMSS")}
+
+
+class InvalidQuery(ValueError):
+    """A query key or value breaks a matching rule; the message says which."""
+
+
+@dataclass
+class Query:
+    """A search at one level, as every door expresses it.
+
+    Parameters
+    ----------
+    level
+        The Query/Retrieve level of the entities returned.
+    filters
+        Keyword (or tag) -> matching value, in DICOM matching syntax. An empty
+        value asks for the attribute to be returned without constraining.
+    fields
+        Further keywords or tags to return.
+    limit, offset
+        Paging; results are ordered so that pages neither overlap nor skip.
+    order_by
+        ``(keyword, descending)`` pairs; the level's unique key always breaks
+        ties.
+    """
+
+    level: Level
+    filters: dict[str, str] = field(default_factory=dict)
+    fields: list[str] = field(default_factory=list)
+    limit: int | None = None
+    offset: int = 0
+    order_by: list[tuple[str, bool]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.limit is not None and self.limit < 0:
+            raise InvalidQuery(f"limit must be zero or more, got {self.limit}")
+        if self.offset < 0:
+            raise InvalidQuery(f"offset must be zero or more, got {self.offset}")
+
+
+#: For each level, the aliases joined into its FROM clause, nearest first.
+_CHAIN: dict[Level, tuple[tuple[str, Level], ...]] = {
+    Level.PATIENT: (("p", Level.PATIENT),),
+    Level.STUDY: (("s", Level.STUDY),),
+    Level.SERIES: (("se", Level.SERIES), ("s", Level.STUDY)),
+    Level.IMAGE: (("i", Level.IMAGE), ("se", Level.SERIES), ("s", Level.STUDY)),
+}
+_FROM = {
+    Level.PATIENT: "patients p",
+    Level.STUDY: "studies s",
+    Level.SERIES: 'series se JOIN studies s ON se."StudyInstanceUID" = s."StudyInstanceUID"',
+    Level.IMAGE: (
+        'instances i JOIN series se ON i."SeriesInstanceUID" = se."SeriesInstanceUID" '
+        'JOIN studies s ON i."StudyInstanceUID" = s."StudyInstanceUID"'
+    ),
+}
+_COLUMNS = {level: {a.keyword for a in attrs} for level, attrs in TABLE_ATTRIBUTES.items()}
+_PATIENT_COUNTS = {
+    "NumberOfPatientRelatedStudies": (
+        '(SELECT count(*) FROM studies x WHERE x."PatientID" = p."PatientID")'
+    ),
+    "NumberOfPatientRelatedSeries": (
+        '(SELECT coalesce(sum(x."NumberOfStudyRelatedSeries"), 0) FROM studies x '
+        'WHERE x."PatientID" = p."PatientID")'
+    ),
+    "NumberOfPatientRelatedInstances": (
+        '(SELECT coalesce(sum(x."NumberOfStudyRelatedInstances"), 0) FROM studies x '
+        'WHERE x."PatientID" = p."PatientID")'
+    ),
+}
+
+
+def _owner_table(attr: Attribute) -> Level | None:
+    """The most specific table with a column for ``attr`` (None: JSON only)."""
+    for level in (Level.IMAGE, Level.SERIES, Level.STUDY, Level.PATIENT):
+        if attr.keyword in _COLUMNS[level]:
+            return level
+    return None
+
+
+def _tie(level: Level, outer: str) -> str:
+    """SQL tying rows ``x`` of table ``level`` to the outer entity alias."""
+    if outer == "p":
+        if level is Level.STUDY:
+            return 'x."PatientID" = p."PatientID"'
+        return (
+            'x."StudyInstanceUID" IN (SELECT y."StudyInstanceUID" FROM studies y '
+            'WHERE y."PatientID" = p."PatientID")'
+        )
+    if outer == "s":
+        return 'x."StudyInstanceUID" = s."StudyInstanceUID"'
+    if outer == "se":
+        return 'x."SeriesInstanceUID" = se."SeriesInstanceUID"'
+    return 'x."SOPInstanceUID" = i."SOPInstanceUID"'
+
+
+@dataclass
+class _Expr:
+    """Where an attribute's value is, seen from a query level."""
+
+    sql: str
+    #: None: a column of the level's own rows; else a table to look into.
+    via: Level | None = None
+
+
+def _locate(level: Level, attr: Attribute) -> _Expr:
+    if level is Level.PATIENT and attr.keyword in _PATIENT_COUNTS:
+        return _Expr(_PATIENT_COUNTS[attr.keyword])
+    for alias, table in _CHAIN[level]:
+        if attr.keyword in _COLUMNS[table]:
+            return _Expr(f'{alias}."{attr.keyword}"')
+    owner = _owner_table(attr)
+    if owner is not None:
+        return _Expr(f'x."{attr.keyword}"', via=owner)
+    json_path = f'$."{attr.tag:08X}"'
+    if level is Level.IMAGE:
+        return _Expr(f"json_extract_string(i.attributes, '{json_path}')")
+    return _Expr(f"json_extract_string(x.attributes, '{json_path}')", via=Level.IMAGE)
+
+
+def _check_value(attr: Attribute, value: str) -> None:
+    if len(value) > MAX_VALUE_LENGTH:
+        raise InvalidQuery(
+            f"{attr.keyword} value is {len(value)} characters long; at most "
+            f"{MAX_VALUE_LENGTH} are accepted"
+        )
+    if any(ord(c) < 32 and c not in "\t" for c in value):
+        raise InvalidQuery(f"{attr.keyword} value contains control characters")
+
+
+def _like_pattern(value: str) -> str:
+    out = []
+    for ch in value:
+        if ch == "*":
+            out.append("%")
+        elif ch == "?":
+            out.append("_")
+        elif ch in "%_\\":
+            out.append("\\" + ch)
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def _normalise_pn(sql: str) -> str:
+    return f"strip_accents(lower(replace({sql}, '^', ' ')))"
+
+
+def _pn_value(value: str) -> str:
+    import unicodedata
+
+    text = value.replace("^", " ").lower()
+    return "".join(c for c in unicodedata.normalize("NFD", text) if not unicodedata.combining(c))
+
+
+def _range_condition(sql: str, attr: Attribute, value: str, params: list) -> str:
+    low, _, high = value.partition("-")
+    pattern, form = _PATTERNS[attr.vr]
+    for bound in (low, high):
+        if bound and not pattern.match(bound):
+            raise InvalidQuery(f"{attr.keyword} '{value}' is not a valid {attr.vr} range ({form}-{form})")
+    if low and high and high < low:
+        raise InvalidQuery(f"{attr.keyword} range '{value}' ends before it starts")
+    parts = []
+    if low:
+        parts.append(f"{sql} >= ?")
+        params.append(low)
+    if high:
+        # An upper bound given with less precision includes its whole span:
+        # "-1200" includes 12:00:30.
+        parts.append(f"({sql} <= ? OR starts_with({sql}, ?))")
+        params.extend([high, high])
+    return "(" + " AND ".join(parts) + ")"
+
+
+def _value_condition(sql: str, attr: Attribute, value: str, params: list) -> str:
+    """SQL matching ``sql`` against one non-range value (single or wildcard)."""
+    if attr.vr == "PN":
+        sql = _normalise_pn(sql)
+        value = _pn_value(value)
+    if attr.vr != "UI" and ("*" in value or "?" in value):
+        params.append(_like_pattern(value))
+        if attr.vr == "CS":
+            return f"len(list_filter(string_split({sql}, '\\'), lambda v: v LIKE ? ESCAPE '\\')) > 0"
+        return f"{sql} LIKE ? ESCAPE '\\'"
+    params.append(value)
+    if attr.vr == "CS":
+        return f"list_contains(string_split({sql}, '\\'), ?)"
+    return f"{sql} = ?"
+
+
+def match_condition(sql: str, attr: Attribute, value: str, params: list) -> str | None:
+    """Parameterised SQL matching the expression ``sql`` with ``value``.
+
+    Returns None for universal matching. Raises :class:`InvalidQuery` when the
+    value breaks the rules of its VR.
+    """
+    _check_value(attr, value)
+    value = value.strip(" ") if attr.vr not in ("LT", "ST", "UT") else value
+    if value in ("", "*"):
+        return None
+    if attr.vr in RANGE_VRS:
+        if "-" in value and not (attr.vr == "DT" and value.count("-") != 1):
+            return _range_condition(sql, attr, value, params)
+        pattern, form = _PATTERNS[attr.vr]
+        if "*" not in value and "?" not in value and not pattern.match(value):
+            raise InvalidQuery(f"{attr.keyword} '{value}' is not a valid {attr.vr} ({form})")
+    if attr.vr == "UI" and ("*" in value or "?" in value):
+        raise InvalidQuery(f"{attr.keyword}: wildcards are not allowed in UIDs (PS3.4 C.2.2.2.4)")
+    values = value.split("\\") if attr.vr in LIST_VRS else [value]
+    if len(values) > MAX_LIST_VALUES:
+        raise InvalidQuery(f"{attr.keyword}: at most {MAX_LIST_VALUES} values in a list")
+    if attr.vr == "UI":
+        for uid in values:
+            if not re.match(r"^[0-9.]{1,64}$", uid):
+                raise InvalidQuery(f"{attr.keyword} {uid[:80]!r} is not a valid UID")
+        params.extend(values)
+        return f"{sql} IN ({', '.join('?' * len(values))})"
+    parts = [_value_condition(sql, attr, v, params) for v in values if v != ""]
+    if not parts:
+        return None
+    return parts[0] if len(parts) == 1 else "(" + " OR ".join(parts) + ")"
+
+
+@dataclass
+class CompiledQuery:
+    """SQL text, its parameters and the keywords of the columns it returns."""
+
+    sql: str
+    params: list
+    columns: list[Attribute]
+
+
+def resolve(names: list[str] | dict[str, str]) -> list[Attribute]:
+    """Attributes for keywords or tags; :class:`InvalidQuery` names a bad one."""
+    out = []
+    for name in names:
+        try:
+            out.append(attribute_for(name))
+        except KeyError as exc:
+            raise InvalidQuery(str(exc.args[0])) from None
+    return out
+
+
+def default_return_keys(level: Level) -> list[Attribute]:
+    """The attributes a level returns when none are asked for."""
+    attrs = list(TABLE_ATTRIBUTES[level])
+    if level is Level.PATIENT:
+        attrs += list(PATIENT_DERIVED)
+    return attrs
+
+
+def compile_query(query: Query, extra_columns: tuple[str, ...] = ()) -> CompiledQuery:
+    """Turn ``query`` into one parameterised SELECT.
+
+    Parameters
+    ----------
+    query
+        The search.
+    extra_columns
+        Raw SQL expressions over the level's aliases to add at the end of
+        each row (used internally, never from a request).
+    """
+    level = query.level
+    where: list[str] = []
+    params: list = []
+    for name, value in query.filters.items():
+        attr = resolve([name])[0]
+        if not isinstance(value, str):
+            raise InvalidQuery(f"{attr.keyword} must be given as text")
+        if attr.keyword == "ModalitiesInStudy" and level in (Level.STUDY, Level.PATIENT):
+            # Match the study's series, not the joined string (C.6.2.1.2).
+            modality = BY_KEYWORD["Modality"]
+            sub_params: list = []
+            cond = match_condition('x."Modality"', modality, value, sub_params)
+            if cond is not None:
+                outer = "s" if level is Level.STUDY else "p"
+                where.append(f"EXISTS (SELECT 1 FROM series x WHERE {_tie(Level.SERIES, outer)} AND {cond})")
+                params.extend(sub_params)
+            continue
+        expr = _locate(level, attr)
+        sub_params = []
+        cond = match_condition(expr.sql, attr, value, sub_params)
+        if cond is None:
+            continue
+        if expr.via is None:
+            where.append(cond)
+        else:
+            outer = _CHAIN[level][0][0]
+            where.append(f"EXISTS (SELECT 1 FROM {expr.via.table} x WHERE {_tie(expr.via, outer)} AND {cond})")
+        params.extend(sub_params)
+
+    wanted: dict[str, Attribute] = {}
+    for attr in default_return_keys(level) + resolve(list(query.filters)) + resolve(query.fields):
+        wanted.setdefault(attr.keyword, attr)
+    select: list[str] = []
+    outer = _CHAIN[level][0][0]
+    for attr in wanted.values():
+        expr = _locate(level, attr)
+        if expr.via is None:
+            select.append(expr.sql)
+        else:
+            select.append(
+                f"(SELECT {expr.sql} FROM {expr.via.table} x WHERE {_tie(expr.via, outer)} "
+                f"AND {expr.sql} IS NOT NULL LIMIT 1)"
+            )
+    select.extend(extra_columns)
+
+    order: list[str] = []
+    for name, descending in query.order_by:
+        attr = resolve([name])[0]
+        expr = _locate(level, attr)
+        if expr.via is not None:
+            raise InvalidQuery(f"cannot sort {level.value} results by {attr.keyword}")
+        order.append(f"{expr.sql} {'DESC' if descending else 'ASC'} NULLS LAST")
+    order.append(f'{outer}."{level.unique_key}"')
+
+    sql = f"SELECT {', '.join(select)} FROM {_FROM[level]}"
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    sql += " ORDER BY " + ", ".join(order)
+    if query.limit is not None:
+        sql += " LIMIT ?"
+        params.append(query.limit)
+    if query.offset:
+        sql += " OFFSET ?"
+        params.append(query.offset)
+    return CompiledQuery(sql, params, list(wanted.values()))
+
+
+def compile_count(query: Query) -> tuple[str, list]:
+    """SQL counting every match of ``query``, ignoring paging."""
+    unpaged = Query(query.level, dict(query.filters))
+    compiled = compile_query(unpaged)
+    return f"SELECT count(*) FROM ({compiled.sql})", compiled.params

@@ -1,0 +1,298 @@
+"""Typed settings, built once from defaults, ``pacsdash.toml`` and flags.
+
+A flag beats the config file, which beats the default (CONTRACT.md). Every
+value is checked when the settings are built; a bad one raises
+:class:`ConfigError` naming the section, the key, the rule and what was found.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+CONFIG_NAME = "pacsdash.toml"
+DEFAULT_HOME = Path("pacsdash-home")
+RETRIEVE_ACTIONS = ("store", "find", "move", "get")
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing, unknown or out of range."""
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """``[server]``: where and as whom the process listens."""
+
+    host: str = "127.0.0.1"
+    http_port: int = 8042
+    dicom_port: int = 4242
+    aet: str = "PACSDASH"
+    accept_unknown_store: bool = True
+    max_associations: int = 32
+    #: Seconds an idle association may stay open before it is aborted.
+    network_timeout: int = 60
+    #: Origins allowed to call the HTTP services from a browser (CORS).
+    cors_origins: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class AuthSettings:
+    """``[auth]``: whether HTTP callers must log in."""
+
+    enabled: bool = True
+
+
+@dataclass(frozen=True)
+class StorageSettings:
+    """``[storage]``: where the original files go."""
+
+    backend: str = "local"
+    #: Folder of the local file store, relative to the home unless absolute.
+    path: str = "store"
+
+
+@dataclass(frozen=True)
+class IndexSettings:
+    """``[index]``: the metadata database."""
+
+    #: DuckDB file, relative to the home unless absolute.
+    path: str = "index.duckdb"
+    #: A ``postgresql://`` URL for larger sites (overrides ``path``).
+    url: str = ""
+
+
+@dataclass(frozen=True)
+class ModalitySettings:
+    """``[modalities.NAME]``: a DICOM peer known by AE title, host and port."""
+
+    name: str
+    aet: str
+    host: str
+    port: int
+    allow: tuple[str, ...] = RETRIEVE_ACTIONS
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the server reads from its home and config file."""
+
+    home: Path
+    server: ServerSettings = field(default_factory=ServerSettings)
+    auth: AuthSettings = field(default_factory=AuthSettings)
+    storage: StorageSettings = field(default_factory=StorageSettings)
+    index: IndexSettings = field(default_factory=IndexSettings)
+    modalities: tuple[ModalitySettings, ...] = ()
+
+    @property
+    def store_path(self) -> Path:
+        """Folder of the local file store."""
+        return self.home / self.storage.path
+
+    @property
+    def index_path(self) -> Path:
+        """DuckDB index file."""
+        return self.home / self.index.path
+
+    @property
+    def accounts_path(self) -> Path:
+        """SQLite file with users and CLI-registered modalities."""
+        return self.home / "accounts.sqlite"
+
+    @property
+    def run_path(self) -> Path:
+        """Folder with the running server's lock and address."""
+        return self.home / "run"
+
+    @property
+    def log_path(self) -> Path:
+        """Folder of log files."""
+        return self.home / "logs"
+
+
+def check_aet(value: str, where: str) -> str:
+    """Return ``value`` if it is a valid AE title (PS3.5 AE VR), else raise."""
+    stripped = value.strip() if isinstance(value, str) else value
+    if (
+        not isinstance(stripped, str)
+        or not 0 < len(stripped) <= 16
+        or "\\" in stripped
+        or not stripped.isprintable()
+        or not stripped.isascii()
+    ):
+        raise ConfigError(
+            f"{where} must be an AE title of 1 to 16 printable ASCII characters "
+            f"without a backslash, got {value!r}"
+        )
+    return stripped
+
+
+def check_port(value: Any, where: str, allow_zero: bool = True) -> int:
+    """Return ``value`` as a TCP port number, else raise."""
+    low = 0 if allow_zero else 1
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= 65535:
+        raise ConfigError(f"{where} must be an integer from {low} to 65535, got {value!r}")
+    return value
+
+
+def check_allow(value: Any, where: str) -> tuple[str, ...]:
+    """Return the list of permitted actions, else raise."""
+    if isinstance(value, str):
+        value = [v.strip() for v in value.split(",") if v.strip()]
+    if not isinstance(value, (list, tuple)) or any(v not in RETRIEVE_ACTIONS for v in value):
+        raise ConfigError(
+            f"{where} must be a list drawn from {', '.join(RETRIEVE_ACTIONS)}, got {value!r}"
+        )
+    return tuple(dict.fromkeys(value))
+
+
+def _section(cls: type, raw: Any, name: str) -> Any:
+    """Build dataclass ``cls`` from the TOML table ``raw`` with type checks."""
+    if raw is None:
+        return cls()
+    if not isinstance(raw, dict):
+        raise ConfigError(f"[{name}] must be a table, got {raw!r}")
+    known = {f.name: f for f in fields(cls)}
+    values: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key not in known:
+            raise ConfigError(f"[{name}] has unknown key {key!r}; known keys: {', '.join(known)}")
+        default = getattr(cls(), key)
+        where = f"[{name}] {key}"
+        if isinstance(default, bool):
+            if not isinstance(value, bool):
+                raise ConfigError(f"{where} must be true or false, got {value!r}")
+        elif isinstance(default, int):
+            if key.endswith("port"):
+                value = check_port(value, where)
+            elif isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"{where} must be a positive integer, got {value!r}")
+        elif isinstance(default, tuple):
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise ConfigError(f"{where} must be a list of strings, got {value!r}")
+            value = tuple(value)
+        elif isinstance(default, str) and not isinstance(value, str):
+            raise ConfigError(f"{where} must be a string, got {value!r}")
+        values[key] = value
+    return cls(**values)
+
+
+def _modalities(raw: Any) -> tuple[ModalitySettings, ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, dict):
+        raise ConfigError(f"[modalities] must be a table of peers, got {raw!r}")
+    peers = []
+    for name, table in raw.items():
+        where = f"[modalities.{name}]"
+        if not isinstance(table, dict):
+            raise ConfigError(f"{where} must be a table with aet, host and port")
+        unknown = set(table) - {"aet", "host", "port", "allow"}
+        if unknown:
+            raise ConfigError(f"{where} has unknown key(s) {', '.join(sorted(unknown))}")
+        for key in ("aet", "host", "port"):
+            if key not in table:
+                raise ConfigError(f"{where} {key} is required")
+        if not isinstance(table["host"], str) or not table["host"]:
+            raise ConfigError(f"{where} host must be a host name or address")
+        peers.append(
+            ModalitySettings(
+                name=name,
+                aet=check_aet(table["aet"], f"{where} aet"),
+                host=table["host"],
+                port=check_port(table["port"], f"{where} port", allow_zero=False),
+                allow=check_allow(table.get("allow", list(RETRIEVE_ACTIONS)), f"{where} allow"),
+            )
+        )
+    return tuple(peers)
+
+
+def load_settings(
+    home: Path | str | None = None,
+    config_file: Path | str | None = None,
+    **overrides: Any,
+) -> Settings:
+    """Build the settings: defaults, then the config file, then ``overrides``.
+
+    Parameters
+    ----------
+    home
+        The home folder (default ``./pacsdash-home``).
+    config_file
+        A TOML file; default ``HOME/pacsdash.toml`` if it exists.
+    overrides
+        ``[server]`` values given as command-line flags (``None`` means unset).
+    """
+    home_path = Path(home) if home is not None else DEFAULT_HOME
+    path = Path(config_file) if config_file is not None else home_path / CONFIG_NAME
+    raw: dict[str, Any] = {}
+    if path.exists():
+        try:
+            raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+    elif config_file is not None:
+        raise ConfigError(f"config file {path} does not exist")
+    unknown = set(raw) - {"server", "auth", "storage", "index", "modalities"}
+    if unknown:
+        raise ConfigError(f"{path}: unknown section(s) {', '.join(sorted(unknown))}")
+    try:
+        server = _section(ServerSettings, raw.get("server"), "server")
+        flags = {k: v for k, v in overrides.items() if v is not None}
+        for key, value in flags.items():
+            if key.endswith("port"):
+                check_port(value, f"--{key.replace('_', '-')}")
+        server = replace(server, **flags)
+        check_aet(server.aet, "[server] aet")
+        settings = Settings(
+            home=home_path.resolve(),
+            server=server,
+            auth=_section(AuthSettings, raw.get("auth"), "auth"),
+            storage=_section(StorageSettings, raw.get("storage"), "storage"),
+            index=_section(IndexSettings, raw.get("index"), "index"),
+            modalities=_modalities(raw.get("modalities")),
+        )
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    if settings.storage.backend != "local":
+        raise ConfigError(f"{path}: [storage] backend must be 'local' (got {settings.storage.backend!r})")
+    if settings.index.url:
+        raise ConfigError(f"{path}: [index] url: only the DuckDB index is available in this version")
+    return settings
+
+
+DEFAULT_CONFIG = """\
+# pacsdash configuration. A command-line flag beats a value here.
+
+[server]
+host = "127.0.0.1"      # address the HTTP and DICOM listeners bind to
+http_port = 8042        # dashboard, DICOMweb, WADO-URI and JSON API
+dicom_port = 4242       # DICOM DIMSE listener
+aet = "PACSDASH"        # our AE title
+accept_unknown_store = true   # let unregistered peers C-STORE (find/move/get never)
+
+[auth]
+enabled = true          # HTTP callers log in (users: `pacsdash users add`)
+
+[storage]
+path = "store"          # original files, byte for byte
+
+[index]
+path = "index.duckdb"   # metadata index
+
+# Peers may be listed here or added with `pacsdash modalities add`:
+# [modalities.workstation]
+# aet = "WORKSTATION"
+# host = "127.0.0.1"
+# port = 11112
+# allow = ["store", "find", "move", "get"]
+"""
+
+
+def init_home(home: Path) -> None:
+    """Create the home folder and a commented default config if absent."""
+    home.mkdir(parents=True, exist_ok=True)
+    config = home / CONFIG_NAME
+    if not config.exists():
+        config.write_text(DEFAULT_CONFIG, encoding="utf-8")
