@@ -191,6 +191,10 @@ class Archive:
         """Instances of an entity, with their file keys and encodings."""
         return self.index.locate(level, uid, **keys)
 
+    def locate_matching(self, query: Query) -> list[InstanceLocation]:
+        """Instances matching an IMAGE-level query, with their files."""
+        return self.index.locate_matching(query)
+
     def open(self, location: InstanceLocation) -> BinaryIO:
         """The stored bytes of an instance, as received."""
         return self.store.open(location.file)

@@ -20,25 +20,19 @@ from pacsdash.archive.attributes import TABLE_ATTRIBUTES, Level
 from pacsdash.archive.parsing import InstanceRecord
 from pacsdash.archive.query import Query, compile_count, compile_query
 
-_DERIVED_COLUMNS = {
-    Level.STUDY: {
-        "ModalitiesInStudy": "VARCHAR",
-        "SOPClassesInStudy": "VARCHAR",
-        "NumberOfStudyRelatedSeries": "INTEGER DEFAULT 0",
-        "NumberOfStudyRelatedInstances": "INTEGER DEFAULT 0",
-    },
-    Level.SERIES: {"NumberOfSeriesRelatedInstances": "INTEGER DEFAULT 0"},
-}
+#: Columns beside the DICOM attributes. Counts and ModalitiesInStudy are not
+#: stored: they are computed when asked (see :mod:`pacsdash.archive.query`),
+#: which keeps each ingest commit to plain inserts.
 _HOUSEKEEPING = {
-    Level.PATIENT: {},
-    Level.STUDY: {"received_at": "TIMESTAMPTZ", "updated_at": "TIMESTAMPTZ"},
+    Level.PATIENT: {"received_at": "TIMESTAMPTZ"},
+    Level.STUDY: {"received_at": "TIMESTAMPTZ"},
     Level.SERIES: {"received_at": "TIMESTAMPTZ"},
     Level.IMAGE: {
         "file": "VARCHAR NOT NULL",
         "size": "BIGINT",
         "origin": "VARCHAR",
         "received_at": "TIMESTAMPTZ",
-        "attributes": "JSON",
+        "attributes": "VARCHAR",
     },
 }
 
@@ -64,6 +58,7 @@ class Index(Protocol):
     def count(self, query: Query) -> int: ...
     def known(self, sop_uids: Iterable[str]) -> set[str]: ...
     def locate(self, level: Level, uid: str | None = None, **keys: str) -> list[InstanceLocation]: ...
+    def locate_matching(self, query: Query) -> list[InstanceLocation]: ...
     def delete_study(self, study_uid: str) -> list[str]: ...
     def files(self) -> set[str]: ...
     def close(self) -> None: ...
@@ -80,7 +75,7 @@ def _schema() -> list[str]:
                 cols.append(f'"{attr.keyword}" VARCHAR PRIMARY KEY')
             else:
                 cols.append(f'"{attr.keyword}" VARCHAR')
-        for name, sql_type in {**_DERIVED_COLUMNS.get(level, {}), **_HOUSEKEEPING[level]}.items():
+        for name, sql_type in _HOUSEKEEPING[level].items():
             cols.append(f'"{name}" {sql_type}')
         statements.append(f"CREATE TABLE IF NOT EXISTS {level.table} ({', '.join(cols)})")
     return statements
@@ -130,6 +125,14 @@ class DuckDBIndex:
         self._con.close()
 
     # -- writing (the archive's writer thread only) ---------------------------
+    def _load_caches(self) -> None:
+        """Keys of the parent tables, so the writer inserts a parent only once."""
+        cur = self._cursor()
+        self._parents: dict[Level, set[str]] = {
+            level: {r[0] for r in cur.execute(f'SELECT "{level.unique_key}" FROM {level.table}').fetchall()}
+            for level in (Level.PATIENT, Level.STUDY, Level.SERIES)
+        }
+
     def add(self, records: list[InstanceRecord]) -> list[bool]:
         """Insert ``records`` in one transaction.
 
@@ -137,59 +140,56 @@ class DuckDBIndex:
         Instance UID was already indexed (or came earlier in the batch): the
         archive keeps the first copy it received.
         """
+        if not hasattr(self, "_parents"):
+            self._load_caches()
+        first: dict[str, InstanceRecord] = {}
+        for record in records:
+            first.setdefault(record.SOPInstanceUID, record)
+        fresh = list(first.values())
         cur = self._cursor()
+        try:
+            self._insert(cur, fresh)
+        except duckdb.ConstraintException:
+            # Some instances are indexed already (rare): insert only the others.
+            known = self._known(cur, list(first))
+            fresh = [r for r in fresh if r.SOPInstanceUID not in known]
+            self._insert(cur, fresh)
+        inserted = {r.SOPInstanceUID for r in fresh}
+        return [r.SOPInstanceUID in inserted and first[r.SOPInstanceUID] is r for r in records]
+
+    def _insert(self, cur: duckdb.DuckDBPyConnection, records: list[InstanceRecord]) -> None:
+        """Insert new parents, then the instances, in one transaction."""
+        new_parents: dict[Level, dict[str, list]] = {Level.PATIENT: {}, Level.STUDY: {}, Level.SERIES: {}}
+        for record in records:
+            for level, rows in new_parents.items():
+                values = record.columns[level]
+                key = values[level.unique_key] or ""
+                if key not in self._parents[level] and key not in rows:
+                    rows[key] = [values[c] for c in _columns(level)]
         cur.execute("BEGIN TRANSACTION")
         try:
-            known = self._known(cur, [r.SOPInstanceUID for r in records])
-            added: list[bool] = []
-            fresh: list[InstanceRecord] = []
-            for record in records:
-                if record.SOPInstanceUID in known:
-                    added.append(False)
-                    continue
-                known.add(record.SOPInstanceUID)
-                fresh.append(record)
-                added.append(True)
-            if fresh:
-                self._insert(cur, fresh)
+            for level, rows in new_parents.items():
+                if rows:
+                    cols = _columns(level)
+                    names = ", ".join(f'"{c}"' for c in cols) + ', "received_at"'
+                    row_sql = "(" + ", ".join(["?"] * len(cols)) + ", now())"
+                    self._insert_rows(cur, f"INSERT INTO {level.table} ({names}) VALUES {{rows}} ON CONFLICT DO NOTHING", row_sql, list(rows.values()))
+            if records:
+                cols = _columns(Level.IMAGE) + ["file", "size", "origin", "attributes"]
+                names = ", ".join(f'"{c}"' for c in cols) + ', "received_at"'
+                row_sql = "(" + ", ".join(["?"] * len(cols)) + ", now())"
+                rows = [
+                    [r.columns[Level.IMAGE][c] for c in _columns(Level.IMAGE)]
+                    + [r.file, r.size, r.origin, json.dumps(r.attributes, ensure_ascii=False)]
+                    for r in records
+                ]
+                self._insert_rows(cur, f"INSERT INTO instances ({names}) VALUES {{rows}}", row_sql, rows)
             cur.execute("COMMIT")
         except BaseException:
             cur.execute("ROLLBACK")
             raise
-        return added
-
-    def _insert(self, cur: duckdb.DuckDBPyConnection, records: list[InstanceRecord]) -> None:
-        rows_by_level: dict[Level, dict[str, list]] = {level: {} for level in Level}
-        for record in records:
-            for level in (Level.PATIENT, Level.STUDY, Level.SERIES):
-                values = record.columns[level]
-                key = values[level.unique_key] or ""
-                rows_by_level[level].setdefault(key, [values[c] for c in _columns(level)])
-            values = record.columns[Level.IMAGE]
-            rows_by_level[Level.IMAGE][record.SOPInstanceUID] = [values[c] for c in _columns(Level.IMAGE)] + [
-                record.file,
-                record.size,
-                record.origin,
-                json.dumps(record.attributes, ensure_ascii=False),
-            ]
-        for level in (Level.PATIENT, Level.STUDY, Level.SERIES):
-            cols = _columns(level)
-            extra = {Level.PATIENT: [], Level.STUDY: ["received_at", "updated_at"], Level.SERIES: ["received_at"]}[
-                level
-            ]
-            names = ", ".join(f'"{c}"' for c in cols + extra)
-            row_sql = "(" + ", ".join(["?"] * len(cols) + ["now()"] * len(extra)) + ")"
-            self._insert_rows(
-                cur,
-                f"INSERT INTO {level.table} ({names}) VALUES {{rows}} ON CONFLICT DO NOTHING",
-                row_sql,
-                list(rows_by_level[level].values()),
-            )
-        cols = _columns(Level.IMAGE) + ["file", "size", "origin", "attributes"]
-        names = ", ".join(f'"{c}"' for c in cols) + ', "received_at"'
-        row_sql = "(" + ", ".join(["?"] * len(cols)) + ", now())"
-        self._insert_rows(cur, f"INSERT INTO instances ({names}) VALUES {{rows}}", row_sql, list(rows_by_level[Level.IMAGE].values()))
-        self._refresh_counts(cur, list(rows_by_level[Level.SERIES]), list(rows_by_level[Level.STUDY]))
+        for level, rows in new_parents.items():
+            self._parents[level].update(rows)
 
     @staticmethod
     def _insert_rows(cur: duckdb.DuckDBPyConnection, template: str, row_sql: str, rows: list[list]) -> None:
@@ -197,36 +197,6 @@ class DuckDBIndex:
             chunk = rows[start : start + 200]
             params = [v for row in chunk for v in row]
             cur.execute(template.format(rows=", ".join([row_sql] * len(chunk))), params)
-
-    @staticmethod
-    def _refresh_counts(cur: duckdb.DuckDBPyConnection, series: list[str], studies: list[str]) -> None:
-        if series:
-            cur.execute(
-                """UPDATE series SET "NumberOfSeriesRelatedInstances" = c.n
-                FROM (SELECT "SeriesInstanceUID" AS uid, count(*) AS n FROM instances
-                      WHERE "SeriesInstanceUID" IN (SELECT unnest(?)) GROUP BY 1) c
-                WHERE series."SeriesInstanceUID" = c.uid""",
-                [series],
-            )
-        if studies:
-            cur.execute(
-                """UPDATE studies SET
-                    "NumberOfStudyRelatedSeries" = c.n_series,
-                    "NumberOfStudyRelatedInstances" = c.n_instances,
-                    "ModalitiesInStudy" = c.modalities,
-                    "SOPClassesInStudy" = c.classes,
-                    updated_at = now()
-                FROM (SELECT se."StudyInstanceUID" AS uid,
-                             count(DISTINCT se."SeriesInstanceUID") AS n_series,
-                             sum(se."NumberOfSeriesRelatedInstances") AS n_instances,
-                             string_agg(DISTINCT se."Modality", '\\' ORDER BY se."Modality") AS modalities,
-                             (SELECT string_agg(DISTINCT i."SOPClassUID", '\\' ORDER BY i."SOPClassUID")
-                                FROM instances i WHERE i."StudyInstanceUID" = se."StudyInstanceUID") AS classes
-                      FROM series se WHERE se."StudyInstanceUID" IN (SELECT unnest(?))
-                      GROUP BY se."StudyInstanceUID") c
-                WHERE studies."StudyInstanceUID" = c.uid""",
-                [studies],
-            )
 
     def delete_study(self, study_uid: str) -> list[str]:
         """Remove a study, its series and instances; return their file keys."""
@@ -248,6 +218,8 @@ class DuckDBIndex:
         except BaseException:
             cur.execute("ROLLBACK")
             raise
+        if hasattr(self, "_parents"):
+            self._load_caches()
         return files
 
     # -- reading (any thread) --------------------------------------------------
@@ -309,6 +281,31 @@ class DuckDBIndex:
         sql += ' ORDER BY "SeriesInstanceUID", TRY_CAST("InstanceNumber" AS INTEGER) NULLS LAST, "SOPInstanceUID"'
         rows = self._cursor().execute(sql, params).fetchall()
         return [InstanceLocation(*row) for row in rows]
+
+    def locate_matching(self, query: Query) -> list[InstanceLocation]:
+        """Instances matching an IMAGE-level ``query``, with their files."""
+        if query.level is not Level.IMAGE:
+            raise ValueError("locate_matching takes an IMAGE-level query")
+        compiled = compile_query(
+            Query(Level.IMAGE, query.filters, fields=["TransferSyntaxUID"]),
+            extra_columns=("i.file", "i.size"),
+        )
+        names = [a.keyword for a in compiled.columns]
+        out = []
+        for row in self._cursor().execute(compiled.sql, compiled.params).fetchall():
+            values = dict(zip(names, row))
+            out.append(
+                InstanceLocation(
+                    values["SOPInstanceUID"],
+                    values["SOPClassUID"],
+                    values["TransferSyntaxUID"],
+                    values["StudyInstanceUID"],
+                    values["SeriesInstanceUID"],
+                    row[-2],
+                    row[-1],
+                )
+            )
+        return out
 
     def files(self) -> set[str]:
         """Every file key the index refers to."""

@@ -99,18 +99,34 @@ _FROM = {
         'JOIN studies s ON i."StudyInstanceUID" = s."StudyInstanceUID"'
     ),
 }
-_COLUMNS = {level: {a.keyword for a in attrs} for level, attrs in TABLE_ATTRIBUTES.items()}
-_PATIENT_COUNTS = {
-    "NumberOfPatientRelatedStudies": (
-        '(SELECT count(*) FROM studies x WHERE x."PatientID" = p."PatientID")'
+_COLUMNS = {level: {a.keyword for a in attrs if not a.derived} for level, attrs in TABLE_ATTRIBUTES.items()}
+_STUDY_OF_PATIENT = 'x."StudyInstanceUID" IN (SELECT y."StudyInstanceUID" FROM studies y WHERE y."PatientID" = p."PatientID")'
+#: Attributes computed from the rows below an entity, with the alias they need.
+_DERIVED: dict[str, tuple[str, str]] = {
+    "NumberOfPatientRelatedStudies": ("p", '(SELECT count(*) FROM studies x WHERE x."PatientID" = p."PatientID")'),
+    "NumberOfPatientRelatedSeries": ("p", f"(SELECT count(*) FROM series x WHERE {_STUDY_OF_PATIENT})"),
+    "NumberOfPatientRelatedInstances": ("p", f"(SELECT count(*) FROM instances x WHERE {_STUDY_OF_PATIENT})"),
+    "NumberOfStudyRelatedSeries": (
+        "s",
+        '(SELECT count(*) FROM series x WHERE x."StudyInstanceUID" = s."StudyInstanceUID")',
     ),
-    "NumberOfPatientRelatedSeries": (
-        '(SELECT coalesce(sum(x."NumberOfStudyRelatedSeries"), 0) FROM studies x '
-        'WHERE x."PatientID" = p."PatientID")'
+    "NumberOfStudyRelatedInstances": (
+        "s",
+        '(SELECT count(*) FROM instances x WHERE x."StudyInstanceUID" = s."StudyInstanceUID")',
     ),
-    "NumberOfPatientRelatedInstances": (
-        '(SELECT coalesce(sum(x."NumberOfStudyRelatedInstances"), 0) FROM studies x '
-        'WHERE x."PatientID" = p."PatientID")'
+    "ModalitiesInStudy": (
+        "s",
+        "(SELECT string_agg(DISTINCT x.\"Modality\", '\\' ORDER BY x.\"Modality\") FROM series x "
+        'WHERE x."StudyInstanceUID" = s."StudyInstanceUID")',
+    ),
+    "SOPClassesInStudy": (
+        "s",
+        "(SELECT string_agg(DISTINCT x.\"SOPClassUID\", '\\' ORDER BY x.\"SOPClassUID\") FROM instances x "
+        'WHERE x."StudyInstanceUID" = s."StudyInstanceUID")',
+    ),
+    "NumberOfSeriesRelatedInstances": (
+        "se",
+        '(SELECT count(*) FROM instances x WHERE x."SeriesInstanceUID" = se."SeriesInstanceUID")',
     ),
 }
 
@@ -149,8 +165,11 @@ class _Expr:
 
 
 def _locate(level: Level, attr: Attribute) -> _Expr:
-    if level is Level.PATIENT and attr.keyword in _PATIENT_COUNTS:
-        return _Expr(_PATIENT_COUNTS[attr.keyword])
+    if attr.keyword in _DERIVED:
+        alias, sql = _DERIVED[attr.keyword]
+        if any(a == alias for a, _ in _CHAIN[level]):
+            return _Expr(f"CAST({sql} AS VARCHAR)")
+        return _Expr("CAST(NULL AS VARCHAR)")
     for alias, table in _CHAIN[level]:
         if attr.keyword in _COLUMNS[table]:
             return _Expr(f'{alias}."{attr.keyword}"')

@@ -1,0 +1,193 @@
+"""Users and registered DICOM peers, in a SQLite file beside the index.
+
+The server keeps the DuckDB index open for writing, and DuckDB lets only one
+process do that; users and peers live apart, in SQLite in WAL mode, so that
+``pacsdash users ...`` and ``pacsdash modalities ...`` work whether or not the
+server runs, and the server sees a change at the next request or association.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from contextlib import closing
+from dataclasses import dataclass
+from pathlib import Path
+
+from pacsdash.access.passwords import hash_password, verify_password
+from pacsdash.access.roles import Role
+from pacsdash.config import RETRIEVE_ACTIONS, ConfigError, ModalitySettings, check_aet, check_allow, check_port
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS users (
+    name TEXT PRIMARY KEY,
+    role TEXT NOT NULL,
+    password_hash TEXT NOT NULL,
+    created_at TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP
+);
+CREATE TABLE IF NOT EXISTS modalities (
+    name TEXT PRIMARY KEY,
+    aet TEXT NOT NULL,
+    host TEXT NOT NULL,
+    port INTEGER NOT NULL,
+    allow TEXT NOT NULL
+);
+"""
+MAX_NAME = 64
+
+
+class AccountError(ValueError):
+    """A user or peer cannot be added, changed or removed; the message says why."""
+
+
+@dataclass(frozen=True)
+class User:
+    """A person or script that may log in over HTTP."""
+
+    name: str
+    role: Role
+
+
+def check_user_name(name: str) -> str:
+    """Return ``name`` if it is an acceptable user name, else raise."""
+    if not name or len(name) > MAX_NAME or not all(c.isalnum() or c in "._-@" for c in name):
+        raise AccountError(
+            f"user name {name[:80]!r} must be 1 to {MAX_NAME} letters, digits or . _ - @"
+        )
+    return name
+
+
+class Accounts:
+    """Users and CLI-registered peers, shared by the server and the CLI."""
+
+    def __init__(self, path: Path, configured: tuple[ModalitySettings, ...] = ()) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.configured = configured
+        self._local = threading.local()
+        with closing(self._connect()) as con:
+            con.execute("PRAGMA journal_mode=WAL")
+            con.executescript(_SCHEMA)
+
+    def _connect(self) -> sqlite3.Connection:
+        con = sqlite3.connect(self.path, timeout=10, isolation_level=None)
+        con.execute("PRAGMA busy_timeout=10000")
+        con.execute("PRAGMA synchronous=FULL")
+        return con
+
+    def _con(self) -> sqlite3.Connection:
+        con = getattr(self._local, "con", None)
+        if con is None:
+            con = self._connect()
+            self._local.con = con
+        return con
+
+    # -- users ---------------------------------------------------------------
+    def add_user(self, name: str, role: Role | str, password: str) -> User:
+        """Create a user; the password is stored only as a salted hash."""
+        check_user_name(name)
+        role = Role.parse(role)
+        if not password:
+            raise AccountError("the password must not be empty")
+        try:
+            self._con().execute(
+                "INSERT INTO users (name, role, password_hash) VALUES (?, ?, ?)",
+                (name, role.value, hash_password(password)),
+            )
+        except sqlite3.IntegrityError:
+            raise AccountError(f"user {name!r} exists already") from None
+        return User(name, role)
+
+    def set_password(self, name: str, password: str) -> None:
+        """Replace a user's password."""
+        if not password:
+            raise AccountError("the password must not be empty")
+        cur = self._con().execute("UPDATE users SET password_hash = ? WHERE name = ?", (hash_password(password), name))
+        if cur.rowcount == 0:
+            raise AccountError(f"no user named {name!r}")
+
+    def set_role(self, name: str, role: Role | str) -> None:
+        """Change a user's role."""
+        cur = self._con().execute("UPDATE users SET role = ? WHERE name = ?", (Role.parse(role).value, name))
+        if cur.rowcount == 0:
+            raise AccountError(f"no user named {name!r}")
+
+    def remove_user(self, name: str) -> None:
+        """Delete a user."""
+        cur = self._con().execute("DELETE FROM users WHERE name = ?", (name,))
+        if cur.rowcount == 0:
+            raise AccountError(f"no user named {name!r}")
+
+    def users(self) -> list[User]:
+        """Every user, by name."""
+        rows = self._con().execute("SELECT name, role FROM users ORDER BY name").fetchall()
+        return [User(name, Role(role)) for name, role in rows]
+
+    def authenticate(self, name: str, password: str) -> User | None:
+        """The user if ``password`` is theirs, else None (constant-time check)."""
+        row = self._con().execute("SELECT role, password_hash FROM users WHERE name = ?", (name,)).fetchone()
+        if row is None:
+            verify_password(password, None)  # same work whether or not the user exists
+            return None
+        role, stored = row
+        return User(name, Role(role)) if verify_password(password, stored) else None
+
+    # -- modalities ----------------------------------------------------------
+    def add_modality(self, name: str, aet: str, host: str, port: int, allow: str | list[str] | None = None) -> ModalitySettings:
+        """Register a DICOM peer."""
+        if not name or len(name) > MAX_NAME or not all(c.isalnum() or c in "._-" for c in name):
+            raise AccountError(f"modality name {name[:80]!r} must be 1 to {MAX_NAME} letters, digits or . _ -")
+        if any(m.name == name for m in self.configured):
+            raise AccountError(f"modality {name!r} is defined in pacsdash.toml; change it there")
+        try:
+            peer = ModalitySettings(
+                name=name,
+                aet=check_aet(aet, "--aet"),
+                host=host,
+                port=check_port(port, "--port", allow_zero=False),
+                allow=check_allow(list(RETRIEVE_ACTIONS) if allow is None else allow, "--allow"),
+            )
+        except ConfigError as exc:
+            raise AccountError(str(exc)) from None
+        if not host or any(c.isspace() for c in host):
+            raise AccountError(f"host {host!r} is not a host name or address")
+        try:
+            self._con().execute(
+                "INSERT INTO modalities (name, aet, host, port, allow) VALUES (?, ?, ?, ?, ?)",
+                (peer.name, peer.aet, peer.host, peer.port, ",".join(peer.allow)),
+            )
+        except sqlite3.IntegrityError:
+            raise AccountError(f"modality {name!r} exists already") from None
+        return peer
+
+    def remove_modality(self, name: str) -> None:
+        """Forget a CLI-registered peer."""
+        if any(m.name == name for m in self.configured):
+            raise AccountError(f"modality {name!r} is defined in pacsdash.toml; remove it there")
+        cur = self._con().execute("DELETE FROM modalities WHERE name = ?", (name,))
+        if cur.rowcount == 0:
+            raise AccountError(f"no modality named {name!r}")
+
+    def modalities(self) -> list[ModalitySettings]:
+        """Peers from the config file, then those added with the CLI."""
+        rows = self._con().execute("SELECT name, aet, host, port, allow FROM modalities ORDER BY name").fetchall()
+        added = [
+            ModalitySettings(name, aet, host, port, tuple(a for a in allow.split(",") if a))
+            for name, aet, host, port, allow in rows
+        ]
+        return list(self.configured) + added
+
+    def modality_by_aet(self, aet: str) -> ModalitySettings | None:
+        """The registered peer with AE title ``aet`` (first one wins)."""
+        aet = aet.strip()
+        for peer in self.modalities():
+            if peer.aet == aet:
+                return peer
+        return None
+
+    def modality(self, name: str) -> ModalitySettings | None:
+        """The registered peer called ``name``."""
+        for peer in self.modalities():
+            if peer.name == name:
+                return peer
+        return None

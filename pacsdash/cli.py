@@ -1,0 +1,311 @@
+"""The ``pacsdash`` command line: argument parsing only; each command calls in."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Iterable
+from pathlib import Path
+
+from tqdm import tqdm
+
+from pacsdash import __version__
+from pacsdash.config import ConfigError, Settings, load_settings
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def _add_home(parser: argparse.ArgumentParser, leaf: bool = False) -> None:
+    """--home and --config, on a command and (``leaf``) on its actions too."""
+    default = argparse.SUPPRESS if leaf else None
+    parser.add_argument("--home", type=Path, default=default, help="home folder (default ./pacsdash-home)")
+    parser.add_argument("--config", type=Path, default=default, help="config file (default HOME/pacsdash.toml)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pacsdash", description="A small PACS: DICOM node, DICOMweb, archive and dashboard.")
+    parser.add_argument("--version", action="version", version=f"pacsdash {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the server")
+    _add_home(serve)
+    serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
+    serve.add_argument("--http-port", type=int, help="HTTP port (default 8042)")
+    serve.add_argument("--dicom-port", type=int, help="DICOM port (default 4242)")
+    serve.add_argument("--aet", help="our AE title (default PACSDASH)")
+
+    demo = sub.add_parser("demo", help="make a home with sample studies, then serve it")
+    _add_home(demo)
+    demo.add_argument("--host")
+    demo.add_argument("--http-port", type=int)
+    demo.add_argument("--dicom-port", type=int)
+    demo.add_argument("--aet")
+    demo.add_argument("--no-serve", action="store_true", help="only make the home")
+
+    send = sub.add_parser("send", help="send files and folders to a peer with C-STORE")
+    send.add_argument("host")
+    send.add_argument("port", type=int)
+    send.add_argument("paths", nargs="+", type=Path)
+    send.add_argument("--aet", default="ANY-SCP", help="called AE title (default ANY-SCP)")
+    send.add_argument("--calling-aet", default="PACSDASH", help="our AE title (default PACSDASH)")
+
+    echo = sub.add_parser("echo", help="C-ECHO a peer")
+    echo.add_argument("host")
+    echo.add_argument("port", type=int)
+    echo.add_argument("--aet", default="ANY-SCP", help="called AE title")
+    echo.add_argument("--calling-aet", default="PACSDASH")
+
+    imp = sub.add_parser("import", help="import files and folders from disk into the home")
+    _add_home(imp)
+    imp.add_argument("paths", nargs="+", type=Path)
+
+    users = sub.add_parser("users", help="manage users")
+    _add_home(users)
+    users_sub = users.add_subparsers(dest="action", required=True)
+    add = users_sub.add_parser("add")
+    _add_home(add, leaf=True)
+    add.add_argument("name")
+    add.add_argument("--role", required=True, choices=["admin", "editor", "viewer"])
+    add.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
+    _add_home(users_sub.add_parser("list"), leaf=True)
+    remove = users_sub.add_parser("remove")
+    _add_home(remove, leaf=True)
+    remove.add_argument("name")
+    passwd = users_sub.add_parser("passwd")
+    _add_home(passwd, leaf=True)
+    passwd.add_argument("name")
+    passwd.add_argument("--password-stdin", action="store_true")
+
+    mods = sub.add_parser("modalities", help="manage DICOM peers")
+    _add_home(mods)
+    mods_sub = mods.add_subparsers(dest="action", required=True)
+    madd = mods_sub.add_parser("add")
+    _add_home(madd, leaf=True)
+    madd.add_argument("name")
+    madd.add_argument("--aet", required=True)
+    madd.add_argument("--host", required=True)
+    madd.add_argument("--port", type=int, required=True)
+    madd.add_argument("--allow", default="store,find,move,get", help="comma-separated: store,find,move,get")
+    _add_home(mods_sub.add_parser("list"), leaf=True)
+    mremove = mods_sub.add_parser("remove")
+    _add_home(mremove, leaf=True)
+    mremove.add_argument("name")
+    return parser
+
+
+def _settings(args: argparse.Namespace, **overrides) -> Settings:
+    return load_settings(args.home, args.config, **overrides)
+
+
+def _read_password(from_stdin: bool) -> str:
+    if from_stdin:
+        return sys.stdin.readline().rstrip("\r\n")
+    if not sys.stdin.isatty():
+        raise SystemExit("give --password-stdin to read the password from standard input")
+    first = getpass.getpass("Password: ")
+    if first != getpass.getpass("Again: "):
+        raise SystemExit("the passwords differ")
+    return first
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from pacsdash.server import configure_logging, serve
+
+    settings = _settings(args, host=args.host, http_port=args.http_port, dicom_port=args.dicom_port, aet=args.aet)
+    configure_logging(settings)
+    serve(settings)
+    return EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from pacsdash.demo import make_demo_home
+
+    settings = _settings(args, host=args.host, http_port=args.http_port, dicom_port=args.dicom_port, aet=args.aet)
+    make_demo_home(settings)
+    if args.no_serve:
+        return EXIT_OK
+    from pacsdash.server import configure_logging, serve
+
+    configure_logging(settings)
+    serve(settings)
+    return EXIT_OK
+
+
+def cmd_send(args: argparse.Namespace) -> int:
+    from pacsdash.dimse.scu import AssociationFailed, iter_files, send_files
+
+    files = list(iter_files(args.paths))
+    missing = [p for p in files if not p.exists()]
+    for path in missing:
+        print(f"FAILED {path}: no such file", file=sys.stderr)
+    files = [p for p in files if p.exists()]
+    failed = list(missing)
+    with tqdm(total=len(files), unit="file", desc="C-STORE", disable=None) as bar:
+
+        def on_result(result) -> None:
+            bar.update(1)
+            if not result.ok:
+                failed.append(result.path)
+                status = "no status" if result.status is None else f"status 0x{result.status:04X}"
+                tqdm.write(f"FAILED {result.path}: {status} {result.error}".rstrip(), file=sys.stderr)
+
+        try:
+            send_files(args.host, args.port, files, args.aet, args.calling_aet, on_result=on_result)
+        except AssociationFailed as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_FAILED
+    print(f"sent {len(files) - len(failed) + len(missing)} of {len(files) + len(missing)} files")
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+def cmd_echo(args: argparse.Namespace) -> int:
+    from pacsdash.dimse.scu import AssociationFailed, echo
+
+    try:
+        status = echo(args.host, args.port, args.aet, args.calling_aet)
+    except AssociationFailed as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    print(f"C-ECHO {args.aet}@{args.host}:{args.port}: status 0x{status:04X}")
+    return EXIT_OK if status == 0 else EXIT_FAILED
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from pacsdash.dimse.scu import iter_files
+    from pacsdash.runtime import running_server
+
+    settings = _settings(args)
+    files = [p.resolve() for p in iter_files(args.paths)]
+    server = running_server(settings.run_path)
+    failed = 0
+    stored = duplicates = 0
+    with tqdm(total=len(files), unit="file", desc="import", disable=None) as bar:
+        for path, outcome, error in (_import_via_server(server, files) if server else _import_offline(settings, files)):
+            bar.update(1)
+            if error:
+                failed += 1
+                tqdm.write(f"FAILED {path}: {error}", file=sys.stderr)
+            elif outcome == "duplicate":
+                duplicates += 1
+            else:
+                stored += 1
+    print(f"imported {stored} new, {duplicates} already archived, {failed} failed")
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+def _import_offline(settings: Settings, files: list[Path]) -> Iterable[tuple[Path, str, str]]:
+    from pacsdash.archive import Archive, store_many
+    from pacsdash.config import init_home
+    from pacsdash.runtime import HomeLock
+
+    init_home(settings.home)
+    with HomeLock(settings.run_path), Archive.open_home(settings.store_path, settings.index_path) as archive:
+        archive.reconcile()
+        for path, result in store_many(archive, files):
+            if isinstance(result, Exception):
+                yield path, "", str(result)
+            else:
+                yield path, result.outcome.value, ""
+
+
+def _import_via_server(server, files: list[Path], batch: int = 64) -> Iterable[tuple[Path, str, str]]:
+    for start in range(0, len(files), batch):
+        chunk = files[start : start + batch]
+        request = urllib.request.Request(
+            f"{server.base_url}/api/local/import",
+            data=json.dumps({"paths": [str(p) for p in chunk]}).encode(),
+            headers={"Authorization": f"Bearer {server.token}", "Content-Type": "application/json"},
+            method="POST",
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=600) as response:
+                results = json.loads(response.read())["results"]
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            for path in chunk:
+                yield path, "", f"the running server did not take it: {exc}"
+            continue
+        for item in results:
+            yield Path(item["path"]), item.get("outcome", ""), item.get("error", "")
+
+
+def cmd_users(args: argparse.Namespace) -> int:
+    from pacsdash.access import AccountError, Accounts
+
+    settings = _settings(args)
+    accounts = Accounts(settings.accounts_path, settings.modalities)
+    try:
+        if args.action == "add":
+            user = accounts.add_user(args.name, args.role, _read_password(args.password_stdin))
+            print(f"added {user.name} ({user.role.value})")
+        elif args.action == "list":
+            for user in accounts.users():
+                print(f"{user.name}\t{user.role.value}")
+        elif args.action == "remove":
+            accounts.remove_user(args.name)
+            print(f"removed {args.name}")
+        elif args.action == "passwd":
+            accounts.set_password(args.name, _read_password(args.password_stdin))
+            print(f"changed the password of {args.name}")
+    except (AccountError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+def cmd_modalities(args: argparse.Namespace) -> int:
+    from pacsdash.access import AccountError, Accounts
+
+    settings = _settings(args)
+    accounts = Accounts(settings.accounts_path, settings.modalities)
+    try:
+        if args.action == "add":
+            peer = accounts.add_modality(args.name, args.aet, args.host, args.port, args.allow)
+            print(f"added {peer.name}: {peer.aet}@{peer.host}:{peer.port} may {','.join(peer.allow)}")
+        elif args.action == "list":
+            for peer in accounts.modalities():
+                print(f"{peer.name}\t{peer.aet}\t{peer.host}\t{peer.port}\t{','.join(peer.allow)}")
+        elif args.action == "remove":
+            accounts.remove_modality(args.name)
+            print(f"removed {args.name}")
+    except AccountError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+COMMANDS = {
+    "serve": cmd_serve,
+    "demo": cmd_demo,
+    "send": cmd_send,
+    "echo": cmd_echo,
+    "import": cmd_import,
+    "users": cmd_users,
+    "modalities": cmd_modalities,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``pacsdash`` console script."""
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except ConfigError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # a clear line, not a traceback, for expected failures
+        from pacsdash.runtime import HomeBusy
+
+        if isinstance(exc, HomeBusy):
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_FAILED
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

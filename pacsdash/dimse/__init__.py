@@ -1,0 +1,1 @@
+"""DIMSE doors: the DICOM node (SCP) and helpers to call peers (SCU)."""

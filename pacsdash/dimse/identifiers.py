@@ -1,0 +1,94 @@
+"""Translate between C-FIND/C-MOVE/C-GET identifiers and archive queries."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydicom.dataset import Dataset
+from pydicom.tag import Tag
+
+from pacsdash.archive import InvalidQuery, Level, Query
+from pacsdash.archive.attributes import attribute_for
+from pacsdash.archive.parsing import value_text
+
+#: Elements of an identifier that are not matching or return keys.
+_NOT_KEYS = {0x00080005, 0x00080052, 0x00080054, 0x00080056}
+_NUMBER_VRS = {"US": int, "SS": int, "UL": int, "SL": int, "UV": int, "SV": int, "FL": float, "FD": float}
+
+
+def level_of(identifier: Dataset) -> Level:
+    """The identifier's QueryRetrieveLevel, or :class:`InvalidQuery`."""
+    raw = str(identifier.get("QueryRetrieveLevel", "")).strip().upper()
+    try:
+        return Level(raw)
+    except ValueError:
+        raise InvalidQuery(f"QueryRetrieveLevel {raw!r} must be PATIENT, STUDY, SERIES or IMAGE") from None
+
+
+def query_from_identifier(identifier: Dataset, level: Level | None = None) -> Query:
+    """A :class:`Query` from a C-FIND/C-MOVE/C-GET identifier (PS3.4 C.4)."""
+    level = level or level_of(identifier)
+    filters: dict[str, str] = {}
+    for elem in identifier:
+        if int(elem.tag) in _NOT_KEYS or elem.tag.group == 0x0002 or elem.tag.element == 0:
+            continue
+        if elem.VR == "SQ":
+            # Sequence matching is not supported: the key is returned empty.
+            filters.setdefault(_key(elem.tag), "")
+            continue
+        try:
+            text = value_text(elem.value)
+        except Exception:
+            raise InvalidQuery(f"the value of {elem.tag} cannot be read") from None
+        filters[_key(elem.tag)] = (text or "").strip()
+    return Query(level, filters)
+
+
+def _key(tag: Any) -> str:
+    attr = attribute_for(f"{int(tag):08X}")
+    return attr.keyword
+
+
+def _typed(vr: str, text: str) -> Any:
+    convert = _NUMBER_VRS.get(vr)
+    if convert is None:
+        return text
+    values = [convert(v) for v in text.split("\\") if v != ""]
+    return values[0] if len(values) == 1 else values
+
+
+def response_identifier(request: Dataset, level: Level, row: dict[str, str | None], aet: str) -> Dataset:
+    """The C-FIND response identifier for one match: the request's keys, filled."""
+    ds = Dataset()
+    needs_utf8 = False
+    for elem in request:
+        if elem.tag.group == 0x0002 or elem.tag.element == 0:
+            continue
+        tag = int(elem.tag)
+        if tag == 0x00080005:
+            continue
+        if tag == 0x00080052:
+            ds.QueryRetrieveLevel = level.value
+            continue
+        if tag == 0x00080054:
+            ds.RetrieveAETitle = aet
+            continue
+        vr = elem.VR if elem.VR not in ("UN", None) else attribute_for(f"{tag:08X}").vr
+        if vr == "SQ":
+            ds.add_new(Tag(tag), "SQ", [])
+            continue
+        text = row.get(attribute_for(f"{tag:08X}").keyword)
+        if text is None:
+            ds.add_new(Tag(tag), vr, None)
+            continue
+        if not text.isascii():
+            needs_utf8 = True
+        try:
+            ds.add_new(Tag(tag), vr, _typed(vr, text))
+        except (ValueError, TypeError):
+            ds.add_new(Tag(tag), vr, None)
+    if "QueryRetrieveLevel" not in ds:
+        ds.QueryRetrieveLevel = level.value
+    if needs_utf8:
+        ds.SpecificCharacterSet = "ISO_IR 192"
+    return ds

@@ -1,0 +1,302 @@
+"""The DICOM node: C-ECHO, C-STORE, C-FIND, C-MOVE and C-GET service class provider.
+
+Each DIMSE event has one handler, a thin adapter onto :class:`Archive`. Peers
+are checked by calling AE title against the registered modalities
+(CONTRACT.md): unknown peers may only echo and store (and store only when
+``[server] accept_unknown_store`` is true); an association from an unknown
+peer that proposes nothing else is rejected with "calling AE title not
+recognised" (PS3.8 9.3.4), and a find/move/get from a peer not allowed it is
+answered "Refused: Not Authorized".
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+from pydicom.uid import AllTransferSyntaxes
+from pynetdicom import AE, _config, evt
+from pynetdicom.events import Event
+from pynetdicom.presentation import AllStoragePresentationContexts, build_context
+from pynetdicom.sop_class import (
+    PatientRootQueryRetrieveInformationModelFind,
+    PatientRootQueryRetrieveInformationModelGet,
+    PatientRootQueryRetrieveInformationModelMove,
+    StudyRootQueryRetrieveInformationModelFind,
+    StudyRootQueryRetrieveInformationModelGet,
+    StudyRootQueryRetrieveInformationModelMove,
+    Verification,
+)
+from pynetdicom.transport import ThreadedAssociationServer
+
+from pacsdash.access import Accounts
+from pacsdash.archive import Archive, InstanceLocation, InvalidInstance, InvalidQuery, Level, Outcome
+from pacsdash.archive.query import Query
+from pacsdash.config import ModalitySettings, ServerSettings
+from pacsdash.dimse.identifiers import query_from_identifier, response_identifier
+from pacsdash.dimse.sockets import NODELAY_HANDLERS
+from pacsdash.dimse.status import DUPLICATE_STATUS, Status
+
+LOGGER = logging.getLogger(__name__)
+
+# Send stored files as they are, never decoded and re-encoded.
+_config.STORE_SEND_CHUNKED_DATASET = True
+# Identifiers can be large and hold patient data: keep them out of the log.
+_config.LOG_REQUEST_IDENTIFIERS = False
+_config.LOG_RESPONSE_IDENTIFIERS = False
+
+TRANSFER_SYNTAXES = [str(uid) for uid in AllTransferSyntaxes]
+UNCOMPRESSED = ["1.2.840.10008.1.2.1", "1.2.840.10008.1.2"]
+QUERY_MODELS = {
+    "find": [PatientRootQueryRetrieveInformationModelFind, StudyRootQueryRetrieveInformationModelFind],
+    "move": [PatientRootQueryRetrieveInformationModelMove, StudyRootQueryRetrieveInformationModelMove],
+    "get": [PatientRootQueryRetrieveInformationModelGet, StudyRootQueryRetrieveInformationModelGet],
+}
+_STORAGE_CLASSES = {cx.abstract_syntax for cx in AllStoragePresentationContexts}
+_UNKNOWN_ALLOWED = {str(Verification)} | _STORAGE_CLASSES
+
+
+def describe_peer(event: Event) -> str:
+    """``AET@host:port`` of the association's requestor, for logs and origins."""
+    req = event.assoc.requestor
+    return f"{req.ae_title}@{req.address}:{req.port}"
+
+
+@dataclass
+class PeerPolicy:
+    """Decides what a calling AE title may ask (CONTRACT.md, Users and peers)."""
+
+    accounts: Accounts
+    accept_unknown_store: bool
+
+    def peer(self, aet: str) -> ModalitySettings | None:
+        return self.accounts.modality_by_aet(aet)
+
+    def allows(self, aet: str, action: str) -> bool:
+        """Whether the peer calling as ``aet`` may ``store``/``find``/``move``/``get``."""
+        peer = self.peer(aet)
+        if peer is None:
+            return action == "store" and self.accept_unknown_store
+        return action in peer.allow
+
+
+class DicomNode:
+    """The DIMSE listener of one pacsdash server."""
+
+    def __init__(self, archive: Archive, accounts: Accounts, server: ServerSettings) -> None:
+        self.archive = archive
+        self.settings = server
+        self.policy = PeerPolicy(accounts, server.accept_unknown_store)
+        self.ae = AE(ae_title=server.aet)
+        self.ae.maximum_associations = server.max_associations
+        self.ae.network_timeout = server.network_timeout
+        self.ae.acse_timeout = 30
+        self.ae.dimse_timeout = 60
+        self.ae.maximum_pdu_size = 0  # no limit on what the peer may send
+        self.ae.add_supported_context(Verification, TRANSFER_SYNTAXES)
+        for cx in AllStoragePresentationContexts:
+            self.ae.add_supported_context(cx.abstract_syntax, TRANSFER_SYNTAXES, scu_role=True, scp_role=True)
+        for models in QUERY_MODELS.values():
+            for model in models:
+                self.ae.add_supported_context(model, TRANSFER_SYNTAXES)
+        self.server: ThreadedAssociationServer | None = None
+
+    @property
+    def port(self) -> int:
+        """The port actually listened on (useful when asked for port 0)."""
+        if self.server is None:
+            raise RuntimeError("the DICOM node is not started")
+        return int(self.server.server_address[1])
+
+    def start(self) -> None:
+        """Start listening in background threads."""
+        handlers = NODELAY_HANDLERS + [
+            (evt.EVT_REQUESTED, self.handle_association_request),
+            (evt.EVT_C_ECHO, self.handle_echo),
+            (evt.EVT_C_STORE, self.handle_store),
+            (evt.EVT_C_FIND, self.handle_find),
+            (evt.EVT_C_MOVE, self.handle_move),
+            (evt.EVT_C_GET, self.handle_get),
+        ]
+        self.server = self.ae.start_server(
+            (self.settings.host, self.settings.dicom_port), block=False, evt_handlers=handlers
+        )
+        LOGGER.info("DICOM node %s listening on %s:%d", self.settings.aet, self.settings.host, self.port)
+
+    def stop(self) -> None:
+        """Stop listening and abort open associations."""
+        if self.server is not None:
+            self.server.shutdown()
+            self.server = None
+
+    # -- association -------------------------------------------------------
+    def handle_association_request(self, event: Event) -> None:
+        """EVT_REQUESTED: reject an unknown peer that may not do what it proposes."""
+        assoc = event.assoc
+        calling = (assoc.requestor.primitive.calling_ae_title or "").strip()
+        if self.policy.peer(calling) is not None:
+            return
+        proposed = {
+            str(cx.abstract_syntax) for cx in (assoc.requestor.primitive.presentation_context_definition_list or [])
+        }
+        if self.policy.accept_unknown_store and proposed & _UNKNOWN_ALLOWED:
+            return
+        LOGGER.warning(
+            "rejecting association from unregistered AE %r at %s (proposed %d contexts)",
+            calling,
+            assoc.requestor.address,
+            len(proposed),
+        )
+        # Rejected permanent, by the service user: calling AE title not recognised.
+        assoc.acse.send_reject(0x01, 0x01, 0x03)
+        assoc.kill()
+
+    # -- C-ECHO ------------------------------------------------------------
+    def handle_echo(self, event: Event) -> int:
+        """C-ECHO (PS3.7 9.1.5): answer success."""
+        return Status.SUCCESS
+
+    # -- C-STORE -----------------------------------------------------------
+    def handle_store(self, event: Event) -> Dataset | int:
+        """C-STORE (PS3.4 B.2.3): archive the data set exactly as received."""
+        aet = event.assoc.requestor.ae_title.strip()
+        if not self.policy.allows(aet, "store"):
+            LOGGER.warning("refused C-STORE from %s: peer not allowed to store", describe_peer(event))
+            return _status(Status.NOT_AUTHORIZED, "this peer may not store here")
+        try:
+            raw = event.encoded_dataset()
+            result = self.archive.store_bytes(raw, origin=f"dicom:{describe_peer(event)}")
+        except InvalidInstance as exc:
+            LOGGER.warning("refused C-STORE from %s: %s", describe_peer(event), exc)
+            return _status(Status.STORE_CANNOT_UNDERSTAND, str(exc))
+        except OSError as exc:
+            LOGGER.error("C-STORE from %s could not be written: %s", describe_peer(event), exc)
+            return _status(Status.STORE_OUT_OF_RESOURCES, "the archive cannot write the instance")
+        affected = str(event.request.AffectedSOPInstanceUID or "").rstrip("\x00 ")
+        if affected and affected != result.SOPInstanceUID:
+            LOGGER.warning("C-STORE AffectedSOPInstanceUID %s differs from the data set's", affected)
+        if result.outcome is Outcome.DUPLICATE:
+            LOGGER.info("C-STORE of %s from %s: already archived, first copy kept", result.SOPInstanceUID, describe_peer(event))
+            return DUPLICATE_STATUS
+        return Status.SUCCESS
+
+    # -- C-FIND ------------------------------------------------------------
+    def handle_find(self, event: Event) -> Iterator[tuple[int, Dataset | None]]:
+        """C-FIND (PS3.4 C.4.1): match the identifier, one pending response per match."""
+        aet = event.assoc.requestor.ae_title.strip()
+        if not self.policy.allows(aet, "find"):
+            LOGGER.warning("refused C-FIND from %s: peer not allowed to find", describe_peer(event))
+            yield _status(Status.NOT_AUTHORIZED, "this peer may not query here"), None
+            return
+        identifier = event.identifier
+        try:
+            query = query_from_identifier(identifier)
+            _check_model(event, query)
+            rows = self.archive.find(query)
+        except InvalidQuery as exc:
+            LOGGER.warning("C-FIND from %s: %s", describe_peer(event), exc)
+            yield _status(Status.FIND_IDENTIFIER_MISMATCH, str(exc)), None
+            return
+        for row in rows:
+            if event.is_cancelled:
+                yield Status.CANCEL, None
+                return
+            yield Status.PENDING, response_identifier(identifier, query.level, row, self.settings.aet)
+
+    # -- retrieve (C-MOVE, C-GET) ------------------------------------------------
+    def _matching_instances(self, event: Event) -> list[InstanceLocation]:
+        query = query_from_identifier(event.identifier)
+        _check_model(event, query)
+        keys = {k: v for k, v in query.filters.items() if v}
+        if not keys:
+            raise InvalidQuery("a retrieve needs at least one key with a value")
+        return self.archive.locate_matching(Query(Level.IMAGE, keys))
+
+    def handle_move(self, event: Event) -> Iterator[Any]:
+        """C-MOVE (PS3.4 C.4.2): send matches to a registered peer only.
+
+        A refusal before the destination is known (peer not allowed, bad
+        identifier) raises, which pynetdicom answers with a failure status
+        (C514, unable to process) after logging.
+        """
+        aet = event.assoc.requestor.ae_title.strip()
+        if not self.policy.allows(aet, "move"):
+            LOGGER.warning("refused C-MOVE from %s: peer not allowed to move", describe_peer(event))
+            raise PermissionError(f"peer {aet!r} may not C-MOVE")
+        destination_aet = str(event.move_destination or "").strip()
+        destination = self.policy.peer(destination_aet)
+        if destination is None:
+            LOGGER.warning("C-MOVE from %s to unknown destination %r", describe_peer(event), destination_aet)
+            yield None, None  # pynetdicom answers A801: Move Destination unknown
+            return
+        try:
+            locations = self._matching_instances(event)
+        except InvalidQuery as exc:
+            LOGGER.warning("C-MOVE from %s: %s", describe_peer(event), exc)
+            raise
+        yield destination.host, destination.port, {
+            "ae_title": destination.aet,
+            "contexts": _contexts_for(locations),
+            "evt_handlers": NODELAY_HANDLERS,
+        }
+        yield len(locations)
+        LOGGER.info("C-MOVE of %d instances from %s to %s", len(locations), describe_peer(event), destination.name)
+        for location in locations:
+            if event.is_cancelled:
+                yield Status.CANCEL, None
+                return
+            yield Status.PENDING, str(self.archive.local_path(location))
+
+    def handle_get(self, event: Event) -> Iterator[Any]:
+        """C-GET (PS3.4 C.4.3): send matches back over the same association."""
+        aet = event.assoc.requestor.ae_title.strip()
+        if not self.policy.allows(aet, "get"):
+            LOGGER.warning("refused C-GET from %s: peer not allowed to get", describe_peer(event))
+            raise PermissionError(f"peer {aet!r} may not C-GET")
+        try:
+            locations = self._matching_instances(event)
+        except InvalidQuery as exc:
+            LOGGER.warning("C-GET from %s: %s", describe_peer(event), exc)
+            raise
+        yield len(locations)
+        accepted = {(str(cx.abstract_syntax), str(cx.transfer_syntax[0])) for cx in event.assoc.accepted_contexts}
+        for location in locations:
+            if event.is_cancelled:
+                yield Status.CANCEL, None
+                return
+            path = self.archive.local_path(location)
+            if (location.SOPClassUID, location.TransferSyntaxUID) in accepted:
+                yield Status.PENDING, str(path)
+            else:
+                # The peer did not accept the stored encoding: let pynetdicom
+                # convert between uncompressed syntaxes if it can.
+                yield Status.PENDING, dcmread(path)
+
+
+def _check_model(event: Event, query: Query) -> None:
+    """Patient Root has no IMAGE-less STUDY keys without a patient (PS3.4 C.6.1)."""
+    model = str(event.context.abstract_syntax)
+    if query.level is Level.PATIENT and model.startswith("1.2.840.10008.5.1.4.1.2.2"):
+        raise InvalidQuery("the Study Root model has no PATIENT level (PS3.4 C.6.2)")
+
+
+def _contexts_for(locations: list[InstanceLocation]) -> list:
+    """Presentation contexts to offer a C-MOVE destination: each stored encoding."""
+    pairs = sorted({(loc.SOPClassUID, loc.TransferSyntaxUID) for loc in locations})
+    contexts = []
+    for sop_class, transfer_syntax in pairs:
+        contexts.append(build_context(sop_class, [transfer_syntax]))
+        if len(contexts) >= 128:
+            break
+    return contexts
+
+
+def _status(status: int, comment: str) -> Dataset:
+    ds = Dataset()
+    ds.Status = int(status)
+    ds.ErrorComment = comment[:64]
+    return ds

@@ -1,0 +1,167 @@
+"""``pacsdash serve``: one process with the archive, the DICOM node and HTTP."""
+
+from __future__ import annotations
+
+import logging
+import logging.handlers
+import os
+import signal
+import threading
+from dataclasses import dataclass
+
+# Serve Bokeh's and Panel's scripts from this process, never from a CDN.
+os.environ.setdefault("BOKEH_RESOURCES", "server")
+
+import panel as pn  # noqa: E402
+from tornado.ioloop import IOLoop  # noqa: E402
+
+from pacsdash import __version__  # noqa: E402
+from pacsdash.access import Accounts  # noqa: E402
+from pacsdash.archive import Archive  # noqa: E402
+from pacsdash.config import Settings, init_home  # noqa: E402
+from pacsdash.dimse.scp import DicomNode  # noqa: E402
+from pacsdash.runtime import HomeLock, ServerInfo, new_token, write_server_info  # noqa: E402
+from pacsdash.web.api import api_routes  # noqa: E402
+from pacsdash.web.base import AppContext  # noqa: E402
+
+LOGGER = logging.getLogger("pacsdash")
+
+
+def configure_logging(settings: Settings, verbose: bool = False) -> None:
+    """Log to ``HOME/logs/pacsdash.log`` (rotated) and to standard error."""
+    settings.log_path.mkdir(parents=True, exist_ok=True)
+    root = logging.getLogger()
+    root.setLevel(logging.INFO)
+    formatter = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    file_handler = logging.handlers.RotatingFileHandler(
+        settings.log_path / "pacsdash.log", maxBytes=10_000_000, backupCount=5
+    )
+    file_handler.setFormatter(formatter)
+    stream = logging.StreamHandler()
+    stream.setFormatter(formatter)
+    stream.setLevel(logging.DEBUG if verbose else logging.INFO)
+    root.handlers[:] = [file_handler, stream]
+    logging.getLogger("pynetdicom").setLevel(logging.WARNING)
+    logging.getLogger("tornado.access").setLevel(logging.WARNING)
+    logging.getLogger("bokeh").setLevel(logging.WARNING)
+
+
+def status_page(app: AppContext):
+    """The page at ``/`` until the dashboard lands: what the server holds."""
+
+    def view():
+        totals = app.archive.index.totals()
+        return pn.Column(
+            pn.pane.Markdown(
+                f"# pacsdash {__version__}\n\n"
+                f"DICOM node **{app.settings.server.aet}** on port {app.dicom_port}.\n\n"
+                f"{totals['patients']} patients, {totals['studies']} studies, "
+                f"{totals['series']} series, {totals['instances']} instances."
+            )
+        )
+
+    return view
+
+
+@dataclass
+class RunningServer:
+    """Handles on a started server (used by ``serve`` and by tests)."""
+
+    app: AppContext
+    node: DicomNode
+    http: object
+    lock: HomeLock
+
+    @property
+    def http_port(self) -> int:
+        return int(self.http.port)
+
+    def stop(self) -> None:
+        """Stop listening, finish pending writes, release the home."""
+        self.app.ready = False
+        self.node.stop()
+        try:
+            self.http.stop()
+        except Exception:  # already stopped
+            pass
+        self.app.archive.close()
+        self.lock.release()
+
+
+def start_server(settings: Settings) -> RunningServer:
+    """Open the home and start every listener; return once all are up.
+
+    Call ``IOLoop.current().start()`` afterwards to serve HTTP.
+    """
+    init_home(settings.home)
+    lock = HomeLock(settings.run_path)
+    lock.acquire()
+    try:
+        archive = Archive.open_home(settings.store_path, settings.index_path)
+    except Exception:
+        lock.release()
+        raise
+    report = archive.reconcile()
+    if report["indexed"] or report["removed"] or report["temporary_removed"]:
+        LOGGER.warning("recovered after an unclean stop: %s", report)
+    accounts = Accounts(settings.accounts_path, settings.modalities)
+    if settings.auth.enabled and not accounts.users():
+        LOGGER.warning("no users yet: add one with `pacsdash users add NAME --role admin --password-stdin`")
+    app = AppContext(settings=settings, archive=archive, accounts=accounts, local_token=new_token())
+    node = DicomNode(archive, accounts, settings.server)
+    node.start()
+    app.dicom_port = node.port
+    http = pn.serve(
+        {"/": status_page(app)},
+        port=settings.server.http_port,
+        address=settings.server.host,
+        websocket_origin="*",
+        show=False,
+        start=False,
+        title="pacsdash",
+        extra_patterns=api_routes(app),
+    )
+    http.start()
+    app.ready = True
+    info = ServerInfo(
+        pid=os.getpid(),
+        host=settings.server.host,
+        http_port=int(http.port),
+        dicom_port=node.port,
+        aet=settings.server.aet,
+        token=app.local_token,
+    )
+    write_server_info(settings.run_path, info)
+    LOGGER.info(
+        "pacsdash %s serving %s: HTTP http://%s:%d/ DICOM %s@%s:%d",
+        __version__,
+        settings.home,
+        settings.server.host,
+        info.http_port,
+        settings.server.aet,
+        settings.server.host,
+        node.port,
+    )
+    return RunningServer(app, node, http, lock)
+
+
+def serve(settings: Settings) -> None:
+    """Run the server until SIGINT or SIGTERM."""
+    running = start_server(settings)
+    loop = IOLoop.current()
+    stopping = threading.Event()
+
+    def shutdown(signum: int, frame: object) -> None:
+        if stopping.is_set():
+            return
+        stopping.set()
+        LOGGER.info("stopping (signal %d)", signum)
+        loop.add_callback_from_signal(loop.stop)
+
+    signal.signal(signal.SIGTERM, shutdown)
+    signal.signal(signal.SIGINT, shutdown)
+    try:
+        loop.start()
+    finally:
+        running.stop()
+        LOGGER.info("stopped")

@@ -1,0 +1,1 @@
+"""HTTP doors: the JSON API (and, mounted beside it, DICOMweb and WADO-URI)."""
