@@ -71,29 +71,56 @@ def value_text(value: Any) -> str | None:
 
 
 def read_header(raw: bytes) -> Dataset:
-    """Decode the Part 10 header and data set up to the pixel data.
+    """Decode the Part 10 header and check that the data set is complete.
+
+    Every top-level element is checked against its declared length, so a
+    file cut short (in a sequence, in the pixel data) is refused rather than
+    archived incomplete. Values other than the identifying ones are not
+    validated: real files carry odd values, and they are kept as they came.
 
     Raises
     ------
     InvalidInstance
-        If the bytes are not a Part 10 file or its header cannot be decoded.
+        If the bytes are not a Part 10 file, or are truncated, or the header
+        cannot be decoded.
     """
     if len(raw) < 132:
         raise InvalidInstance(f"{len(raw)} bytes is too short for a DICOM Part 10 file")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            ds = dcmread(io.BytesIO(raw), stop_before_pixels=True, force=False)
-            # Decode every top-level value now so that broken ones fail here.
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            ds = dcmread(io.BytesIO(raw), force=False)
+            _check_complete(ds)
             for elem in ds:
-                _ = elem.value
+                if elem.tag != 0x7FE00010:
+                    _ = elem.value
+        # pydicom turns "the file ended inside an element" into a warning.
+        for warning in caught:
+            text = str(warning.message)
+            if "EOF" in text or "End of file" in text or "end of file" in text:
+                raise InvalidInstance(f"the data set is truncated: {text}")
+    except InvalidInstance:
+        raise
     except InvalidDicomError as exc:
         raise InvalidInstance(f"not a DICOM Part 10 file: {exc}") from None
     except Exception as exc:  # pydicom raises many types for broken encodings
-        raise InvalidInstance(f"the DICOM header cannot be decoded: {exc}") from None
+        raise InvalidInstance(f"the DICOM data set cannot be decoded: {exc}") from None
     if "TransferSyntaxUID" not in ds.file_meta:
         raise InvalidInstance("the file meta information has no TransferSyntaxUID (0002,0010)")
     return ds
+
+
+def _check_complete(ds: Dataset) -> None:
+    """Raise if a top-level element holds fewer bytes than its length says."""
+    for tag, raw in ds._dict.items():  # noqa: SLF001 - raw elements, before decoding
+        length = getattr(raw, "length", None)
+        value = getattr(raw, "value", None)
+        if length is None or length == 0xFFFFFFFF or not isinstance(value, bytes):
+            continue
+        if len(value) < length:
+            raise InvalidInstance(
+                f"the data set is truncated: element {tag} declares {length} bytes, {len(value)} are present"
+            )
 
 
 def record_from_dataset(ds: Dataset, size: int, origin: str = "") -> InstanceRecord:

@@ -1,0 +1,133 @@
+"""The archive keeps originals byte for byte and its index consistent."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from pacsdash.archive import Archive, InvalidInstance, Level, Outcome, Query
+from tests.factories import make_instance
+from tests.helpers import BROKEN, VALID, manifest
+
+#: Broken samples the archive accepts and keeps whole (complete, identified
+#: data sets whose damage is inside a value: a bad IS, a wrong VR mode, RLE).
+READABLE_BROKEN = {"SC_rgb_jpeg.dcm", "badVR.uidfix.dcm", "rtdose_rle.uidfix.dcm"}
+
+
+def stored_bytes(archive: Archive, sop_uid: str) -> bytes:
+    [location] = archive.locate(Level.IMAGE, sop_uid)
+    with archive.open(location) as handle:
+        return handle.read()
+
+
+@pytest.mark.parametrize("path", VALID, ids=lambda p: p.name)
+def test_every_valid_sample_is_kept_byte_for_byte(archive, path):
+    raw = path.read_bytes()
+    result = archive.store_bytes(raw)
+    assert result.outcome is Outcome.STORED
+    assert result.SOPInstanceUID == manifest()[path.name]["sop_instance_uid"]
+    assert stored_bytes(archive, result.SOPInstanceUID) == raw
+
+
+@pytest.mark.parametrize("path", BROKEN, ids=lambda p: p.name)
+def test_broken_samples_are_refused_or_kept_whole(archive, path):
+    raw = path.read_bytes()
+    if path.name in READABLE_BROKEN:
+        result = archive.store_bytes(raw)
+        assert stored_bytes(archive, result.SOPInstanceUID) == raw
+        return
+    with pytest.raises(InvalidInstance) as error:
+        archive.store_bytes(raw)
+    assert str(error.value)  # a reason a person can read
+    assert archive.index.totals()["instances"] == 0
+    assert list(archive.store.keys()) == []
+
+
+def test_path_traversal_uid_never_reaches_the_store(archive, tmp_path):
+    sample = next(p for p in BROKEN if p.name == "path_traversal_uid.dcm")
+    with pytest.raises(InvalidInstance, match="not a valid UID"):
+        archive.store_bytes(sample.read_bytes())
+    assert not any(tmp_path.rglob("passwd"))
+
+
+def test_duplicate_keeps_the_first_copy(archive):
+    first = make_instance(PatientName="FIRST^COPY")
+    result = archive.store_bytes(first)
+    second = make_instance(SOPInstanceUID=result.SOPInstanceUID, StudyInstanceUID=result.StudyInstanceUID,
+                           SeriesInstanceUID=result.SeriesInstanceUID, PatientName="SECOND^COPY")
+    again = archive.store_bytes(second)
+    assert again.outcome is Outcome.DUPLICATE
+    assert stored_bytes(archive, result.SOPInstanceUID) == first
+    assert archive.index.totals()["instances"] == 1
+    assert len(list(archive.store.keys())) == 1
+
+
+def test_concurrent_duplicates_leave_one_row_and_one_file(archive):
+    template = make_instance()
+    results = []
+    barrier = threading.Barrier(8)
+
+    def store():
+        barrier.wait()
+        results.append(archive.store_bytes(template).outcome)
+
+    threads = [threading.Thread(target=store) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results.count(Outcome.STORED) == 1
+    assert results.count(Outcome.DUPLICATE) == 7
+    assert archive.index.totals()["instances"] == 1
+    assert len(list(archive.store.keys())) == 1
+
+
+@pytest.mark.parametrize(
+    "attrs, reason",
+    [
+        ({"SOPInstanceUID": None}, "SOPInstanceUID is missing"),
+        ({"StudyInstanceUID": None}, "StudyInstanceUID is missing"),
+        ({"SeriesInstanceUID": "1.2.abc"}, "not a valid UID"),
+        ({"StudyInstanceUID": "1." + "2" * 70}, "not a valid UID"),
+    ],
+)
+def test_instances_without_identity_are_refused(archive, attrs, reason):
+    with pytest.raises(InvalidInstance, match=reason):
+        archive.store_bytes(make_instance(**attrs))
+    assert archive.index.totals()["instances"] == 0
+
+
+def test_reconcile_indexes_orphans_and_removes_partial_writes(tmp_path):
+    archive = Archive.open_home(tmp_path / "store", tmp_path / "index.duckdb")
+    kept = archive.store_bytes(make_instance())
+    # A crash after the file was written but before the index commit:
+    orphan_raw = make_instance(PatientID="ORPHAN")
+    orphan_key = archive.store.write(orphan_raw)
+    # ... and one in the middle of a write:
+    partial = archive.store.local_path(orphan_key).with_name("0" * 32 + ".dcm.tmp")
+    partial.write_bytes(orphan_raw[:100])
+    archive.close()
+
+    archive = Archive.open_home(tmp_path / "store", tmp_path / "index.duckdb")
+    report = archive.reconcile()
+    assert report == {"temporary_removed": 1, "indexed": 1, "removed": 0, "missing": 0}
+    assert not partial.exists()
+    assert {r["PatientID"] for r in archive.find(Query(Level.IMAGE, {}, ["PatientID"]))} == {"P1", "ORPHAN"}
+    assert archive.index.files() == set(archive.store.keys())
+    assert stored_bytes(archive, kept.SOPInstanceUID) == archive.store.read(archive.locate(Level.IMAGE, kept.SOPInstanceUID)[0].file)
+    archive.close()
+
+
+def test_delete_study_removes_rows_and_files(archive):
+    a = archive.store_bytes(make_instance(PatientID="KEEP"))
+    b = archive.store_bytes(make_instance(PatientID="GONE"))
+    archive.store_bytes(make_instance(PatientID="GONE", StudyInstanceUID=b.StudyInstanceUID))
+    assert archive.delete_study(b.StudyInstanceUID) == 2
+    assert archive.find(Query(Level.STUDY, {"StudyInstanceUID": b.StudyInstanceUID})) == []
+    assert [r["PatientID"] for r in archive.find(Query(Level.PATIENT))] == ["KEEP"]
+    assert archive.index.files() == set(archive.store.keys())
+    assert len(archive.locate(Level.STUDY, a.StudyInstanceUID)) == 1
+    # The same study may arrive again afterwards.
+    again = archive.store_bytes(make_instance(PatientID="GONE", StudyInstanceUID=b.StudyInstanceUID))
+    assert again.outcome is Outcome.STORED

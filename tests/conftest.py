@@ -1,0 +1,50 @@
+"""Fixtures: archives, a DICOM node on a loopback port, registered peers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pacsdash.access import Accounts
+from pacsdash.archive import Archive
+from pacsdash.config import ServerSettings
+from pacsdash.dimse.scp import DicomNode
+from tests.helpers import have_dcmtk
+
+#: AE titles the tests register as peers.
+SCU_AET = "TESTSCU"
+
+
+@pytest.fixture
+def archive(tmp_path: Path):
+    archive = Archive.open_home(tmp_path / "store", tmp_path / "index.duckdb")
+    yield archive
+    archive.close()
+
+
+@pytest.fixture
+def accounts(tmp_path: Path) -> Accounts:
+    accounts = Accounts(tmp_path / "accounts.sqlite")
+    accounts.add_modality("test", SCU_AET, "127.0.0.1", 11112)
+    return accounts
+
+
+def make_node(archive: Archive, accounts: Accounts, **settings) -> DicomNode:
+    node = DicomNode(archive, accounts, ServerSettings(host="127.0.0.1", dicom_port=0, **settings))
+    node.start()
+    return node
+
+
+@pytest.fixture
+def node(archive: Archive, accounts: Accounts):
+    node = make_node(archive, accounts)
+    yield node
+    node.stop()
+
+
+@pytest.fixture
+def dcmtk() -> None:
+    """Skip (with the reason) when dcmtk's tools are not installed."""
+    if not have_dcmtk():
+        pytest.skip("dcmtk is not installed (/usr/bin/echoscu missing); .ci/run installs it")
