@@ -14,12 +14,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.uid import AllTransferSyntaxes
 from pynetdicom import AE, _config, evt
+from pynetdicom.association import Association
 from pynetdicom.events import Event
 from pynetdicom.presentation import AllStoragePresentationContexts, build_context
 from pynetdicom.sop_class import (
@@ -249,7 +251,7 @@ class DicomNode:
             if event.is_cancelled:
                 yield Status.CANCEL, None
                 return
-            yield Status.PENDING, str(self.archive.local_path(location))
+            yield Status.PENDING, StoredInstance(self.archive.local_path(location), location)
 
     def handle_get(self, event: Event) -> Iterator[Any]:
         """C-GET (PS3.4 C.4.3): send matches back over the same association."""
@@ -270,11 +272,44 @@ class DicomNode:
                 return
             path = self.archive.local_path(location)
             if (location.SOPClassUID, location.TransferSyntaxUID) in accepted:
-                yield Status.PENDING, str(path)
+                yield Status.PENDING, StoredInstance(path, location)
             else:
                 # The peer did not accept the stored encoding: let pynetdicom
                 # convert between uncompressed syntaxes if it can.
                 yield Status.PENDING, dcmread(path)
+
+
+class StoredInstance(Dataset):
+    """A stand-in for a stored file, yielded to pynetdicom's C-GET/C-MOVE code.
+
+    pynetdicom's retrieve service only accepts :class:`Dataset` objects, which
+    it re-encodes before sending. Sending that way would change the bytes
+    (re-deflated data sets, normalised sequences). This placeholder carries
+    the identifying UIDs pynetdicom logs, plus the file's path; the patched
+    ``send_c_store`` below hands the path to pynetdicom's own chunked file
+    sending, which copies the stored data set bytes unchanged.
+    """
+
+    def __init__(self, path: Path, location: InstanceLocation) -> None:
+        super().__init__()
+        self.SOPClassUID = location.SOPClassUID
+        self.SOPInstanceUID = location.SOPInstanceUID
+        self.__dict__["source_path"] = path
+
+
+def _send_stored_file(original):
+    def send_c_store(self, dataset, *args, **kwargs):
+        if isinstance(dataset, StoredInstance):
+            dataset = dataset.__dict__["source_path"]
+        return original(self, dataset, *args, **kwargs)
+
+    send_c_store.__wrapped__ = original
+    send_c_store.__doc__ = original.__doc__
+    return send_c_store
+
+
+if not hasattr(Association.send_c_store, "__wrapped__"):
+    Association.send_c_store = _send_stored_file(Association.send_c_store)
 
 
 def _check_model(event: Event, query: Query) -> None:

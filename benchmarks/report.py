@@ -1,0 +1,168 @@
+"""The results: metric rows, the Markdown table, and the JSON and Markdown files."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+COLUMNS = [("pacsdash", "pacsdash"), ("orthanc", "Orthanc"), ("bare", "bare pynetdicom")]
+NOT_APPLICABLE = "n/a"
+
+
+@dataclass
+class Metric:
+    """One row: a value per server, or why there is none."""
+
+    id: str
+    label: str
+    unit: str
+    better: str  # "higher" or "lower"
+    applies: tuple[str, ...] = ("pacsdash", "orthanc", "bare")
+    values: dict[str, float] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)
+    #: Optional text shown after a value (e.g. "flat").
+    notes: dict[str, str] = field(default_factory=dict)
+
+    def ratio(self) -> float | None:
+        """pacsdash / Orthanc, when both were measured."""
+        a, b = self.values.get("pacsdash"), self.values.get("orthanc")
+        if a is None or b is None or b == 0:
+            return None
+        return a / b
+
+    def as_dict(self) -> dict[str, Any]:
+        ratio = self.ratio()
+        return {
+            "id": self.id,
+            "metric": self.label,
+            "unit": self.unit,
+            "better": self.better,
+            "values": self.values,
+            "notes": self.notes,
+            "skipped": self.skipped,
+            "not_applicable": [s for s, _ in COLUMNS if s not in self.applies],
+            "ratio_pacsdash_over_orthanc": None if ratio is None else round(ratio, 3),
+        }
+
+
+@dataclass
+class Results:
+    """Everything one run measured, plus where and how."""
+
+    meta: dict[str, Any]
+    metrics: dict[str, Metric] = field(default_factory=dict)
+    details: dict[str, Any] = field(default_factory=dict)
+    log_issues: dict[str, list[str]] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    def metric(self, id: str, label: str, unit: str, better: str, applies: tuple[str, ...] | None = None) -> Metric:
+        """The row ``id``, created on first use (rows keep their creation order)."""
+        if id not in self.metrics:
+            self.metrics[id] = Metric(id, label, unit, better, applies or ("pacsdash", "orthanc", "bare"))
+        return self.metrics[id]
+
+    def skip(self, ids: list[str], server: str, reason: str) -> None:
+        """Mark rows ``ids`` as not measured on ``server``."""
+        for id in ids:
+            if id in self.metrics and server in self.metrics[id].applies:
+                self.metrics[id].skipped[server] = reason
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            **self.meta,
+            "metrics": [m.as_dict() for m in self.metrics.values()],
+            "details": self.details,
+            "server_log_issues": self.log_issues,
+            "notes": self.notes,
+        }
+
+
+def _number(value: float) -> str:
+    if abs(value) >= 100:
+        return f"{value:,.0f}"
+    if abs(value) >= 10:
+        return f"{value:.1f}"
+    return f"{value:.2f}"
+
+
+def _cell(metric: Metric, server: str) -> str:
+    if server not in metric.applies:
+        return NOT_APPLICABLE
+    if server in metric.values:
+        note = metric.notes.get(server)
+        return _number(metric.values[server]) + (f" ({note})" if note else "")
+    reason = metric.skipped.get(server, "not run")
+    short = reason if len(reason) <= 48 else reason[:45] + "..."
+    return "skipped: " + short.replace("|", "/").replace("\n", " ")
+
+
+def table(results: Results) -> str:
+    """The Markdown table: one row per metric, one column per server, and the ratio."""
+    header = ["Metric", *[label for _, label in COLUMNS], "pacsdash / Orthanc"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
+    for metric in results.metrics.values():
+        ratio = metric.ratio()
+        ratio_text = "" if ratio is None else f"{ratio:.2f}x ({metric.better} is better)"
+        label = f"{metric.label} [{metric.unit}]"
+        lines.append("| " + " | ".join([label, *[_cell(metric, s) for s, _ in COLUMNS], ratio_text]) + " |")
+    return "\n".join(lines)
+
+
+def markdown(results: Results) -> str:
+    """The whole report: context, table, skipped reasons, notes, details."""
+    meta = results.meta
+    machine = meta["machine"]
+    counts = meta["config"]
+    out = [
+        f"# pacsdash benchmarks ({'quick' if counts.get('quick') else 'full'} run)",
+        "",
+        f"- Date: {meta['date']}",
+        f"- Machine: `{machine['uname']}`",
+        f"- CPUs: {machine['cpu_count']} ({machine.get('cpu_model', '?')}), memory {machine.get('mem_total_gib', '?')} GiB,"
+        f" work folder on {machine.get('work_fs', '?')}",
+        f"- Software: pacsdash {machine.get('pacsdash')} ({machine.get('git_commit', '?')}), Python {machine['python']},"
+        f" pynetdicom {machine.get('pynetdicom')}, pydicom {machine.get('pydicom')}, {machine.get('dcmtk', 'dcmtk ?')},"
+        f" {machine.get('orthanc', 'Orthanc ?')}",
+        "- Instances: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in counts.items() if k != "quick"),
+        "",
+        table(results),
+        "",
+    ]
+    skipped = [(m.label, s, r) for m in results.metrics.values() for s, r in m.skipped.items()]
+    if skipped:
+        out += ["## Skipped or failed", ""] + [f"- {label} / {server}: {reason}" for label, server, reason in skipped] + [""]
+    if results.notes:
+        out += ["## Notes", ""] + [f"- {note}" for note in results.notes] + [""]
+    find = results.details.get("find", {})
+    if find:
+        out += ["## C-FIND details", "", "| Server | Query | matches | expected | median ms | p95 ms | min ms | max ms |",
+                "|---|---|---:|---:|---:|---:|---:|---:|"]
+        for server, per_query in find.items():
+            if not isinstance(per_query, dict) or "queries" not in per_query:
+                continue
+            for q in per_query["queries"].values():
+                out.append(f"| {server} | {q['label']} | {q['matches']} | {q['expected_matches']} | {q['median_ms']} |"
+                           f" {q['p95_ms']} | {q['min_ms']} | {q['max_ms']} |")
+        out.append("")
+    setup = results.details.get("setup", {})
+    if setup:
+        out += ["## Loading the C-FIND index (setup, not a comparable metric)", ""]
+        out += [f"- {server}: {text}" for server, text in setup.items()] + [""]
+    if results.log_issues:
+        out += ["## Warnings and errors in server logs", ""]
+        for where, lines in results.log_issues.items():
+            out.append(f"- {where}: {len(lines)} line(s)")
+            out += [f"    - `{ln[:300]}`" for ln in lines[:8]]
+        out.append("")
+    return "\n".join(out)
+
+
+def write(results: Results, folder: Path) -> tuple[Path, Path]:
+    """Write ``latest.json`` and ``latest.md`` into ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    json_path, md_path = folder / "latest.json", folder / "latest.md"
+    json_path.write_text(json.dumps(results.as_dict(), indent=2, ensure_ascii=False) + "\n")
+    md_path.write_text(markdown(results) + "\n")
+    return json_path, md_path

@@ -1,0 +1,293 @@
+"""Start, probe and stop the three receivers under test, each in a fresh folder.
+
+Every server is a context manager: call ``start()`` inside the ``with`` block;
+leaving the block stops the process (SIGTERM, then SIGKILL if it hangs) and
+removes its folder, also on errors.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from benchmarks.common import (
+    CLIENT_AET,
+    CLIENT_PORT,
+    LOOPBACK,
+    ORTHANC,
+    PACSDASH,
+    PROJECT,
+    BenchError,
+    Skipped,
+    count_files,
+    dcmtk_env,
+    free_port,
+    stop_process,
+    tail,
+    wait_until,
+)
+
+START_TIMEOUT = 120.0
+HTTP_TIMEOUT = 10.0
+
+
+def http_get(url: str, timeout: float = HTTP_TIMEOUT) -> tuple[int, bytes]:
+    """(status, body) of a GET; status 0 if nothing answers."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, b""
+    except (urllib.error.URLError, OSError):
+        return 0, b""
+
+
+class Server:
+    """A receiver process in its own temporary folder."""
+
+    name = "server"
+    label = "server"
+    aet = "ANY-SCP"
+
+    def __init__(self, tmp_root: Path, keep: bool = False) -> None:
+        tmp_root.mkdir(parents=True, exist_ok=True)
+        self.folder = Path(tempfile.mkdtemp(prefix=f"{self.name}-", dir=tmp_root))
+        self.keep = keep
+        self.proc: subprocess.Popen | None = None
+        self.dicom_port = 0
+        self.log_path = self.folder / "server.log"
+        self._log = None
+        #: Warning and error lines of the log, collected when the server stops.
+        self.issues: list[str] = []
+        self.exit_code: int | None = None
+
+    @property
+    def pid(self) -> int:
+        """Process id of the server (the process whose RSS is measured)."""
+        if self.proc is None:
+            raise BenchError(f"{self.name} is not running")
+        return self.proc.pid
+
+    def _spawn(self, argv: list[str], env: dict[str, str] | None = None) -> None:
+        self._log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(argv, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                     cwd=self.folder, env=env)
+
+    def _check_alive(self) -> None:
+        if self.proc is not None and self.proc.poll() is not None:
+            raise BenchError(f"{self.name} exited with code {self.proc.returncode}:\n{tail(self.log_path)}")
+
+    def start(self) -> None:
+        """Start the process and return once it accepts associations."""
+        raise NotImplementedError
+
+    def stored_count(self) -> int:
+        """How many instances the server holds now."""
+        raise NotImplementedError
+
+    def log_issues(self) -> list[str]:
+        """Warning and error lines of the server's log."""
+        return []
+
+    def stop(self) -> None:
+        """Stop the process and close the log (the folder is removed by ``__exit__``)."""
+        try:
+            code = stop_process(self.proc)
+            self.exit_code = code
+            if code not in (None, 0, -15):
+                print(f"  note: {self.name} exited with code {code}", file=sys.stderr)
+        finally:
+            if self._log is not None:
+                self._log.close()
+                self._log = None
+            self.issues = self.log_issues()
+
+    def __enter__(self) -> Server:
+        """Own the folder; call :meth:`start` inside the block (after any setup)."""
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            self.stop()
+        finally:
+            if not self.keep:
+                shutil.rmtree(self.folder, ignore_errors=True)
+
+
+class PacsdashServer(Server):
+    """``pacsdash serve`` on loopback with ports chosen by the OS."""
+
+    name = "pacsdash"
+    label = "pacsdash"
+    aet = "PACSDASH"
+
+    def __init__(self, tmp_root: Path, keep: bool = False) -> None:
+        super().__init__(tmp_root, keep)
+        self.home = self.folder / "home"
+        self.http_port = 0
+        self.server_pid = 0
+        self.prepared = False
+
+    @property
+    def pid(self) -> int:
+        """The serving process, as published in ``server.json``."""
+        return self.server_pid or super().pid
+
+    def _cli(self, *args: str, timeout: float = 120.0) -> subprocess.CompletedProcess:
+        result = subprocess.run([str(PACSDASH), *args], capture_output=True, text=True, timeout=timeout,
+                                cwd=self.folder, stdin=subprocess.DEVNULL)
+        if result.returncode != 0:
+            raise BenchError(f"pacsdash {args[0]} failed ({result.returncode}): {result.stderr.strip()[-2000:]}")
+        return result
+
+    def prepare(self) -> None:
+        """Register the benchmark client so that it may C-FIND (once per home)."""
+        if not self.prepared:
+            self._cli("modalities", "add", "bench", "--home", str(self.home), "--aet", CLIENT_AET,
+                      "--host", LOOPBACK, "--port", str(CLIENT_PORT))
+            self.prepared = True
+
+    def import_offline(self, folders: list[Path], timeout: float) -> str:
+        """``pacsdash import`` into the home before the server starts; its summary line."""
+        self.prepare()
+        result = self._cli("import", "--home", str(self.home), *map(str, folders), timeout=timeout)
+        return result.stdout.strip().splitlines()[-1] if result.stdout.strip() else ""
+
+    def start(self) -> None:
+        if not PACSDASH.exists():
+            raise Skipped(f"{PACSDASH} not found")
+        self.prepare()
+        self._spawn([str(PACSDASH), "serve", "--home", str(self.home), "--host", LOOPBACK, "--http-port", "0",
+                     "--dicom-port", "0", "--aet", self.aet])
+        info_path = self.home / "run" / "server.json"
+
+        def ready() -> bool:
+            self._check_alive()
+            try:
+                info = json.loads(info_path.read_text())
+                self.http_port, self.dicom_port = int(info["http_port"]), int(info["dicom_port"])
+                self.server_pid = int(info.get("pid") or self.proc.pid)
+            except (OSError, ValueError, KeyError, TypeError):
+                return False
+            return http_get(f"http://{LOOPBACK}:{self.http_port}/api/health", timeout=2)[0] == 200
+
+        wait_until(ready, START_TIMEOUT, "pacsdash to answer /api/health", interval=0.2)
+
+    def stored_count(self) -> int:
+        return count_files(self.home / "store", ".dcm")
+
+    def log_issues(self) -> list[str]:
+        lines: list[str] = []
+        for path in (self.log_path,):
+            try:
+                text = path.read_text(errors="replace")
+            except OSError:
+                continue
+            lines += [ln for ln in text.splitlines() if re.search(r" (WARNING|ERROR|CRITICAL) |Traceback", ln)]
+        return lines
+
+
+ORTHANC_CONFIG_NOTES = (
+    "Orthanc 1.10.1 defaults kept: SyncStorageArea true (fsync of stored files), StorageAccessOnFind "
+    "\"Always\", MaximumPduLength 16384, DicomThreadsCount 4, SQLite index; HTTP and DICOM listen on all "
+    "interfaces (1.10.1 has no bind-address option), RemoteAccessAllowed false limits HTTP to loopback."
+)
+
+
+class OrthancServer(Server):
+    """Orthanc with its own configuration, no plugins, Nagle off."""
+
+    name = "orthanc"
+    label = "Orthanc"
+    aet = "ORTHANC"
+
+    def __init__(self, tmp_root: Path, keep: bool = False) -> None:
+        super().__init__(tmp_root, keep)
+        self.http_port = 0
+
+    def start(self) -> None:
+        if not ORTHANC.exists():
+            raise Skipped(f"{ORTHANC} not found")
+        self.http_port, self.dicom_port = free_port(), free_port()
+        while self.dicom_port == self.http_port:
+            self.dicom_port = free_port()
+        config = {
+            "Name": "bench",
+            "StorageDirectory": str(self.folder / "storage"),
+            "IndexDirectory": str(self.folder / "index"),
+            "HttpPort": self.http_port,
+            "DicomPort": self.dicom_port,
+            "DicomAet": self.aet,
+            "RemoteAccessAllowed": False,
+            "AuthenticationEnabled": False,
+            "DicomCheckCalledAet": False,
+            "Plugins": [],
+            "DicomModalities": {"bench": [CLIENT_AET, LOOPBACK, CLIENT_PORT]},
+        }
+        path = self.folder / "orthanc.json"
+        path.write_text(json.dumps(config, indent=2))
+        self._spawn([str(ORTHANC), str(path)], env=dcmtk_env())
+
+        def ready() -> bool:
+            self._check_alive()
+            return http_get(f"http://{LOOPBACK}:{self.http_port}/system", timeout=2)[0] == 200
+
+        wait_until(ready, START_TIMEOUT, "Orthanc to answer /system", interval=0.2)
+
+    def stored_count(self) -> int:
+        status, body = http_get(f"http://{LOOPBACK}:{self.http_port}/statistics")
+        if status != 200:
+            raise BenchError(f"Orthanc /statistics answered {status}")
+        return int(json.loads(body)["CountInstances"])
+
+    def log_issues(self) -> list[str]:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return []
+        return [ln for ln in text.splitlines() if ln[:1] in ("E", "W") and re.match(r"^[EW]\d{4} ", ln)]
+
+
+class BareServer(Server):
+    """:mod:`benchmarks.bare_scp` in a subprocess: pynetdicom writing files, nothing else."""
+
+    name = "bare"
+    label = "bare pynetdicom"
+    aet = "BARE"
+
+    def start(self) -> None:
+        port_file = self.folder / "port"
+        self._spawn([sys.executable, "-m", "benchmarks.bare_scp", "--out", str(self.folder / "received"),
+                     "--port-file", str(port_file), "--aet", self.aet],
+                    env={**os.environ, "PYTHONPATH": str(PROJECT)})
+
+        def ready() -> bool:
+            self._check_alive()
+            try:
+                self.dicom_port = int(port_file.read_text())
+            except (OSError, ValueError):
+                return False
+            return True
+
+        wait_until(ready, START_TIMEOUT, "the bare receiver to listen")
+
+    def stored_count(self) -> int:
+        return count_files(self.folder / "received", ".dcm")
+
+    def log_issues(self) -> list[str]:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return []
+        return [ln for ln in text.splitlines() if "Traceback" in ln or "Error" in ln]
+
+
+SERVERS: dict[str, type[Server]] = {"pacsdash": PacsdashServer, "orthanc": OrthancServer, "bare": BareServer}
