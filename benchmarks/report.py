@@ -125,7 +125,9 @@ def markdown(results: Results) -> str:
         f"- Software: pacsdash {machine.get('pacsdash')} ({machine.get('git_commit', '?')}), Python {machine['python']},"
         f" pynetdicom {machine.get('pynetdicom')}, pydicom {machine.get('pydicom')}, {machine.get('dcmtk', 'dcmtk ?')},"
         f" {machine.get('orthanc', 'Orthanc ?')}",
-        "- Instances: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in counts.items() if k != "quick"),
+        f"- Instances: ingest {counts['ingest_ct_512']} CT 512x512 per run; C-FIND index {counts['find_index']} "
+        f"instances in {counts['find_studies']} studies of {counts['find_patients']} patients, "
+        f"{counts['find_repetitions']} repetitions per query; memory run {counts['memory_ct_128']} CT 128x128",
         "",
         table(results),
         "",

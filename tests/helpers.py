@@ -36,6 +36,15 @@ def dataset_bytes(path: Path) -> bytes:
     return path.read_bytes()[offset:]
 
 
+def sent_bytes(path: Path) -> bytes:
+    """A file's data set bytes as they go over DIMSE: unchanged, except that a
+    deflated data set of odd length gets the NUL pad PS3.5 A.5 asks for."""
+    data = dataset_bytes(path)
+    meta, _ = split_dataset(path)
+    deflated = str(meta.get("TransferSyntaxUID", "")) == "1.2.840.10008.1.2.1.99"
+    return data + b"\x00" if deflated and len(data) % 2 else data
+
+
 def dcmtk_tool(name: str) -> str | None:
     """Full path of a dcmtk tool, or None if dcmtk is not installed."""
     path = DCMTK / name

@@ -40,6 +40,7 @@ from pacsdash.archive import Archive, InstanceLocation, InvalidInstance, Invalid
 from pacsdash.archive.query import Query
 from pacsdash.config import ModalitySettings, ServerSettings
 from pacsdash.dimse.identifiers import query_from_identifier, response_identifier
+from pacsdash.dimse.files import even_length_copy
 from pacsdash.dimse.sockets import NODELAY_HANDLERS
 from pacsdash.dimse.status import DUPLICATE_STATUS, Status
 
@@ -140,6 +141,7 @@ class DicomNode:
         """EVT_REQUESTED: reject an unknown peer that may not do what it proposes."""
         assoc = event.assoc
         calling = (assoc.requestor.primitive.calling_ae_title or "").strip()
+        _prefer_requestor_order(assoc)
         if self.policy.peer(calling) is not None:
             return
         proposed = {
@@ -279,6 +281,25 @@ class DicomNode:
                 yield Status.PENDING, dcmread(path)
 
 
+def _prefer_requestor_order(assoc: Association) -> None:
+    """Accept, in each presentation context, the transfer syntax the requestor
+    lists first among those we support (pynetdicom otherwise takes the first
+    of *our* list). A scanner offering JPEG 2000 first then sends JPEG 2000,
+    and a C-GET requestor offering the stored encoding gets it unchanged.
+    """
+    proposed: dict[str, list[str]] = {}
+    for rq in assoc.requestor.primitive.presentation_context_definition_list or []:
+        syntaxes = proposed.setdefault(str(rq.abstract_syntax), [])
+        syntaxes.extend(str(ts) for ts in rq.transfer_syntax if str(ts) not in syntaxes)
+    contexts = assoc.acceptor.supported_contexts
+    for cx in contexts:
+        wanted = proposed.get(str(cx.abstract_syntax))
+        if wanted:
+            ours = [str(ts) for ts in cx.transfer_syntax]
+            cx.transfer_syntax = [ts for ts in wanted if ts in ours] + [ts for ts in ours if ts not in wanted]
+    assoc.acceptor.supported_contexts = contexts
+
+
 class StoredInstance(Dataset):
     """A stand-in for a stored file, yielded to pynetdicom's C-GET/C-MOVE code.
 
@@ -301,6 +322,9 @@ def _send_stored_file(original):
     def send_c_store(self, dataset, *args, **kwargs):
         if isinstance(dataset, StoredInstance):
             dataset = dataset.__dict__["source_path"]
+        if isinstance(dataset, (str, Path)):
+            with even_length_copy(Path(dataset)) as path:
+                return original(self, path, *args, **kwargs)
         return original(self, dataset, *args, **kwargs)
 
     send_c_store.__wrapped__ = original

@@ -23,7 +23,7 @@ from pacsdash.archive import Level
 from pacsdash.dimse.scu import send_files
 from tests.conftest import SCU_AET, make_node
 from tests.factories import make_dataset, make_instance
-from tests.helpers import VALID, dataset_bytes
+from tests.helpers import VALID, dataset_bytes, sent_bytes
 
 
 def associate(node, contexts, aet=SCU_AET, **kwargs):
@@ -83,7 +83,7 @@ def test_store_every_valid_sample_keeps_the_data_set_bytes(node, archive):
     assert [r.path for r in results if not r.ok] == []
     for path in VALID:
         sop_uid = str(make_uid_of(path))
-        assert stored_dataset_bytes(archive, sop_uid) == dataset_bytes(path), path.name
+        assert stored_dataset_bytes(archive, sop_uid) == sent_bytes(path), path.name
 
 
 def make_uid_of(path):
@@ -330,7 +330,7 @@ def test_get_returns_every_valid_sample_byte_for_byte(node, archive):
         assert responses[-1][0].Status == 0x0000, path.name
         # (rtdose/rtplan carry a MediaStorageSOPInstanceUID that differs from
         # their SOPInstanceUID; the sub-operation names the file meta's.)
-        assert list(received.values()) == [dataset_bytes(path)], path.name
+        assert list(received.values()) == [sent_bytes(path)], path.name
 
 
 def test_garbage_and_truncated_pdus_do_not_stop_the_node(node):
