@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -43,8 +44,16 @@ def node(archive: Archive, accounts: Accounts):
     node.stop()
 
 
+def require_tool(available: bool, reason: str) -> None:
+    """Skip with ``reason`` when a real peer is missing; in CI, fail instead."""
+    if available:
+        return
+    if os.environ.get("CI"):
+        pytest.fail(f"{reason} (CI must install it)")
+    pytest.skip(reason)
+
+
 @pytest.fixture
 def dcmtk() -> None:
-    """Skip (with the reason) when dcmtk's tools are not installed."""
-    if not have_dcmtk():
-        pytest.skip("dcmtk is not installed (/usr/bin/echoscu missing); .ci/run installs it")
+    """dcmtk's command-line tools, needed as real DICOM peers."""
+    require_tool(have_dcmtk(), "dcmtk is not installed (/usr/bin/echoscu missing); .ci/run installs it")

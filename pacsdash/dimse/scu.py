@@ -82,9 +82,9 @@ def echo(host: str, port: int, called_aet: str = "ANY-SCP", calling_aet: str = "
 def _why_not(assoc, host: str, port: int, called_aet: str) -> str:
     if assoc.is_rejected:
         return f"{called_aet}@{host}:{port} rejected the association"
-    if assoc.is_aborted:
+    if assoc.acceptor.primitive is not None:
         return f"{called_aet}@{host}:{port} aborted the association"
-    return f"could not connect to {called_aet}@{host}:{port}"
+    return f"could not connect to {called_aet}@{host}:{port} (nothing listening, or it hung up)"
 
 
 def send_files(

@@ -1,0 +1,27 @@
+# pacsdash: `make demo` and `make test` do all set-up from a fresh clone.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+HOME_DIR ?= demo-home
+
+.PHONY: demo test bench venv clean
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $@
+
+demo: venv
+	$(VENV)/bin/pacsdash demo --home $(HOME_DIR)
+
+test: venv
+	$(PY) -m pytest
+
+bench: venv
+	$(PY) -m benchmarks.run $(BENCH_ARGS)
+
+clean:
+	rm -rf $(VENV) $(HOME_DIR) .pytest_cache benchmarks/work

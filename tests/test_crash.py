@@ -1,0 +1,81 @@
+"""kill -9 during a parallel ingest loses no acknowledged instance."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+from pynetdicom import AE
+from pynetdicom.presentation import build_context
+
+from pacsdash.archive import Archive, Level, Query
+from pacsdash.dimse.sockets import NODELAY_HANDLERS
+from tests.factories import make_dataset
+from tests.helpers import ServerProcess
+
+SENDERS = 4
+PER_SENDER = 150
+
+
+def sender(port: int, paths, acknowledged: list[str], stop: threading.Event) -> None:
+    ae = AE(ae_title="CRASHSCU")
+    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 10
+    assoc = ae.associate("127.0.0.1", port, ae_title="PACSDASH",
+                         contexts=[build_context("1.2.840.10008.5.1.4.1.1.2", ["1.2.840.10008.1.2.1"])],
+                         evt_handlers=NODELAY_HANDLERS)
+    if not assoc.is_established:
+        return
+    for path, sop_uid in paths:
+        if stop.is_set() or not assoc.is_established:
+            break
+        try:
+            status = assoc.send_c_store(path)
+        except Exception:
+            break
+        if status.get("Status") == 0x0000:
+            acknowledged.append(sop_uid)
+    if assoc.is_established:
+        assoc.abort()
+
+
+@pytest.mark.slow
+def test_kill_9_loses_no_acknowledged_instance(tmp_path):
+    home = tmp_path / "home"
+    files = []
+    for k in range(SENDERS):
+        batch = []
+        for j in range(PER_SENDER):
+            ds = make_dataset(PatientID=f"CRASH{k}", InstanceNumber=j)
+            path = tmp_path / f"{k}-{j}.dcm"
+            ds.save_as(path, enforce_file_format=True)
+            batch.append((path, ds.SOPInstanceUID))
+        files.append(batch)
+
+    server = ServerProcess.start(home)
+    acknowledged: list[str] = []
+    stop = threading.Event()
+    threads = [threading.Thread(target=sender, args=(server.dicom_port, files[k], acknowledged, stop)) for k in range(SENDERS)]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + 60
+    while len(acknowledged) < SENDERS * PER_SENDER // 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    server.kill()  # SIGKILL, mid-ingest
+    stop.set()
+    for t in threads:
+        t.join(30)
+    assert 0 < len(acknowledged) < SENDERS * PER_SENDER, "the kill should land in the middle of the ingest"
+
+    # A restart recovers: everything acknowledged is there.
+    server = ServerProcess.start(home)
+    server.stop()
+    with Archive.open_home(home / "store", home / "index.duckdb") as archive:
+        indexed = {r["SOPInstanceUID"] for r in archive.find(Query(Level.IMAGE))}
+        missing = set(acknowledged) - indexed
+        assert not missing, f"{len(missing)} acknowledged instances lost"
+        # Index and file store agree: every row has its file, every file a row.
+        assert archive.index.files() == set(archive.store.keys())
+        assert not list((home / "store").rglob("*.tmp"))
+        for location in archive.locate(Level.IMAGE, None):
+            assert archive.local_path(location).stat().st_size == location.size
