@@ -97,6 +97,7 @@ class _Writer(threading.Thread):
     def _commit(self, batch: list[tuple[InstanceRecord, Future]]) -> None:
         records = [record for record, _ in batch]
         try:
+            self.store.sync([r.file for r in records])
             added = self.index.add(records)
         except Exception as exc:  # the index refused: nothing is acknowledged
             LOGGER.exception("index commit of %d instances failed", len(records))
@@ -158,8 +159,6 @@ class Archive:
             If ``raw`` is not an instance the archive can file; nothing is kept.
         """
         record = parse_instance(raw, origin)
-        if record.SOPInstanceUID in self.index.known([record.SOPInstanceUID]):
-            return self._result(record, Outcome.DUPLICATE)
         record.file = self.store.write(raw)
         outcome = self._writer.submit(record).result()
         return self._result(record, outcome)

@@ -23,6 +23,9 @@ from pacsdash.archive.attributes import BULK_VRS, TABLE_ATTRIBUTES, Level
 #: component are not conformant but common in old data, so they are allowed.
 UID_PATTERN = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 REQUIRED_UIDS = ("SOPInstanceUID", "SOPClassUID", "StudyInstanceUID", "SeriesInstanceUID")
+#: Values longer than this are not read while parsing (pixel data, mostly).
+DEFER_SIZE = 16384
+DEFLATED = "1.2.840.10008.1.2.1.99"
 #: Longest value kept in the attribute JSON; longer text is not a search key.
 MAX_JSON_VALUE = 1024
 
@@ -89,10 +92,12 @@ def read_header(raw: bytes) -> Dataset:
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            ds = dcmread(io.BytesIO(raw), force=False)
-            _check_complete(ds)
+            # Large values (pixel data) are skipped, not read: the length
+            # check below uses their positions instead.
+            ds = dcmread(io.BytesIO(raw), force=False, defer_size=DEFER_SIZE)
+            _check_complete(ds, len(raw))
             for elem in ds:
-                if elem.tag != 0x7FE00010:
+                if elem.tag != 0x7FE00010 and elem.VR not in BULK_VRS:
                     _ = elem.value
         # pydicom turns "the file ended inside an element" into a warning.
         for warning in caught:
@@ -110,16 +115,28 @@ def read_header(raw: bytes) -> Dataset:
     return ds
 
 
-def _check_complete(ds: Dataset) -> None:
-    """Raise if a top-level element holds fewer bytes than its length says."""
+def _check_complete(ds: Dataset, size: int) -> None:
+    """Raise if a top-level element holds fewer bytes than its length says.
+
+    A value that was read is measured; a deferred one (large, not read) must
+    end within the ``size`` bytes received. Deflated data sets are read from
+    an inflated copy, where positions differ, so they are not deferred.
+    """
+    deflated = ds.file_meta.get("TransferSyntaxUID") == DEFLATED
     for tag, raw in ds._dict.items():  # noqa: SLF001 - raw elements, before decoding
         length = getattr(raw, "length", None)
-        value = getattr(raw, "value", None)
-        if length is None or length == 0xFFFFFFFF or not isinstance(value, bytes):
+        if length is None or length == 0xFFFFFFFF:
             continue
-        if len(value) < length:
+        value = getattr(raw, "value", None)
+        if isinstance(value, bytes):
+            present = len(value)
+        elif value is None and not deflated and getattr(raw, "value_tell", None) is not None:
+            present = max(0, min(length, size - raw.value_tell))
+        else:
+            continue
+        if present < length:
             raise InvalidInstance(
-                f"the data set is truncated: element {tag} declares {length} bytes, {len(value)} are present"
+                f"the data set is truncated: element {tag} declares {length} bytes, {present} are present"
             )
 
 

@@ -1,28 +1,39 @@
 """The file store: original bytes kept exactly as received.
 
-File names are random (never built from a UID or a name a peer sent), spread
-over two levels of folders. A file is written to a temporary name, flushed to
-disk, renamed into place and its folder synced, so a file under its final
-name is always complete.
+File names are random (never built from a UID or a name a peer sent), in a
+folder per day and hour of arrival: ``20261125/08/<32 hex digits>.dcm``. A
+file is written to a temporary name, flushed to disk and renamed into place,
+so a file under its final name is always complete. The rename itself is made
+durable by syncing the folder: :meth:`LocalStore.sync` does that once for a
+whole batch of files (they share a folder), before the index commit.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import secrets
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
 TMP_SUFFIX = ".tmp"
 FILE_SUFFIX = ".dcm"
+KEY_PATTERN = re.compile(r"^(\d{8})/(\d{2})/([0-9a-f]{32})\.dcm$")
 
 
 class Store(Protocol):
     """Where original instance files live."""
 
     def write(self, raw: bytes) -> str:
-        """Durably write ``raw`` and return its key."""
+        """Write ``raw`` completely under a new key and return the key.
+
+        The caller makes the new name durable with :meth:`sync`.
+        """
+
+    def sync(self, keys: list[str]) -> None:
+        """Make the names of newly written files durable."""
 
     def open(self, key: str) -> BinaryIO:
         """Open the file stored under ``key`` for reading."""
@@ -59,22 +70,20 @@ class LocalStore:
         self.root.mkdir(parents=True, exist_ok=True)
 
     def _path(self, key: str) -> Path:
-        if (
-            len(key) != 32 + len(FILE_SUFFIX)
-            or not key.endswith(FILE_SUFFIX)
-            or not all(c in "0123456789abcdef" for c in key[:32])
-        ):
+        if not KEY_PATTERN.match(key):
             raise KeyError(f"not a store key: {key!r}")
-        return self.root / key[:2] / key[2:4] / key
+        return self.root / key
 
     def write(self, raw: bytes) -> str:
-        """Durably write ``raw`` under a new random key and return the key."""
-        key = secrets.token_hex(16) + FILE_SUFFIX
-        path = self._path(key)
+        """Write ``raw`` under a new random key; the file is flushed to disk."""
+        now = time.gmtime()
+        key = f"{time.strftime('%Y%m%d', now)}/{time.strftime('%H', now)}/{secrets.token_hex(16)}{FILE_SUFFIX}"
+        path = self.root / key
         folder = path.parent
         if not folder.exists():
             folder.mkdir(parents=True, exist_ok=True)
             _fsync_dir(folder.parent)
+            _fsync_dir(folder.parent.parent)
         tmp = path.with_name(path.name + TMP_SUFFIX)
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
         try:
@@ -89,8 +98,12 @@ class LocalStore:
             raise
         os.close(fd)
         os.replace(tmp, path)
-        _fsync_dir(folder)
         return key
+
+    def sync(self, keys: list[str]) -> None:
+        """Sync each folder holding one of ``keys`` once (renames become durable)."""
+        for folder in {self._path(key).parent for key in keys}:
+            _fsync_dir(folder)
 
     def open(self, key: str) -> BinaryIO:
         """Open the stored file for reading (binary)."""
@@ -114,15 +127,16 @@ class LocalStore:
 
     def keys(self) -> Iterator[str]:
         """Every stored key (finished files only)."""
-        for first in sorted(os.scandir(self.root), key=lambda e: e.name):
-            if not first.is_dir() or len(first.name) != 2:
+        for day in sorted(os.scandir(self.root), key=lambda e: e.name):
+            if not day.is_dir() or not day.name.isdigit():
                 continue
-            for second in os.scandir(first.path):
-                if not second.is_dir():
+            for hour in os.scandir(day.path):
+                if not hour.is_dir():
                     continue
-                for entry in os.scandir(second.path):
-                    if entry.name.endswith(FILE_SUFFIX):
-                        yield entry.name
+                for entry in os.scandir(hour.path):
+                    key = f"{day.name}/{hour.name}/{entry.name}"
+                    if KEY_PATTERN.match(key):
+                        yield key
 
     def clean_temporary(self) -> int:
         """Remove files a crash left half-written."""

@@ -131,3 +131,10 @@ def test_delete_study_removes_rows_and_files(archive):
     # The same study may arrive again afterwards.
     again = archive.store_bytes(make_instance(PatientID="GONE", StudyInstanceUID=b.StudyInstanceUID))
     assert again.outcome is Outcome.STORED
+
+
+def test_large_pixel_data_cut_short_is_refused(archive):
+    raw = make_instance(Rows=256, Columns=256, PixelData=b"\x01\x02" * 256 * 256)
+    with pytest.raises(InvalidInstance, match="truncated"):
+        archive.store_bytes(raw[:-1000])
+    assert archive.store_bytes(raw).outcome is Outcome.STORED
