@@ -75,6 +75,9 @@ class Query:
     limit: int | None = None
     offset: int = 0
     order_by: list[tuple[str, bool]] = field(default_factory=list)
+    #: Also return the level's usual attributes; False returns only the
+    #: unique key, the filters and ``fields`` (what C-FIND asks for).
+    include_defaults: bool = True
 
     def __post_init__(self) -> None:
         if self.limit is not None and self.limit < 0:
@@ -355,7 +358,8 @@ def compile_query(query: Query, extra_columns: tuple[str, ...] = ()) -> Compiled
         params.extend(sub_params)
 
     wanted: dict[str, Attribute] = {}
-    for attr in default_return_keys(level) + resolve(list(query.filters)) + resolve(query.fields):
+    defaults = default_return_keys(level) if query.include_defaults else [BY_KEYWORD[level.unique_key]]
+    for attr in defaults + resolve(list(query.filters)) + resolve(query.fields):
         wanted.setdefault(attr.keyword, attr)
     select: list[str] = []
     outer = _CHAIN[level][0][0]
@@ -394,6 +398,6 @@ def compile_query(query: Query, extra_columns: tuple[str, ...] = ()) -> Compiled
 
 def compile_count(query: Query) -> tuple[str, list]:
     """SQL counting every match of ``query``, ignoring paging."""
-    unpaged = Query(query.level, dict(query.filters))
+    unpaged = Query(query.level, dict(query.filters), include_defaults=False)
     compiled = compile_query(unpaged)
     return f"SELECT count(*) FROM ({compiled.sql})", compiled.params

@@ -41,7 +41,7 @@ def query_from_identifier(identifier: Dataset, level: Level | None = None) -> Qu
         except Exception:
             raise InvalidQuery(f"the value of {elem.tag} cannot be read") from None
         filters[_key(elem.tag)] = (text or "").strip()
-    return Query(level, filters)
+    return Query(level, filters, include_defaults=False)
 
 
 def _key(tag: Any) -> str:
@@ -57,38 +57,61 @@ def _typed(vr: str, text: str) -> Any:
     return values[0] if len(values) == 1 else values
 
 
+class ResponseBuilder:
+    """Fills the keys of one C-FIND request with each match's values.
+
+    The request's keys are resolved once; each match then costs only the
+    element assignments (PS3.4 C.4.1.1.3.2: the response carries exactly the
+    keys of the request).
+    """
+
+    def __init__(self, request: Dataset, level: Level, aet: str) -> None:
+        self.level = level
+        self.aet = aet
+        self.keys: list[tuple[Tag, str, str | None]] = []
+        for elem in request:
+            tag = int(elem.tag)
+            if elem.tag.group == 0x0002 or elem.tag.element == 0 or tag == 0x00080005:
+                continue
+            vr = elem.VR if elem.VR not in ("UN", None) else attribute_for(f"{tag:08X}").vr
+            if tag == 0x00080052:
+                self.keys.append((Tag(tag), "CS", "__level__"))
+            elif tag == 0x00080054:
+                self.keys.append((Tag(tag), "AE", "__aet__"))
+            elif vr == "SQ":
+                self.keys.append((Tag(tag), "SQ", None))
+            else:
+                self.keys.append((Tag(tag), vr, attribute_for(f"{tag:08X}").keyword))
+
+    def build(self, row: dict[str, str | None]) -> Dataset:
+        """The response identifier for one matching row."""
+        ds = Dataset()
+        needs_utf8 = False
+        for tag, vr, keyword in self.keys:
+            if keyword == "__level__":
+                ds.add_new(tag, vr, self.level.value)
+            elif keyword == "__aet__":
+                ds.add_new(tag, vr, self.aet)
+            elif keyword is None:
+                ds.add_new(tag, "SQ", [])
+            else:
+                text = row.get(keyword)
+                if text is None:
+                    ds.add_new(tag, vr, None)
+                    continue
+                if not text.isascii():
+                    needs_utf8 = True
+                try:
+                    ds.add_new(tag, vr, _typed(vr, text))
+                except (ValueError, TypeError):
+                    ds.add_new(tag, vr, None)
+        if "QueryRetrieveLevel" not in ds:
+            ds.QueryRetrieveLevel = self.level.value
+        if needs_utf8:
+            ds.SpecificCharacterSet = "ISO_IR 192"
+        return ds
+
+
 def response_identifier(request: Dataset, level: Level, row: dict[str, str | None], aet: str) -> Dataset:
     """The C-FIND response identifier for one match: the request's keys, filled."""
-    ds = Dataset()
-    needs_utf8 = False
-    for elem in request:
-        if elem.tag.group == 0x0002 or elem.tag.element == 0:
-            continue
-        tag = int(elem.tag)
-        if tag == 0x00080005:
-            continue
-        if tag == 0x00080052:
-            ds.QueryRetrieveLevel = level.value
-            continue
-        if tag == 0x00080054:
-            ds.RetrieveAETitle = aet
-            continue
-        vr = elem.VR if elem.VR not in ("UN", None) else attribute_for(f"{tag:08X}").vr
-        if vr == "SQ":
-            ds.add_new(Tag(tag), "SQ", [])
-            continue
-        text = row.get(attribute_for(f"{tag:08X}").keyword)
-        if text is None:
-            ds.add_new(Tag(tag), vr, None)
-            continue
-        if not text.isascii():
-            needs_utf8 = True
-        try:
-            ds.add_new(Tag(tag), vr, _typed(vr, text))
-        except (ValueError, TypeError):
-            ds.add_new(Tag(tag), vr, None)
-    if "QueryRetrieveLevel" not in ds:
-        ds.QueryRetrieveLevel = level.value
-    if needs_utf8:
-        ds.SpecificCharacterSet = "ISO_IR 192"
-    return ds
+    return ResponseBuilder(request, level, aet).build(row)

@@ -39,7 +39,7 @@ from pacsdash.access import Accounts
 from pacsdash.archive import Archive, InstanceLocation, InvalidInstance, InvalidQuery, Level, Outcome
 from pacsdash.archive.query import Query
 from pacsdash.config import ModalitySettings, ServerSettings
-from pacsdash.dimse.identifiers import query_from_identifier, response_identifier
+from pacsdash.dimse.identifiers import ResponseBuilder, query_from_identifier
 from pacsdash.dimse.files import even_length_copy
 from pacsdash.dimse.sockets import NODELAY_HANDLERS
 from pacsdash.dimse.status import DUPLICATE_STATUS, Status
@@ -205,11 +205,12 @@ class DicomNode:
             LOGGER.warning("C-FIND from %s: %s", describe_peer(event), exc)
             yield _status(Status.FIND_IDENTIFIER_MISMATCH, str(exc)), None
             return
+        builder = ResponseBuilder(identifier, query.level, self.settings.aet)
         for row in rows:
             if event.is_cancelled:
                 yield Status.CANCEL, None
                 return
-            yield Status.PENDING, response_identifier(identifier, query.level, row, self.settings.aet)
+            yield Status.PENDING, builder.build(row)
 
     # -- retrieve (C-MOVE, C-GET) ------------------------------------------------
     def _matching_instances(self, event: Event) -> list[InstanceLocation]:
