@@ -87,7 +87,8 @@ def run_storescu(server: Server, fileset: FileSet, associations: int, log_dir: P
             except subprocess.TimeoutExpired:
                 raise BenchError(f"storescu did not finish within {deadline_s:.0f} s") from None
             if code != 0:
-                errors.append(f"storescu exited with {code}: {tail(log, 8)}")
+                output = tail(log, 8).strip() or "no output; see the server's log"
+                errors.append(f"storescu exited with {code} ({output})")
         seconds = time.perf_counter() - started
     finally:
         for proc, _ in procs:
@@ -101,4 +102,4 @@ def run_storescu(server: Server, fileset: FileSet, associations: int, log_dir: P
         text = log.read_text(errors="replace")
         failures = [ln for ln in text.splitlines() if ln.startswith(("E:", "F:"))]
         errors += failures[:5]
-    return IngestResult(fileset.count, associations, seconds, stored, errors)
+    return IngestResult(fileset.count, associations, seconds, stored, list(dict.fromkeys(errors)))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import platform
 import subprocess
@@ -44,6 +45,19 @@ def filesystem_of(path: Path) -> str:
     except OSError:
         pass
     return found
+
+
+def source_state() -> str:
+    """The pacsdash code a server started now runs: HEAD plus a hash of uncommitted changes."""
+    commit = _first_line(["git", "-C", str(PROJECT), "rev-parse", "--short", "HEAD"])
+    if not commit:
+        return "unknown (not a git checkout)"
+    try:
+        diff = subprocess.run(["git", "-C", str(PROJECT), "diff", "HEAD", "--", "pacsdash"], capture_output=True,
+                              timeout=20, stdin=subprocess.DEVNULL).stdout
+    except (OSError, subprocess.SubprocessError):
+        return f"{commit} + ?"
+    return f"{commit} + changes {hashlib.sha1(diff).hexdigest()[:10]}" if diff else commit
 
 
 def machine_info(work_dir: Path) -> dict[str, object]:

@@ -125,6 +125,8 @@ def markdown(results: Results) -> str:
         f"- Software: pacsdash {machine.get('pacsdash')} ({machine.get('git_commit', '?')}), Python {machine['python']},"
         f" pynetdicom {machine.get('pynetdicom')}, pydicom {machine.get('pydicom')}, {machine.get('dcmtk', 'dcmtk ?')},"
         f" {machine.get('orthanc', 'Orthanc ?')}",
+        "- pacsdash code per phase: " + (", ".join(f"{k}: {v}" for k, v in results.details.get("pacsdash_source", {}).items())
+                                         or meta.get("pacsdash_source_at_start", "?")),
         f"- Instances: ingest {counts['ingest_ct_512']} CT 512x512 per run; C-FIND index {counts['find_index']} "
         f"instances in {counts['find_studies']} studies of {counts['find_patients']} patients, "
         f"{counts['find_repetitions']} repetitions per query; memory run {counts['memory_ct_128']} CT 128x128",
@@ -132,9 +134,16 @@ def markdown(results: Results) -> str:
         table(results),
         "",
     ]
-    skipped = [(m.label, s, r) for m in results.metrics.values() for s, r in m.skipped.items()]
+    skipped: dict[tuple[str, str], list[str]] = {}
+    for m in results.metrics.values():
+        for server, reason in m.skipped.items():
+            skipped.setdefault((server, reason), []).append(m.label)
     if skipped:
-        out += ["## Skipped or failed", ""] + [f"- {label} / {server}: {reason}" for label, server, reason in skipped] + [""]
+        out += ["## Skipped or failed", ""]
+        for (server, reason), labels in skipped.items():
+            what = labels[0] if len(labels) == 1 else f"{len(labels)} rows from '{labels[0]}'"
+            out.append(f"- {server}, {what}: {' '.join(reason.split())[:400]}")
+        out.append("")
     if results.notes:
         out += ["## Notes", ""] + [f"- {note}" for note in results.notes] + [""]
     find = results.details.get("find", {})

@@ -24,7 +24,7 @@ from typing import Any
 
 from benchmarks import cfind, datasets, ingest, memory, report
 from benchmarks.common import RESULTS_DIR, STORESCU, WORK_DIR, Skipped
-from benchmarks.machine import machine_info
+from benchmarks.machine import machine_info, source_state
 from benchmarks.servers import ORTHANC_CONFIG_NOTES, SERVERS, PacsdashServer, Server
 
 PHASES = ("ingest", "find", "memory")
@@ -102,8 +102,11 @@ def attempt(results: report.Results, ids: list[str], server: str, action: Callab
 
 
 def record_issues(results: report.Results, server: Server, where: str) -> None:
+    """Keep the server's log warnings, and which pacsdash code it ran."""
     if server.issues:
         results.log_issues[f"{server.name} / {where}"] = server.issues[:50]
+    if server.source:
+        results.details.setdefault("pacsdash_source", {})[where] = server.source
 
 
 # -- 1. ingest ---------------------------------------------------------------
@@ -281,6 +284,7 @@ def main(argv: list[str] | None = None) -> int:
         meta={
             "date": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
             "machine": machine_info(WORK_DIR),
+            "pacsdash_source_at_start": source_state(),
             "config": {
                 "quick": plan.quick,
                 "ingest_ct_512": plan.instances,
@@ -300,6 +304,10 @@ def main(argv: list[str] | None = None) -> int:
             phases[phase](plan, results)
     finally:
         results.meta["duration_s"] = round(time.monotonic() - started, 1)
+        ran = sorted(set(results.details.get("pacsdash_source", {}).values()))
+        if len(ran) > 1:
+            results.notes.insert(0, "pacsdash's source changed during this run (it is being edited): the phases "
+                                 f"measured different code: {', '.join(ran)} (see details.pacsdash_source)")
         json_path, md_path = report.write(results, RESULTS_DIR)
     print()
     print(report.table(results))

@@ -34,6 +34,7 @@ from benchmarks.common import (
     tail,
     wait_until,
 )
+from benchmarks.machine import source_state
 
 START_TIMEOUT = 120.0
 HTTP_TIMEOUT = 10.0
@@ -68,6 +69,8 @@ class Server:
         #: Warning and error lines of the log, collected when the server stops.
         self.issues: list[str] = []
         self.exit_code: int | None = None
+        #: Which code the server ran (pacsdash only: commit and uncommitted changes).
+        self.source = ""
 
     @property
     def pid(self) -> int:
@@ -149,7 +152,8 @@ class PacsdashServer(Server):
         result = subprocess.run([str(PACSDASH), *args], capture_output=True, text=True, timeout=timeout,
                                 cwd=self.folder, stdin=subprocess.DEVNULL)
         if result.returncode != 0:
-            raise BenchError(f"pacsdash {args[0]} failed ({result.returncode}): {result.stderr.strip()[-2000:]}")
+            lines = [ln.strip() for ln in result.stderr.splitlines() if ln.strip()]
+            raise BenchError(f"pacsdash {args[0]} failed (exit {result.returncode}): {lines[-1] if lines else 'no output'}")
         return result
 
     def prepare(self) -> None:
@@ -184,6 +188,7 @@ class PacsdashServer(Server):
             return http_get(f"http://{LOOPBACK}:{self.http_port}/api/health", timeout=2)[0] == 200
 
         wait_until(ready, START_TIMEOUT, "pacsdash to answer /api/health", interval=0.2)
+        self.source = source_state()
 
     def stored_count(self) -> int:
         return count_files(self.home / "store", ".dcm")

@@ -1,16 +1,19 @@
 """The archive facade every door calls: store, find, open, delete.
 
-Ingest order, which makes an acknowledgement mean "durable":
+Ingest, which makes an acknowledgement mean "durable":
 
-1. parse and check the header (in the caller's thread);
-2. write the bytes to a temporary file, fsync, rename (in the caller's thread);
-3. hand the record to the single writer thread, which commits whole batches
-   of records in one index transaction and then wakes the callers;
-4. the caller acknowledges (C-STORE success, STOW-RS 200) only after 3.
+1. parse and check the header, while another thread writes the bytes to a
+   temporary file, fsyncs it, renames it into place and syncs its folder;
+2. hand the record to the single writer thread, which commits whole batches
+   of records in one index transaction (group commit) and wakes the callers;
+3. the caller acknowledges (C-STORE success, STOW-RS 200) only once both the
+   file and the index row are durable.
 
-A crash between 2 and 3 leaves a complete file the index does not know;
-:meth:`Archive.reconcile` (run at every start) indexes such files, so the index
-and the file store agree again.
+The file write and the index commit run side by side, so a crash can leave
+either one without the other, never acknowledged. :meth:`Archive.reconcile`
+runs at every start after an unclean stop: it removes half-written
+temporary files, indexes complete files the index does not know and drops
+index rows whose file never arrived, so the index and the file store agree.
 """
 
 from __future__ import annotations
@@ -34,6 +37,8 @@ from pacsdash.archive.store import LocalStore, Store
 LOGGER = logging.getLogger(__name__)
 #: Most records committed in one index transaction.
 MAX_BATCH = 512
+#: Threads writing files (they mostly wait for the disk).
+FILE_WRITERS = 8
 
 
 class Outcome(enum.Enum):
@@ -56,19 +61,29 @@ class StoreResult:
 
 
 class _Writer(threading.Thread):
-    """The one thread that writes to the index, a batch per transaction."""
+    """The one thread that writes to the index.
 
-    def __init__(self, index: Index, store: Store, on_commit: Callable[[list[InstanceRecord]], None]) -> None:
+    Records are committed a batch per transaction; other changes (deletes,
+    repairs) run as single jobs in between, so DuckDB sees exactly one writer.
+    """
+
+    def __init__(self, index: Index, on_commit: Callable[[list[InstanceRecord]], None]) -> None:
         super().__init__(name="pacsdash-index-writer", daemon=True)
         self.index = index
-        self.store = store
         self.on_commit = on_commit
-        self.jobs: queue.Queue[tuple[InstanceRecord, Future] | None] = queue.Queue()
+        self.jobs: queue.Queue[tuple[Any, Future] | None] = queue.Queue()
 
     def submit(self, record: InstanceRecord) -> Future:
+        """Queue a record; the future gives its :class:`Outcome`."""
         future: Future = Future()
         self.jobs.put((record, future))
         return future
+
+    def call(self, function: Callable[[], Any]) -> Any:
+        """Run ``function`` in the writer thread and return its result."""
+        future: Future = Future()
+        self.jobs.put((function, future))
+        return future.result()
 
     def stop(self) -> None:
         self.jobs.put(None)
@@ -79,7 +94,11 @@ class _Writer(threading.Thread):
             first = self.jobs.get()
             if first is None:
                 return
+            if callable(first[0]):
+                self._call(*first)
+                continue
             batch = [first]
+            pending_call = None
             stop = False
             while len(batch) < MAX_BATCH:
                 try:
@@ -89,25 +108,33 @@ class _Writer(threading.Thread):
                 if job is None:
                     stop = True
                     break
+                if callable(job[0]):
+                    pending_call = job
+                    break
                 batch.append(job)
             self._commit(batch)
+            if pending_call is not None:
+                self._call(*pending_call)
             if stop:
                 return
+
+    @staticmethod
+    def _call(function: Callable[[], Any], future: Future) -> None:
+        try:
+            future.set_result(function())
+        except BaseException as exc:  # handed to the caller
+            future.set_exception(exc)
 
     def _commit(self, batch: list[tuple[InstanceRecord, Future]]) -> None:
         records = [record for record, _ in batch]
         try:
-            self.store.sync([r.file for r in records])
             added = self.index.add(records)
         except Exception as exc:  # the index refused: nothing is acknowledged
             LOGGER.exception("index commit of %d instances failed", len(records))
-            for record, future in batch:
-                self.store.delete(record.file)
+            for _, future in batch:
                 future.set_exception(exc)
             return
-        for (record, future), was_added in zip(batch, added):
-            if not was_added:
-                self.store.delete(record.file)
+        for (_, future), was_added in zip(batch, added):
             future.set_result(Outcome.STORED if was_added else Outcome.DUPLICATE)
         try:
             self.on_commit([r for r, a in zip(records, added) if a])
@@ -122,9 +149,11 @@ class Archive:
         self.store = store
         self.index = index
         self._listeners: list[Callable[[list[InstanceRecord]], None]] = []
-        self._writer = _Writer(index, store, self._notify)
+        self._writer = _Writer(index, self._notify)
         self._writer.start()
+        self._files = ThreadPoolExecutor(FILE_WRITERS, thread_name_prefix="pacsdash-file-writer")
         self._closed = False
+        self.was_clean = self._writer.call(lambda: self.index.mark_open())
 
     @classmethod
     def open_home(cls, store_path: Path, index_path: Path) -> Archive:
@@ -158,10 +187,37 @@ class Archive:
         InvalidInstance
             If ``raw`` is not an instance the archive can file; nothing is kept.
         """
-        record = parse_instance(raw, origin)
-        record.file = self.store.write(raw)
-        outcome = self._writer.submit(record).result()
+        key = self.store.new_key()
+        writing = self._files.submit(self.store.write, raw, key)
+        try:
+            record = parse_instance(raw, origin)
+        except InvalidInstance:
+            self._discard(writing, key)
+            raise
+        record.file = key
+        committing = self._writer.submit(record)
+        try:
+            writing.result()
+        except OSError:
+            # No file: take back the row if it was committed, then report.
+            if _outcome(committing) is Outcome.STORED:
+                self._writer.call(lambda: self.index.remove_files([key]))
+            raise
+        try:
+            outcome = committing.result()
+        except Exception:
+            self.store.delete(key)
+            raise
+        if outcome is Outcome.DUPLICATE:
+            self.store.delete(key)
         return self._result(record, outcome)
+
+    def _discard(self, writing: Future, key: str) -> None:
+        try:
+            writing.result()
+        except OSError:
+            return
+        self.store.delete(key)
 
     def store_file(self, path: Path, origin: str = "import") -> StoreResult:
         """Archive a Part 10 file from disk, byte for byte."""
@@ -205,23 +261,27 @@ class Archive:
     # -- removal ---------------------------------------------------------------
     def delete_study(self, study_uid: str) -> int:
         """Remove a study from the index, then its files; return how many."""
-        files = self.index.delete_study(study_uid)
+        files = self._writer.call(lambda: self.index.delete_study(study_uid))
         for key in files:
             self.store.delete(key)
         return len(files)
 
     # -- consistency -----------------------------------------------------------
-    def reconcile(self, progress: Callable[[int], None] | None = None) -> dict[str, int]:
-        """Make the index and the file store agree after a crash.
+    def reconcile(self, full: bool = False, progress: Callable[[int], None] | None = None) -> dict[str, int]:
+        """Make the index and the file store agree after an unclean stop.
 
-        Removes half-written temporary files, indexes complete files the index
-        does not know (written, not yet committed, never acknowledged), and
-        removes stored copies of instances the index already has.
+        After a clean stop (or with nothing to do) it returns at once; ``full``
+        checks anyway. It removes half-written temporary files, indexes
+        complete files the index does not know (written, never acknowledged),
+        removes files of instances the index already has, and drops index
+        rows whose file is missing (committed, never acknowledged).
         """
-        report = {"temporary_removed": self.store.clean_temporary(), "indexed": 0, "removed": 0}
+        report = {"temporary_removed": 0, "indexed": 0, "removed": 0, "missing": 0}
+        if self.was_clean and not full:
+            return report
+        report["temporary_removed"] = self.store.clean_temporary()
         indexed = self.index.files()
-        orphans = [key for key in self.store.keys() if key not in indexed]
-        for key in orphans:
+        for key in (k for k in self.store.keys() if k not in indexed):
             raw = self.store.local_path(key).read_bytes()
             try:
                 record = parse_instance(raw, "recovered")
@@ -234,12 +294,14 @@ class Archive:
             if self._writer.submit(record).result() is Outcome.STORED:
                 report["indexed"] += 1
             else:
+                self.store.delete(key)
                 report["removed"] += 1
             if progress:
                 progress(1)
         missing = [f for f in indexed if not self.store.exists(f)]
         if missing:
-            LOGGER.error("%d indexed files are missing from the store", len(missing))
+            LOGGER.warning("dropping %d index rows whose files never arrived", len(missing))
+            self._writer.call(lambda: self.index.remove_files(missing))
         report["missing"] = len(missing)
         return report
 
@@ -248,6 +310,8 @@ class Archive:
         if self._closed:
             return
         self._closed = True
+        self._files.shutdown(wait=True)
+        self._writer.call(lambda: self.index.mark_closed())
         self._writer.stop()
         self.index.close()
 
@@ -256,6 +320,13 @@ class Archive:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _outcome(future: Future) -> Outcome | None:
+    try:
+        return future.result()
+    except Exception:
+        return None
 
 
 def store_many(

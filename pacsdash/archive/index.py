@@ -60,6 +60,9 @@ class Index(Protocol):
     def locate(self, level: Level, uid: str | None = None, **keys: str) -> list[InstanceLocation]: ...
     def locate_matching(self, query: Query) -> list[InstanceLocation]: ...
     def delete_study(self, study_uid: str) -> list[str]: ...
+    def remove_files(self, keys: list[str]) -> None: ...
+    def mark_open(self) -> bool: ...
+    def mark_closed(self) -> None: ...
     def files(self) -> set[str]: ...
     def close(self) -> None: ...
 
@@ -197,6 +200,36 @@ class DuckDBIndex:
             chunk = rows[start : start + 200]
             params = [v for row in chunk for v in row]
             cur.execute(template.format(rows=", ".join([row_sql] * len(chunk))), params)
+
+    def mark_open(self) -> bool:
+        """Record that the archive is open; return whether the last stop was clean."""
+        cur = self._cursor()
+        cur.execute("CREATE TABLE IF NOT EXISTS archive_state (name VARCHAR PRIMARY KEY, value VARCHAR)")
+        row = cur.execute("SELECT value FROM archive_state WHERE name = 'state'").fetchone()
+        fresh = row is None and cur.execute("SELECT count(*) FROM instances").fetchone()[0] == 0
+        cur.execute("INSERT OR REPLACE INTO archive_state VALUES ('state', 'open')")
+        return fresh or (row is not None and row[0] == "closed")
+
+    def mark_closed(self) -> None:
+        """Record a clean stop."""
+        self._cursor().execute("INSERT OR REPLACE INTO archive_state VALUES ('state', 'closed')")
+
+    def remove_files(self, keys: list[str]) -> None:
+        """Drop the index rows of instances stored under ``keys``."""
+        if not keys:
+            return
+        cur = self._cursor()
+        cur.execute("BEGIN TRANSACTION")
+        try:
+            cur.execute("DELETE FROM instances WHERE file IN (SELECT unnest(?))", [keys])
+            for level, key in ((Level.SERIES, "SeriesInstanceUID"), (Level.STUDY, "StudyInstanceUID")):
+                cur.execute(f'DELETE FROM {level.table} t WHERE NOT EXISTS (SELECT 1 FROM instances i WHERE i."{key}" = t."{key}")')
+            cur.execute('DELETE FROM patients p WHERE NOT EXISTS (SELECT 1 FROM studies s WHERE s."PatientID" = p."PatientID")')
+            cur.execute("COMMIT")
+        except BaseException:
+            cur.execute("ROLLBACK")
+            raise
+        self._load_caches()
 
     def delete_study(self, study_uid: str) -> list[str]:
         """Remove a study, its series and instances; return their file keys."""

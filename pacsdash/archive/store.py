@@ -2,10 +2,9 @@
 
 File names are random (never built from a UID or a name a peer sent), in a
 folder per day and hour of arrival: ``20261125/08/<32 hex digits>.dcm``. A
-file is written to a temporary name, flushed to disk and renamed into place,
-so a file under its final name is always complete. The rename itself is made
-durable by syncing the folder: :meth:`LocalStore.sync` does that once for a
-whole batch of files (they share a folder), before the index commit.
+file is written to a temporary name, flushed to disk, renamed into place and
+its folder synced, so a file under its final name is always complete and
+stays there.
 """
 
 from __future__ import annotations
@@ -26,14 +25,11 @@ KEY_PATTERN = re.compile(r"^(\d{8})/(\d{2})/([0-9a-f]{32})\.dcm$")
 class Store(Protocol):
     """Where original instance files live."""
 
-    def write(self, raw: bytes) -> str:
-        """Write ``raw`` completely under a new key and return the key.
+    def new_key(self) -> str:
+        """A fresh key for :meth:`write`."""
 
-        The caller makes the new name durable with :meth:`sync`.
-        """
-
-    def sync(self, keys: list[str]) -> None:
-        """Make the names of newly written files durable."""
+    def write(self, raw: bytes, key: str | None = None) -> str:
+        """Durably write ``raw`` (under ``key``, or a new one) and return the key."""
 
     def open(self, key: str) -> BinaryIO:
         """Open the file stored under ``key`` for reading."""
@@ -74,11 +70,15 @@ class LocalStore:
             raise KeyError(f"not a store key: {key!r}")
         return self.root / key
 
-    def write(self, raw: bytes) -> str:
-        """Write ``raw`` under a new random key; the file is flushed to disk."""
+    def new_key(self) -> str:
+        """A new random key in the folder of the current day and hour (UTC)."""
         now = time.gmtime()
-        key = f"{time.strftime('%Y%m%d', now)}/{time.strftime('%H', now)}/{secrets.token_hex(16)}{FILE_SUFFIX}"
-        path = self.root / key
+        return f"{time.strftime('%Y%m%d', now)}/{time.strftime('%H', now)}/{secrets.token_hex(16)}{FILE_SUFFIX}"
+
+    def write(self, raw: bytes, key: str | None = None) -> str:
+        """Write ``raw``, fsync it, rename it into place and sync its folder."""
+        key = key or self.new_key()
+        path = self._path(key)
         folder = path.parent
         if not folder.exists():
             folder.mkdir(parents=True, exist_ok=True)
@@ -98,12 +98,8 @@ class LocalStore:
             raise
         os.close(fd)
         os.replace(tmp, path)
+        _fsync_dir(folder)
         return key
-
-    def sync(self, keys: list[str]) -> None:
-        """Sync each folder holding one of ``keys`` once (renames become durable)."""
-        for folder in {self._path(key).parent for key in keys}:
-            _fsync_dir(folder)
 
     def open(self, key: str) -> BinaryIO:
         """Open the stored file for reading (binary)."""

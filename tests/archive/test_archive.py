@@ -98,24 +98,43 @@ def test_instances_without_identity_are_refused(archive, attrs, reason):
     assert archive.index.totals()["instances"] == 0
 
 
-def test_reconcile_indexes_orphans_and_removes_partial_writes(tmp_path):
+def crash(archive: Archive) -> None:
+    """Stop an archive the way a kill would: no clean-stop mark."""
+    archive._files.shutdown()
+    archive._writer.stop()
+    archive.index.close()
+
+
+def test_reconcile_after_a_crash(tmp_path):
+    from pacsdash.archive.parsing import parse_instance
+
     archive = Archive.open_home(tmp_path / "store", tmp_path / "index.duckdb")
     kept = archive.store_bytes(make_instance())
-    # A crash after the file was written but before the index commit:
-    orphan_raw = make_instance(PatientID="ORPHAN")
-    orphan_key = archive.store.write(orphan_raw)
-    # ... and one in the middle of a write:
+    # A file written, its row not yet committed:
+    orphan_key = archive.store.write(make_instance(PatientID="ORPHAN"))
+    # A file half written:
     partial = archive.store.local_path(orphan_key).with_name("0" * 32 + ".dcm.tmp")
-    partial.write_bytes(orphan_raw[:100])
+    partial.write_bytes(b"DICM" * 10)
+    # A row committed, its file not yet renamed into place:
+    record = parse_instance(make_instance(PatientID="NOFILE"))
+    record.file = archive.store.new_key()
+    archive._writer.submit(record).result()
+    crash(archive)
+
+    archive = Archive.open_home(tmp_path / "store", tmp_path / "index.duckdb")
+    assert archive.was_clean is False
+    report = archive.reconcile()
+    assert report == {"temporary_removed": 1, "indexed": 1, "removed": 0, "missing": 1}
+    assert not partial.exists()
+    assert {r["PatientID"] for r in archive.find(Query(Level.IMAGE, {}, ["PatientID"]))} == {"P1", "ORPHAN"}
+    assert [r["PatientID"] for r in archive.find(Query(Level.PATIENT))] == ["ORPHAN", "P1"]
+    assert archive.index.files() == set(archive.store.keys())
+    assert len(archive.locate(Level.IMAGE, kept.SOPInstanceUID)) == 1
     archive.close()
 
     archive = Archive.open_home(tmp_path / "store", tmp_path / "index.duckdb")
-    report = archive.reconcile()
-    assert report == {"temporary_removed": 1, "indexed": 1, "removed": 0, "missing": 0}
-    assert not partial.exists()
-    assert {r["PatientID"] for r in archive.find(Query(Level.IMAGE, {}, ["PatientID"]))} == {"P1", "ORPHAN"}
-    assert archive.index.files() == set(archive.store.keys())
-    assert stored_bytes(archive, kept.SOPInstanceUID) == archive.store.read(archive.locate(Level.IMAGE, kept.SOPInstanceUID)[0].file)
+    assert archive.was_clean is True
+    assert archive.reconcile() == {"temporary_removed": 0, "indexed": 0, "removed": 0, "missing": 0}
     archive.close()
 
 
