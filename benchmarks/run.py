@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import cfind, datasets, ingest, memory, report
-from benchmarks.common import RESULTS_DIR, STORESCU, WORK_DIR, Skipped
+from benchmarks.common import RESULTS_DIR, STORESCU, WORK_DIR, Skipped, wait_for_quiet
 from benchmarks.machine import machine_info, source_state
 from benchmarks.servers import ORTHANC_CONFIG_NOTES, SERVERS, PacsdashServer, Server
 
@@ -43,6 +43,7 @@ class Plan:
     phases: tuple[str, ...]
     tmp_root: Path
     keep: bool
+    wait_idle: float
 
 
 def parse_args(argv: list[str] | None) -> Plan:
@@ -57,6 +58,9 @@ def parse_args(argv: list[str] | None) -> Plan:
     parser.add_argument("--only", default=",".join(PHASES), help="comma-separated subset of ingest,find,memory")
     parser.add_argument("--tmp-dir", type=Path, default=WORK_DIR / "tmp", help="where server folders are made")
     parser.add_argument("--keep", action="store_true", help="keep server folders and logs (for debugging)")
+    parser.add_argument("--wait-idle", type=float, default=60.0,
+                        help="before each measurement, wait up to this many seconds for other processes to leave "
+                        "the CPUs idle (default 60)")
     args = parser.parse_args(argv)
     servers = tuple(s for s in args.servers.split(",") if s)
     phases = tuple(p for p in args.only.split(",") if p)
@@ -80,6 +84,7 @@ def parse_args(argv: list[str] | None) -> Plan:
         phases=phases,
         tmp_root=args.tmp_dir,
         keep=args.keep,
+        wait_idle=args.wait_idle,
     )
 
 
@@ -99,6 +104,17 @@ def attempt(results: report.Results, ids: list[str], server: str, action: Callab
     say(f"  {server}: {reason}")
     results.skip(ids, server, reason)
     return None
+
+
+QUIET_THRESHOLD = 0.15
+
+
+def quiet(plan: Plan, results: report.Results, where: str) -> None:
+    """Before a measurement: wait for other processes to go quiet, and note how busy the CPUs were."""
+    busy = wait_for_quiet(plan.wait_idle, QUIET_THRESHOLD)
+    results.details.setdefault("cpu_busy_before", {})[where] = round(busy, 3)
+    if busy > QUIET_THRESHOLD:
+        say(f"  note: other processes kept the CPUs {busy:.0%} busy before this measurement")
 
 
 def record_issues(results: report.Results, server: Server, where: str) -> None:
@@ -127,6 +143,7 @@ def run_ingest(plan: Plan, results: report.Results) -> None:
             say(f"ingest: {name}, {n} association(s), {fileset.count} instances")
 
             def one() -> None:
+                quiet(plan, results, f"{name} ingest {n}")
                 with SERVERS[name](plan.tmp_root, plan.keep) as server:
                     try:
                         server.start()
@@ -168,6 +185,7 @@ def run_find(plan: Plan, results: report.Results) -> None:
         say(f"find: {name}, loading {fileset.count} instances")
 
         def one() -> None:
+            quiet(plan, results, f"{name} find")
             with SERVERS[name](plan.tmp_root, plan.keep) as server:
                 try:
                     if isinstance(server, PacsdashServer):
@@ -230,6 +248,7 @@ def run_memory(plan: Plan, results: report.Results) -> None:
         say(f"memory: {name}, {n} instances over 4 associations")
 
         def one() -> None:
+            quiet(plan, results, f"{name} memory")
             with SERVERS[name](plan.tmp_root, plan.keep) as server:
                 try:
                     server.start()
@@ -304,6 +323,10 @@ def main(argv: list[str] | None = None) -> int:
             phases[phase](plan, results)
     finally:
         results.meta["duration_s"] = round(time.monotonic() - started, 1)
+        noisy = {k: v for k, v in results.details.get("cpu_busy_before", {}).items() if v > QUIET_THRESHOLD}
+        if noisy:
+            results.notes.insert(0, "Other processes were using the CPUs before these measurements (fraction of all "
+                                 f"CPUs busy while the benchmark was idle): {noisy}; their numbers are less reliable.")
         ran = sorted(set(results.details.get("pacsdash_source", {}).values()))
         if len(ran) > 1:
             results.notes.insert(0, "pacsdash's source changed during this run (it is being edited): the phases "

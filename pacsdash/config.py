@@ -31,6 +31,8 @@ class ServerSettings:
     aet: str = "PACSDASH"
     accept_unknown_store: bool = True
     max_associations: int = 32
+    #: Processes receiving DICOM associations (0: in the server process).
+    dicom_workers: int = 2
     #: Seconds an idle association may stay open before it is aborted.
     network_timeout: int = 60
     #: Origins allowed to call the HTTP services from a browser (CORS).
@@ -166,7 +168,7 @@ def _section(cls: type, raw: Any, name: str) -> Any:
         elif isinstance(default, int):
             if key.endswith("port"):
                 value = check_port(value, where)
-            elif isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            elif isinstance(value, bool) or not isinstance(value, int) or value < (0 if key == "dicom_workers" else 1):
                 raise ConfigError(f"{where} must be a positive integer, got {value!r}")
         elif isinstance(default, tuple):
             if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
@@ -271,6 +273,7 @@ http_port = 8042        # dashboard, DICOMweb, WADO-URI and JSON API
 dicom_port = 4242       # DICOM DIMSE listener
 aet = "PACSDASH"        # our AE title
 accept_unknown_store = true   # let unregistered peers C-STORE (find/move/get never)
+dicom_workers = 2       # processes receiving associations (0: inside the server process)
 
 [auth]
 enabled = true          # HTTP callers log in (users: `pacsdash users add`)

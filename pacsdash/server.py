@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import logging.handlers
 import os
 import signal
 import threading
@@ -20,6 +19,8 @@ from pacsdash.access import Accounts  # noqa: E402
 from pacsdash.archive import Archive  # noqa: E402
 from pacsdash.config import Settings, init_home  # noqa: E402
 from pacsdash.dimse.scp import DicomNode  # noqa: E402
+from pacsdash.dimse.workers import DicomWorkers  # noqa: E402
+from pacsdash.logs import configure_logging as _configure_logging  # noqa: E402
 from pacsdash.runtime import HomeLock, ServerInfo, new_token, write_server_info  # noqa: E402
 from pacsdash.web.api import api_routes  # noqa: E402
 from pacsdash.web.base import AppContext  # noqa: E402
@@ -29,21 +30,7 @@ LOGGER = logging.getLogger("pacsdash")
 
 def configure_logging(settings: Settings, verbose: bool = False) -> None:
     """Log to ``HOME/logs/pacsdash.log`` (rotated) and to standard error."""
-    settings.log_path.mkdir(parents=True, exist_ok=True)
-    root = logging.getLogger()
-    root.setLevel(logging.INFO)
-    formatter = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
-    file_handler = logging.handlers.RotatingFileHandler(
-        settings.log_path / "pacsdash.log", maxBytes=10_000_000, backupCount=5
-    )
-    file_handler.setFormatter(formatter)
-    stream = logging.StreamHandler()
-    stream.setFormatter(formatter)
-    stream.setLevel(logging.DEBUG if verbose else logging.INFO)
-    root.handlers[:] = [file_handler, stream]
-    logging.getLogger("pynetdicom").setLevel(logging.WARNING)
-    logging.getLogger("tornado.access").setLevel(logging.WARNING)
-    logging.getLogger("bokeh").setLevel(logging.WARNING)
+    _configure_logging(settings.log_path, "pacsdash", verbose)
 
 
 def status_page(app: AppContext):
@@ -68,7 +55,7 @@ class RunningServer:
     """Handles on a started server (used by ``serve`` and by tests)."""
 
     app: AppContext
-    node: DicomNode
+    node: DicomNode | DicomWorkers
     http: object
     lock: HomeLock
 
@@ -108,9 +95,14 @@ def start_server(settings: Settings) -> RunningServer:
     if settings.auth.enabled and not accounts.users():
         LOGGER.warning("no users yet: add one with `pacsdash users add NAME --role admin --password-stdin`")
     app = AppContext(settings=settings, archive=archive, accounts=accounts, local_token=new_token())
-    node = DicomNode(archive, accounts, settings.server)
-    node.start()
-    app.dicom_port = node.port
+    if settings.server.dicom_workers > 0:
+        node: DicomNode | DicomWorkers = DicomWorkers(settings, archive, settings.server.dicom_workers)
+        dicom_port = node.start()
+    else:
+        node = DicomNode(archive, accounts, settings.server)
+        node.start()
+        dicom_port = node.port
+    app.dicom_port = dicom_port
     http = pn.serve(
         {"/": status_page(app)},
         port=settings.server.http_port,
@@ -127,7 +119,7 @@ def start_server(settings: Settings) -> RunningServer:
         pid=os.getpid(),
         host=settings.server.host,
         http_port=int(http.port),
-        dicom_port=node.port,
+        dicom_port=dicom_port,
         aet=settings.server.aet,
         token=app.local_token,
     )
@@ -140,7 +132,7 @@ def start_server(settings: Settings) -> RunningServer:
         info.http_port,
         settings.server.aet,
         settings.server.host,
-        node.port,
+        dicom_port,
     )
     return RunningServer(app, node, http, lock)
 

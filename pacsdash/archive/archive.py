@@ -154,6 +154,9 @@ class Archive:
         self._files = ThreadPoolExecutor(FILE_WRITERS, thread_name_prefix="pacsdash-file-writer")
         self._closed = False
         self.was_clean = self._writer.call(lambda: self.index.mark_open())
+        #: Set when something (a crashed worker) may have left files unindexed:
+        #: the next start then reconciles.
+        self.dirty = False
 
     @classmethod
     def open_home(cls, store_path: Path, index_path: Path) -> Archive:
@@ -311,7 +314,8 @@ class Archive:
             return
         self._closed = True
         self._files.shutdown(wait=True)
-        self._writer.call(lambda: self.index.mark_closed())
+        if not self.dirty:
+            self._writer.call(lambda: self.index.mark_closed())
         self._writer.stop()
         self.index.close()
 

@@ -7,12 +7,18 @@ received are what the store keeps.
 from __future__ import annotations
 
 import io
+import logging
 import re
+import threading
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 from pydicom import dcmread
+from pydicom.datadict import tag_for_keyword
+from pydicom.dataelem import RawDataElement, convert_raw_data_element
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.multival import MultiValue
@@ -28,6 +34,49 @@ DEFER_SIZE = 16384
 DEFLATED = "1.2.840.10008.1.2.1.99"
 #: Longest value kept in the attribute JSON; longer text is not a search key.
 MAX_JSON_VALUE = 1024
+
+
+#: Tags kept as index columns (not repeated in the attribute JSON).
+COLUMN_TAGS = frozenset(a.tag for attrs in TABLE_ATTRIBUTES.values() for a in attrs if not a.derived)
+
+
+class _PydicomMessages(logging.Handler):
+    """Collects pydicom's warnings per thread while a header is read.
+
+    pydicom reports some damage (a sequence that runs past the end of the
+    file) as a warning, which it also logs. ``warnings.catch_warnings`` is
+    not thread-safe, and several associations parse at once, so the log
+    records are collected instead, each thread its own.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self._local = threading.local()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        collected = getattr(self._local, "messages", None)
+        if collected is not None:
+            collected.append(record.getMessage())
+
+    @contextmanager
+    def capture(self) -> Iterator[list[str]]:
+        messages: list[str] = []
+        self._local.messages = messages
+        try:
+            yield messages
+        finally:
+            self._local.messages = None
+
+
+_PYDICOM_MESSAGES = _PydicomMessages()
+_pydicom_logger = logging.getLogger("pydicom")
+_pydicom_logger.addHandler(_PYDICOM_MESSAGES)
+_pydicom_logger.propagate = False  # odd values in received files are not our errors
+if _pydicom_logger.level == logging.NOTSET or _pydicom_logger.level > logging.WARNING:
+    _pydicom_logger.setLevel(logging.WARNING)
+# pydicom repeats each such log message as a UserWarning; received files are
+# kept as they came, so those warnings are noise here.
+warnings.filterwarnings("ignore", category=UserWarning, module=r"pydicom\.")
 
 
 class InvalidInstance(ValueError):
@@ -90,18 +139,13 @@ def read_header(raw: bytes) -> Dataset:
     if len(raw) < 132:
         raise InvalidInstance(f"{len(raw)} bytes is too short for a DICOM Part 10 file")
     try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
+        with _PYDICOM_MESSAGES.capture() as messages:
             # Large values (pixel data) are skipped, not read: the length
             # check below uses their positions instead.
             ds = dcmread(io.BytesIO(raw), force=False, defer_size=DEFER_SIZE)
             _check_complete(ds, len(raw))
-            for elem in ds:
-                if elem.tag != 0x7FE00010 and elem.VR not in BULK_VRS:
-                    _ = elem.value
         # pydicom turns "the file ended inside an element" into a warning.
-        for warning in caught:
-            text = str(warning.message)
+        for text in messages:
             if "EOF" in text or "End of file" in text or "end of file" in text:
                 raise InvalidInstance(f"the data set is truncated: {text}")
     except InvalidInstance:
@@ -140,6 +184,32 @@ def _check_complete(ds: Dataset, size: int) -> None:
             )
 
 
+def element_texts(ds: Dataset) -> dict[int, str]:
+    """Every top-level, non-bulk, non-sequence value of ``ds`` as DICOM text.
+
+    One pass over the raw elements, converted with pydicom's own converter
+    (the data set's character set applies); a value pydicom cannot convert
+    is left out rather than failing the instance.
+    """
+    encoding = ds._character_set  # noqa: SLF001 - the data set's decoded SpecificCharacterSet
+    texts: dict[int, str] = {}
+    for tag, raw in ds._dict.items():  # noqa: SLF001 - raw elements, not yet decoded
+        if tag >> 16 == 0x0002:
+            continue
+        try:
+            elem = convert_raw_data_element(raw, encoding=encoding, ds=ds) if isinstance(raw, RawDataElement) else raw
+            if elem.VR in BULK_VRS:
+                continue
+            text = value_text(elem.value)
+        except Exception:  # odd values are kept in the file, not indexed
+            continue
+        if text is not None:
+            text = text.replace("\x00", "").strip()
+            if text:
+                texts[int(tag)] = text
+    return texts
+
+
 def record_from_dataset(ds: Dataset, size: int, origin: str = "") -> InstanceRecord:
     """Build the index record of a decoded header.
 
@@ -148,34 +218,29 @@ def record_from_dataset(ds: Dataset, size: int, origin: str = "") -> InstanceRec
     InvalidInstance
         If an identifying UID is missing or malformed.
     """
-    uids = {kw: check_uid(ds.get(kw), kw) for kw in REQUIRED_UIDS}
+    texts = element_texts(ds)
+    uids = {kw: check_uid(texts.get(tag_for_keyword(kw)), kw) for kw in REQUIRED_UIDS}
     # MediaStorageSOPInstanceUID may differ from SOPInstanceUID in real files
     # (edited copies); the data set's own UID is the one that identifies it.
     transfer_syntax = check_uid(ds.file_meta.TransferSyntaxUID, "TransferSyntaxUID")
     columns: dict[Level, dict[str, str | None]] = {}
-    column_tags: set[int] = set()
     for level, attrs in TABLE_ATTRIBUTES.items():
         values: dict[str, str | None] = {}
         for attr in attrs:
             if attr.derived:
                 continue
-            column_tags.add(attr.tag)
             if attr.keyword == "TransferSyntaxUID":
                 values[attr.keyword] = transfer_syntax
             elif attr.keyword in uids:
                 values[attr.keyword] = uids[attr.keyword]
             else:
-                values[attr.keyword] = _element_text(ds, attr.tag)
+                values[attr.keyword] = texts.get(attr.tag)
         columns[level] = values
     columns[Level.PATIENT]["PatientID"] = columns[Level.PATIENT]["PatientID"] or ""
     columns[Level.STUDY]["PatientID"] = columns[Level.PATIENT]["PatientID"]
-    attributes: dict[str, str] = {}
-    for elem in ds:
-        if elem.tag.group == 0x0002 or elem.tag in column_tags or elem.VR in BULK_VRS:
-            continue
-        text = _element_text(ds, elem.tag)
-        if text is not None and len(text) <= MAX_JSON_VALUE:
-            attributes[f"{int(elem.tag):08X}"] = text
+    attributes = {
+        f"{tag:08X}": text for tag, text in texts.items() if tag not in COLUMN_TAGS and len(text) <= MAX_JSON_VALUE
+    }
     return InstanceRecord(
         SOPInstanceUID=uids["SOPInstanceUID"],
         SeriesInstanceUID=uids["SeriesInstanceUID"],
@@ -186,19 +251,6 @@ def record_from_dataset(ds: Dataset, size: int, origin: str = "") -> InstanceRec
         size=size,
         origin=origin,
     )
-
-
-def _element_text(ds: Dataset, tag: int) -> str | None:
-    elem = ds.get(tag)
-    if elem is None or elem.VR in BULK_VRS:
-        return None
-    try:
-        text = value_text(elem.value)
-    except Exception:  # a value pydicom cannot convert is not indexed
-        return None
-    if text is not None:
-        text = text.replace("\x00", "").strip()
-    return text or None
 
 
 def parse_instance(raw: bytes, origin: str = "") -> InstanceRecord:

@@ -12,6 +12,7 @@ answered "Refused: Not Authorized".
 from __future__ import annotations
 
 import logging
+import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -87,14 +88,37 @@ class PeerPolicy:
         return action in peer.allow
 
 
-class DicomNode:
-    """The DIMSE listener of one pacsdash server."""
+class _SharedPortServer(ThreadedAssociationServer):
+    """An association server whose port other processes may bind too
+    (SO_REUSEPORT): the kernel spreads connections over the processes."""
 
-    def __init__(self, archive: Archive, accounts: Accounts, server: ServerSettings) -> None:
+    def server_bind(self) -> None:
+        self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        super().server_bind()
+
+
+class _NodeAE(AE):
+    """pynetdicom's AE, able to listen on a port shared between processes."""
+
+    share_port = False
+
+    def make_server(self, *args: Any, **kwargs: Any) -> Any:
+        if self.share_port and kwargs.get("server_class") is ThreadedAssociationServer:
+            kwargs["server_class"] = _SharedPortServer
+        return super().make_server(*args, **kwargs)
+
+
+class DicomNode:
+    """The DIMSE listener of one pacsdash server (or of one of its workers)."""
+
+    def __init__(
+        self, archive: Archive, accounts: Accounts, server: ServerSettings, share_port: bool = False
+    ) -> None:
         self.archive = archive
         self.settings = server
         self.policy = PeerPolicy(accounts, server.accept_unknown_store)
-        self.ae = AE(ae_title=server.aet)
+        self.ae = _NodeAE(ae_title=server.aet)
+        self.ae.share_port = share_port
         self.ae.maximum_associations = server.max_associations
         self.ae.network_timeout = server.network_timeout
         self.ae.acse_timeout = 30

@@ -1,0 +1,130 @@
+"""DICOM receiving spread over worker processes.
+
+Decoding PDUs and parsing headers is CPU work that Python runs one thread at
+a time; worker processes share the DICOM port (SO_REUSEPORT, the kernel
+spreads associations over them) so that several associations use several
+cores. Each worker writes files to the store itself and reaches the index
+through :class:`~pacsdash.archive.remote.RemoteIndex`; the server process
+keeps the only index connection and its single writer.
+
+A worker stops when the server process closes its pipe, including when the
+server is killed: its pending C-STOREs then fail, unacknowledged.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import socket
+import threading
+from dataclasses import replace
+from multiprocessing.connection import Connection
+from typing import Any
+
+from pacsdash.config import Settings
+
+LOGGER = logging.getLogger(__name__)
+READY_TIMEOUT = 60
+
+
+def worker_main(settings: Settings, connection: Connection, port: int, number: int, ready: Any) -> None:
+    """Entry point of one worker process."""
+    from pacsdash.access import Accounts
+    from pacsdash.archive.archive import Archive
+    from pacsdash.archive.remote import RemoteIndex
+    from pacsdash.archive.store import LocalStore
+    from pacsdash.dimse.scp import DicomNode
+    from pacsdash.logs import configure_logging
+
+    configure_logging(settings.log_path, f"dicom-worker-{number}")
+    index = RemoteIndex(connection)
+    archive = Archive(LocalStore(settings.store_path), index)
+    node = DicomNode(archive, Accounts(settings.accounts_path, settings.modalities),
+                     replace(settings.server, dicom_port=port), share_port=True)
+    node.start()
+    ready.set()
+    index.gone.wait()
+    node.stop()
+    archive.close()
+
+
+class DicomWorkers:
+    """Worker processes serving the DICOM port for one server process."""
+
+    def __init__(self, settings: Settings, archive: Any, count: int) -> None:
+        self.settings = settings
+        self.archive = archive
+        self.count = count
+        self.port = 0
+        self._context = multiprocessing.get_context("spawn")
+        self._processes: list[Any] = []
+        self._connections: list[Connection] = []
+        self._placeholder: socket.socket | None = None
+        self._watch = threading.Event()
+
+    def start(self) -> int:
+        """Start the workers; return the DICOM port once all are listening."""
+        from pacsdash.archive.remote import IndexService
+
+        host = self.settings.server.host
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        # Reserve the port (and learn it, when 0 was asked) without listening:
+        # only listening sockets receive connections.
+        self._placeholder = socket.socket(family, socket.SOCK_STREAM)
+        self._placeholder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._placeholder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        self._placeholder.bind((host, self.settings.server.dicom_port))
+        self.port = self._placeholder.getsockname()[1]
+        events = []
+        for number in range(self.count):
+            parent, child = self._context.Pipe(duplex=True)
+            ready = self._context.Event()
+            process = self._context.Process(
+                target=worker_main,
+                args=(self.settings, child, self.port, number, ready),
+                name=f"pacsdash-dicom-worker-{number}",
+                daemon=True,
+            )
+            process.start()
+            child.close()
+            IndexService(self.archive, parent, f"worker{number}").start()
+            self._processes.append(process)
+            self._connections.append(parent)
+            events.append((ready, process))
+        for ready, process in events:
+            if not ready.wait(READY_TIMEOUT):
+                self.stop()
+                raise RuntimeError(f"{process.name} did not start listening within {READY_TIMEOUT}s")
+        threading.Thread(target=self._supervise, name="pacsdash-worker-watch", daemon=True).start()
+        LOGGER.info("%d DICOM worker processes listening on %s:%d", self.count, host, self.port)
+        return self.port
+
+    def _supervise(self) -> None:
+        """Log a worker that dies; its unacknowledged files need a reconcile."""
+        while not self._watch.wait(1.0):
+            for process in self._processes:
+                if process.exitcode is not None and not self._watch.is_set():
+                    LOGGER.error("%s exited with %s; the archive will be checked at the next start",
+                                 process.name, process.exitcode)
+                    self.archive.dirty = True
+                    self._processes.remove(process)
+                    break
+
+    def stop(self, timeout: float = 15) -> None:
+        """Close the pipes (workers then stop) and wait for the processes."""
+        self._watch.set()
+        for connection in self._connections:
+            try:
+                connection.close()
+            except OSError:
+                pass
+        for process in self._processes:
+            process.join(timeout)
+            if process.is_alive():
+                process.kill()
+                process.join(5)
+        self._processes.clear()
+        self._connections.clear()
+        if self._placeholder is not None:
+            self._placeholder.close()
+            self._placeholder = None
