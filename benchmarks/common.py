@@ -102,6 +102,37 @@ def read_rss_kb(pid: int) -> int | None:
     return None
 
 
+def descendants(pid: int) -> list[int]:
+    """Process ids of every child, grandchild, ... of ``pid`` (from /proc)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as handle:
+                stat = handle.read()
+        except OSError:
+            continue
+        ppid = int(stat[stat.rindex(")") + 2 :].split()[1])
+        children.setdefault(ppid, []).append(int(entry))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def read_tree_rss_kb(pid: int) -> tuple[int | None, int, int]:
+    """(VmRSS of ``pid``, VmRSS summed over ``pid`` and its descendants, process count); KiB.
+
+    The sum counts pages shared between the processes once per process.
+    """
+    own = read_rss_kb(pid)
+    children = [kb for kb in (read_rss_kb(child) for child in descendants(pid)) if kb is not None]
+    return own, (own or 0) + sum(children), 1 + len(children)
+
+
 def _cpu_times() -> tuple[int, int]:
     """(busy, total) jiffies of all CPUs from /proc/stat."""
     with open("/proc/stat") as handle:

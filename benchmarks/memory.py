@@ -6,7 +6,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from benchmarks.common import read_rss_kb
+from benchmarks.common import read_tree_rss_kb
 
 #: Growth after the first 20% of the ingest below this fraction counts as flat.
 FLAT_LIMIT = 0.15
@@ -15,11 +15,15 @@ SETTLE_FRACTION = 0.2
 
 @dataclass
 class RssSampler:
-    """Samples VmRSS of ``pid`` every ``interval`` s in a background thread."""
+    """Samples VmRSS of ``pid`` (and of its process tree) every ``interval`` s in a background thread."""
 
     pid: int
     interval: float = 0.5
     samples: list[tuple[float, int]] = field(default_factory=list)
+    #: The same instants, VmRSS summed over ``pid`` and its child processes.
+    tree_samples: list[tuple[float, int]] = field(default_factory=list)
+    #: Most processes seen in the tree at once.
+    max_processes: int = 1
 
     def __post_init__(self) -> None:
         self._stop = threading.Event()
@@ -27,9 +31,12 @@ class RssSampler:
 
     def sample(self) -> int | None:
         """Take one sample now (also used for the start and end values)."""
-        rss = read_rss_kb(self.pid)
+        rss, tree, processes = read_tree_rss_kb(self.pid)
+        self.max_processes = max(self.max_processes, processes)
         if rss is not None:
-            self.samples.append((time.monotonic(), rss))
+            now = time.monotonic()
+            self.samples.append((now, rss))
+            self.tree_samples.append((now, tree))
         return rss
 
     def _run(self) -> None:

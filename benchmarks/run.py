@@ -123,6 +123,8 @@ def record_issues(results: report.Results, server: Server, where: str) -> None:
         results.log_issues[f"{server.name} / {where}"] = server.issues[:50]
     if server.source:
         results.details.setdefault("pacsdash_source", {})[where] = server.source
+    if server.stop_note:
+        results.log_issues.setdefault(f"{server.name} / {where}", []).insert(0, server.stop_note)
 
 
 # -- 1. ingest ---------------------------------------------------------------
@@ -225,7 +227,7 @@ def run_find(plan: Plan, results: report.Results) -> None:
 
 
 # -- 3. memory ---------------------------------------------------------------
-MEMORY_IDS = ["mem_start", "mem_max", "mem_end", "mem_growth", "ingest_small_4"]
+MEMORY_IDS = ["mem_start", "mem_max", "mem_end", "mem_growth", "tree_max", "tree_end", "tree_growth", "ingest_small_4"]
 
 
 def run_memory(plan: Plan, results: report.Results) -> None:
@@ -235,7 +237,10 @@ def run_memory(plan: Plan, results: report.Results) -> None:
     results.metric("mem_end", "Server RSS at the end of the ingest", "MiB", "lower")
     results.metric("mem_growth", f"RSS growth after the first 20% of the ingest (flat if < "
                    f"{memory.FLAT_LIMIT:.0%})", "%", "lower")
-    results.metric("ingest_small_4", f"Ingest during the memory run, CT 128x128, storescu, 4 associations",
+    results.metric("tree_max", "Server process tree RSS (server + child processes, summed), max", "MiB", "lower")
+    results.metric("tree_end", "Server process tree RSS at the end of the ingest", "MiB", "lower")
+    results.metric("tree_growth", "Process tree RSS growth after the first 20% of the ingest", "%", "lower")
+    results.metric("ingest_small_4", "Ingest during the memory run, CT 128x128, storescu, 4 associations",
                    "instances/s", "higher")
     if not STORESCU.exists():
         for name in plan.servers:
@@ -260,7 +265,9 @@ def run_memory(plan: Plan, results: report.Results) -> None:
                     server.stop()
                     record_issues(results, server, "memory")
             summary = memory.summarize(sampler.samples, started, ended)
-            details[name] = {"ingest": result.as_dict(), **summary}
+            tree = memory.summarize(sampler.tree_samples, started, ended)
+            details[name] = {"ingest": result.as_dict(), **summary, "process_tree": tree,
+                             "max_processes": sampler.max_processes}
             if result.errors:
                 raise RuntimeError("; ".join(result.errors[:3]))
             m = results.metrics
@@ -269,9 +276,15 @@ def run_memory(plan: Plan, results: report.Results) -> None:
             m["mem_end"].values[name] = summary["end_mib"]
             m["mem_growth"].values[name] = round(summary["growth_after_20pct"] * 100, 1)
             m["mem_growth"].notes[name] = "flat" if summary["flat"] else "GROWING"
+            m["tree_max"].values[name] = tree["max_mib"]
+            m["tree_max"].notes[name] = f"{sampler.max_processes} process{'es' if sampler.max_processes > 1 else ''}"
+            m["tree_end"].values[name] = tree["end_mib"]
+            m["tree_growth"].values[name] = round(tree["growth_after_20pct"] * 100, 1)
+            m["tree_growth"].notes[name] = "flat" if tree["flat"] else "GROWING"
             m["ingest_small_4"].values[name] = round(result.rate, 1)
             say(f"  RSS {summary['start_mib']} -> max {summary['max_mib']} -> end {summary['end_mib']} MiB, "
-                f"growth after 20% {summary['growth_after_20pct']:.1%}; {result.rate:.1f} instances/s")
+                f"growth after 20% {summary['growth_after_20pct']:.1%}; process tree max {tree['max_mib']} MiB "
+                f"({sampler.max_processes} processes); {result.rate:.1f} instances/s")
 
         attempt(results, MEMORY_IDS, name, one)
 

@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -37,6 +38,7 @@ from benchmarks.common import (
 from benchmarks.machine import source_state
 
 START_TIMEOUT = 120.0
+STOP_TIMEOUT = 30.0
 HTTP_TIMEOUT = 10.0
 
 
@@ -71,6 +73,9 @@ class Server:
         self.exit_code: int | None = None
         #: Which code the server ran (pacsdash only: commit and uncommitted changes).
         self.source = ""
+        #: Set when the process did not stop cleanly on SIGTERM.
+        self.stop_note = ""
+        self.stop_seconds: float | None = None
 
     @property
     def pid(self) -> int:
@@ -103,10 +108,21 @@ class Server:
     def stop(self) -> None:
         """Stop the process and close the log (the folder is removed by ``__exit__``)."""
         try:
-            code = stop_process(self.proc)
-            self.exit_code = code
-            if code not in (None, 0, -15):
-                print(f"  note: {self.name} exited with code {code}", file=sys.stderr)
+            if self.proc is not None and self.proc.poll() is None:
+                started = time.monotonic()
+                self.exit_code = stop_process(self.proc, STOP_TIMEOUT)
+                if self.exit_code == -9:
+                    self.stop_note = (f"[benchmark] {self.name} did not exit within {STOP_TIMEOUT:.0f} s of SIGTERM; "
+                                      "killed with SIGKILL")
+                elif self.exit_code not in (0, -15):
+                    self.stop_note = f"[benchmark] {self.name} exited with code {self.exit_code} after SIGTERM"
+                else:
+                    self.stop_seconds = round(time.monotonic() - started, 2)
+                if self.stop_note:
+                    print(f"  note: {self.stop_note}", file=sys.stderr)
+            elif self.proc is not None and self.exit_code is None:
+                self.exit_code = self.proc.returncode
+                self.stop_note = f"[benchmark] {self.name} had exited by itself with code {self.exit_code}"
         finally:
             if self._log is not None:
                 self._log.close()
@@ -195,7 +211,7 @@ class PacsdashServer(Server):
 
     def log_issues(self) -> list[str]:
         lines: list[str] = []
-        for path in (self.log_path,):
+        for path in (self.log_path, *sorted((self.home / "logs").glob("*.log*"))):
             try:
                 text = path.read_text(errors="replace")
             except OSError:
@@ -204,7 +220,7 @@ class PacsdashServer(Server):
                 ln for ln in text.splitlines()
                 if re.search(r" (WARNING|ERROR|CRITICAL) |Traceback", ln) and not any(b in ln for b in BENIGN_PACSDASH)
             ]
-        return lines
+        return list(dict.fromkeys(lines))  # the log file and standard error hold the same lines
 
 
 ORTHANC_CONFIG_NOTES = (

@@ -4,4 +4,5 @@ import sys
 
 from pacsdash.cli import main
 
-sys.exit(main())
+if __name__ == "__main__":  # not when worker processes re-import this module
+    sys.exit(main())

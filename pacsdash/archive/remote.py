@@ -46,9 +46,12 @@ class RemoteIndex:
     def _read_replies(self) -> None:
         while True:
             try:
-                request_id, ok, value = self._connection.recv()
+                message = self._connection.recv()
             except (EOFError, OSError):
                 break
+            if message is None:  # the server asks this worker to stop
+                break
+            request_id, ok, value = message
             future = self._pending.pop(request_id, None)
             if future is None:
                 continue
@@ -113,6 +116,21 @@ class IndexService:
 
     def start(self) -> None:
         self._thread.start()
+
+    def stop(self) -> None:
+        """Ask the worker to stop; it closes the pipe, which ends this service."""
+        try:
+            with self._send_lock:
+                self.connection.send(None)
+        except (OSError, ValueError):
+            pass
+
+    def join(self, timeout: float) -> None:
+        self._thread.join(timeout)
+        try:
+            self.connection.close()
+        except OSError:
+            pass
 
     def _serve(self) -> None:
         while True:

@@ -18,7 +18,7 @@ import multiprocessing
 import socket
 import threading
 from dataclasses import replace
-from multiprocessing.connection import Connection
+from multiprocessing.connection import Connection  # noqa: F401 - worker_main's argument
 from typing import Any
 
 from pacsdash.config import Settings
@@ -46,6 +46,7 @@ def worker_main(settings: Settings, connection: Connection, port: int, number: i
     index.gone.wait()
     node.stop()
     archive.close()
+    index.close()
 
 
 class DicomWorkers:
@@ -58,7 +59,7 @@ class DicomWorkers:
         self.port = 0
         self._context = multiprocessing.get_context("spawn")
         self._processes: list[Any] = []
-        self._connections: list[Connection] = []
+        self._services: list[Any] = []
         self._placeholder: socket.socket | None = None
         self._watch = threading.Event()
 
@@ -87,9 +88,10 @@ class DicomWorkers:
             )
             process.start()
             child.close()
-            IndexService(self.archive, parent, f"worker{number}").start()
+            service = IndexService(self.archive, parent, f"worker{number}")
+            service.start()
             self._processes.append(process)
-            self._connections.append(parent)
+            self._services.append(service)
             events.append((ready, process))
         for ready, process in events:
             if not ready.wait(READY_TIMEOUT):
@@ -111,20 +113,19 @@ class DicomWorkers:
                     break
 
     def stop(self, timeout: float = 15) -> None:
-        """Close the pipes (workers then stop) and wait for the processes."""
+        """Ask the workers to stop and wait for them."""
         self._watch.set()
-        for connection in self._connections:
-            try:
-                connection.close()
-            except OSError:
-                pass
+        for service in self._services:
+            service.stop()
         for process in self._processes:
             process.join(timeout)
             if process.is_alive():
                 process.kill()
                 process.join(5)
+        for service in self._services:
+            service.join(5)
         self._processes.clear()
-        self._connections.clear()
+        self._services.clear()
         if self._placeholder is not None:
             self._placeholder.close()
             self._placeholder = None
