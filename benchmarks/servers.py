@@ -142,7 +142,7 @@ class Server:
 
 
 #: Expected warnings of a fresh benchmark home, left out of the report.
-BENIGN_PACSDASH = ("no users yet: add one",)
+BENIGN_PACSDASH = ("no users yet: add one", "Host wildcard '*' will allow connections")
 
 
 class PacsdashServer(Server):
@@ -218,7 +218,7 @@ class PacsdashServer(Server):
                 continue
             lines += [
                 ln for ln in text.splitlines()
-                if re.search(r" (WARNING|ERROR|CRITICAL) |Traceback", ln) and not any(b in ln for b in BENIGN_PACSDASH)
+                if re.search(r" (WARNING|ERROR|CRITICAL) |^(WARNING|ERROR|CRITICAL):|Traceback", ln) and not any(b in ln for b in BENIGN_PACSDASH)
             ]
         return list(dict.fromkeys(lines))  # the log file and standard error hold the same lines
 

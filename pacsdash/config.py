@@ -37,6 +37,11 @@ class ServerSettings:
     network_timeout: int = 60
     #: Origins allowed to call the HTTP services from a browser (CORS).
     cors_origins: tuple[str, ...] = ()
+    #: Base of the URLs the server hands out (RetrieveURL, BulkDataURI), e.g.
+    #: "https://pacs.example.org"; empty: taken from each request.
+    public_url: str = ""
+    #: Take scheme and host from Forwarded / X-Forwarded-* (behind a proxy).
+    trust_proxy_headers: bool = False
 
 
 @dataclass(frozen=True)
@@ -274,6 +279,9 @@ dicom_port = 4242       # DICOM DIMSE listener
 aet = "PACSDASH"        # our AE title
 accept_unknown_store = true   # let unregistered peers C-STORE (find/move/get never)
 dicom_workers = 2       # processes receiving associations (0: inside the server process)
+# public_url = "https://pacs.example.org"   # base of RetrieveURL/BulkDataURI behind a proxy
+# trust_proxy_headers = false               # or take it from Forwarded / X-Forwarded-*
+# cors_origins = ["http://viewer.example:3000"]   # browsers on these origins may call DICOMweb
 
 [auth]
 enabled = true          # HTTP callers log in (users: `pacsdash users add`)

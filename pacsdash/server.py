@@ -22,7 +22,7 @@ from pacsdash.dimse.scp import DicomNode  # noqa: E402
 from pacsdash.dimse.workers import DicomWorkers  # noqa: E402
 from pacsdash.logs import configure_logging as _configure_logging  # noqa: E402
 from pacsdash.runtime import HomeLock, ServerInfo, new_token, write_server_info  # noqa: E402
-from pacsdash.web.api import api_routes  # noqa: E402
+from pacsdash.web.routes import http_routes  # noqa: E402
 from pacsdash.web.base import AppContext  # noqa: E402
 
 LOGGER = logging.getLogger("pacsdash")
@@ -111,7 +111,7 @@ def start_server(settings: Settings) -> RunningServer:
         show=False,
         start=False,
         title="pacsdash",
-        extra_patterns=api_routes(app),
+        extra_patterns=http_routes(app),
     )
     http.start()
     app.ready = True

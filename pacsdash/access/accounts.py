@@ -123,6 +123,15 @@ class Accounts:
         rows = self._con().execute("SELECT name, role FROM users ORDER BY name").fetchall()
         return [User(name, Role(role)) for name, role in rows]
 
+    def credential_stamp(self, name: str) -> tuple[str, str] | None:
+        """The user's role and password hash (None if there is no such user).
+
+        Lets a cache of verified credentials notice a changed password, role
+        or a removed user at once.
+        """
+        row = self._con().execute("SELECT role, password_hash FROM users WHERE name = ?", (name,)).fetchone()
+        return None if row is None else (row[0], row[1])
+
     def authenticate(self, name: str, password: str) -> User | None:
         """The user if ``password`` is theirs, else None (constant-time check)."""
         row = self._con().execute("SELECT role, password_hash FROM users WHERE name = ?", (name,)).fetchone()

@@ -41,6 +41,10 @@ MAX_BATCH = 512
 FILE_WRITERS = 8
 
 
+class StudyMismatch(InvalidInstance):
+    """The instance belongs to another study than the one it was sent to."""
+
+
 class Outcome(enum.Enum):
     """What became of one instance handed to :meth:`Archive.store`."""
 
@@ -175,7 +179,7 @@ class Archive:
                 listener(records)
 
     # -- ingest ------------------------------------------------------------------
-    def store_bytes(self, raw: bytes, origin: str = "") -> StoreResult:
+    def store_bytes(self, raw: bytes, origin: str = "", expect_study: str | None = None) -> StoreResult:
         """Archive one Part 10 instance; return once it is durable.
 
         Parameters
@@ -184,6 +188,9 @@ class Archive:
             The instance as received: preamble, file meta and data set.
         origin
             Who sent it (``dicom:AET@host``, ``http:user``, ``import``).
+        expect_study
+            Refuse the instance unless it belongs to this study (STOW-RS to
+            ``/studies/{study}``).
 
         Raises
         ------
@@ -194,6 +201,10 @@ class Archive:
         writing = self._files.submit(self.store.write, raw, key)
         try:
             record = parse_instance(raw, origin)
+            if expect_study is not None and record.StudyInstanceUID != expect_study:
+                raise StudyMismatch(
+                    f"StudyInstanceUID {record.StudyInstanceUID} is not the study {expect_study} it was sent to"
+                )
         except InvalidInstance:
             self._discard(writing, key)
             raise

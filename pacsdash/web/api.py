@@ -4,17 +4,27 @@ from __future__ import annotations
 
 import hmac
 import json
+import zipfile
 from pathlib import Path
+from typing import Any
 
 from tornado.ioloop import IOLoop
-from tornado.web import HTTPError
 
 from pacsdash import __version__
-from pacsdash.archive import store_many
-from pacsdash.web.base import BaseHandler
+from pacsdash.access import Action
+from pacsdash.archive import InvalidQuery, Level, Query, store_many
+from pacsdash.web.base import ApiError, BaseHandler, bad_request
+from pacsdash.web.qido import check_uid_path, parse_int
 
 #: Most paths one import request may name.
 MAX_IMPORT_PATHS = 1000
+#: Most studies one list request returns.
+MAX_STUDIES = 1000
+STUDY_FIELDS = (
+    "StudyInstanceUID", "PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime",
+    "AccessionNumber", "StudyDescription", "ModalitiesInStudy", "NumberOfStudyRelatedSeries",
+    "NumberOfStudyRelatedInstances",
+)
 
 
 class HealthHandler(BaseHandler):
@@ -25,13 +35,139 @@ class HealthHandler(BaseHandler):
             self.write_json({"status": "starting"}, status=503)
             return
         self.write_json(
-            {
-                "status": "ok",
-                "version": __version__,
-                "aet": self.app.settings.server.aet,
-                "dicom_port": self.app.dicom_port,
-            }
+            {"status": "ok", "version": __version__, "aet": self.app.settings.server.aet, "dicom_port": self.app.dicom_port}
         )
+
+
+class StudiesHandler(BaseHandler):
+    """``GET /api/studies?PatientName=...&StudyDate=...&limit=&offset=``."""
+
+    async def get(self) -> None:
+        self.require(Action.SEARCH)
+        filters = {}
+        for name, values in self.request.query_arguments.items():
+            if name in ("limit", "offset"):
+                continue
+            if len(values) > 1:
+                raise bad_request(f"{name[:60]} is given more than once")
+            filters[name] = values[0].decode("utf-8", "replace")
+        limit = min(parse_int(self, "limit", 100) or 0, MAX_STUDIES)
+        offset = parse_int(self, "offset", 0) or 0
+        try:
+            query = Query(Level.STUDY, filters, list(STUDY_FIELDS), limit=limit, offset=offset,
+                          order_by=[("StudyDate", True), ("StudyTime", True)], include_defaults=False)
+            loop = IOLoop.current()
+            rows = await loop.run_in_executor(None, self.app.archive.find, query)
+            total = await loop.run_in_executor(None, self.app.archive.count, query)
+        except InvalidQuery as exc:
+            raise bad_request(str(exc)) from None
+        self.write_json({"total": total, "limit": limit, "offset": offset, "studies": rows})
+
+
+class StudyHandler(BaseHandler):
+    """``DELETE /api/studies/{StudyInstanceUID}`` (admin)."""
+
+    async def delete(self, study: str) -> None:
+        self.require(Action.DELETE)
+        check_uid_path(study, "StudyInstanceUID")
+        removed = await IOLoop.current().run_in_executor(None, self.app.archive.delete_study, study)
+        if not removed:
+            raise ApiError(404, "no such study")
+        self.write_json({"StudyInstanceUID": study, "deleted_instances": removed})
+
+
+class _Chunks:
+    """A write-only file object collecting what zipfile writes."""
+
+    def __init__(self) -> None:
+        self.chunks: list[bytes] = []
+        self.offset = 0
+
+    def write(self, data: bytes) -> int:
+        self.chunks.append(bytes(data))
+        self.offset += len(data)
+        return len(data)
+
+    def tell(self) -> int:
+        return self.offset
+
+    def flush(self) -> None:
+        return None
+
+    def take(self) -> bytes:
+        data = b"".join(self.chunks)
+        self.chunks.clear()
+        return data
+
+
+class ArchiveHandler(BaseHandler):
+    """``GET /api/studies/{uid}/archive``: the original files as a ZIP, streamed."""
+
+    async def get(self, study: str) -> None:
+        self.require(Action.DOWNLOAD)
+        check_uid_path(study, "StudyInstanceUID")
+        locations = await IOLoop.current().run_in_executor(None, lambda: self.app.archive.locate(Level.STUDY, study))
+        if not locations:
+            raise ApiError(404, "no such study")
+        self.set_header("Content-Type", "application/zip")
+        self.set_header("Content-Disposition", f'attachment; filename="{study}.zip"')
+        sink = _Chunks()
+        with zipfile.ZipFile(sink, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as archive:
+            for location in locations:
+                # UIDs are digits and dots only (checked at ingest): safe names.
+                name = f"{location.StudyInstanceUID}/{location.SeriesInstanceUID}/{location.SOPInstanceUID}.dcm"
+                with archive.open(name, "w", force_zip64=location.size > 2**31) as entry, open(
+                    self.app.archive.local_path(location), "rb"
+                ) as source:
+                    while chunk := source.read(1 << 20):
+                        entry.write(chunk)
+                        self.write(sink.take())
+                        await self.flush()
+                self.write(sink.take())
+        self.write(sink.take())
+        await self.finish()
+
+
+class SendHandler(BaseHandler):
+    """``POST /api/studies/{uid}/send`` with ``{"modality": NAME}`` (editor)."""
+
+    async def post(self, study: str) -> None:
+        from pacsdash.dimse.scu import AssociationFailed, send_files
+
+        self.require(Action.SEND)
+        check_uid_path(study, "StudyInstanceUID")
+        try:
+            name = json.loads(self.request.body or b"{}")["modality"]
+        except (ValueError, KeyError, TypeError):
+            raise bad_request('the body must be {"modality": NAME}') from None
+        peer = self.app.accounts.modality(str(name))
+        if peer is None:
+            raise ApiError(404, f"no modality named {str(name)[:64]!r}")
+        locations = self.app.archive.locate(Level.STUDY, study)
+        if not locations:
+            raise ApiError(404, "no such study")
+        paths = [self.app.archive.local_path(loc) for loc in locations]
+        aet = self.app.settings.server.aet
+
+        def send() -> list:
+            return send_files(peer.host, peer.port, paths, peer.aet, aet)
+
+        try:
+            results = await IOLoop.current().run_in_executor(None, send)
+        except AssociationFailed as exc:
+            raise ApiError(502, f"{peer.name}: {exc}") from None
+        failed = [r for r in results if not r.ok]
+        self.write_json({"modality": peer.name, "sent": len(results) - len(failed), "failed": len(failed),
+                         "errors": [r.error or f"status 0x{r.status:04X}" for r in failed][:20]})
+
+
+class AnonymizeHandler(BaseHandler):
+    """``POST /api/studies/{uid}/anonymize`` (editor): not available yet."""
+
+    async def post(self, study: str) -> None:
+        self.require(Action.ANONYMIZE)
+        check_uid_path(study, "StudyInstanceUID")
+        raise ApiError(501, "anonymization is not available in this version")
 
 
 class LocalImportHandler(BaseHandler):
@@ -41,23 +177,20 @@ class LocalImportHandler(BaseHandler):
     read from this machine's disk, so nothing but their paths crosses HTTP.
     """
 
-    def check_xsrf_cookie(self) -> None:  # token-authenticated, not a browser form
-        return
-
     async def post(self) -> None:
         header = self.request.headers.get("Authorization", "")
-        token = header.removeprefix("Bearer ").strip()
-        if not header.startswith("Bearer ") or not hmac.compare_digest(token, self.app.local_token):
-            raise HTTPError(401, reason="a local token is required")
+        token = header.removeprefix("Bearer ").strip().encode()
+        if not header.startswith("Bearer ") or not hmac.compare_digest(token, self.app.local_token.encode()):
+            raise ApiError(401, "this route is for the command line on the server's machine")
         try:
             body = json.loads(self.request.body or b"{}")
             paths = [Path(p) for p in body["paths"]]
         except (ValueError, KeyError, TypeError):
-            raise HTTPError(400, reason='the body must be {"paths": [...]}') from None
+            raise bad_request('the body must be {"paths": [...]}') from None
         if len(paths) > MAX_IMPORT_PATHS:
-            raise HTTPError(400, reason=f"at most {MAX_IMPORT_PATHS} paths per request")
+            raise bad_request(f"at most {MAX_IMPORT_PATHS} paths per request")
         done = await IOLoop.current().run_in_executor(None, lambda: list(store_many(self.app.archive, paths)))
-        results = [
+        results: list[dict[str, Any]] = [
             {"path": str(path), "error": str(result)}
             if isinstance(result, Exception)
             else {"path": str(path), "outcome": result.outcome.value}
@@ -66,10 +199,15 @@ class LocalImportHandler(BaseHandler):
         self.write_json({"results": results})
 
 
-def api_routes(app) -> list:
+def api_routes(app: Any) -> list:
     """Tornado routes of the JSON API."""
+    uid = r"([^/]+)"
     return [
         (r"/api/health", HealthHandler, {"app": app}),
+        (r"/api/studies/?", StudiesHandler, {"app": app}),
+        (rf"/api/studies/{uid}/?", StudyHandler, {"app": app}),
+        (rf"/api/studies/{uid}/archive", ArchiveHandler, {"app": app}),
+        (rf"/api/studies/{uid}/send", SendHandler, {"app": app}),
+        (rf"/api/studies/{uid}/anonymize", AnonymizeHandler, {"app": app}),
         (r"/api/local/import", LocalImportHandler, {"app": app}),
     ]
-

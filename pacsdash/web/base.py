@@ -1,17 +1,18 @@
-"""What every HTTP handler shares: the app context, JSON replies, errors."""
+"""What every HTTP handler shares: the app context, login, CORS, errors."""
 
 from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from tornado.web import RequestHandler
+from tornado.web import HTTPError, RequestHandler
 
-from pacsdash.access import Accounts
+from pacsdash.access import Accounts, Action, User
 from pacsdash.archive import Archive
 from pacsdash.config import Settings
+from pacsdash.web.auth import Authenticator
 
 LOGGER = logging.getLogger(__name__)
 
@@ -27,21 +28,161 @@ class AppContext:
     local_token: str
     dicom_port: int = 0
     ready: bool = False
+    authenticator: Authenticator = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.authenticator = Authenticator(self.accounts, self.settings.auth.enabled, self.local_token)
 
 
 class BaseHandler(RequestHandler):
-    """A handler with the app context and JSON helpers."""
+    """A handler with the app context, login and JSON helpers.
+
+    Subclasses call :meth:`require` with the :class:`Action` a route needs:
+    no or wrong credentials answer 401 (with ``WWW-Authenticate``), a role
+    that may not act answers 403 (CONTRACT.md).
+    """
+
+    user: User | None = None
 
     def initialize(self, app: AppContext) -> None:
         self.app = app
+        self.set_default_headers()  # Tornado sets them before initialize()
 
-    def write_json(self, value: Any, status: int = 200) -> None:
+    # -- access ----------------------------------------------------------------
+    def require(self, action: Action) -> User:
+        user = self.app.authenticator.user_for(self.request.headers.get("Authorization"))
+        if user is None:
+            raise ApiError(401, "login required")
+        if not user.role.may(action):
+            raise ApiError(403, f"the {user.role.value} role may not {action.value}")
+        self.user = user
+        return user
+
+    # -- CORS ------------------------------------------------------------------
+    def set_default_headers(self) -> None:
+        origin = self.request.headers.get("Origin")
+        allowed = self.app.settings.server.cors_origins if hasattr(self, "app") else ()
+        if origin and ("*" in allowed or origin in allowed):
+            self.set_header("Access-Control-Allow-Origin", origin)
+            self.set_header("Access-Control-Allow-Credentials", "true")
+            self.set_header("Access-Control-Expose-Headers", "Content-Type, Content-Length, Warning")
+            self.add_header("Vary", "Origin")
+
+    def options(self, *args: Any) -> None:
+        """CORS preflight: no login needed, nothing else answered."""
+        if "Access-Control-Allow-Origin" in self._headers:
+            self.set_header("Access-Control-Allow-Methods", "GET, POST, DELETE, OPTIONS")
+            self.set_header(
+                "Access-Control-Allow-Headers",
+                self.request.headers.get("Access-Control-Request-Headers", "Authorization, Content-Type, Accept"),
+            )
+            self.set_header("Access-Control-Max-Age", "600")
+        self.set_status(204)
+        self.finish()
+
+    # -- replies ---------------------------------------------------------------
+    def check_xsrf_cookie(self) -> None:
+        """Callers prove who they are with headers, not cookies: no XSRF risk."""
+        return
+
+    def base_url(self) -> str:
+        """``scheme://host[:port]`` of the URLs handed to this caller.
+
+        ``[server] public_url`` if set; else, when ``trust_proxy_headers`` is
+        on, the proxy's ``Forwarded`` (RFC 7239) or ``X-Forwarded-Proto`` /
+        ``X-Forwarded-Host``; else the request's own scheme and Host. A Host
+        without a port (dicomweb-client sends one) gets the port the request
+        arrived on.
+        """
+        server = self.app.settings.server
+        if server.public_url:
+            return server.public_url.rstrip("/")
+        scheme, host = self.request.protocol, self.request.host
+        if server.trust_proxy_headers:
+            forwarded = parse_forwarded(self.request.headers.get("Forwarded", ""))
+            scheme = forwarded.get("proto") or self.request.headers.get("X-Forwarded-Proto", scheme).split(",")[0].strip()
+            host = forwarded.get("host") or self.request.headers.get("X-Forwarded-Host", host).split(",")[0].strip()
+            return f"{scheme}://{host}"
+        if ":" not in host.rsplit("]", 1)[-1]:
+            try:
+                port = self.request.connection.stream.socket.getsockname()[1]
+            except (AttributeError, OSError):
+                port = None
+            if port and port != {"http": 80, "https": 443}.get(scheme):
+                host = f"{host}:{port}"
+        return f"{scheme}://{host}"
+
+    def write_json(self, value: Any, status: int = 200, content_type: str = "application/json") -> None:
         self.set_status(status)
-        self.set_header("Content-Type", "application/json; charset=utf-8")
+        self.set_header("Content-Type", f"{content_type}; charset=utf-8")
         self.finish(json.dumps(value, ensure_ascii=False))
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
-        # Never echo request bytes into the status line; a short JSON body.
-        message = self._reason if self._reason and status_code < 500 else "internal error"
+        """A JSON body with the message; the status line keeps its standard
+        reason, so nothing from the request is ever reflected into it."""
+        error = kwargs.get("exc_info", (None, None, None))[1]
+        if isinstance(error, ApiError):
+            message = error.message
+        elif status_code < 500:
+            message = self._reason
+        else:
+            message = "internal error"
+        if status_code == 401:
+            self.set_header("WWW-Authenticate", 'Basic realm="pacsdash", charset="UTF-8"')
         self.set_header("Content-Type", "application/json; charset=utf-8")
-        self.finish(json.dumps({"error": message, "status": status_code}))
+        self.finish(json.dumps({"error": message, "status": status_code}, ensure_ascii=False))
+
+
+def parse_forwarded(header: str) -> dict[str, str]:
+    """The first element of an RFC 7239 ``Forwarded`` header, quotes removed.
+
+    ``for=1.2.3.4;host="127.0.0.1:8080";proto=http, for=...`` ->
+    ``{"for": "1.2.3.4", "host": "127.0.0.1:8080", "proto": "http"}``.
+    """
+    in_quotes, current = False, ""
+    for char in header:
+        if char == '"':
+            in_quotes = not in_quotes
+        if char == "," and not in_quotes:
+            break
+        current += char
+    out: dict[str, str] = {}
+    for pair in _split_unquoted(current, ";"):
+        key, sep, value = pair.partition("=")
+        if sep:
+            value = value.strip()
+            if len(value) >= 2 and value[0] == value[-1] == '"':
+                value = value[1:-1].replace('\\"', '"')
+            out[key.strip().lower()] = value
+    return out
+
+
+def _split_unquoted(text: str, separator: str) -> list[str]:
+    parts, current, in_quotes = [], "", False
+    for char in text:
+        if char == '"':
+            in_quotes = not in_quotes
+        if char == separator and not in_quotes:
+            parts.append(current)
+            current = ""
+        else:
+            current += char
+    parts.append(current)
+    return parts
+
+
+class ApiError(HTTPError):
+    """An HTTP error whose message goes into the JSON body."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(status)
+        self.message = message
+
+
+def bad_request(message: str) -> ApiError:
+    """A 400 whose message names the parameter and the rule."""
+    return ApiError(400, message)
+
+
+def not_found(message: str) -> ApiError:
+    return ApiError(404, message)

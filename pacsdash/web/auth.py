@@ -1,0 +1,85 @@
+"""Who is calling over HTTP: Basic credentials, the local token, roles.
+
+Every route but ``/api/health`` asks :class:`Authenticator` for the caller.
+Passwords are checked against their salted scrypt hashes in constant time;
+a successful check is remembered for a short while (keyed by a hash of the
+credentials, never the password itself) so that a viewer fetching hundreds
+of frames does not pay the deliberate cost of scrypt on every request.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import threading
+import time
+from collections import OrderedDict
+
+from pacsdash.access import Accounts, Role, User
+
+#: Seconds a verified credential is remembered.
+CACHE_SECONDS = 60
+CACHE_SIZE = 1024
+#: The caller when ``[auth] enabled = false``.
+ANONYMOUS = User("anonymous", Role.ADMIN)
+#: The command line, calling the server that owns its home.
+LOCAL_CLI = User("local-cli", Role.ADMIN)
+
+
+class Authenticator:
+    """Turns an ``Authorization`` header into a :class:`User` (or None)."""
+
+    def __init__(self, accounts: Accounts, enabled: bool, local_token: str) -> None:
+        self.accounts = accounts
+        self.enabled = enabled
+        self.local_token = local_token
+        self._cache: OrderedDict[bytes, tuple[tuple[str, str], float]] = OrderedDict()
+        self._lock = threading.Lock()
+        # A per-process key, so cache keys are useless outside this process.
+        self._key = hashlib.sha256(local_token.encode()).digest()
+
+    def user_for(self, authorization: str | None) -> User | None:
+        """The caller named by an ``Authorization`` header, if the proof holds."""
+        if not self.enabled:
+            return ANONYMOUS
+        if not authorization:
+            return None
+        scheme, _, value = authorization.partition(" ")
+        scheme = scheme.lower()
+        if scheme == "bearer":
+            return LOCAL_CLI if hmac.compare_digest(value.strip().encode(), self.local_token.encode()) else None
+        if scheme != "basic":
+            return None
+        try:
+            decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError, ValueError):
+            return None
+        name, sep, password = decoded.partition(":")
+        if not sep or not name or len(name) > 64 or len(password) > 1024:
+            return None
+        return self._check(name, password)
+
+    def _check(self, name: str, password: str) -> User | None:
+        key = hmac.new(self._key, f"{name}\x00{password}".encode(), hashlib.sha256).digest()
+        now = time.monotonic()
+        stamp = self.accounts.credential_stamp(name)
+        if stamp is None:
+            self.accounts.authenticate(name, password)  # same work as for a known name
+            return None
+        with self._lock:
+            hit = self._cache.get(key)
+            if hit is not None and hit[1] > now and hit[0][1] == stamp[1]:
+                # Same password hash as when it was verified: still valid.
+                self._cache.move_to_end(key)
+                return User(name, Role(stamp[0]))
+        user = self.accounts.authenticate(name, password)
+        with self._lock:
+            if user is not None:
+                self._cache[key] = ((user.role.value, stamp[1]), now + CACHE_SECONDS)
+                while len(self._cache) > CACHE_SIZE:
+                    self._cache.popitem(last=False)
+            else:
+                self._cache.pop(key, None)
+        return user

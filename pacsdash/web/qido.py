@@ -1,0 +1,177 @@
+"""QIDO-RS: search for studies, series and instances (PS3.18 10.6).
+
+Requests are parsed into the archive's one :class:`Query`, so QIDO-RS and
+C-FIND match alike. Each result carries the attributes PS3.18 Table
+10.6.3-3/-4/-5 requires at its level, plus the matching keys and
+``includefield`` ones, and a RetrieveURL (0008,1190).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import quote
+
+from tornado.ioloop import IOLoop
+
+from pacsdash.access import Action
+from pacsdash.archive import InvalidQuery, Level, Query
+from pacsdash.archive.attributes import BY_KEYWORD, TABLE_ATTRIBUTES, Attribute, attribute_for
+from pacsdash.archive.parsing import UID_PATTERN
+from pacsdash.web.base import ApiError, BaseHandler, bad_request
+from pacsdash.web.dicomjson import row_to_json
+
+#: PS3.18 Table 10.6.3-3 (study), -4 (series), -5 (instance): returned always.
+REQUIRED = {
+    Level.STUDY: (
+        "StudyDate", "StudyTime", "AccessionNumber", "ModalitiesInStudy", "ReferringPhysicianName",
+        "PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyInstanceUID", "StudyID",
+        "NumberOfStudyRelatedSeries", "NumberOfStudyRelatedInstances",
+    ),
+    Level.SERIES: (
+        "Modality", "SeriesDescription", "SeriesInstanceUID", "SeriesNumber", "NumberOfSeriesRelatedInstances",
+        "PerformedProcedureStepStartDate", "PerformedProcedureStepStartTime", "StudyInstanceUID",
+    ),
+    Level.IMAGE: (
+        "SOPClassUID", "SOPInstanceUID", "InstanceNumber", "Rows", "Columns", "BitsAllocated", "NumberOfFrames",
+        "StudyInstanceUID", "SeriesInstanceUID",
+    ),
+}
+#: Left out when empty: OHIF's study list breaks on an empty ModalitiesInStudy.
+OMIT_EMPTY = frozenset({"ModalitiesInStudy"})
+CONTROL_PARAMETERS = {"limit", "offset", "includefield", "fuzzymatching"}
+#: Most results one request returns; more are asked for with offset.
+MAX_LIMIT = 5000
+DICOM_JSON = "application/dicom+json"
+
+
+def check_uid_path(value: str, name: str) -> str:
+    """A UID taken from a URL path, or a 404 (it cannot name anything stored)."""
+    if len(value) > 64 or not UID_PATTERN.match(value):
+        raise ApiError(404, f"{name} {value[:80]!r} is not a valid UID")
+    return value
+
+
+def parse_int(handler: BaseHandler, name: str, default: int | None) -> int | None:
+    raw = handler.get_query_argument(name, None)
+    if raw is None or raw == "":
+        return default
+    if not raw.isdigit() or len(raw) > 12:
+        raise bad_request(f"{name} must be a whole number of zero or more, got {raw[:40]!r}")
+    return int(raw)
+
+
+def accepts_json(handler: BaseHandler) -> bool:
+    accept = handler.request.headers.get("Accept", "")
+    if not accept:
+        return True
+    for item in accept.split(","):
+        media = item.split(";")[0].strip().lower()
+        if media in (DICOM_JSON, "application/json", "*/*", "application/*"):
+            return True
+    return False
+
+
+def build_query(handler: BaseHandler, level: Level, path_keys: dict[str, str]) -> tuple[Query, list[Attribute], bool]:
+    """The Query of a QIDO-RS request, the attributes to return, and whether
+    the limit was lowered to :data:`MAX_LIMIT`."""
+    filters: dict[str, str] = dict(path_keys)
+    fields: list[str] = []
+    include_all = False
+    for name, values in handler.request.query_arguments.items():
+        texts = [v.decode("utf-8", "replace") for v in values]
+        if name in ("limit", "offset"):
+            continue
+        if name == "fuzzymatching":
+            if any(t.lower() not in ("true", "false") for t in texts):
+                raise bad_request("fuzzymatching must be true or false")
+            continue
+        if name == "includefield":
+            for text in texts:
+                for item in (p.strip() for p in text.split(",")):
+                    if not item:
+                        continue
+                    if item == "all":
+                        include_all = True
+                        continue
+                    fields.append(_attribute(item, "includefield").keyword)
+            continue
+        if "." in name:
+            raise bad_request(f"{name[:80]}: matching inside sequences is not supported")
+        attr = _attribute(name, "query parameter")
+        if len(texts) > 1:
+            raise bad_request(f"{attr.keyword} is given more than once")
+        filters[attr.keyword] = texts[0]
+    limit = parse_int(handler, "limit", None)
+    offset = parse_int(handler, "offset", 0) or 0
+    lowered = limit is None or limit > MAX_LIMIT
+    if lowered:
+        limit = MAX_LIMIT
+    returned = [BY_KEYWORD[k] for k in REQUIRED[level]]
+    if include_all:
+        returned += [a for a in TABLE_ATTRIBUTES[level] if a not in returned]
+    for keyword in list(filters) + fields:
+        attr = attribute_for(keyword)
+        if attr not in returned:
+            returned.append(attr)
+    try:
+        query = Query(level, filters, [a.keyword for a in returned], limit=limit, offset=offset, include_defaults=False)
+    except InvalidQuery as exc:
+        raise bad_request(str(exc)) from None
+    return query, returned, lowered and limit is not None
+
+
+def _attribute(name: str, what: str) -> Attribute:
+    if len(name) > 64:
+        raise bad_request(f"{what} {name[:40]!r}... is not a DICOM keyword or tag")
+    try:
+        return attribute_for(name)
+    except KeyError:
+        raise bad_request(f"{what} {name!r} is neither a DICOM keyword nor a tag") from None
+
+
+class QidoHandler(BaseHandler):
+    """GET on the six QIDO-RS resources."""
+
+    def initialize(self, app: Any, level: Level) -> None:
+        super().initialize(app)
+        self.level = level
+
+    async def get(self, study: str | None = None, series: str | None = None) -> None:
+        self.require(Action.SEARCH)
+        if not accepts_json(self):
+            raise ApiError(406, f"QIDO-RS answers {DICOM_JSON}")
+        path_keys = {}
+        if study is not None:
+            path_keys["StudyInstanceUID"] = check_uid_path(study, "StudyInstanceUID")
+        if series is not None:
+            path_keys["SeriesInstanceUID"] = check_uid_path(series, "SeriesInstanceUID")
+        query, returned, lowered = build_query(self, self.level, path_keys)
+        try:
+            rows = await IOLoop.current().run_in_executor(None, self.app.archive.find, query)
+        except InvalidQuery as exc:
+            raise bad_request(str(exc)) from None
+        base = f"{self.base_url()}/dicom-web"
+        results = []
+        for row in rows:
+            item = row_to_json(row, returned, OMIT_EMPTY)
+            item["00080005"] = {"vr": "CS", "Value": ["ISO_IR 192"]}
+            item["00080056"] = {"vr": "CS", "Value": ["ONLINE"]}
+            item["00081190"] = {"vr": "UR", "Value": [retrieve_url(base, self.level, row)]}
+            results.append(dict(sorted(item.items())))
+        if lowered and len(rows) == query.limit:
+            self.set_header(
+                "Warning",
+                '299 pacsdash "The number of results exceeded the maximum supported by the server. '
+                'Additional results can be requested."',
+            )
+        self.write_json(results, content_type=DICOM_JSON)
+
+
+def retrieve_url(base: str, level: Level, row: dict[str, str | None]) -> str:
+    """The WADO-RS URL of a search result (0008,1190)."""
+    url = f"{base}/studies/{quote(row['StudyInstanceUID'] or '')}"
+    if level in (Level.SERIES, Level.IMAGE):
+        url += f"/series/{quote(row['SeriesInstanceUID'] or '')}"
+    if level is Level.IMAGE:
+        url += f"/instances/{quote(row['SOPInstanceUID'] or '')}"
+    return url

@@ -1,0 +1,51 @@
+"""Every HTTP route of ``pacsdash serve`` beside the dashboard."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pacsdash.archive import Level
+from pacsdash.web.api import api_routes
+from pacsdash.web.qido import QidoHandler
+from pacsdash.web.stow import StowMixin
+from pacsdash.web.wado import BulkDataHandler, MetadataHandler, RetrieveHandler
+
+PREFIX = "/dicom-web"
+SEGMENT = r"([^/]+)"
+
+
+class StudiesRoot(StowMixin, QidoHandler):
+    """``/studies``: QIDO-RS search (GET), STOW-RS store (POST)."""
+
+
+class StudyResource(StowMixin, RetrieveHandler):
+    """``/studies/{study}``: WADO-RS retrieve (GET), STOW-RS store (POST)."""
+
+
+def dicomweb_routes(app: Any, prefix: str = PREFIX) -> list:
+    """Tornado routes of QIDO-RS, WADO-RS and STOW-RS (PS3.18 10)."""
+    s = SEGMENT
+    study = rf"{prefix}/studies/{s}"
+    series = rf"{study}/series/{s}"
+    instance = rf"{series}/instances/{s}"
+    context = {"app": app}
+    return [
+        (rf"{prefix}/studies/?", StudiesRoot, {**context, "level": Level.STUDY}),
+        (rf"{prefix}/series/?", QidoHandler, {**context, "level": Level.SERIES}),
+        (rf"{prefix}/instances/?", QidoHandler, {**context, "level": Level.IMAGE}),
+        (rf"{study}/series/?", QidoHandler, {**context, "level": Level.SERIES}),
+        (rf"{study}/instances/?", QidoHandler, {**context, "level": Level.IMAGE}),
+        (rf"{series}/instances/?", QidoHandler, {**context, "level": Level.IMAGE}),
+        (rf"{study}/metadata", MetadataHandler, context),
+        (rf"{series}/metadata", MetadataHandler, context),
+        (rf"{instance}/metadata", MetadataHandler, context),
+        (rf"{instance}/bulkdata/(.+)", BulkDataHandler, context),
+        (rf"{study}/?", StudyResource, context),
+        (rf"{series}/?", RetrieveHandler, context),
+        (rf"{instance}/?", RetrieveHandler, context),
+    ]
+
+
+def http_routes(app: Any) -> list:
+    """All routes mounted beside the dashboard."""
+    return api_routes(app) + dicomweb_routes(app)

@@ -1,0 +1,163 @@
+"""WADO-RS: retrieve instances, metadata and bulk data (PS3.18 10.4).
+
+Instances are sent as they are stored (CONTRACT.md: byte for byte as
+received), one part each of ``multipart/related; type="application/dicom"``,
+streamed from the store file by file.
+"""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from pydicom import dcmread
+from tornado.ioloop import IOLoop
+
+from pacsdash.access import Action
+from pacsdash.archive import InstanceLocation, Level
+from pacsdash.web.base import ApiError, BaseHandler
+from pacsdash.web.dicomjson import dataset_to_json, find_element
+from pacsdash.web.qido import DICOM_JSON, accepts_json, check_uid_path
+
+CHUNK = 1 << 20
+DEFER = 4096
+
+
+class MediaRange:
+    """One item of an Accept header: type, subtype, parameters."""
+
+    def __init__(self, text: str) -> None:
+        parts = [p.strip() for p in text.split(";")]
+        self.media = parts[0].lower()
+        self.params: dict[str, str] = {}
+        for part in parts[1:]:
+            key, _, value = part.partition("=")
+            self.params[key.strip().lower()] = value.strip().strip('"')
+
+    @classmethod
+    def parse(cls, header: str) -> list[MediaRange]:
+        return [cls(item) for item in header.split(",") if item.strip()] if header else []
+
+
+def accepted_transfer_syntax(header: str, part_type: str) -> str | None:
+    """The transfer syntax asked for with ``part_type`` parts, ``*`` for any.
+
+    Raises a 406 when nothing in ``header`` can be answered with parts of
+    ``part_type`` (PS3.18 8.7).
+    """
+    ranges = MediaRange.parse(header)
+    if not ranges:
+        return "*"
+    for item in ranges:
+        if item.media in ("*/*", "multipart/*", "multipart/related"):
+            wanted_type = item.params.get("type", part_type).lower()
+            if wanted_type in (part_type, "*/*", "application/*"):
+                return item.params.get("transfer-syntax", "*")
+        if item.media == part_type:
+            return item.params.get("transfer-syntax", "*")
+    raise ApiError(406, f'this resource is sent as multipart/related; type="{part_type}"')
+
+
+class _InstancesHandler(BaseHandler):
+    """Finds the instances a WADO-RS URL names."""
+
+    def locations(self, study: str, series: str | None = None, instance: str | None = None) -> list[InstanceLocation]:
+        keys = {"StudyInstanceUID": check_uid_path(study, "StudyInstanceUID")}
+        if series is not None:
+            keys["SeriesInstanceUID"] = check_uid_path(series, "SeriesInstanceUID")
+        if instance is not None:
+            keys["SOPInstanceUID"] = check_uid_path(instance, "SOPInstanceUID")
+        found = self.app.archive.locate(Level.IMAGE, None, **keys)
+        if not found:
+            raise ApiError(404, "no such " + ("instance" if instance else "series" if series else "study"))
+        return found
+
+
+class RetrieveHandler(_InstancesHandler):
+    """GET a study, a series or an instance as DICOM files (10.4.1.1.1)."""
+
+    async def get(self, study: str, series: str | None = None, instance: str | None = None) -> None:
+        self.require(Action.DOWNLOAD)
+        syntax = accepted_transfer_syntax(self.request.headers.get("Accept", ""), "application/dicom")
+        locations = await IOLoop.current().run_in_executor(None, self.locations, study, series, instance)
+        if syntax not in ("*", None):
+            stored = {loc.TransferSyntaxUID for loc in locations}
+            if stored != {syntax}:
+                raise ApiError(406, f"instances are kept as received ({', '.join(sorted(stored))}); "
+                                    f"transfer syntax {syntax} cannot be produced")
+        boundary = secrets.token_hex(16)
+        self.set_header("Content-Type", f'multipart/related; type="application/dicom"; boundary={boundary}')
+        for location in locations:
+            self.write(f"--{boundary}\r\nContent-Type: application/dicom\r\nContent-Length: {location.size}\r\n\r\n".encode())
+            path = self.app.archive.local_path(location)
+            with open(path, "rb") as handle:
+                while chunk := handle.read(CHUNK):
+                    self.write(chunk)
+                    await self.flush()
+            self.write(b"\r\n")
+        self.write(f"--{boundary}--\r\n".encode())
+        await self.finish()
+
+
+def read_header(path: Path) -> Any:
+    """A stored file's data set with large values left unread."""
+    return dcmread(path, defer_size=DEFER)
+
+
+class MetadataHandler(_InstancesHandler):
+    """GET .../metadata: the instances' attributes in DICOM JSON (10.4.1.1.2)."""
+
+    async def get(self, study: str, series: str | None = None, instance: str | None = None) -> None:
+        self.require(Action.VIEW)
+        if not accepts_json(self):
+            raise ApiError(406, f"metadata is sent as {DICOM_JSON}")
+        base = f"{self.base_url()}/dicom-web"
+
+        def build() -> list[dict]:
+            out = []
+            for location in self.locations(study, series, instance):
+                ds = read_header(self.app.archive.local_path(location))
+                instance_url = (f"{base}/studies/{quote(location.StudyInstanceUID)}/series/"
+                                f"{quote(location.SeriesInstanceUID)}/instances/{quote(location.SOPInstanceUID)}")
+                item = dataset_to_json(ds, lambda path, url=instance_url: f"{url}/bulkdata/{path}")
+                item["00020010"] = {"vr": "UI", "Value": [location.TransferSyntaxUID]}
+                out.append(item)
+            return out
+
+        self.write_json(await IOLoop.current().run_in_executor(None, build), content_type=DICOM_JSON)
+
+
+class BulkDataHandler(_InstancesHandler):
+    """GET .../bulkdata/{path}: one bulk data value (10.4.1.1.5)."""
+
+    async def get(self, study: str, series: str, instance: str, path: str) -> None:
+        self.require(Action.VIEW)
+        accept = MediaRange.parse(self.request.headers.get("Accept", ""))
+        single = bool(accept) and all(m.media == "application/octet-stream" for m in accept)
+
+        def value() -> bytes:
+            [location] = self.locations(study, series, instance)
+            ds = dcmread(self.app.archive.local_path(location))
+            try:
+                elem = find_element(ds, path)
+            except KeyError as exc:
+                raise ApiError(404, f"no bulk data at {path[:80]}: {exc.args[0]}") from None
+            data = elem.value
+            if not isinstance(data, bytes):
+                raise ApiError(404, f"{path[:80]} is not bulk data")
+            return data
+
+        data = await IOLoop.current().run_in_executor(None, value)
+        if single:
+            self.set_header("Content-Type", "application/octet-stream")
+            await self.finish(data)
+            return
+        if accept and not any(m.media in ("*/*", "multipart/related", "multipart/*", "application/octet-stream") for m in accept):
+            raise ApiError(406, "bulk data is sent as application/octet-stream")
+        boundary = secrets.token_hex(16)
+        self.set_header("Content-Type", f'multipart/related; type="application/octet-stream"; boundary={boundary}')
+        self.write(f"--{boundary}\r\nContent-Type: application/octet-stream\r\n\r\n".encode())
+        self.write(data)
+        await self.finish(f"\r\n--{boundary}--\r\n".encode())

@@ -1,0 +1,32 @@
+"""A running server with one user per role, for the HTTP tests."""
+
+from __future__ import annotations
+
+import pytest
+import requests
+
+from tests.helpers import ServerProcess, run_cli
+
+USERS = {"admin": "admin-pw", "editor": "editor-pw", "viewer": "viewer-pw"}
+
+
+@pytest.fixture(scope="module")
+def web_server(tmp_path_factory):
+    home = tmp_path_factory.mktemp("web") / "home"
+    for name, password in USERS.items():
+        result = run_cli("users", "add", name, "--role", name, "--password-stdin", "--home", str(home), input=password + "\n")
+        assert result.returncode == 0, result.stderr
+    server = ServerProcess.start(home)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def base_url(web_server) -> str:
+    return f"http://127.0.0.1:{web_server.http_port}"
+
+
+def session_for(role: str) -> requests.Session:
+    session = requests.Session()
+    session.auth = (role, USERS[role])
+    return session

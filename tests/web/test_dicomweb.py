@@ -1,0 +1,225 @@
+"""DICOMweb round trips with dicomweb-client and raw HTTP, against a real server."""
+
+from __future__ import annotations
+
+import secrets
+
+import pytest
+import requests
+from dicomweb_client.api import DICOMwebClient
+from pydicom import dcmread
+
+from tests.helpers import BROKEN, VALID, manifest
+from tests.web.conftest import USERS, session_for
+
+
+def multipart(files: list[bytes], boundary: str | None = None) -> tuple[bytes, str]:
+    boundary = boundary or secrets.token_hex(12)
+    body = b"".join(f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode() + data + b"\r\n" for data in files)
+    body += f"--{boundary}--\r\n".encode()
+    return body, f'multipart/related; type="application/dicom"; boundary={boundary}'
+
+
+def parts_of(response: requests.Response) -> list[bytes]:
+    """The bodies of a multipart/related response."""
+    content_type = response.headers["Content-Type"]
+    boundary = content_type.split("boundary=")[1].split(";")[0].strip('"')
+    from pacsdash.web.multipart import split_parts
+
+    return [p.content for p in split_parts(response.content, boundary)]
+
+
+@pytest.fixture(scope="module")
+def stored(base_url):
+    body, content_type = multipart([p.read_bytes() for p in VALID])
+    response = session_for("editor").post(f"{base_url}/dicom-web/studies", data=body, headers={"Content-Type": content_type})
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+@pytest.fixture(scope="module")
+def client(base_url) -> DICOMwebClient:
+    return DICOMwebClient(f"{base_url}/dicom-web", session=session_for("viewer"))
+
+
+def test_stow_response_lists_every_instance(stored):
+    referenced = stored["00081199"]["Value"]
+    assert len(referenced) == len(VALID)
+    uids = {item["00081155"]["Value"][0] for item in referenced}
+    assert uids == {row["sop_instance_uid"] for row in manifest().values() if row["set"] == "valid"}
+    assert all(item["00081190"]["Value"][0].startswith("http://127.0.0.1:") for item in referenced)
+
+
+def test_wado_returns_every_instance_byte_for_byte(stored, base_url):
+    session = session_for("viewer")
+    for path in VALID:
+        ds = dcmread(path, stop_before_pixels=True)
+        url = f"{base_url}/dicom-web/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}/instances/{ds.SOPInstanceUID}"
+        response = session.get(url, headers={"Accept": 'multipart/related; type="application/dicom"; transfer-syntax=*'})
+        assert response.status_code == 200, (path.name, response.text)
+        assert parts_of(response) == [path.read_bytes()], path.name
+
+
+def test_wado_study_retrieve_with_dicomweb_client(stored, client):
+    ds = dcmread(next(p for p in VALID if p.name == "MR_small.dcm"), stop_before_pixels=True)
+    instances = client.retrieve_study(ds.StudyInstanceUID)
+    assert len(instances) == 7
+    assert {i.SOPInstanceUID for i in instances} >= {ds.SOPInstanceUID}
+
+
+def test_qido_with_dicomweb_client(stored, client):
+    studies = client.search_for_studies(search_filters={"PatientID": "4MR1"})
+    assert len(studies) == 1
+    study = studies[0]
+    assert study["00100010"] == {"vr": "PN", "Value": [{"Alphabetic": "CompressedSamples^MR1"}]}
+    assert study["00201208"]["Value"] == [7]
+    assert study["00081190"]["Value"][0].endswith(study["0020000D"]["Value"][0])
+    series = client.search_for_series(study["0020000D"]["Value"][0])
+    assert len(series) == 1 and series[0]["00080060"]["Value"] == ["MR"]
+    instances = client.search_for_instances(study["0020000D"]["Value"][0], series[0]["0020000E"]["Value"][0])
+    assert len(instances) == 7
+
+
+def test_qido_paging_is_stable_and_ends_empty(stored, client):
+    every = client.search_for_studies(get_remaining=True, limit=3)
+    uids = [s["0020000D"]["Value"][0] for s in every]
+    assert len(uids) == len(set(uids)) == len(client.search_for_studies())
+
+
+@pytest.mark.parametrize(
+    "params, expected",
+    [
+        ({"PatientName": "*Last Name*"}, 1),  # OHIF sends typed spaces
+        ({"PatientName": "compressedsamples*"}, 4),
+        ({"00100020": "*MR*"}, 1),
+        ({"ModalitiesInStudy": "US"}, "US"),
+        ({"StudyDate": "19000101-20991231", "includefield": "00081030,00080060"}, None),
+    ],
+)
+def test_qido_matching(stored, base_url, params, expected):
+    response = session_for("viewer").get(f"{base_url}/dicom-web/studies", params=params)
+    assert response.status_code == 200, response.text
+    assert response.headers["Content-Type"].startswith("application/dicom+json")
+    if isinstance(expected, str):  # a modality: count its studies in the manifest
+        rows = [r for r in manifest().values() if r["set"] == "valid" and r["modality"] == expected]
+        expected = len({r["study_instance_uid"] for r in rows})
+    if expected is not None:
+        assert len(response.json()) == expected
+
+
+def test_qido_never_sends_an_empty_modalities_in_study(stored, base_url):
+    for study in session_for("viewer").get(f"{base_url}/dicom-web/studies").json():
+        if "00080061" in study:
+            assert study["00080061"].get("Value"), study
+
+
+def test_metadata_and_bulkdata(stored, base_url, client):
+    path = next(p for p in VALID if p.name == "waveform_ecg.dcm")
+    ds = dcmread(path)
+    metadata = client.retrieve_series_metadata(ds.StudyInstanceUID, ds.SeriesInstanceUID)
+    assert len(metadata) == 1
+    item = metadata[0]
+    assert item["00080018"]["Value"] == [ds.SOPInstanceUID]
+    waveform = item["54000100"]["Value"][0]["54001010"]
+    uri = waveform["BulkDataURI"]
+    response = session_for("viewer").get(uri, headers={"Accept": "application/octet-stream"})
+    assert response.status_code == 200
+    assert response.content == ds.WaveformSequence[0].WaveformData
+    multipart_response = session_for("viewer").get(uri, headers={"Accept": "*/*"})
+    assert parts_of(multipart_response) == [ds.WaveformSequence[0].WaveformData]
+
+
+def test_unknown_uids_are_404(stored, base_url):
+    session = session_for("viewer")
+    for url in ("/dicom-web/studies/1.2.3.4", "/dicom-web/studies/1.2.3/series/4.5", "/dicom-web/studies/1.2.3/metadata",
+                "/dicom-web/studies/1.2.3/series/4.5/instances/6.7", "/dicom-web/studies/..%2F..%2Fetc"):
+        response = session.get(base_url + url)
+        assert response.status_code == 404, url
+    assert session.get(f"{base_url}/dicom-web/studies", params={"StudyInstanceUID": "1.2.3"}).json() == []
+
+
+def test_unproducible_media_type_is_406(stored, base_url):
+    ds = dcmread(next(p for p in VALID if p.name == "JPEG2000.dcm"), stop_before_pixels=True)
+    url = f"{base_url}/dicom-web/studies/{ds.StudyInstanceUID}"
+    session = session_for("viewer")
+    assert session.get(url, headers={"Accept": 'multipart/related; type="application/dicom"; transfer-syntax=1.2.840.10008.1.2.1'}).status_code == 406
+    assert session.get(url, headers={"Accept": "image/gif"}).status_code == 406
+    assert session.get(f"{base_url}/dicom-web/studies", headers={"Accept": "application/xml"}).status_code == 406
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"limit": "-1"},
+        {"offset": "-5"},
+        {"limit": "1e9"},
+        {"PatientName": "x" * 10_000},
+        {"StudyDate": "yesterday"},
+        {"NoSuchAttribute": "1"},
+        {"includefield": "NotAKeyword"},
+        {"00400275.00321060": "x"},
+        {"fuzzymatching": "maybe"},
+    ],
+)
+def test_bad_parameters_are_400_with_a_message(stored, base_url, params):
+    response = session_for("viewer").get(f"{base_url}/dicom-web/studies", params=params)
+    assert response.status_code == 400
+    assert response.json()["error"]
+    assert response.reason == "Bad Request"  # nothing of the request in the status line
+
+
+@pytest.mark.parametrize("value", ["' OR 1=1 --", "<script>alert(1)</script>", "%", "Robert'); DROP TABLE studies;--"])
+def test_sql_and_html_in_values_match_nothing(stored, base_url, value):
+    response = session_for("viewer").get(f"{base_url}/dicom-web/studies", params={"PatientName": value})
+    assert response.status_code == 200
+    assert response.json() == []
+    assert len(session_for("viewer").get(f"{base_url}/dicom-web/studies").json()) > 0
+
+
+def test_stow_malformed_bodies_are_400(base_url):
+    session = session_for("editor")
+    url = f"{base_url}/dicom-web/studies"
+    content_type = 'multipart/related; type="application/dicom"; boundary=XYZ'
+    for body in (b"", b"garbage", b"--XYZ\r\nContent-Type: application/dicom\r\n\r\nno closing delimiter",
+                 b"--XYZ\r\nContent-Type application/dicom\r\n\r\nx\r\n--XYZ--"):
+        assert session.post(url, data=body, headers={"Content-Type": content_type}).status_code == 400, body
+    assert session.post(url, data=b"x", headers={"Content-Type": "application/json"}).status_code == 415
+    assert session.post(url, data=b"x", headers={"Content-Type": "multipart/related; boundary=XYZ; type=\"application/dicom+xml\""}).status_code == 415
+
+
+def test_stow_partial_and_total_failure(base_url):
+    session = session_for("editor")
+    good = next(p for p in VALID if p.name == "CT_small.dcm").read_bytes()
+    bad = [p.read_bytes() for p in BROKEN if p.name in ("not_dicom.dcm", "path_traversal_uid.dcm")]
+    body, content_type = multipart([good] + bad)
+    response = session.post(f"{base_url}/dicom-web/studies", data=body, headers={"Content-Type": content_type})
+    assert response.status_code == 202
+    failed = response.json()["00081198"]["Value"]
+    assert [f["00081197"]["Value"][0] for f in failed] == [0xC000, 0xC000]
+    body, content_type = multipart(bad)
+    assert session.post(f"{base_url}/dicom-web/studies", data=body, headers={"Content-Type": content_type}).status_code == 409
+
+
+def test_stow_to_a_study_refuses_other_studies(base_url):
+    good = next(p for p in VALID if p.name == "CT_small.dcm")
+    body, content_type = multipart([good.read_bytes()])
+    response = session_for("editor").post(f"{base_url}/dicom-web/studies/1.2.3.4", data=body, headers={"Content-Type": content_type})
+    assert response.status_code == 409
+    assert response.json()["00081198"]["Value"][0]["00081197"]["Value"] == [0xA900]
+
+
+def test_cors_preflight_and_headers(base_url):
+    # CORS is off unless [server] cors_origins allows the origin.
+    response = requests.options(f"{base_url}/dicom-web/studies", headers={"Origin": "http://viewer.example", "Access-Control-Request-Method": "GET"})
+    assert "Access-Control-Allow-Origin" not in response.headers
+
+
+def test_password_check_is_cached_but_follows_changes(base_url, web_server):
+    from tests.helpers import run_cli
+
+    session = session_for("viewer")
+    assert session.get(f"{base_url}/dicom-web/studies").status_code == 200
+    assert run_cli("users", "passwd", "viewer", "--password-stdin", "--home", str(web_server.home), input="new-pw\n").returncode == 0
+    assert session.get(f"{base_url}/dicom-web/studies").status_code == 401
+    assert requests.get(f"{base_url}/dicom-web/studies", auth=("viewer", "new-pw")).status_code == 200
+    assert run_cli("users", "passwd", "viewer", "--password-stdin", "--home", str(web_server.home), input=USERS["viewer"] + "\n").returncode == 0
