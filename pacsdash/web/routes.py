@@ -6,6 +6,7 @@ from typing import Any
 
 from pacsdash.archive import Level
 from pacsdash.web.api import api_routes
+from pacsdash.web.pixels import FramesHandler, RenderedHandler, WadoUriHandler
 from pacsdash.web.qido import QidoHandler
 from pacsdash.web.stow import StowMixin
 from pacsdash.web.wado import BulkDataHandler, MetadataHandler, RetrieveHandler
@@ -40,6 +41,11 @@ def dicomweb_routes(app: Any, prefix: str = PREFIX) -> list:
         (rf"{series}/metadata", MetadataHandler, context),
         (rf"{instance}/metadata", MetadataHandler, context),
         (rf"{instance}/bulkdata/(.+)", BulkDataHandler, context),
+        (rf"{instance}/frames/{s}", FramesHandler, context),
+        (rf"{instance}/rendered", RenderedHandler, context),
+        (rf"{instance}/frames/{s}/rendered", RenderedHandler, context),
+        (rf"{instance}/thumbnail", RenderedHandler, {**context, "thumbnail": True}),
+        (rf"{instance}/frames/{s}/thumbnail", RenderedHandler, {**context, "thumbnail": True}),
         (rf"{study}/?", StudyResource, context),
         (rf"{series}/?", RetrieveHandler, context),
         (rf"{instance}/?", RetrieveHandler, context),
@@ -48,4 +54,4 @@ def dicomweb_routes(app: Any, prefix: str = PREFIX) -> list:
 
 def http_routes(app: Any) -> list:
     """All routes mounted beside the dashboard."""
-    return api_routes(app) + dicomweb_routes(app)
+    return api_routes(app) + dicomweb_routes(app) + [(r"/wado/?", WadoUriHandler, {"app": app})]

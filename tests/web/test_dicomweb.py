@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import secrets
 
 import pytest
@@ -223,3 +224,92 @@ def test_password_check_is_cached_but_follows_changes(base_url, web_server):
     assert session.get(f"{base_url}/dicom-web/studies").status_code == 401
     assert requests.get(f"{base_url}/dicom-web/studies", auth=("viewer", "new-pw")).status_code == 200
     assert run_cli("users", "passwd", "viewer", "--password-stdin", "--home", str(web_server.home), input=USERS["viewer"] + "\n").returncode == 0
+
+
+def instance_url(base_url: str, path) -> str:
+    ds = dcmread(path, stop_before_pixels=True)
+    return f"{base_url}/dicom-web/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}/instances/{ds.SOPInstanceUID}"
+
+
+PIXEL_SAMPLES = [p for p in VALID if "PixelData" in dcmread(p, stop_before_pixels=False, specific_tags=["PixelData"])]
+
+
+@pytest.mark.parametrize("path", PIXEL_SAMPLES, ids=lambda p: p.name)
+def test_rendered_png_of_every_sample(stored, base_url, path):
+    from PIL import Image
+
+    ds = dcmread(path, stop_before_pixels=True)
+    response = session_for("viewer").get(f"{instance_url(base_url, path)}/rendered", headers={"Accept": "image/png"})
+    assert response.status_code == 200, (path.name, response.text)
+    assert response.headers["Content-Type"] == "image/png"
+    image = Image.open(io.BytesIO(response.content))
+    assert image.size == (ds.Columns, ds.Rows)
+    assert len(set(image.convert("L").getdata())) > 1, "blank image"
+
+
+def test_frames_uncompressed_and_as_stored(stored, base_url):
+    session = session_for("viewer")
+    ybr = next(p for p in VALID if p.name == "SC_ybr_full_422_uncompressed.dcm")
+    ds = dcmread(ybr)
+    response = session.get(f"{instance_url(base_url, ybr)}/frames/1",
+                           headers={"Accept": 'multipart/related; type="application/octet-stream"; transfer-syntax=*'})
+    assert response.status_code == 200, response.text
+    [frame] = parts_of(response)
+    assert len(frame) == ds.Rows * ds.Columns * 2  # 4:2:2 is 2 bytes a pixel
+    jpeg2000 = next(p for p in VALID if p.name == "JPEG2000.dcm")
+    response = session.get(f"{instance_url(base_url, jpeg2000)}/frames/1",
+                           headers={"Accept": 'multipart/related; type="application/octet-stream"; transfer-syntax=*'})
+    assert response.status_code == 200
+    assert "transfer-syntax=1.2.840.10008.1.2.4.91" in response.content.split(b"\r\n\r\n")[0].decode()
+    response = session.get(f"{instance_url(base_url, jpeg2000)}/frames/1",
+                           headers={"Accept": 'multipart/related; type="application/octet-stream"'})
+    ds = dcmread(jpeg2000)
+    [frame] = parts_of(response)
+    assert len(frame) == ds.Rows * ds.Columns * ds.SamplesPerPixel * (ds.BitsAllocated // 8)
+    multi = next(p for p in VALID if p.name == "SC_rgb_rle_2frame.uidfix.dcm")
+    response = session.get(f"{instance_url(base_url, multi)}/frames/1,2")
+    assert len(parts_of(response)) == 2
+    assert session.get(f"{instance_url(base_url, multi)}/frames/3").status_code == 404
+    assert session.get(f"{instance_url(base_url, multi)}/frames/0").status_code == 400
+    assert session.get(f"{instance_url(base_url, multi)}/frames/x").status_code == 400
+
+
+def test_rendered_window_viewport_and_thumbnail(stored, base_url):
+    from PIL import Image
+
+    session = session_for("viewer")
+    ct = next(p for p in VALID if p.name == "CT_small.dcm")
+    url = instance_url(base_url, ct)
+    narrow = session.get(f"{url}/rendered", params={"window": "40,80,linear"}, headers={"Accept": "image/png"}).content
+    wide = session.get(f"{url}/rendered", params={"window": "40,4000,linear"}, headers={"Accept": "image/png"}).content
+    assert narrow != wide
+    small = session.get(f"{url}/rendered", params={"viewport": "64,64"})
+    assert small.headers["Content-Type"] == "image/jpeg"
+    assert Image.open(io.BytesIO(small.content)).size == (64, 64)
+    thumb = session.get(f"{url}/thumbnail")
+    assert thumb.status_code == 200 and max(Image.open(io.BytesIO(thumb.content)).size) == 128
+    assert session.get(f"{url}/rendered", params={"window": "abc"}).status_code == 400
+    assert session.get(f"{url}/rendered", params={"viewport": "99999,1"}).status_code == 400
+    assert session.get(f"{url}/rendered", headers={"Accept": "image/gif"}).status_code == 406
+    sr = next(p for p in VALID if p.name == "test-SR.dcm")
+    assert session.get(f"{instance_url(base_url, sr)}/rendered").status_code == 404
+
+
+def test_wado_uri(stored, base_url):
+    from PIL import Image
+
+    session = session_for("viewer")
+    path = next(p for p in VALID if p.name == "MR_small.dcm")
+    ds = dcmread(path, stop_before_pixels=True)
+    params = {"requestType": "WADO", "studyUID": ds.StudyInstanceUID, "seriesUID": ds.SeriesInstanceUID, "objectUID": ds.SOPInstanceUID}
+    response = session.get(f"{base_url}/wado", params={**params, "contentType": "application/dicom"})
+    assert response.content == path.read_bytes()
+    jpeg = session.get(f"{base_url}/wado", params=params)
+    assert jpeg.headers["Content-Type"] == "image/jpeg"
+    assert Image.open(io.BytesIO(jpeg.content)).size == (ds.Columns, ds.Rows)
+    png = session.get(f"{base_url}/wado", params={**params, "contentType": "image/png", "rows": "32", "columns": "32",
+                                                  "windowCenter": "600", "windowWidth": "1200"})
+    assert Image.open(io.BytesIO(png.content)).size == (32, 32)
+    assert session.get(f"{base_url}/wado", params={**params, "requestType": "X"}).status_code == 400
+    assert session.get(f"{base_url}/wado", params={**params, "objectUID": "1.2.3"}).status_code == 404
+    assert session.get(f"{base_url}/wado", params={**params, "contentType": "text/html"}).status_code == 406

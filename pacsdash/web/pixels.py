@@ -1,0 +1,246 @@
+"""Pixel resources: WADO-RS frames, rendered and thumbnail (PS3.18 10.4),
+and WADO-URI (PS3.18 9). The pixel work is :mod:`pacsdash.imaging`'s."""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+from pydicom import dcmread
+from tornado.ioloop import IOLoop
+
+from pacsdash import imaging
+from pacsdash.access import Action
+from pacsdash.archive import InstanceLocation, Level
+from pacsdash.web.base import ApiError, BaseHandler, bad_request
+from pacsdash.web.qido import check_uid_path
+from pacsdash.web.wado import MediaRange, _InstancesHandler
+
+UNCOMPRESSED = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.1.99", "1.2.840.10008.1.2.2"}
+EXPLICIT_LE = "1.2.840.10008.1.2.1"
+MAX_VIEWPORT = 8192
+
+
+def parse_frames(text: str) -> list[int]:
+    """``1,3,5`` -> 0-based indexes; 400 for anything else (PS3.18 8.3.3.1.3)."""
+    frames = []
+    for item in text.split(","):
+        item = item.strip()
+        if not item.isdigit() or len(item) > 7 or int(item) < 1:
+            raise bad_request(f"frame numbers are whole numbers from 1, got {item[:20]!r}")
+        frames.append(int(item) - 1)
+    if len(frames) > 10_000:
+        raise bad_request("at most 10000 frames per request")
+    return frames
+
+
+def imaging_error(exc: imaging.ImagingError) -> ApiError:
+    return ApiError(getattr(exc, "http_status", 500), str(exc))
+
+
+def frame_transfer_syntax(accept: str, stored: str) -> str:
+    """The transfer syntax to send frames in, from the Accept header.
+
+    ``transfer-syntax=*`` (OHIF) takes the stored one; an absent parameter,
+    or an explicit little endian one, asks for uncompressed bytes; asking for
+    the stored compressed syntax gets it; anything else is a 406.
+    """
+    ranges = MediaRange.parse(accept) or [MediaRange("*/*")]
+    for item in ranges:
+        if item.media not in ("*/*", "multipart/related", "multipart/*", "application/octet-stream"):
+            if item.media in ("image/jpeg", "image/jls", "image/jp2", "image/x-dicom-rle", "image/dicom-rle"):
+                syntax = item.params.get("transfer-syntax")
+                if syntax in (None, "*", stored) and stored not in UNCOMPRESSED:
+                    return stored
+            continue
+        part_type = item.params.get("type", "application/octet-stream").lower() if item.media.startswith("multipart") else "application/octet-stream"
+        syntax = item.params.get("transfer-syntax")
+        if part_type in ("application/octet-stream", "*/*"):
+            if syntax == "*":
+                return stored if stored not in UNCOMPRESSED else EXPLICIT_LE
+            if syntax in (None, EXPLICIT_LE):
+                return EXPLICIT_LE
+            if syntax == stored:
+                return stored
+        elif syntax in ("*", stored, None) and stored not in UNCOMPRESSED and part_type.startswith("image/"):
+            return stored
+    raise ApiError(406, f"frames can be sent uncompressed ({EXPLICIT_LE}) or as stored ({stored})")
+
+
+def part_media_type(syntax: str) -> str:
+    """Media type of a frame part in ``syntax`` (PS3.18 Table 8.7.3-2)."""
+    if syntax in UNCOMPRESSED:
+        return "application/octet-stream"
+    if syntax in ("1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.51", "1.2.840.10008.1.2.4.57", "1.2.840.10008.1.2.4.70"):
+        return "image/jpeg"
+    if syntax in ("1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.4.81"):
+        return "image/jls"
+    if syntax in ("1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.91"):
+        return "image/jp2"
+    if syntax == "1.2.840.10008.1.2.5":
+        return "image/dicom-rle"
+    return "application/octet-stream"
+
+
+class FramesHandler(_InstancesHandler):
+    """GET .../instances/{i}/frames/{list} (PS3.18 10.4.1.1.3)."""
+
+    async def get(self, study: str, series: str, instance: str, frames: str) -> None:
+        self.require(Action.VIEW)
+        indexes = parse_frames(frames)
+
+        def load() -> tuple[str, list[bytes]]:
+            [location] = self.locations(study, series, instance)
+            ds = dcmread(self.app.archive.local_path(location))
+            syntax = frame_transfer_syntax(self.request.headers.get("Accept", ""), location.TransferSyntaxUID)
+            try:
+                if syntax == location.TransferSyntaxUID and syntax not in UNCOMPRESSED:
+                    data = [imaging.compressed_frame(ds, i) or imaging.frame_bytes(ds, i) for i in indexes]
+                else:
+                    syntax = EXPLICIT_LE
+                    data = [imaging.frame_bytes(ds, i) for i in indexes]
+            except imaging.ImagingError as exc:
+                raise imaging_error(exc) from None
+            return syntax, data
+
+        syntax, data = await IOLoop.current().run_in_executor(None, load)
+        media = part_media_type(syntax)
+        boundary = secrets.token_hex(16)
+        self.set_header("Content-Type", f'multipart/related; type="{media}"; boundary={boundary}')
+        for index, frame in zip(indexes, data):
+            self.write(
+                f"--{boundary}\r\nContent-Type: {media}; transfer-syntax={syntax}\r\n"
+                f"Content-Location: frames/{index + 1}\r\n\r\n".encode()
+            )
+            self.write(frame)
+            self.write(b"\r\n")
+        await self.finish(f"--{boundary}--\r\n".encode())
+
+
+def rendered_media_type(accept: str) -> str:
+    """image/jpeg (default) or image/png, from the Accept header; else 406."""
+    ranges = MediaRange.parse(accept)
+    if not ranges:
+        return "image/jpeg"
+    for item in ranges:
+        if item.media in ("image/jpeg", "image/png"):
+            return item.media
+        if item.media in ("*/*", "image/*"):
+            return "image/jpeg"
+    raise ApiError(406, "rendered images are sent as image/jpeg or image/png")
+
+
+def viewport_of(handler: BaseHandler, key: str = "viewport") -> tuple[int, int] | None:
+    raw = handler.get_query_argument(key, None)
+    if raw is None:
+        return None
+    parts = raw.split(",")
+    if len(parts) < 2 or not all(p.strip().isdigit() for p in parts[:2]):
+        raise bad_request(f"{key} must be columns,rows (whole numbers), got {raw[:40]!r}")
+    columns, rows = int(parts[0]), int(parts[1])
+    if not (0 < columns <= MAX_VIEWPORT and 0 < rows <= MAX_VIEWPORT):
+        raise bad_request(f"{key} sides must be from 1 to {MAX_VIEWPORT}")
+    return columns, rows
+
+
+class RenderedHandler(_InstancesHandler):
+    """GET .../instances/{i}[/frames/{n}]/rendered and .../thumbnail (10.4.1.1.4)."""
+
+    def initialize(self, app: Any, thumbnail: bool = False) -> None:
+        super().initialize(app)
+        self.thumbnail = thumbnail
+
+    async def get(self, study: str, series: str, instance: str, frames: str | None = None) -> None:
+        self.require(Action.VIEW)
+        media = rendered_media_type(self.request.headers.get("Accept", ""))
+        index = None
+        if frames is not None:
+            indexes = parse_frames(frames)
+            if len(indexes) != 1:
+                raise bad_request("one frame at a time is rendered")
+            index = indexes[0]
+        window_text = self.get_query_argument("window", None)
+        viewport = viewport_of(self)
+        quality_text = self.get_query_argument("quality", "90")
+        if not quality_text.isdigit() or not 1 <= int(quality_text) <= 100:
+            raise bad_request("quality must be a whole number from 1 to 100")
+
+        def draw() -> bytes:
+            [location] = self.locations(study, series, instance)
+            ds = dcmread(self.app.archive.local_path(location))
+            try:
+                window = imaging.parse_window(window_text) if window_text else None
+                if self.thumbnail:
+                    size = max(viewport) if viewport else 128
+                    return imaging.thumbnail(ds, size=size, index=index, media_type=media)
+                return imaging.render(ds, index or 0, window, viewport, media, int(quality_text))
+            except imaging.ImagingError as exc:
+                raise imaging_error(exc) from None
+
+        data = await IOLoop.current().run_in_executor(None, draw)
+        self.set_header("Content-Type", media)
+        await self.finish(data)
+
+
+class WadoUriHandler(BaseHandler):
+    """GET /wado?requestType=WADO&studyUID=...&seriesUID=...&objectUID=... (PS3.18 9)."""
+
+    async def get(self) -> None:
+        self.require(Action.VIEW)
+        args = {k: v[0].decode("utf-8", "replace") for k, v in self.request.query_arguments.items()}
+        if args.get("requestType") != "WADO":
+            raise bad_request("requestType must be WADO")
+        uids = {}
+        for key, keyword in (("studyUID", "StudyInstanceUID"), ("seriesUID", "SeriesInstanceUID"), ("objectUID", "SOPInstanceUID")):
+            if not args.get(key):
+                raise bad_request(f"{key} is required")
+            uids[keyword] = check_uid_path(args[key], keyword)
+        content_type = args.get("contentType", "image/jpeg").split(",")[0].strip().lower()
+        locations = await IOLoop.current().run_in_executor(
+            None, lambda: self.app.archive.locate(Level.IMAGE, None, **uids)
+        )
+        if not locations:
+            raise ApiError(404, "no such object")
+        location: InstanceLocation = locations[0]
+        if content_type == "application/dicom":
+            self.require(Action.DOWNLOAD)
+            wanted = args.get("transferSyntax")
+            if wanted and wanted != location.TransferSyntaxUID:
+                raise ApiError(406, f"the object is kept as received, in {location.TransferSyntaxUID}")
+            self.set_header("Content-Type", "application/dicom")
+            with open(self.app.archive.local_path(location), "rb") as handle:
+                await self.finish(handle.read())
+            return
+        if content_type not in ("image/jpeg", "image/png"):
+            raise ApiError(406, "contentType must be application/dicom, image/jpeg or image/png")
+        frame = args.get("frameNumber", "1")
+        if not frame.isdigit() or int(frame) < 1:
+            raise bad_request("frameNumber must be a whole number from 1")
+        window = None
+        if "windowCenter" in args or "windowWidth" in args:
+            window = f"{args.get('windowCenter', '')},{args.get('windowWidth', '')}"
+        viewport = None
+        rows, columns = args.get("rows"), args.get("columns")
+        if rows or columns:
+            if not all(v is None or (v.isdigit() and 0 < int(v) <= MAX_VIEWPORT) for v in (rows, columns)):
+                raise bad_request(f"rows and columns must be whole numbers from 1 to {MAX_VIEWPORT}")
+        quality = args.get("imageQuality", "90")
+        if not quality.isdigit() or not 1 <= int(quality) <= 100:
+            raise bad_request("imageQuality must be a whole number from 1 to 100")
+
+        def draw() -> bytes:
+            ds = dcmread(self.app.archive.local_path(location))
+            nonlocal viewport
+            if rows or columns:
+                r = int(rows) if rows else int(ds.Rows)
+                c = int(columns) if columns else int(ds.Columns)
+                viewport = (c, r)
+            try:
+                parsed = imaging.parse_window(window) if window else None
+                return imaging.render(ds, int(frame) - 1, parsed, viewport, content_type, int(quality))
+            except imaging.ImagingError as exc:
+                raise imaging_error(exc) from None
+
+        data = await IOLoop.current().run_in_executor(None, draw)
+        self.set_header("Content-Type", content_type)
+        await self.finish(data)
