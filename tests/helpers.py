@@ -173,3 +173,66 @@ class StoreSCP:
 
 def have_dcmtk() -> bool:
     return shutil.which(str(DCMTK / "echoscu")) is not None
+
+
+ORTHANC = Path("/usr/sbin/Orthanc")
+ORTHANC_DICOMWEB = Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so")
+
+
+@dataclass
+class OrthancProcess:
+    """Debian's Orthanc with its DICOMweb plugin, own config, loopback clients only."""
+
+    folder: Path
+    http_port: int
+    dicom_port: int
+    process: subprocess.Popen
+
+    @classmethod
+    def start(cls, folder: Path) -> OrthancProcess:
+        folder.mkdir(parents=True, exist_ok=True)
+        http_port, dicom_port = free_port(), free_port()
+        config = {
+            "Name": "interop",
+            "StorageDirectory": str(folder / "storage"),
+            "IndexDirectory": str(folder / "index"),
+            "HttpPort": http_port,
+            "DicomPort": dicom_port,
+            "RemoteAccessAllowed": False,
+            "AuthenticationEnabled": False,
+            "Plugins": [str(ORTHANC_DICOMWEB)],
+            "DicomWeb": {"Enable": True, "Root": "/dicom-web/"},
+        }
+        (folder / "orthanc.json").write_text(json.dumps(config))
+        log = open(folder / "orthanc.log", "ab")
+        process = subprocess.Popen([str(ORTHANC), str(folder / "orthanc.json")], stdout=log, stderr=subprocess.STDOUT,
+                                   env=dict(os.environ, TCP_NODELAY="1"))
+        orthanc = cls(folder, http_port, dicom_port, process)
+
+        def ready() -> bool:
+            if process.poll() is not None:
+                raise RuntimeError(f"Orthanc exited with {process.returncode}; see {folder / 'orthanc.log'}")
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/system", timeout=2) as r:
+                    return r.status == 200
+            except OSError:
+                return False
+
+        wait_until(ready, 60, interval=0.2, what="Orthanc")
+        return orthanc
+
+    def upload(self, path: Path) -> None:
+        request = urllib.request.Request(f"http://127.0.0.1:{self.http_port}/instances", data=path.read_bytes(), method="POST")
+        with urllib.request.urlopen(request, timeout=30) as response:
+            assert response.status == 200
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(20)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+
+
+def have_orthanc() -> bool:
+    return ORTHANC.exists() and ORTHANC_DICOMWEB.exists()
