@@ -42,6 +42,8 @@ class ServerSettings:
     public_url: str = ""
     #: Take scheme and host from Forwarded / X-Forwarded-* (behind a proxy).
     trust_proxy_headers: bool = False
+    #: Largest HTTP request body (a STOW-RS upload) in megabytes.
+    max_upload_mb: int = 1024
 
 
 @dataclass(frozen=True)

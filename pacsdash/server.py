@@ -112,6 +112,10 @@ def start_server(settings: Settings) -> RunningServer:
         start=False,
         title="pacsdash",
         extra_patterns=http_routes(app),
+        http_server_kwargs={
+            "max_body_size": settings.server.max_upload_mb * 2**20,
+            "max_buffer_size": settings.server.max_upload_mb * 2**20,
+        },
     )
     http.start()
     app.ready = True

@@ -1,4 +1,4 @@
-"""kill -9 during a parallel ingest loses no acknowledged instance."""
+"""kill -9 during a parallel ingest (C-STORE and STOW-RS) loses no acknowledged instance."""
 
 from __future__ import annotations
 
@@ -6,13 +6,14 @@ import threading
 import time
 
 import pytest
+import requests
 from pynetdicom import AE
 from pynetdicom.presentation import build_context
 
 from pacsdash.archive import Archive, Level, Query
 from pacsdash.dimse.sockets import NODELAY_HANDLERS
 from tests.factories import make_dataset
-from tests.helpers import ServerProcess
+from tests.helpers import ServerProcess, run_cli
 
 SENDERS = 4
 PER_SENDER = 150
@@ -39,6 +40,23 @@ def sender(port: int, paths, acknowledged: list[str], stop: threading.Event) -> 
         assoc.abort()
 
 
+def stow_sender(http_port: int, paths, acknowledged: list[str], stop: threading.Event) -> None:
+    """STOW-RS in batches of 5 as the editor; record what a 200 acknowledged."""
+    from tests.web.test_dicomweb import multipart
+
+    for start in range(0, len(paths), 5):
+        if stop.is_set():
+            break
+        body, content_type = multipart([p.read_bytes() for p, _ in paths[start:start + 5]])
+        try:
+            response = requests.post(f"http://127.0.0.1:{http_port}/dicom-web/studies", data=body,
+                                     headers={"Content-Type": content_type}, auth=("editor", "pw"), timeout=30)
+        except requests.RequestException:
+            break
+        if response.status_code == 200:
+            acknowledged.extend(item["00081155"]["Value"][0] for item in response.json()["00081199"]["Value"])
+
+
 @pytest.mark.slow
 def test_kill_9_loses_no_acknowledged_instance(tmp_path):
     home = tmp_path / "home"
@@ -52,10 +70,12 @@ def test_kill_9_loses_no_acknowledged_instance(tmp_path):
             batch.append((path, ds.SOPInstanceUID))
         files.append(batch)
 
+    assert run_cli("users", "add", "editor", "--role", "editor", "--password-stdin", "--home", str(home), input="pw\n").returncode == 0
     server = ServerProcess.start(home)
     acknowledged: list[str] = []
     stop = threading.Event()
-    threads = [threading.Thread(target=sender, args=(server.dicom_port, files[k], acknowledged, stop)) for k in range(SENDERS)]
+    threads = [threading.Thread(target=sender, args=(server.dicom_port, files[k], acknowledged, stop)) for k in range(SENDERS - 1)]
+    threads.append(threading.Thread(target=stow_sender, args=(server.http_port, files[-1], acknowledged, stop)))
     for t in threads:
         t.start()
     deadline = time.monotonic() + 60

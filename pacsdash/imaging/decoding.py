@@ -14,6 +14,7 @@ from pydicom.pixels import get_decoder, pixel_array
 
 from pacsdash.imaging.attributes import ImagePixel, check_frame, transfer_syntax
 from pacsdash.imaging.errors import CorruptPixelData, UnsupportedEncoding
+from pacsdash.imaging.native import is_encapsulated, native_frame
 
 #: Colour spaces pydicom converts to RGB, or whose decoders already do
 #: (YBR_RCT / YBR_ICT: the JPEG 2000 inverse component transform, PS3.5 8.2.4).
@@ -86,12 +87,17 @@ def decode_frame(ds: Dataset, index: int = 0) -> np.ndarray:
     check_frame(ds, index)
     image = ImagePixel.from_dataset(ds)
     check_decodable(ds)
+    uid = transfer_syntax(ds)
+    if image.BitsAllocated == 1 and not is_encapsulated(image, uid):
+        # pydicom 3.0.2 cuts one byte short when a 1-bit frame starts inside
+        # a byte (multi-frame SEG with Rows x Columns not a multiple of 8).
+        return _unpack_bits(native_frame(ds, index, image, uid), image)
     try:
         arr = pixel_array(ds, index=index)
     except (NotImplementedError, RuntimeError, ValueError, AttributeError, KeyError, TypeError, OSError) as exc:
         raise CorruptPixelData(
             f"frame {index} of (7FE0,0010) Pixel Data cannot be decoded "
-            f"({transfer_syntax(ds).name}): {type(exc).__name__}: {exc}"
+            f"({uid.name}): {type(exc).__name__}: {exc}"
         ) from exc
     expected = (image.Rows, image.Columns) + ((image.SamplesPerPixel,) if image.is_color else ())
     if arr.shape != expected:
@@ -105,3 +111,11 @@ def decode_frame(ds: Dataset, index: int = 0) -> np.ndarray:
     if not arr.dtype.isnative:
         arr = arr.astype(arr.dtype.newbyteorder("="))
     return arr
+
+
+def _unpack_bits(data: bytes, image: ImagePixel) -> np.ndarray:
+    """Unpack one 1-bit frame (PS3.5 8.1.1: first pixel in the least significant bit)."""
+    count = image.Rows * image.Columns * image.SamplesPerPixel
+    bits = np.unpackbits(np.frombuffer(data, dtype=np.uint8), bitorder="little")[:count]
+    shape = (image.Rows, image.Columns) + ((image.SamplesPerPixel,) if image.is_color else ())
+    return bits.reshape(shape)

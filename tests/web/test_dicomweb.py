@@ -313,3 +313,26 @@ def test_wado_uri(stored, base_url):
     assert session.get(f"{base_url}/wado", params={**params, "requestType": "X"}).status_code == 400
     assert session.get(f"{base_url}/wado", params={**params, "objectUID": "1.2.3"}).status_code == 404
     assert session.get(f"{base_url}/wado", params={**params, "contentType": "text/html"}).status_code == 406
+
+
+def test_absurd_content_length_is_refused_at_once(base_url, web_server):
+    import socket
+    import time
+
+    with socket.create_connection(("127.0.0.1", web_server.http_port), timeout=10) as sock:
+        sock.sendall(b"POST /dicom-web/studies HTTP/1.1\r\nHost: x\r\nAuthorization: Basic ZWRpdG9yOmVkaXRvci1wdw==\r\n"
+                     b"Content-Type: multipart/related; boundary=x\r\nContent-Length: 1000000000000\r\n\r\n")
+        start = time.monotonic()
+        reply = sock.recv(200)
+        assert time.monotonic() - start < 5
+    assert reply == b"" or reply.startswith(b"HTTP/1.1 4")
+    assert requests.get(f"{base_url}/api/health").status_code == 200
+
+
+def test_request_line_bytes_are_never_reflected(base_url, web_server):
+    import socket
+
+    with socket.create_connection(("127.0.0.1", web_server.http_port), timeout=10) as sock:
+        sock.sendall(b"GET /dicom-web/studies?PatientName=%0d%0aX-Injected:%20yes HTTP/1.1\r\nHost: x\r\n\r\n")
+        head = sock.recv(4096).split(b"\r\n\r\n")[0]
+    assert b"X-Injected" not in head
