@@ -21,7 +21,7 @@ from tornado.ioloop import IOLoop
 from pacsdash.access import Action
 from pacsdash.archive import InvalidInstance, StoreResult
 from pacsdash.archive.archive import StudyMismatch
-from pacsdash.web.base import ApiError, BaseHandler, bad_request
+from pacsdash.web.base import ApiError, bad_request
 from pacsdash.web.multipart import MalformedMultipart, Part, parameters, split_parts
 from pacsdash.web.qido import DICOM_JSON, check_uid_path
 
