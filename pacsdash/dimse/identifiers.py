@@ -110,8 +110,3 @@ class ResponseBuilder:
         if needs_utf8:
             ds.SpecificCharacterSet = "ISO_IR 192"
         return ds
-
-
-def response_identifier(request: Dataset, level: Level, row: dict[str, str | None], aet: str) -> Dataset:
-    """The C-FIND response identifier for one match: the request's keys, filled."""
-    return ResponseBuilder(request, level, aet).build(row)

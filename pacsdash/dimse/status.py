@@ -14,8 +14,8 @@ class Status(enum.IntEnum):
     PENDING = 0xFF00
     #: PS3.4 C.4.1.1.4: matching or sub-operations stopped by C-CANCEL.
     CANCEL = 0xFE00
-    #: PS3.7 C.5.?: "Refused: Not Authorized" (0124H), for a peer not allowed
-    #: the operation.
+    #: PS3.7 Annex C general status "Refused: Not Authorized" (0124H), for a
+    #: peer not allowed the operation.
     NOT_AUTHORIZED = 0x0124
     #: PS3.4 B.2.3: "Refused: Out of Resources".
     STORE_OUT_OF_RESOURCES = 0xA700
@@ -23,9 +23,6 @@ class Status(enum.IntEnum):
     STORE_DATASET_MISMATCH = 0xA900
     #: PS3.4 B.2.3: "Error: Cannot understand" (C000-CFFF).
     STORE_CANNOT_UNDERSTAND = 0xC000
-    #: PS3.4 B.2.3 warning: the SOP instance was stored before; the first copy
-    #: is kept. "Warning: Elements Discarded" would misdescribe it, so a
-    #: duplicate is reported as SUCCESS (see :data:`DUPLICATE_STATUS`).
     #: PS3.4 C.4.1.1.4: "Identifier does not match SOP Class".
     FIND_IDENTIFIER_MISMATCH = 0xA900
     #: PS3.4 C.4.1.1.4: "Unable to process" (C000-CFFF).
@@ -43,5 +40,7 @@ class Status(enum.IntEnum):
     SUBOPERATIONS_FAILED = 0xB000
 
 
-#: Storing an instance already archived answers success: the archive has it.
+#: Storing an instance already archived answers success: the archive has it
+#: and keeps the first copy ("Warning: Elements Discarded" would misdescribe
+#: what happened).
 DUPLICATE_STATUS = Status.SUCCESS
