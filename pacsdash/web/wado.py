@@ -7,12 +7,13 @@ streamed from the store file by file.
 
 from __future__ import annotations
 
+import io
 import secrets
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from pydicom import dcmread
+from pydicom import dcmread, dcmwrite
 from tornado.ioloop import IOLoop
 
 from pacsdash.access import Action
@@ -22,6 +23,7 @@ from pacsdash.web.dicomjson import dataset_to_json, find_element
 from pacsdash.web.qido import DICOM_JSON, accepts_json, check_uid_path
 
 CHUNK = 1 << 20
+EXPLICIT_LE = "1.2.840.10008.1.2.1"
 DEFER = 4096
 
 
@@ -82,16 +84,21 @@ class RetrieveHandler(_InstancesHandler):
         self.require(Action.DOWNLOAD)
         syntax = accepted_transfer_syntax(self.request.headers.get("Accept", ""), "application/dicom")
         locations = await IOLoop.current().run_in_executor(None, self.locations, study, series, instance)
-        if syntax not in ("*", None):
-            stored = {loc.TransferSyntaxUID for loc in locations}
-            if stored != {syntax}:
-                raise ApiError(406, f"instances are kept as received ({', '.join(sorted(stored))}); "
-                                    f"transfer syntax {syntax} cannot be produced")
+        if syntax not in ("*", None, EXPLICIT_LE) and any(loc.TransferSyntaxUID != syntax for loc in locations):
+            raise ApiError(406, f"transfer syntax {syntax[:64]} cannot be produced: instances are kept as "
+                                f"received, or sent as {EXPLICIT_LE}")
         boundary = secrets.token_hex(16)
         self.set_header("Content-Type", f'multipart/related; type="application/dicom"; boundary={boundary}')
         for location in locations:
-            self.write(f"--{boundary}\r\nContent-Type: application/dicom\r\nContent-Length: {location.size}\r\n\r\n".encode())
             path = self.app.archive.local_path(location)
+            if syntax == EXPLICIT_LE and location.TransferSyntaxUID != EXPLICIT_LE:
+                data = await IOLoop.current().run_in_executor(None, transcode, path)
+                self.write(f"--{boundary}\r\nContent-Type: application/dicom; transfer-syntax={EXPLICIT_LE}\r\n\r\n".encode())
+                self.write(data)
+                self.write(b"\r\n")
+                await self.flush()
+                continue
+            self.write(f"--{boundary}\r\nContent-Type: application/dicom\r\nContent-Length: {location.size}\r\n\r\n".encode())
             with open(path, "rb") as handle:
                 while chunk := handle.read(CHUNK):
                     self.write(chunk)
@@ -99,6 +106,27 @@ class RetrieveHandler(_InstancesHandler):
             self.write(b"\r\n")
         self.write(f"--{boundary}--\r\n".encode())
         await self.finish()
+
+
+def transcode(path: Path) -> bytes:
+    """The stored file in Explicit VR Little Endian (pixel data decoded).
+
+    Raises a 406 when no installed codec can decode the pixel data.
+    """
+    ds = dcmread(path)
+    try:
+        syntax = ds.file_meta.TransferSyntaxUID
+        if syntax.is_compressed and "PixelData" in ds:
+            ds.decompress(generate_instance_uid=False)
+        elif not syntax.is_little_endian and "PixelData" in ds:
+            pixels = ds.pixel_array  # native values, swapped to little endian below
+            ds.PixelData = pixels.astype(pixels.dtype.newbyteorder("<")).tobytes()
+        ds.file_meta.TransferSyntaxUID = EXPLICIT_LE
+        buffer = io.BytesIO()
+        dcmwrite(buffer, ds, implicit_vr=False, little_endian=True, enforce_file_format=True)
+    except Exception as exc:  # a codec missing or failing: the media type cannot be produced
+        raise ApiError(406, f"cannot convert to {EXPLICIT_LE}: {exc}") from None
+    return buffer.getvalue()
 
 
 def read_header(path: Path) -> Any:

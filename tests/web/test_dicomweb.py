@@ -139,11 +139,27 @@ def test_unknown_uids_are_404(stored, base_url):
     assert session.get(f"{base_url}/dicom-web/studies", params={"StudyInstanceUID": "1.2.3"}).json() == []
 
 
+def test_retrieve_transcoded_to_explicit_little_endian(stored, base_url):
+    import numpy as np
+
+    session = session_for("viewer")
+    for name in ("JPEG2000.dcm", "MR_small_RLE.uidfix.dcm", "MR_small_bigendian.uidfix.dcm", "image_dfl.dcm"):
+        path = next(p for p in VALID if p.name == name)
+        response = session.get(instance_url(base_url, path),
+                               headers={"Accept": 'multipart/related; type="application/dicom"; transfer-syntax=1.2.840.10008.1.2.1'})
+        assert response.status_code == 200, (name, response.text)
+        [part] = parts_of(response)
+        got, original = dcmread(io.BytesIO(part)), dcmread(path)
+        assert got.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.1"
+        assert got.SOPInstanceUID == original.SOPInstanceUID
+        assert np.array_equal(got.pixel_array, original.pixel_array), name
+
+
 def test_unproducible_media_type_is_406(stored, base_url):
     ds = dcmread(next(p for p in VALID if p.name == "JPEG2000.dcm"), stop_before_pixels=True)
     url = f"{base_url}/dicom-web/studies/{ds.StudyInstanceUID}"
     session = session_for("viewer")
-    assert session.get(url, headers={"Accept": 'multipart/related; type="application/dicom"; transfer-syntax=1.2.840.10008.1.2.1'}).status_code == 406
+    assert session.get(url, headers={"Accept": 'multipart/related; type="application/dicom"; transfer-syntax=1.2.840.10008.1.2.4.50'}).status_code == 406
     assert session.get(url, headers={"Accept": "image/gif"}).status_code == 406
     assert session.get(f"{base_url}/dicom-web/studies", headers={"Accept": "application/xml"}).status_code == 406
 
