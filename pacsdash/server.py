@@ -18,6 +18,8 @@ from pacsdash import __version__  # noqa: E402
 from pacsdash.access import Accounts  # noqa: E402
 from pacsdash.archive import Archive  # noqa: E402
 from pacsdash.config import Settings, init_home  # noqa: E402
+from pacsdash.dashboard.app import dashboard  # noqa: E402
+from pacsdash.dashboard.auth import cookie_secret, make_auth_provider  # noqa: E402
 from pacsdash.dimse.scp import DicomNode  # noqa: E402
 from pacsdash.dimse.workers import DicomWorkers  # noqa: E402
 from pacsdash.logs import configure_logging as _configure_logging  # noqa: E402
@@ -31,23 +33,6 @@ LOGGER = logging.getLogger("pacsdash")
 def configure_logging(settings: Settings, verbose: bool = False) -> None:
     """Log to ``HOME/logs/pacsdash.log`` (rotated) and to standard error."""
     _configure_logging(settings.log_path, "pacsdash", verbose)
-
-
-def status_page(app: AppContext):
-    """The page at ``/`` until the dashboard lands: what the server holds."""
-
-    def view():
-        totals = app.archive.index.totals()
-        return pn.Column(
-            pn.pane.Markdown(
-                f"# pacsdash {__version__}\n\n"
-                f"DICOM node **{app.settings.server.aet}** on port {app.dicom_port}.\n\n"
-                f"{totals['patients']} patients, {totals['studies']} studies, "
-                f"{totals['series']} series, {totals['instances']} instances."
-            )
-        )
-
-    return view
 
 
 @dataclass
@@ -103,8 +88,11 @@ def start_server(settings: Settings) -> RunningServer:
         node.start()
         dicom_port = node.port
     app.dicom_port = dicom_port
+    auth: dict = {}
+    if settings.auth.enabled:
+        auth = {"auth_provider": make_auth_provider(accounts), "cookie_secret": cookie_secret(settings.run_path)}
     http = pn.serve(
-        {"/": status_page(app)},
+        {"/": lambda: dashboard(app)},
         port=settings.server.http_port,
         address=settings.server.host,
         websocket_origin="*",
@@ -112,6 +100,7 @@ def start_server(settings: Settings) -> RunningServer:
         start=False,
         title="pacsdash",
         extra_patterns=http_routes(app),
+        **auth,
         http_server_kwargs={
             "max_body_size": settings.server.max_upload_mb * 2**20,
             "max_buffer_size": settings.server.max_upload_mb * 2**20,

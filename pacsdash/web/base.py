@@ -9,7 +9,7 @@ from typing import Any
 
 from tornado.web import HTTPError, RequestHandler
 
-from pacsdash.access import Accounts, Action, User
+from pacsdash.access import Accounts, Action, Role, User
 from pacsdash.archive import Archive
 from pacsdash.config import Settings
 from pacsdash.web.auth import Authenticator
@@ -51,12 +51,26 @@ class BaseHandler(RequestHandler):
     # -- access ----------------------------------------------------------------
     def require(self, action: Action) -> User:
         user = self.app.authenticator.user_for(self.request.headers.get("Authorization"))
+        if user is None and self.request.method in ("GET", "HEAD"):
+            user = self._dashboard_user()
         if user is None:
             raise ApiError(401, "login required")
         if not user.role.may(action):
             raise ApiError(403, f"the {user.role.value} role may not {action.value}")
         self.user = user
         return user
+
+    def _dashboard_user(self) -> User | None:
+        """The user logged in to the dashboard (its signed cookie), for the
+        downloads it links to. Only for GET: a cookie is sent by the browser
+        on its own, so it never authorises a change (no CSRF)."""
+        if not self.application.settings.get("cookie_secret"):
+            return None
+        name = self.get_secure_cookie("user", max_age_days=30)
+        if not name:
+            return None
+        stamp = self.app.accounts.credential_stamp(name.decode("utf-8", "replace"))
+        return User(name.decode(), Role(stamp[0])) if stamp else None
 
     # -- CORS ------------------------------------------------------------------
     def set_default_headers(self) -> None:

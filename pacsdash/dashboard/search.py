@@ -1,0 +1,169 @@
+"""Study search: filters, a table of one page of studies, server-side paging.
+
+Only the page shown is read from the index (``limit``/``offset``), so a
+100,000-study archive pages as quickly as a small one.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+import panel as pn
+import param
+
+from pacsdash.archive import InvalidQuery, Level, Query
+
+COLUMNS = {
+    "PatientName": "Patient",
+    "PatientID": "Patient ID",
+    "StudyDate": "Date",
+    "ModalitiesInStudy": "Modalities",
+    "StudyDescription": "Description",
+    "AccessionNumber": "Accession",
+    "NumberOfStudyRelatedSeries": "Series",
+    "NumberOfStudyRelatedInstances": "Instances",
+}
+MODALITIES = ["", "CT", "MR", "US", "CR", "DX", "MG", "NM", "PT", "XA", "RF", "OT", "SR", "SEG", "RTDOSE", "RTPLAN", "ECG"]
+
+
+def person_name(value: str | None) -> str:
+    """``DOE^JANE`` -> ``DOE, JANE`` for display."""
+    if not value:
+        return ""
+    family, _, rest = value.partition("^")
+    given = " ".join(p for p in rest.split("^") if p)
+    return f"{family}, {given}" if given else family
+
+
+def wildcard(text: str) -> str:
+    """What people type -> a DICOM wildcard: ``smi`` finds ``SMITH^JOHN``."""
+    text = text.strip()
+    if not text:
+        return ""
+    return text if "*" in text or "?" in text else f"*{text}*"
+
+
+class StudySearch(pn.viewable.Viewer):
+    """Filters and a paged table of studies; ``selected`` is the chosen study."""
+
+    archive = param.Parameter(doc="The pacsdash Archive to search.")
+    patient_name = param.String(default="", doc="Name; wildcards, case and accents as people expect.")
+    patient_id = param.String(default="")
+    accession = param.String(default="")
+    description = param.String(default="")
+    modality = param.Selector(default="", objects=MODALITIES)
+    date_from = param.Date(default=None, allow_None=True)
+    date_to = param.Date(default=None, allow_None=True)
+    page = param.Integer(default=0, bounds=(0, None))
+    page_size = param.Integer(default=25, bounds=(5, 500))
+    total = param.Integer(default=0, constant=False)
+    selected = param.String(default="", doc="StudyInstanceUID of the chosen row.")
+    error = param.String(default="")
+
+    def __init__(self, **params: Any) -> None:
+        super().__init__(**params)
+        self._table = pn.widgets.Tabulator(
+            pd.DataFrame(columns=["StudyInstanceUID", *COLUMNS.values()]),
+            hidden_columns=["StudyInstanceUID"],
+            show_index=False,
+            disabled=True,
+            selectable=1,
+            sizing_mode="stretch_width",
+            height=600,
+            sorters=[],
+        )
+        self._table.param.watch(self._on_select, "selection")
+        self._pager = pn.pane.Markdown("", margin=(8, 10))
+        self.refresh()
+
+    def query(self) -> Query:
+        """The index query of the current filters and page."""
+        filters = {
+            "PatientName": wildcard(self.patient_name),
+            "PatientID": wildcard(self.patient_id),
+            "AccessionNumber": wildcard(self.accession),
+            "StudyDescription": wildcard(self.description),
+            "ModalitiesInStudy": self.modality,
+        }
+        if self.date_from or self.date_to:
+            start = self.date_from.strftime("%Y%m%d") if self.date_from else ""
+            end = self.date_to.strftime("%Y%m%d") if self.date_to else ""
+            filters["StudyDate"] = f"{start}-{end}"
+        return Query(
+            Level.STUDY,
+            {k: v for k, v in filters.items() if v},
+            fields=list(COLUMNS),
+            limit=self.page_size,
+            offset=self.page * self.page_size,
+            order_by=[("StudyDate", True), ("StudyTime", True)],
+            include_defaults=False,
+        )
+
+    @param.depends(
+        "patient_name", "patient_id", "accession", "description", "modality", "date_from", "date_to", watch=True
+    )
+    def _filters_changed(self) -> None:
+        if self.page:
+            self.page = 0  # triggers refresh
+        else:
+            self.refresh()
+
+    @param.depends("page", "page_size", watch=True)
+    def refresh(self) -> None:
+        """Read the current page (and the total) from the index."""
+        try:
+            query = self.query()
+            rows = self.archive.find(query)
+            self.total = self.archive.count(query)
+            self.error = ""
+        except InvalidQuery as exc:
+            rows, self.total, self.error = [], 0, str(exc)
+        frame = pd.DataFrame(
+            [
+                {"StudyInstanceUID": r["StudyInstanceUID"],
+                 **{label: person_name(r.get(key)) if key == "PatientName" else (r.get(key) or "")
+                    for key, label in COLUMNS.items()}}
+                for r in rows
+            ],
+            columns=["StudyInstanceUID", *COLUMNS.values()],
+        )
+        self._table.value = frame
+        pages = max(1, -(-self.total // self.page_size))
+        self._pager.object = f"{self.total} studies, page {self.page + 1} of {pages}"
+
+    def _on_select(self, event: Any) -> None:
+        if event.new:
+            self.selected = str(self._table.value.iloc[event.new[0]]["StudyInstanceUID"])
+
+    def next_page(self, *_: Any) -> None:
+        if (self.page + 1) * self.page_size < self.total:
+            self.page += 1
+
+    def previous_page(self, *_: Any) -> None:
+        if self.page:
+            self.page -= 1
+
+    def __panel__(self) -> pn.viewable.Viewable:
+        previous = pn.widgets.Button(name="◀ Previous", width=110)
+        following = pn.widgets.Button(name="Next ▶", width=110)
+        previous.on_click(self.previous_page)
+        following.on_click(self.next_page)
+        filters = pn.Param(
+            self.param,
+            parameters=["patient_name", "patient_id", "accession", "description", "modality", "date_from", "date_to"],
+            widgets={
+                "patient_name": {"type": pn.widgets.TextInput, "placeholder": "e.g. smith or müller*"},
+                "date_from": pn.widgets.DatePicker,
+                "date_to": pn.widgets.DatePicker,
+            },
+            show_name=False,
+            width=260,
+        )
+        error = pn.pane.Alert(self.param.error, alert_type="danger", visible=self.param.error.rx.bool())
+        return pn.Row(
+            pn.Column("### Find studies", filters),
+            pn.Column(error, self._table, pn.Row(previous, following, self._pager), sizing_mode="stretch_width"),
+            sizing_mode="stretch_width",
+        )
+

@@ -1,0 +1,74 @@
+"""The study search component, without a browser."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from pacsdash.archive import Archive
+from pacsdash.dashboard.search import StudySearch, person_name, wildcard
+from tests.factories import make_instance
+
+
+@pytest.fixture(scope="module")
+def archive(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("search")
+    archive = Archive.open_home(folder / "store", folder / "index.duckdb")
+    for k in range(60):
+        archive.store_bytes(make_instance(PatientName=f"PATIENT^{k:02d}", PatientID=f"ID{k:02d}",
+                                          StudyDate=f"2024{1 + k % 12:02d}{1 + k % 28:02d}", Modality="CT" if k % 3 else "MR",
+                                          StudyDescription="HEAD" if k % 2 else "CHEST", AccessionNumber=f"ACC{k}"))
+    archive.store_bytes(make_instance(PatientName="Müller^Jürgen", PatientID="MU1", StudyDate="20230101", Modality="CT"))
+    archive.store_bytes(make_instance(PatientName="<script>alert(1)</script>^X", PatientID="XSS", StudyDate="20230102"))
+    yield archive
+    archive.close()
+
+
+def test_pages_come_from_the_index(archive):
+    search = StudySearch(archive=archive, page_size=25)
+    assert search.total == 62
+    first = list(search._table.value["StudyInstanceUID"])
+    assert len(first) == 25
+    search.next_page()
+    second = list(search._table.value["StudyInstanceUID"])
+    assert len(second) == 25 and not set(first) & set(second)
+    search.next_page()
+    search.next_page()  # no page after the last
+    assert search.page == 2 and len(search._table.value) == 12
+    dates = list(search._table.value["Date"])
+    assert dates == sorted(dates, reverse=True)
+
+
+def test_filters(archive):
+    search = StudySearch(archive=archive)
+    search.patient_name = "muller"  # case and accents as people type them
+    assert list(search._table.value["Patient"]) == ["Müller, Jürgen"]
+    search.patient_name = ""
+    search.modality = "MR"
+    assert search.total == 20
+    search.modality = ""
+    search.date_from, search.date_to = dt.date(2024, 1, 1), dt.date(2024, 1, 31)
+    assert set(search._table.value["Date"]) <= {f"202401{d:02d}" for d in range(1, 32)} and search.total == 5
+    search.date_from = search.date_to = None
+    search.patient_id = "id0?"
+    assert search.total == 0  # single value matching of LO is case-sensitive
+    search.patient_id = "ID0?"
+    assert search.total == 10
+
+
+def test_selection_and_names(archive):
+    search = StudySearch(archive=archive)
+    search.patient_id = "XSS"
+    search._table.selection = [0]
+    assert search.selected == search._table.value.iloc[0]["StudyInstanceUID"]
+    # Cells are plain text: the Tabulator escapes them when drawing.
+    assert search._table.value.iloc[0]["Patient"] == "<script>alert(1)</script>, X"
+    assert person_name("DOE^JANE^Q") == "DOE, JANE Q"
+    assert wildcard("smi") == "*smi*" and wildcard("smi*") == "smi*" and wildcard(" ") == ""
+
+
+def test_a_bad_date_range_is_shown_not_raised(archive):
+    search = StudySearch(archive=archive)
+    search.date_from, search.date_to = dt.date(2024, 5, 1), dt.date(2024, 1, 1)
+    assert "ends before" in search.error and search.total == 0
