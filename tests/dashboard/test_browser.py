@@ -1,0 +1,126 @@
+"""The dashboard in a real browser: Debian's chromium driven by Playwright."""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from pathlib import Path
+
+import pytest
+import requests
+from pydicom import dcmread
+
+from tests.conftest import require_tool
+from tests.helpers import VALID, ServerProcess, run_cli
+from tests.web.test_dicomweb import multipart
+
+try:
+    from playwright.sync_api import expect
+except ImportError:  # the fixture below skips (or fails in CI) with the reason
+    expect = None
+
+CHROMIUM = Path("/usr/bin/chromium")
+pytestmark = pytest.mark.browser
+
+
+@pytest.fixture(scope="module")
+def browser():
+    try:
+        from playwright.sync_api import sync_playwright  # noqa: F401
+    except ImportError:
+        require_tool(False, "playwright is not installed (pip install -e '.[test]')")
+    require_tool(CHROMIUM.exists(), "Debian's chromium is not installed; .ci/run installs it")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), headless=True,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        yield browser
+        browser.close()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    home = tmp_path_factory.mktemp("dash") / "home"
+    for role in ("admin", "viewer"):
+        assert run_cli("users", "add", role, "--role", role, "--password-stdin", "--home", str(home), input=f"{role}-pw\n").returncode == 0
+    server = ServerProcess.start(home)
+    body, content_type = multipart([p.read_bytes() for p in VALID])
+    assert requests.post(f"http://127.0.0.1:{server.http_port}/dicom-web/studies", data=body,
+                         headers={"Content-Type": content_type}, auth=("admin", "admin-pw")).status_code == 200
+    yield server
+    server.stop()
+
+
+def log_in(browser, server, role: str, shots: Path):
+    context = browser.new_context(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
+    page = context.new_page()
+    outside = []
+    page.on("request", lambda r: outside.append(r.url) if not r.url.startswith(("http://127.0.0.1", "ws://127.0.0.1", "data:", "blob:")) else None)
+    page.goto(f"http://127.0.0.1:{server.http_port}/")
+    assert "/login" in page.url  # nothing of the archive before login
+    assert "CompressedSamples" not in page.content()
+    page.screenshot(path=shots / f"{role}-login.png")
+    page.fill("#username", role)
+    page.fill("#password", f"{role}-pw")
+    page.click("button[type=submit]")
+    page.wait_for_selector("text=Find studies", timeout=60_000)
+    page.wait_for_selector(".tabulator-row", timeout=30_000)
+    page.screenshot(path=shots / f"{role}-studies.png")
+    assert outside == [], f"requests left the machine: {outside}"
+    return context, page
+
+
+def test_admin_searches_opens_and_downloads(browser, server, tmp_path):
+    context, page = log_in(browser, server, "admin", tmp_path)
+    assert page.locator("text=admin (admin)").is_visible()
+    name = page.get_by_placeholder("e.g. smith or müller*")
+    name.fill("compressed*mr1")
+    name.press("Enter")
+    expect(page.locator(".tabulator-row")).to_have_count(1, timeout=30_000)  # locators see into shadow roots
+    page.screenshot(path=tmp_path / "admin-search.png")
+    page.locator(".tabulator-row").first.click()
+    page.wait_for_selector("text=Download the study (ZIP)", timeout=30_000)
+    assert page.locator("button:has-text('Delete study')").is_visible()
+    with page.expect_download() as download:
+        page.click("text=Download the study (ZIP)")
+    data = Path(download.value.path()).read_bytes()
+    page.screenshot(path=tmp_path / "admin-study.png")
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        got = sorted(archive.read(info) for info in archive.infolist())
+    mr_study = dcmread(next(p for p in VALID if p.name == "MR_small.dcm"), stop_before_pixels=True).StudyInstanceUID
+    expected = sorted(p.read_bytes() for p in VALID if dcmread(p, stop_before_pixels=True).StudyInstanceUID == mr_study)
+    assert got == expected
+    context.close()
+
+
+def test_viewer_sees_no_delete_and_the_api_refuses(browser, server, tmp_path):
+    context, page = log_in(browser, server, "viewer", tmp_path)
+    page.locator(".tabulator-row").first.click()
+    page.wait_for_selector("text=Download the study (ZIP)", timeout=30_000)
+    assert page.locator("button:has-text('Delete study')").count() == 0
+    page.screenshot(path=tmp_path / "viewer-study.png")
+    response = requests.delete(f"http://127.0.0.1:{server.http_port}/api/studies/1.2.3", auth=("viewer", "viewer-pw"))
+    assert response.status_code == 403
+    context.close()
+
+
+def test_names_are_shown_escaped(browser, server, tmp_path):
+    from tests.factories import make_instance
+
+    raw = make_instance(PatientName="<img src=x onerror=alert(1)>^Mallory", PatientID="XSS1")
+    body, content_type = multipart([raw])
+    requests.post(f"http://127.0.0.1:{server.http_port}/dicom-web/studies", data=body,
+                  headers={"Content-Type": content_type}, auth=("admin", "admin-pw"))
+    context, page = log_in(browser, server, "admin", tmp_path)
+    dialogs = []
+    page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+    name = page.get_by_placeholder("e.g. smith or müller*")
+    name.fill("*mallory*")
+    name.press("Enter")
+    expect(page.locator(".tabulator-row")).to_have_count(1, timeout=30_000)  # locators see into shadow roots
+    page.locator(".tabulator-row").first.click()
+    page.wait_for_selector("text=Download the study (ZIP)", timeout=30_000)
+    assert page.locator("img[src=x]").count() == 0
+    assert dialogs == []
+    assert "&lt;img" in page.content() or "<img src=x" not in page.content()
+    context.close()
