@@ -22,6 +22,35 @@ def current_role(context: Any) -> Role | None:
     return Role(stamp[0]) if stamp else None
 
 
+class ArrivalCounter:
+    """Counts committed instances, so sessions can tell that something arrived."""
+
+    def __init__(self, archive: Any) -> None:
+        self.count = 0
+        archive.subscribe(self._on_commit)
+
+    def _on_commit(self, records: list) -> None:
+        self.count += len(records)
+
+
+def watch_arrivals(archive: Any, refreshers: list, period_ms: int = 2000) -> None:
+    """Refresh this session's views when instances arrive (C-STORE, STOW-RS,
+    import), checking every ``period_ms``; no page reload needed."""
+    counter = getattr(archive, "_arrivals", None)
+    if counter is None:
+        counter = archive._arrivals = ArrivalCounter(archive)  # noqa: SLF001 - one per archive
+    seen = {"count": counter.count}
+
+    def check() -> None:
+        if counter.count != seen["count"]:
+            seen["count"] = counter.count
+            for refresh in refreshers:
+                refresh()
+
+    if pn.state.curdoc is not None:
+        pn.state.add_periodic_callback(check, period=period_ms)
+
+
 def dashboard(context: Any) -> pn.viewable.Viewable:
     """One session's page."""
     role = current_role(context)
@@ -36,8 +65,10 @@ def dashboard(context: Any) -> pn.viewable.Viewable:
         + (' · <a href="/logout">Log out</a>' if context.settings.auth.enabled else ""),
         margin=(10, 10),
     )
+    overview = Overview(archive=context.archive)
     tabs = pn.Tabs(("Studies", pn.Column(search, study, sizing_mode="stretch_width")),
-                   ("Overview", Overview(archive=context.archive)), dynamic=True, sizing_mode="stretch_width")
+                   ("Overview", overview), dynamic=True, sizing_mode="stretch_width")
+    watch_arrivals(context.archive, [search.refresh, overview.refresh])
     return pn.Column(
         pn.Row(pn.pane.Markdown("## pacsdash", margin=(0, 10)), pn.HSpacer(), who, sizing_mode="stretch_width"),
         tabs,

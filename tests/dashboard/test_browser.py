@@ -124,3 +124,19 @@ def test_names_are_shown_escaped(browser, server, tmp_path):
     assert dialogs == []
     assert "&lt;img" in page.content() or "<img src=x" not in page.content()
     context.close()
+
+
+def test_a_new_study_appears_without_reloading(browser, server, tmp_path):
+    from tests.factories import make_instance
+
+    context, page = log_in(browser, server, "admin", tmp_path)
+    name = page.get_by_placeholder("e.g. smith or müller*")
+    name.fill("*latecomer*")
+    name.press("Enter")
+    expect(page.locator(".tabulator-row")).to_have_count(0, timeout=30_000)
+    body, content_type = multipart([make_instance(PatientName="LATECOMER^LUKE", PatientID="LATE1")])
+    assert requests.post(f"http://127.0.0.1:{server.http_port}/dicom-web/studies", data=body,
+                         headers={"Content-Type": content_type}, auth=("admin", "admin-pw")).status_code == 200
+    expect(page.locator(".tabulator-row")).to_have_count(1, timeout=30_000)
+    page.screenshot(path=tmp_path / "arrived.png")
+    context.close()
