@@ -169,12 +169,13 @@ def volume_series(
         yield ds
 
 
-def multiframe(patient: tuple[str, str, str, str], study: Dataset, frames: int = 12, size: int = 128) -> Dataset:
-    """A multi-frame RGB instance: a rotating colour wheel, ``frames`` frames."""
-    ds = _base(patient, study, MultiFrameTrueColorSecondaryCaptureImageStorage, "OT")
+def _rgb_capture(patient: tuple[str, str, str, str], study: Dataset, sop_class: str, number: int,
+                 description: str, size: int) -> Dataset:
+    """A one-instance series of 8-bit RGB secondary capture."""
+    ds = _base(patient, study, sop_class, "OT")
     ds.SeriesInstanceUID = generate_uid(PREFIX)
-    ds.SeriesNumber = 90
-    ds.SeriesDescription = "Cine colour wheel"
+    ds.SeriesNumber = number
+    ds.SeriesDescription = description
     ds.InstanceNumber = 1
     ds.SamplesPerPixel = 3
     ds.PhotometricInterpretation = "RGB"
@@ -183,6 +184,12 @@ def multiframe(patient: tuple[str, str, str, str], study: Dataset, frames: int =
     ds.BitsAllocated = ds.BitsStored = 8
     ds.HighBit = 7
     ds.PixelRepresentation = 0
+    return ds
+
+
+def multiframe(patient: tuple[str, str, str, str], study: Dataset, frames: int = 12, size: int = 128) -> Dataset:
+    """A multi-frame RGB instance: a rotating colour wheel, ``frames`` frames."""
+    ds = _rgb_capture(patient, study, MultiFrameTrueColorSecondaryCaptureImageStorage, 90, "Cine colour wheel", size)
     ds.NumberOfFrames = frames
     ds.FrameIncrementPointer = 0x00181063
     ds.FrameTime = 100
@@ -201,19 +208,8 @@ def multiframe(patient: tuple[str, str, str, str], study: Dataset, frames: int =
 
 def colour_capture(patient: tuple[str, str, str, str], study: Dataset, size: int = 192) -> Dataset:
     """A single-frame RGB secondary capture (a gradient with a colour bar)."""
-    ds = _base(patient, study, SecondaryCaptureImageStorage, "OT")
-    ds.SeriesInstanceUID = generate_uid(PREFIX)
-    ds.SeriesNumber = 91
-    ds.SeriesDescription = "Colour secondary capture"
-    ds.InstanceNumber = 1
+    ds = _rgb_capture(patient, study, SecondaryCaptureImageStorage, 91, "Colour secondary capture", size)
     ds.ConversionType = "WSD"
-    ds.SamplesPerPixel = 3
-    ds.PhotometricInterpretation = "RGB"
-    ds.PlanarConfiguration = 0
-    ds.Rows = ds.Columns = size
-    ds.BitsAllocated = ds.BitsStored = 8
-    ds.HighBit = 7
-    ds.PixelRepresentation = 0
     y, x = np.mgrid[0:1 : size * 1j, 0:1 : size * 1j]
     rgb = np.stack([x, y, 1 - x], axis=-1)
     rgb[: size // 8] = [[1, 0, 0]] * size
