@@ -35,6 +35,27 @@ def configure_logging(settings: Settings, verbose: bool = False) -> None:
     _configure_logging(settings.log_path, "pacsdash", verbose)
 
 
+def allow_dashboard_origins(http: object, settings: Settings, port: int) -> None:
+    """Let the dashboard's websocket be opened only from pages of this server.
+
+    A browser sends the login cookie with a websocket handshake from any
+    page; accepting any origin would let another site drive a logged-in
+    user's dashboard. Allowed: this host and port, its loopback names, the
+    ``public_url`` host and the CORS origins configured.
+    """
+    from urllib.parse import urlsplit
+
+    origins = http._tornado.websocket_origins  # noqa: SLF001 - bokeh keeps them in this set
+    origins.clear()
+    for host in {settings.server.host, "127.0.0.1", "localhost", "[::1]"}:
+        origins.add(f"{host}:{port}")
+    if settings.server.public_url:
+        origins.add(urlsplit(settings.server.public_url).netloc)
+    for origin in settings.server.cors_origins:
+        if origin != "*":
+            origins.add(urlsplit(origin).netloc)
+
+
 @dataclass
 class RunningServer:
     """Handles on a started server (used by ``serve`` and by tests)."""
@@ -95,7 +116,7 @@ def start_server(settings: Settings) -> RunningServer:
         {"/": lambda: dashboard(app)},
         port=settings.server.http_port,
         address=settings.server.host,
-        websocket_origin="*",
+        websocket_origin=["localhost"],  # completed below, once the port is known
         show=False,
         start=False,
         title="pacsdash",
@@ -107,6 +128,7 @@ def start_server(settings: Settings) -> RunningServer:
         },
     )
     http.start()
+    allow_dashboard_origins(http, settings, int(http.port))
     app.ready = True
     info = ServerInfo(
         pid=os.getpid(),

@@ -124,3 +124,19 @@ def test_forwarded_header_parsing():
         "for": "192.0.2.60", "proto": "http", "host": "127.0.0.1:8080"}
     assert parse_forwarded('host="a;b:1";proto=https') == {"host": "a;b:1", "proto": "https"}
     assert parse_forwarded("") == {}
+
+
+def test_dashboard_websocket_refuses_foreign_origins(web_server):
+    import base64
+    import os
+    import socket
+
+    def handshake(origin: str) -> bytes:
+        key = base64.b64encode(os.urandom(16)).decode()
+        with socket.create_connection(("127.0.0.1", web_server.http_port), timeout=10) as sock:
+            sock.sendall((f"GET /ws HTTP/1.1\r\nHost: 127.0.0.1:{web_server.http_port}\r\nUpgrade: websocket\r\n"
+                          f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+                          f"Origin: {origin}\r\n\r\n").encode())
+            return sock.recv(200)
+
+    assert handshake("http://evil.example").startswith(b"HTTP/1.1 403")
