@@ -70,7 +70,7 @@ class StudySearch(pn.viewable.Viewer):
             disabled=True,
             selectable=1,
             sizing_mode="stretch_width",
-            height=600,
+            height=330,
             sorters=[],
         )
         self._table.param.watch(self._on_select, "selection")

@@ -46,6 +46,7 @@ class StudyPanel(pn.viewable.Viewer):
         self._confirm = pn.widgets.Checkbox(name="Yes, delete this study for good")
         self._delete.on_click(self._on_delete)
         self._progress = pn.indicators.LoadingSpinner(value=False, size=24, visible=False)
+        self._viewer_slot = pn.Column(sizing_mode="stretch_width")
         self._load()
 
     @param.depends("study_uid", watch=True)
@@ -56,6 +57,7 @@ class StudyPanel(pn.viewable.Viewer):
             self._title.object = "<p>Choose a study in the table.</p>"
             self._series.value = self._series.value.iloc[0:0]
             self._download.object = ""
+            self._viewer_slot[:] = []
             return
         [study] = self.archive.find(Query(Level.STUDY, {"StudyInstanceUID": self.study_uid},
                                           ["PatientName", "PatientID", "StudyDate", "StudyDescription"],
@@ -76,6 +78,9 @@ class StudyPanel(pn.viewable.Viewer):
             f'<a href="/api/studies/{html.escape(self.study_uid)}/archive" download>Download the study (ZIP)</a>'
         )
         self._peer.options = [m.name for m in self.accounts.modalities()] if self.accounts else []
+        from pacsdash.dashboard.viewer import SeriesViewer
+
+        self._viewer_slot[:] = [SeriesViewer(archive=self.archive, study_uid=self.study_uid)]
 
     async def _on_send(self, *_: Any) -> None:
         from pacsdash.dimse.scu import AssociationFailed, send_files
@@ -116,4 +121,4 @@ class StudyPanel(pn.viewable.Viewer):
             actions += [self._confirm, self._delete]
         message = pn.pane.Alert(self.param.message, alert_type="info", visible=self.param.message.rx.bool())
         return pn.Column(self._title, pn.Row(*actions, self._progress), message, self._series,
-                         sizing_mode="stretch_width")
+                         self._viewer_slot, sizing_mode="stretch_width")

@@ -132,7 +132,7 @@ def _voi_lut_sequence(ds: Dataset, values: np.ndarray) -> np.ndarray | None:
     return mapped.astype(np.float64) * (255.0 / (2**bits - 1))
 
 
-def _padding_mask(ds: Dataset, stored: np.ndarray) -> np.ndarray | None:
+def padding_mask(ds: Dataset, stored: np.ndarray) -> np.ndarray | None:
     """Pixels that are padding (PS3.3 C.7.5.1.1.2), not part of the image."""
     padding = first_number(ds.get("PixelPaddingValue"))
     if padding is None or stored.dtype.kind == "f":
@@ -194,7 +194,7 @@ def voi_lut(
     mapped = _voi_lut_sequence(ds, values)
     if mapped is not None:
         return mapped
-    mask = _padding_mask(ds, stored) if stored is not None else None
+    mask = padding_mask(ds, stored) if stored is not None else None
     return _min_max(values, mask)
 
 

@@ -140,3 +140,17 @@ def test_a_new_study_appears_without_reloading(browser, server, tmp_path):
     expect(page.locator(".tabulator-row")).to_have_count(1, timeout=30_000)
     page.screenshot(path=tmp_path / "arrived.png")
     context.close()
+
+
+def test_a_study_opens_in_the_viewer(browser, server, tmp_path):
+    context, page = log_in(browser, server, "viewer", tmp_path)
+    name = page.get_by_placeholder("e.g. smith or müller*")
+    name.fill("compressed*mr1")
+    name.press("Enter")
+    expect(page.locator(".tabulator-row")).to_have_count(1, timeout=30_000)
+    page.locator(".tabulator-row").first.click()
+    canvas = page.locator("canvas").first
+    canvas.wait_for(timeout=60_000)
+    page.wait_for_timeout(1500)  # let the first frame arrive and draw
+    page.screenshot(path=tmp_path / "viewer.png")
+    context.close()
