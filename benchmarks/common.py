@@ -132,30 +132,3 @@ def read_tree_rss_kb(pid: int) -> tuple[int | None, int, int]:
     children = [kb for kb in (read_rss_kb(child) for child in descendants(pid)) if kb is not None]
     return own, (own or 0) + sum(children), 1 + len(children)
 
-
-def _cpu_times() -> tuple[int, int]:
-    """(busy, total) jiffies of all CPUs from /proc/stat."""
-    with open("/proc/stat") as handle:
-        values = [int(v) for v in handle.readline().split()[1:]]
-    idle = values[3] + (values[4] if len(values) > 4 else 0)  # idle + iowait
-    return sum(values) - idle, sum(values)
-
-
-def cpu_busy(seconds: float = 1.0) -> float:
-    """Fraction of all CPUs busy over the next ``seconds`` (0..1)."""
-    busy0, total0 = _cpu_times()
-    time.sleep(seconds)
-    busy1, total1 = _cpu_times()
-    return (busy1 - busy0) / max(1, total1 - total0)
-
-
-def wait_for_quiet(max_wait: float, threshold: float = 0.15) -> float:
-    """Wait (at most ``max_wait`` s) until other processes leave the CPUs idle; return the last busy fraction.
-
-    Call it while the benchmark itself is idle: whatever is busy then is someone else.
-    """
-    deadline = time.monotonic() + max_wait
-    busy = cpu_busy()
-    while busy > threshold and time.monotonic() < deadline:
-        busy = cpu_busy()
-    return busy

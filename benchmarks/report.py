@@ -24,6 +24,8 @@ class Metric:
     skipped: dict[str, str] = field(default_factory=dict)
     #: Optional text shown after a value (e.g. "flat").
     notes: dict[str, str] = field(default_factory=dict)
+    #: Servers whose value was measured while other processes loaded the machine.
+    flagged: set[str] = field(default_factory=set)
 
     def ratio(self) -> float | None:
         """pacsdash / Orthanc, when both were measured."""
@@ -42,6 +44,7 @@ class Metric:
             "values": self.values,
             "notes": self.notes,
             "skipped": self.skipped,
+            "measured_under_foreign_load": sorted(self.flagged),
             "not_applicable": [s for s, _ in COLUMNS if s not in self.applies],
             "ratio_pacsdash_over_orthanc": None if ratio is None else round(ratio, 3),
         }
@@ -92,7 +95,8 @@ def _cell(metric: Metric, server: str) -> str:
         return NOT_APPLICABLE
     if server in metric.values:
         note = metric.notes.get(server)
-        return _number(metric.values[server]) + (f" ({note})" if note else "")
+        mark = " †" if server in metric.flagged else ""
+        return _number(metric.values[server]) + (f" ({note})" if note else "") + mark
     reason = metric.skipped.get(server, "not run")
     short = reason if len(reason) <= 48 else reason[:45] + "..."
     return "skipped: " + short.replace("|", "/").replace("\n", " ")
@@ -161,6 +165,16 @@ def markdown(results: Results) -> str:
     if setup:
         out += ["## Loading the C-FIND index (setup, not a comparable metric)", ""]
         out += [f"- {server}: {text}" for server, text in setup.items()] + [""]
+    loads = results.details.get("foreign_load", {})
+    if loads:
+        before = results.details.get("cpu_busy_before", {})
+        retried = results.details.get("discarded_under_load", {})
+        out += ["## Measurement conditions (other processes on this machine)", "",
+                "| Measurement | CPUs busy just before | other processes' share during | repeated |", "|---|---:|---:|---:|"]
+        for where, load in loads.items():
+            out.append(f"| {where} | {before.get(where, 0):.0%} | {load['foreign_share']:.0%} | "
+                       f"{len(retried.get(where, []))} |")
+        out.append("")
     if results.log_issues:
         out += ["## Warnings and errors in server logs", ""]
         for where, lines in results.log_issues.items():

@@ -11,6 +11,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -30,6 +31,7 @@ from benchmarks.common import (
     Skipped,
     count_files,
     dcmtk_env,
+    descendants,
     free_port,
     stop_process,
     tail,
@@ -40,6 +42,28 @@ from benchmarks.machine import source_state
 START_TIMEOUT = 120.0
 STOP_TIMEOUT = 30.0
 HTTP_TIMEOUT = 10.0
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def reap_orphans(pids: list[int], grace: float = 5.0) -> int:
+    """SIGKILL those of ``pids`` (children of a server we started) still alive after ``grace`` s; return how many."""
+    deadline = time.monotonic() + grace
+    while any(_alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    left = [p for p in pids if _alive(p)]
+    for pid in left:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+    return len(left)
 
 
 def http_get(url: str, timeout: float = HTTP_TIMEOUT) -> tuple[int, bytes]:
@@ -76,6 +100,7 @@ class Server:
         #: Set when the process did not stop cleanly on SIGTERM.
         self.stop_note = ""
         self.stop_seconds: float | None = None
+        self.issues_extra: list[str] = []
 
     @property
     def pid(self) -> int:
@@ -109,8 +134,14 @@ class Server:
         """Stop the process and close the log (the folder is removed by ``__exit__``)."""
         try:
             if self.proc is not None and self.proc.poll() is None:
+                children = descendants(self.proc.pid)
                 started = time.monotonic()
                 self.exit_code = stop_process(self.proc, STOP_TIMEOUT)
+                left = reap_orphans(children)
+                if left:
+                    print(f"  note: {self.name} left {left} child process(es) running; killed them", file=sys.stderr)
+                    self.issues_extra.append(f"[benchmark] {self.name} left {left} child process(es) running after "
+                                             "it exited; the benchmark killed them")
                 if self.exit_code == -9:
                     self.stop_note = (f"[benchmark] {self.name} did not exit within {STOP_TIMEOUT:.0f} s of SIGTERM; "
                                       "killed with SIGKILL")
@@ -127,7 +158,7 @@ class Server:
             if self._log is not None:
                 self._log.close()
                 self._log = None
-            self.issues = self.log_issues()
+            self.issues = self.issues_extra + self.log_issues()
 
     def __enter__(self) -> Server:
         """Own the folder; call :meth:`start` inside the block (after any setup)."""

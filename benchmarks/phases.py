@@ -1,0 +1,231 @@
+"""The three benchmark phases: ingest, C-FIND latency, server memory.
+
+Every measurement uses a fresh server (for C-FIND, one per server with the
+index loaded once) and ends with the server stopped and its folder removed.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from benchmarks import cfind, datasets, ingest, memory
+from benchmarks.common import STORESCU
+from benchmarks.cpu import ForeignLoad
+from benchmarks.guard import Guard, say
+from benchmarks.report import Results
+from benchmarks.servers import SERVERS, PacsdashServer, Server
+
+PHASES = ("ingest", "find", "memory")
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How big each benchmark is, and where it runs."""
+
+    quick: bool
+    instances: int
+    find: datasets.FindIndexPlan
+    memory_instances: int
+    repetitions: int
+    servers: tuple[str, ...]
+    phases: tuple[str, ...]
+    tmp_root: Path
+    keep: bool
+
+
+def record_server(results: Results, server: Server, where: str) -> None:
+    """Keep the server's log warnings, how it stopped, and which pacsdash code it ran."""
+    issues = ([server.stop_note] if server.stop_note else []) + server.issues
+    if issues:
+        results.log_issues[f"{server.name} / {where}"] = issues[:50]
+    if server.source:
+        results.details.setdefault("pacsdash_source", {})[where] = server.source
+
+
+# -- 1. ingest ---------------------------------------------------------------
+def run_ingest(plan: Plan, results: Results, guard: Guard) -> None:
+    """Instances/s of storescu into each server, 1 and 4 associations."""
+    ids = {1: "ingest_1", 4: "ingest_4"}
+    for n, id in ids.items():
+        results.metric(id, f"Ingest, CT 512x512 16-bit, storescu, {n} association{'s' if n > 1 else ''}",
+                       "instances/s", "higher")
+    if not STORESCU.exists():
+        for name in plan.servers:
+            results.skip(list(ids.values()), name, f"{STORESCU} not found")
+        return
+    fileset = datasets.ct_volume(plan.instances)
+    fileset.warm()
+    details = results.details.setdefault("ingest", {})
+    for name in plan.servers:
+        for n, id in ids.items():
+            say(f"ingest: {name}, {n} association(s), {fileset.count} instances")
+
+            def run(name: str = name, n: int = n) -> tuple[ingest.IngestResult, dict]:
+                with SERVERS[name](plan.tmp_root, plan.keep) as server:
+                    try:
+                        server.start()
+                        with ForeignLoad(server.pid) as load:
+                            result = ingest.run_storescu(server, fileset, n, server.folder / "clients")
+                    finally:
+                        server.stop()
+                        record_server(results, server, f"ingest {n}")
+                return result, load.result
+
+            def one(name: str = name, n: int = n, id: str = id, run=run) -> None:
+                result = guard.measure(f"{name} ingest {n}", [id], name, run)
+                details.setdefault(name, {})[str(n)] = result.as_dict()
+                if result.errors:
+                    raise RuntimeError("; ".join(result.errors[:3]))
+                results.metrics[id].values[name] = round(result.rate, 1)
+                say(f"  {result.rate:.1f} instances/s ({result.seconds:.2f} s)")
+
+            guard.attempt([id], name, one)
+
+
+# -- 2. C-FIND ---------------------------------------------------------------
+def _find_ids(query: cfind.FindQuery) -> tuple[str, str]:
+    return f"find_{query.name}_median", f"find_{query.name}_p95"
+
+
+def _load_index(server: Server, fileset: datasets.FileSet) -> str:
+    """Fill the server with the C-FIND index and start it; a line saying how."""
+    if isinstance(server, PacsdashServer):
+        started = time.perf_counter()
+        summary = server.import_offline(fileset.shards, timeout=ingest.timeout_for(fileset.count))
+        seconds = time.perf_counter() - started
+        server.start()
+        return (f"`pacsdash import` before start: {fileset.count} files in {seconds:.1f} s "
+                f"({fileset.count / seconds:.0f}/s); {summary}")
+    server.start()
+    loaded = ingest.run_storescu(server, fileset, 4, server.folder / "clients")
+    if loaded.errors:
+        raise RuntimeError("loading the index failed: " + "; ".join(loaded.errors[:3]))
+    return f"storescu, 4 associations: {fileset.count} files in {loaded.seconds:.1f} s ({loaded.rate:.0f}/s)"
+
+
+def run_find(plan: Plan, results: Results, guard: Guard) -> None:
+    """Median and p95 C-FIND latency of four STUDY-level queries, pacsdash and Orthanc."""
+    queries = cfind.queries(plan.find)
+    all_ids: list[str] = []
+    for query in queries:
+        median_id, p95_id = _find_ids(query)
+        results.metric(median_id, f"C-FIND STUDY {query.label} ({query.expected} matches), median", "ms", "lower",
+                       ("pacsdash", "orthanc"))
+        results.metric(p95_id, f"C-FIND STUDY {query.label} ({query.expected} matches), p95", "ms", "lower",
+                       ("pacsdash", "orthanc"))
+        all_ids += [median_id, p95_id]
+    names = [n for n in plan.servers if n in ("pacsdash", "orthanc")]
+    if not names:
+        return
+    fileset = datasets.find_index(plan.find)
+    details = results.details.setdefault("find", {})
+    setup = results.details.setdefault("setup", {})
+    for name in names:
+        say(f"find: {name}, loading {fileset.count} instances")
+
+        def one(name: str = name) -> None:
+            with SERVERS[name](plan.tmp_root, plan.keep) as server:
+                try:
+                    setup[name] = _load_index(server, fileset)
+                    say(f"  {setup[name]}")
+                    held = server.stored_count()
+                    if held != fileset.count:
+                        raise RuntimeError(f"{name} holds {held} instances, {fileset.count} expected")
+
+                    def run() -> tuple[dict, dict]:
+                        with ForeignLoad(server.pid) as load:
+                            measured = cfind.measure(server, plan.find, plan.repetitions)
+                        return measured, load.result
+
+                    measured = guard.measure(f"{name} find", all_ids, name, run)
+                finally:
+                    server.stop()
+                    record_server(results, server, "find")
+            details[name] = {"instances": fileset.count, "queries": measured}
+            for query in queries:
+                row = measured[query.name]
+                median_id, p95_id = _find_ids(query)
+                results.metrics[median_id].values[name] = row["median_ms"]
+                results.metrics[p95_id].values[name] = row["p95_ms"]
+                if row["matches"] != row["expected_matches"]:
+                    results.notes.append(f"C-FIND {query.label} on {name}: {row['matches']} matches, "
+                                         f"{row['expected_matches']} expected from the generated index")
+                say(f"  {query.label}: {row['matches']} matches, median {row['median_ms']} ms, p95 {row['p95_ms']} ms")
+
+        guard.attempt(all_ids, name, one)
+
+
+# -- 3. memory ---------------------------------------------------------------
+MEMORY_IDS = ["mem_start", "mem_max", "mem_end", "mem_growth", "tree_max", "tree_end", "tree_growth", "ingest_small_4"]
+
+
+def _memory_rows(results: Results, n: int) -> None:
+    results.metric("mem_start", f"Server RSS before a {n}-instance ingest", "MiB", "lower")
+    results.metric("mem_max", "Server RSS, max during the ingest (sampled every 0.5 s)", "MiB", "lower")
+    results.metric("mem_end", "Server RSS at the end of the ingest", "MiB", "lower")
+    results.metric("mem_growth", f"RSS growth after the first 20% of the ingest (flat if < {memory.FLAT_LIMIT:.0%})",
+                   "%", "lower")
+    results.metric("tree_max", "Server process tree RSS (server + child processes, summed), max", "MiB", "lower")
+    results.metric("tree_end", "Server process tree RSS at the end of the ingest", "MiB", "lower")
+    results.metric("tree_growth", "Process tree RSS growth after the first 20% of the ingest", "%", "lower")
+    results.metric("ingest_small_4", "Ingest during the memory run, CT 128x128, storescu, 4 associations",
+                   "instances/s", "higher")
+
+
+def run_memory(plan: Plan, results: Results, guard: Guard) -> None:
+    """RSS of each server (and its child processes) during a long ingest over 4 associations."""
+    n = plan.memory_instances
+    _memory_rows(results, n)
+    if not STORESCU.exists():
+        for name in plan.servers:
+            results.skip(MEMORY_IDS, name, f"{STORESCU} not found")
+        return
+    fileset = datasets.many_studies(n)
+    fileset.warm()
+    details = results.details.setdefault("memory", {})
+    for name in plan.servers:
+        say(f"memory: {name}, {n} instances over 4 associations")
+
+        def run(name: str = name) -> tuple[tuple, dict]:
+            with SERVERS[name](plan.tmp_root, plan.keep) as server:
+                try:
+                    server.start()
+                    with memory.RssSampler(server.pid) as sampler, ForeignLoad(server.pid) as load:
+                        started = time.monotonic()
+                        result = ingest.run_storescu(server, fileset, 4, server.folder / "clients")
+                        ended = time.monotonic()
+                finally:
+                    server.stop()
+                    record_server(results, server, "memory")
+            return (sampler, started, ended, result), load.result
+
+        def one(name: str = name, run=run) -> None:
+            sampler, started, ended, result = guard.measure(f"{name} memory", ["ingest_small_4"], name, run)
+            summary = memory.summarize(sampler.samples, started, ended)
+            tree = memory.summarize(sampler.tree_samples, started, ended)
+            details[name] = {"ingest": result.as_dict(), **summary, "process_tree": tree,
+                             "max_processes": sampler.max_processes}
+            if result.errors:
+                raise RuntimeError("; ".join(result.errors[:3]))
+            m = results.metrics
+            m["mem_start"].values[name] = summary["start_mib"]
+            m["mem_max"].values[name] = summary["max_mib"]
+            m["mem_end"].values[name] = summary["end_mib"]
+            m["mem_growth"].values[name] = round(summary["growth_after_20pct"] * 100, 1)
+            m["mem_growth"].notes[name] = "flat" if summary["flat"] else "GROWING"
+            m["tree_max"].values[name] = tree["max_mib"]
+            m["tree_max"].notes[name] = f"{sampler.max_processes} process{'es' if sampler.max_processes > 1 else ''}"
+            m["tree_end"].values[name] = tree["end_mib"]
+            m["tree_growth"].values[name] = round(tree["growth_after_20pct"] * 100, 1)
+            m["tree_growth"].notes[name] = "flat" if tree["flat"] else "GROWING"
+            m["ingest_small_4"].values[name] = round(result.rate, 1)
+            say(f"  RSS {summary['start_mib']} -> max {summary['max_mib']} -> end {summary['end_mib']} MiB, "
+                f"growth after 20% {summary['growth_after_20pct']:.1%}; process tree max {tree['max_mib']} MiB "
+                f"({sampler.max_processes} processes); {result.rate:.1f} instances/s")
+
+        guard.attempt(MEMORY_IDS, name, one)
+
+
+PHASE_FUNCTIONS = {"ingest": run_ingest, "find": run_find, "memory": run_memory}
