@@ -70,13 +70,18 @@ def log_in(browser, server, role: str, shots: Path):
     return context, page
 
 
+def search_name(page, text: str, rows: int) -> None:
+    """Type a patient name in the search box and wait for ``rows`` results."""
+    name = page.get_by_placeholder("e.g. smith or müller*")
+    name.fill(text)
+    name.press("Enter")
+    expect(page.locator(".tabulator-row")).to_have_count(rows, timeout=30_000)  # locators see into shadow roots
+
+
 def test_admin_searches_opens_and_downloads(browser, server, tmp_path):
     context, page = log_in(browser, server, "admin", tmp_path)
     assert page.locator("text=admin (admin)").is_visible()
-    name = page.get_by_placeholder("e.g. smith or müller*")
-    name.fill("compressed*mr1")
-    name.press("Enter")
-    expect(page.locator(".tabulator-row")).to_have_count(1, timeout=30_000)  # locators see into shadow roots
+    search_name(page, "compressed*mr1", 1)
     page.screenshot(path=tmp_path / "admin-search.png")
     page.locator(".tabulator-row").first.click()
     page.wait_for_selector("text=Download the study (ZIP)", timeout=30_000)
@@ -114,10 +119,7 @@ def test_names_are_shown_escaped(browser, server, tmp_path):
     context, page = log_in(browser, server, "admin", tmp_path)
     dialogs = []
     page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
-    name = page.get_by_placeholder("e.g. smith or müller*")
-    name.fill("*mallory*")
-    name.press("Enter")
-    expect(page.locator(".tabulator-row")).to_have_count(1, timeout=30_000)  # locators see into shadow roots
+    search_name(page, "*mallory*", 1)
     page.locator(".tabulator-row").first.click()
     page.wait_for_selector("text=Download the study (ZIP)", timeout=30_000)
     assert page.locator("img[src=x]").count() == 0
@@ -130,10 +132,7 @@ def test_a_new_study_appears_without_reloading(browser, server, tmp_path):
     from tests.factories import make_instance
 
     context, page = log_in(browser, server, "admin", tmp_path)
-    name = page.get_by_placeholder("e.g. smith or müller*")
-    name.fill("*latecomer*")
-    name.press("Enter")
-    expect(page.locator(".tabulator-row")).to_have_count(0, timeout=30_000)
+    search_name(page, "*latecomer*", 0)
     body, content_type = multipart([make_instance(PatientName="LATECOMER^LUKE", PatientID="LATE1")])
     assert requests.post(f"http://127.0.0.1:{server.http_port}/dicom-web/studies", data=body,
                          headers={"Content-Type": content_type}, auth=("admin", "admin-pw")).status_code == 200
@@ -144,13 +143,9 @@ def test_a_new_study_appears_without_reloading(browser, server, tmp_path):
 
 def test_a_study_opens_in_the_viewer(browser, server, tmp_path):
     context, page = log_in(browser, server, "viewer", tmp_path)
-    name = page.get_by_placeholder("e.g. smith or müller*")
-    name.fill("compressed*mr1")
-    name.press("Enter")
-    expect(page.locator(".tabulator-row")).to_have_count(1, timeout=30_000)
+    search_name(page, "compressed*mr1", 1)
     page.locator(".tabulator-row").first.click()
-    canvas = page.locator("canvas").first
-    canvas.wait_for(timeout=60_000)
-    page.wait_for_timeout(1500)  # let the first frame arrive and draw
+    page.locator("canvas").first.wait_for(timeout=60_000)
+    expect(page.get_by_text("image 1 / 7")).to_be_visible(timeout=30_000)
     page.screenshot(path=tmp_path / "viewer.png")
     context.close()
