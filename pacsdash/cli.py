@@ -63,6 +63,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_home(imp)
     imp.add_argument("paths", nargs="+", type=Path)
 
+    export = sub.add_parser("export", help="write a study's original files to a ZIP")
+    _add_home(export)
+    export.add_argument("study")
+    export.add_argument("--out", type=Path, required=True, help="the ZIP file to write")
+
     users = sub.add_parser("users", help="manage users")
     _add_home(users)
     users_sub = users.add_subparsers(dest="action", required=True)
@@ -232,6 +237,43 @@ def _import_via_server(server, files: list[Path], batch: int = 64) -> Iterable[t
             yield Path(item["path"]), item.get("outcome", ""), item.get("error", "")
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    """The study's original files into a ZIP, through the running server if any."""
+    from pacsdash.runtime import running_server
+
+    settings = _settings(args)
+    server = running_server(settings.run_path)
+    tmp = args.out.with_name(args.out.name + ".part")
+    try:
+        if server is not None:
+            request = urllib.request.Request(f"{server.base_url}/api/studies/{urllib.request.quote(args.study)}/archive",
+                                             headers={"Authorization": f"Bearer {server.token}"})
+            try:
+                with urllib.request.urlopen(request, timeout=600) as response, open(tmp, "wb") as out:
+                    while chunk := response.read(1 << 20):
+                        out.write(chunk)
+            except urllib.error.HTTPError as exc:
+                print(f"error: {json.loads(exc.read() or b'{}').get('error', exc.reason)}", file=sys.stderr)
+                return EXIT_FAILED
+        else:
+            from pacsdash.archive import Archive, Level
+            from pacsdash.archive.export import write_zip
+            from pacsdash.runtime import HomeLock
+
+            with HomeLock(settings.run_path), Archive.open_home(settings.store_path, settings.index_path) as archive:
+                locations = archive.locate(Level.STUDY, args.study)
+                if not locations:
+                    print(f"error: no study {args.study[:80]!r} in {settings.home}", file=sys.stderr)
+                    return EXIT_FAILED
+                with open(tmp, "wb") as out:
+                    write_zip(out, [(loc, archive.local_path(loc)) for loc in locations])
+        tmp.replace(args.out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    print(f"wrote {args.out}")
+    return EXIT_OK
+
+
 def cmd_users(args: argparse.Namespace) -> int:
     from pacsdash.access import AccountError, Accounts
 
@@ -283,6 +325,7 @@ COMMANDS = {
     "send": cmd_send,
     "echo": cmd_echo,
     "import": cmd_import,
+    "export": cmd_export,
     "users": cmd_users,
     "modalities": cmd_modalities,
 }

@@ -144,3 +144,34 @@ def test_demo_makes_a_home_with_studies(home):
         assert len(ct) >= 40
     users = run_cli("users", "list", "--home", str(home)).stdout
     assert "admin\tadmin" in users
+
+
+def test_export_offline_and_through_the_server(home, tmp_path):
+    import zipfile
+
+    from pydicom import dcmread
+
+    mr = next(p for p in VALID if p.name == "MR_small.dcm")
+    study = dcmread(mr, stop_before_pixels=True).StudyInstanceUID
+    expected = sorted(p.read_bytes() for p in VALID if dcmread(p, stop_before_pixels=True).StudyInstanceUID == study)
+    assert run_cli("import", "--home", str(home), str(SAMPLES / "valid")).returncode == 0
+
+    def contents(path):
+        with zipfile.ZipFile(path) as archive:
+            return sorted(archive.read(info) for info in archive.infolist())
+
+    offline = tmp_path / "offline.zip"
+    result = run_cli("export", study, "--home", str(home), "--out", str(offline))
+    assert result.returncode == 0, result.stderr
+    assert contents(offline) == expected
+    missing = run_cli("export", "1.2.3", "--home", str(home), "--out", str(tmp_path / "none.zip"))
+    assert missing.returncode == 1 and "no study" in missing.stderr and not (tmp_path / "none.zip").exists()
+    server = ServerProcess.start(home)
+    try:
+        online = tmp_path / "online.zip"
+        result = run_cli("export", study, "--home", str(home), "--out", str(online))
+        assert result.returncode == 0, result.stderr
+        assert contents(online) == expected
+        assert run_cli("export", "1.2.3", "--home", str(home), "--out", str(tmp_path / "x.zip")).returncode == 1
+    finally:
+        server.stop()

@@ -13,6 +13,7 @@ from tornado.ioloop import IOLoop
 from pacsdash import __version__
 from pacsdash.access import Action
 from pacsdash.archive import InvalidQuery, Level, Query, store_many
+from pacsdash.archive.export import zip_name
 from pacsdash.web.base import ApiError, BaseHandler, bad_request
 from pacsdash.web.qido import check_uid_path, parse_int
 
@@ -114,8 +115,7 @@ class ArchiveHandler(BaseHandler):
         sink = _Chunks()
         with zipfile.ZipFile(sink, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as archive:
             for location in locations:
-                # UIDs are digits and dots only (checked at ingest): safe names.
-                name = f"{location.StudyInstanceUID}/{location.SeriesInstanceUID}/{location.SOPInstanceUID}.dcm"
+                name = zip_name(location)
                 with archive.open(name, "w", force_zip64=location.size > 2**31) as entry, open(
                     self.app.archive.local_path(location), "rb"
                 ) as source:
