@@ -18,6 +18,8 @@ VENV_PYTHON = PROJECT / ".venv" / "bin" / "python"
 PACSDASH = PROJECT / ".venv" / "bin" / "pacsdash"
 STORESCU = Path("/usr/bin/storescu")
 ORTHANC = Path("/usr/sbin/Orthanc")
+ORTHANC_DICOMWEB = Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so")
+CHROMIUM = Path("/usr/bin/chromium")
 
 LOOPBACK = "127.0.0.1"
 #: Calling AE title of every benchmark client (registered as a peer where needed).

@@ -10,14 +10,14 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from benchmarks import cfind, datasets, ingest, memory
+from benchmarks import cfind, datasets, dicomweb, ingest, memory
 from benchmarks.common import STORESCU
 from benchmarks.cpu import ForeignLoad
 from benchmarks.guard import Guard, say
 from benchmarks.report import Results
-from benchmarks.servers import SERVERS, PacsdashServer, Server
+from benchmarks.servers import SERVERS, WEB_PASSWORD, WEB_USER, OrthancServer, PacsdashServer, Server
 
-PHASES = ("ingest", "find", "memory")
+PHASES = ("ingest", "find", "memory", "dicomweb", "dashboard")
 
 
 @dataclass(frozen=True)
@@ -33,6 +33,12 @@ class Plan:
     phases: tuple[str, ...]
     tmp_root: Path
     keep: bool
+    #: CT 512x512 instances of the one-series study retrieved (DICOMweb) and viewed (dashboard).
+    web_instances: int = 100
+    #: Studies in the generated dashboard index.
+    dash_studies: int = 100_000
+    #: Times the browser opens the study (first frame) and scrolls the series.
+    browser_repetitions: int = 5
 
 
 def record_server(results: Results, server: Server, where: str) -> None:
@@ -228,4 +234,121 @@ def run_memory(plan: Plan, results: Results, guard: Guard) -> None:
         guard.attempt(MEMORY_IDS, name, one)
 
 
-PHASE_FUNCTIONS = {"ingest": run_ingest, "find": run_find, "memory": run_memory}
+# -- 4. DICOMweb -------------------------------------------------------------
+WEB_SERVERS = ("pacsdash", "orthanc")
+
+
+def _web_rows(results: Results, plan: Plan, extra: dict[str, str]) -> list[str]:
+    """Create the DICOMweb rows (``extra``: the CT study, for the match counts); return their ids."""
+    ids: list[str] = []
+
+    def row(id: str, label: str, unit: str, better: str) -> None:
+        results.metric(id, label, unit, better, WEB_SERVERS)
+        ids.append(id)
+
+    for query in dicomweb.qido_queries(plan.find, extra):
+        label = f"QIDO-RS studies {query.label} ({query.expected} matches)"
+        row(f"web_qido_{query.name}_median", f"{label}, median", "ms", "lower")
+        row(f"web_qido_{query.name}_p95", f"{label}, p95", "ms", "lower")
+    n = plan.web_instances
+    row("web_retrieve_rate", f"WADO-RS retrieve of a study of {n} CT 512x512 (multipart DICOM), at median time",
+        "MB/s", "higher")
+    row("web_retrieve_p95", f"WADO-RS retrieve of the {n}-instance study, p95", "ms", "lower")
+    for name, label in (("study_metadata", f"WADO-RS study /metadata ({n} instances)"),
+                        ("series_metadata", f"WADO-RS series /metadata ({n} instances)"),
+                        ("rendered", "WADO-RS /rendered, one CT frame as image/jpeg"),
+                        ("frame", "WADO-RS /frames/1 raw, OHIF's Accept (transfer-syntax=*)")):
+        row(f"web_{name}_median", f"{label}, median", "ms", "lower")
+        row(f"web_{name}_p95", f"{label}, p95", "ms", "lower")
+    return ids
+
+
+def _load_web(server: Server, sets: list[datasets.FileSet]) -> str:
+    """Fill a server with ``sets`` (pacsdash: offline import; Orthanc: storescu) and start it."""
+    total = sum(s.count for s in sets)
+    if isinstance(server, PacsdashServer):
+        server.add_user()
+        started = time.perf_counter()
+        summary = server.import_offline([shard for s in sets for shard in s.shards],
+                                        timeout=ingest.timeout_for(total))
+        seconds = time.perf_counter() - started
+        server.start()
+        return f"`pacsdash import` before start: {total} files in {seconds:.1f} s; {summary}"
+    server.start()
+    parts = []
+    for fileset in sets:
+        loaded = ingest.run_storescu(server, fileset, 4, server.folder / "clients")
+        if loaded.errors:
+            raise RuntimeError("loading failed: " + "; ".join(loaded.errors[:3]))
+        parts.append(f"{fileset.count} files in {loaded.seconds:.1f} s")
+    return "storescu, 4 associations: " + ", ".join(parts)
+
+
+def run_dicomweb(plan: Plan, results: Results, guard: Guard) -> None:
+    """QIDO-RS and WADO-RS latency of pacsdash and of Orthanc's DICOMweb plugin, same data in both."""
+    names = [n for n in plan.servers if n in WEB_SERVERS]
+    if not names:
+        return
+    find_set = datasets.find_index(plan.find)
+    ct_set = datasets.ct_volume(plan.web_instances)
+    study = dicomweb.TestStudy.from_files(ct_set.files())
+    ids = _web_rows(results, plan, study.attributes)
+    total = find_set.count + ct_set.count
+    details = results.details.setdefault("dicomweb", {})
+    setup = results.details.setdefault("setup", {})
+    retrieve_reps = max(5, plan.repetitions // 3)
+    for name in names:
+        say(f"dicomweb: {name}, loading {total} instances")
+
+        def one(name: str = name) -> None:
+            server = PacsdashServer(plan.tmp_root, plan.keep) if name == "pacsdash" else \
+                OrthancServer(plan.tmp_root, plan.keep, dicomweb=True)
+            with server:
+                try:
+                    setup[f"{name} (DICOMweb)"] = _load_web(server, [find_set, ct_set])
+                    say(f"  {setup[f'{name} (DICOMweb)']}")
+                    held = server.stored_count()
+                    if held != total:
+                        raise RuntimeError(f"{name} holds {held} instances, {total} expected")
+                    target = dicomweb.WebTarget(name, server.base_url, (WEB_USER, WEB_PASSWORD))
+
+                    def run() -> tuple[dict, dict]:
+                        with ForeignLoad(server.pid) as load:
+                            measured = dicomweb.measure(target, plan.find, study, plan.repetitions, retrieve_reps)
+                        return measured, load.result
+
+                    measured = guard.measure(f"{name} dicomweb", ids, name, run)
+                finally:
+                    server.stop()
+                    record_server(results, server, "dicomweb")
+            details[name] = measured
+            m = results.metrics
+            for key, row in measured.items():
+                if "error" in row:
+                    row_ids = ["web_retrieve_rate", "web_retrieve_p95"] if key == "retrieve" else \
+                        [f"web_{key}_median", f"web_{key}_p95"]
+                    results.skip(row_ids, name, f"wrong answer: {row['error']}")
+                    say(f"  {key}: wrong answer: {row['error']}")
+                    continue
+                if key == "retrieve":
+                    m["web_retrieve_rate"].values[name] = row["median_mb_per_s"]
+                    m["web_retrieve_p95"].values[name] = row["p95_ms"]
+                else:
+                    m[f"web_{key}_median"].values[name] = row["median_ms"]
+                    m[f"web_{key}_p95"].values[name] = row["p95_ms"]
+                extra = f", {row['matches']} matches" if "matches" in row else ""
+                say(f"  {row['label']}: median {row['median_ms']} ms, p95 {row['p95_ms']} ms{extra}")
+
+        guard.attempt(ids, name, one)
+
+
+# -- 5. dashboard ------------------------------------------------------------
+def run_dashboard(plan: Plan, results: Results, guard: Guard) -> None:
+    """Dashboard search on a large generated index, first frame and scrolling in a real browser."""
+    from benchmarks import dashboard
+
+    dashboard.run(plan, results, guard)
+
+
+PHASE_FUNCTIONS = {"ingest": run_ingest, "find": run_find, "memory": run_memory, "dicomweb": run_dicomweb,
+                   "dashboard": run_dashboard}

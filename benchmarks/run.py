@@ -23,7 +23,7 @@ from benchmarks.common import RESULTS_DIR, WORK_DIR
 from benchmarks.guard import FOREIGN_LIMIT, Guard
 from benchmarks.machine import machine_info, source_state
 from benchmarks.phases import PHASE_FUNCTIONS, PHASES, Plan
-from benchmarks.servers import ORTHANC_CONFIG_NOTES, SERVERS
+from benchmarks.servers import ORTHANC_CONFIG_NOTES, ORTHANC_DICOMWEB_NOTES, SERVERS
 
 
 def parse_args(argv: list[str] | None) -> tuple[Plan, argparse.Namespace]:
@@ -35,8 +35,15 @@ def parse_args(argv: list[str] | None) -> tuple[Plan, argparse.Namespace]:
     parser.add_argument("--find-per-study", type=int, default=10, help="instances per study in the C-FIND index")
     parser.add_argument("--memory-instances", type=int, help="instances of the memory run (default 10000, quick 1000)")
     parser.add_argument("--repetitions", type=int, help="C-FIND repetitions per query type (default 50, quick 20)")
+    parser.add_argument("--web-instances", type=int,
+                        help="CT 512x512 instances of the study retrieved over DICOMweb and viewed in the dashboard "
+                        "(default 100, quick 30)")
+    parser.add_argument("--dash-studies", type=int,
+                        help="studies in the generated dashboard search index (default 100000, quick 10000)")
+    parser.add_argument("--browser-repetitions", type=int,
+                        help="times the browser opens the study and scrolls it (default 5, quick 2)")
     parser.add_argument("--servers", default="pacsdash,orthanc,bare", help="comma-separated subset of pacsdash,orthanc,bare")
-    parser.add_argument("--only", default=",".join(PHASES), help="comma-separated subset of ingest,find,memory")
+    parser.add_argument("--only", default=",".join(PHASES), help="comma-separated subset of " + ",".join(PHASES))
     parser.add_argument("--tmp-dir", type=Path, default=WORK_DIR / "tmp", help="where server folders are made")
     parser.add_argument("--keep", action="store_true", help="keep server folders and logs (for debugging)")
     parser.add_argument("--wait-idle", type=float, default=60.0,
@@ -56,7 +63,8 @@ def parse_args(argv: list[str] | None) -> tuple[Plan, argparse.Namespace]:
             parser.error(f"unknown phase {name!r}")
     studies = args.find_studies or (200 if args.quick else 2000)
     for value, what in ((args.instances, "--instances"), (studies, "--find-studies"),
-                        (args.memory_instances, "--memory-instances")):
+                        (args.memory_instances, "--memory-instances"), (args.web_instances, "--web-instances"),
+                        (args.dash_studies, "--dash-studies")):
         if value is not None and value < 4:
             parser.error(f"{what} must be at least 4")
     plan = Plan(
@@ -69,13 +77,16 @@ def parse_args(argv: list[str] | None) -> tuple[Plan, argparse.Namespace]:
         phases=phases,
         tmp_root=args.tmp_dir,
         keep=args.keep,
+        web_instances=args.web_instances or (30 if args.quick else 100),
+        dash_studies=args.dash_studies or (10_000 if args.quick else 100_000),
+        browser_repetitions=args.browser_repetitions or (2 if args.quick else 5),
     )
     return plan, args
 
 
 def notes(plan: Plan) -> list[str]:
     """How to read the numbers."""
-    return [
+    out = [
         "Ingest rates are wall time of the storescu processes (start of the first to exit of the last), "
         "file scanning and association set-up included; every run starts a fresh server with an empty store, "
         "and the count the server holds afterwards is checked.",
@@ -93,6 +104,18 @@ def notes(plan: Plan) -> list[str]:
         f"Before each measurement the run waits (bounded) for the CPUs to go idle; a measurement during which other "
         f"processes used more than {FOREIGN_LIMIT:.0%} of the machine is repeated, and marked † if it still was.",
     ]
+    if "dicomweb" in plan.phases:
+        out.append(
+            f"DICOMweb: both servers hold the C-FIND index plus one study of {plan.web_instances} CT 512x512 in one "
+            "series (pacsdash by `pacsdash import`, Orthanc by storescu); one requests.Session with keep-alive to "
+            f"127.0.0.1, HTTP Basic auth, Accept-Encoding identity; {plan.repetitions} timed requests per type after 3 "
+            f"untimed ones ({max(5, plan.repetitions // 3)} after 2 for the whole-study retrieve); latency to the last "
+            "byte of the body. Every answer is checked after its timing: status 200, media type, number of matches "
+            "(QIDO-RS), the right SOP Instance UIDs (retrieve, /metadata), a JPEG (/rendered), the stored frame bytes "
+            "(/frames). Wildcards go unencoded in the URL (Orthanc 1.10.1 does not decode %2A). MB/s is body bytes "
+            "(1 MB = 10^6 bytes) over the median time.")
+        out.append(ORTHANC_DICOMWEB_NOTES)
+    return out
 
 
 def _conditions(results: report.Results) -> None:
@@ -125,6 +148,9 @@ def main(argv: list[str] | None = None) -> int:
                 "find_patients": plan.find.patients,
                 "find_repetitions": plan.repetitions,
                 "memory_ct_128": plan.memory_instances,
+                "web_ct_512": plan.web_instances,
+                "dash_studies": plan.dash_studies,
+                "browser_repetitions": plan.browser_repetitions,
             },
         }
     )

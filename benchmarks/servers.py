@@ -7,6 +7,7 @@ removes its folder, also on errors.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -25,6 +26,7 @@ from benchmarks.common import (
     CLIENT_PORT,
     LOOPBACK,
     ORTHANC,
+    ORTHANC_DICOMWEB,
     PACSDASH,
     PROJECT,
     BenchError,
@@ -42,6 +44,8 @@ from benchmarks.machine import source_state
 START_TIMEOUT = 120.0
 STOP_TIMEOUT = 30.0
 HTTP_TIMEOUT = 10.0
+#: HTTP Basic credentials the benchmark uses on both servers' DICOMweb.
+WEB_USER, WEB_PASSWORD = "bench", "bench-password"
 
 
 def _alive(pid: int) -> bool:
@@ -66,10 +70,14 @@ def reap_orphans(pids: list[int], grace: float = 5.0) -> int:
     return len(left)
 
 
-def http_get(url: str, timeout: float = HTTP_TIMEOUT) -> tuple[int, bytes]:
-    """(status, body) of a GET; status 0 if nothing answers."""
+def http_get(url: str, timeout: float = HTTP_TIMEOUT, auth: tuple[str, str] | None = None) -> tuple[int, bytes]:
+    """(status, body) of a GET (with HTTP Basic ``auth`` if given); status 0 if nothing answers."""
+    request = urllib.request.Request(url)
+    if auth is not None:
+        token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
+        request.add_header("Authorization", f"Basic {token}")
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
             return response.status, response.read()
     except urllib.error.HTTPError as exc:
         return exc.code, b""
@@ -210,6 +218,20 @@ class PacsdashServer(Server):
                       "--host", LOOPBACK, "--port", str(CLIENT_PORT))
             self.prepared = True
 
+    def add_user(self, name: str = WEB_USER, password: str = WEB_PASSWORD, role: str = "admin") -> None:
+        """``pacsdash users add`` into the home (before or while the server runs)."""
+        result = subprocess.run([str(PACSDASH), "users", "add", name, "--role", role, "--password-stdin",
+                                 "--home", str(self.home)], input=password + "\n", capture_output=True, text=True,
+                                timeout=60, cwd=self.folder)
+        if result.returncode != 0:
+            lines = [ln.strip() for ln in result.stderr.splitlines() if ln.strip()]
+            raise BenchError(f"pacsdash users add failed (exit {result.returncode}): {lines[-1] if lines else ''}")
+
+    @property
+    def base_url(self) -> str:
+        """Root of the HTTP server (dashboard, ``/dicom-web``, ``/api``)."""
+        return f"http://{LOOPBACK}:{self.http_port}"
+
     def import_offline(self, folders: list[Path], timeout: float) -> str:
         """``pacsdash import`` into the home before the server starts; its summary line."""
         self.prepare()
@@ -261,16 +283,33 @@ ORTHANC_CONFIG_NOTES = (
 )
 
 
+ORTHANC_DICOMWEB_NOTES = (
+    "Orthanc's DICOMweb plugin (Debian orthanc-dicomweb 1.7) with its defaults but Root /dicom-web/: "
+    "StudiesMetadata and SeriesMetadata \"Full\" (metadata read from the stored files); Orthanc with "
+    "KeepAlive and TcpNoDelay on, HTTP Basic auth with one registered user (as pacsdash checks its users)."
+)
+
+
 class OrthancServer(Server):
-    """Orthanc with its own configuration, no plugins, Nagle off."""
+    """Orthanc with its own configuration, Nagle off; no plugins unless ``dicomweb``."""
 
     name = "orthanc"
     label = "Orthanc"
     aet = "ORTHANC"
 
-    def __init__(self, tmp_root: Path, keep: bool = False) -> None:
+    def __init__(self, tmp_root: Path, keep: bool = False, dicomweb: bool = False) -> None:
         super().__init__(tmp_root, keep)
         self.http_port = 0
+        #: Load the DICOMweb plugin at /dicom-web/ and ask for HTTP Basic auth.
+        self.dicomweb = dicomweb
+
+    @property
+    def base_url(self) -> str:
+        """Root of Orthanc's HTTP server."""
+        return f"http://{LOOPBACK}:{self.http_port}"
+
+    def _auth(self) -> tuple[str, str] | None:
+        return (WEB_USER, WEB_PASSWORD) if self.dicomweb else None
 
     def start(self) -> None:
         if not ORTHANC.exists():
@@ -291,18 +330,33 @@ class OrthancServer(Server):
             "Plugins": [],
             "DicomModalities": {"bench": [CLIENT_AET, LOOPBACK, CLIENT_PORT]},
         }
+        if self.dicomweb:
+            if not ORTHANC_DICOMWEB.exists():
+                raise Skipped(f"{ORTHANC_DICOMWEB} not found (Debian package orthanc-dicomweb)")
+            config.update({
+                "Plugins": [str(ORTHANC_DICOMWEB)],
+                "DicomWeb": {"Enable": True, "Root": "/dicom-web/"},
+                "AuthenticationEnabled": True,
+                "RegisteredUsers": {WEB_USER: WEB_PASSWORD},
+                "KeepAlive": True,
+                "TcpNoDelay": True,
+            })
         path = self.folder / "orthanc.json"
         path.write_text(json.dumps(config, indent=2))
         self._spawn([str(ORTHANC), str(path)], env=dcmtk_env())
 
         def ready() -> bool:
             self._check_alive()
-            return http_get(f"http://{LOOPBACK}:{self.http_port}/system", timeout=2)[0] == 200
+            return http_get(f"http://{LOOPBACK}:{self.http_port}/system", timeout=2, auth=self._auth())[0] == 200
 
         wait_until(ready, START_TIMEOUT, "Orthanc to answer /system", interval=0.2)
+        if self.dicomweb:
+            status, _ = http_get(f"{self.base_url}/dicom-web/studies?limit=1", auth=self._auth())
+            if status != 200:
+                raise BenchError(f"Orthanc's DICOMweb plugin answered {status} at /dicom-web/studies; see {self.log_path}")
 
     def stored_count(self) -> int:
-        status, body = http_get(f"http://{LOOPBACK}:{self.http_port}/statistics")
+        status, body = http_get(f"http://{LOOPBACK}:{self.http_port}/statistics", auth=self._auth())
         if status != 200:
             raise BenchError(f"Orthanc /statistics answered {status}")
         return int(json.loads(body)["CountInstances"])
