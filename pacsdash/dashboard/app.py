@@ -7,19 +7,28 @@ from typing import Any
 
 import panel as pn
 
-from pacsdash.access import Role
+from pacsdash.access import Action, Role
 from pacsdash.dashboard.overview import Overview
 from pacsdash.dashboard.search import StudySearch
 from pacsdash.dashboard.study import StudyPanel
+from pacsdash.dashboard.upload import UploadPanel
 
 
-def current_role(context: Any) -> Role | None:
-    """The logged-in user's role (admin when logins are off)."""
+def current_role(context: Any, user: str | None = None) -> Role | None:
+    """The role of ``user`` (default: the logged-in one) as the accounts say
+    now; admin when logins are off."""
     if not context.settings.auth.enabled:
         return Role.ADMIN
-    user = pn.state.user
+    user = user or pn.state.user
     stamp = context.accounts.credential_stamp(user) if user else None
     return Role(stamp[0]) if stamp else None
+
+
+def may(context: Any, user: str | None, action: Action) -> bool:
+    """Whether ``user`` may ``action`` at this moment (a role changed or a
+    user removed since the page opened counts at once)."""
+    role = current_role(context, user)
+    return role is not None and role.may(action)
 
 
 class ArrivalCounter:
@@ -56,7 +65,10 @@ def dashboard(context: Any) -> pn.viewable.Viewable:
     role = current_role(context)
     if role is None:  # logged in, then removed: nothing of the archive
         return pn.pane.HTML('<p>Your account no longer exists. <a href="/logout">Log out</a></p>')
-    user = pn.state.user or "anonymous"
+    login = pn.state.user
+    user = login or "anonymous"
+    # The page's scripts: Tabulator always, the file dropper for those who may upload.
+    pn.extension("tabulator", *(["filedropper"] if role.may(Action.UPLOAD) else []))
     search = StudySearch(archive=context.archive)
     study = StudyPanel(archive=context.archive, role=role, accounts=context.accounts)
     search.param.watch(lambda event: setattr(study, "study_uid", event.new), "selected")
@@ -66,8 +78,14 @@ def dashboard(context: Any) -> pn.viewable.Viewable:
         margin=(10, 10),
     )
     overview = Overview(archive=context.archive)
-    tabs = pn.Tabs(("Studies", pn.Column(search, study, sizing_mode="stretch_width")),
-                   ("Overview", overview), dynamic=True, sizing_mode="stretch_width")
+    pages: list[tuple[str, Any]] = [("Studies", pn.Column(search, study, sizing_mode="stretch_width"))]
+    if role.may(Action.UPLOAD):  # never shown to a viewer; the upload itself checks again
+        pages.append(("Upload", UploadPanel(
+            archive=context.archive, user=user, limit_mb=context.settings.server.max_upload_mb,
+            may_upload=lambda: may(context, login, Action.UPLOAD),
+        )))
+    pages.append(("Overview", overview))
+    tabs = pn.Tabs(*pages, dynamic=True, sizing_mode="stretch_width")
     watch_arrivals(context.archive, [search.refresh, overview.refresh])
     return pn.Column(
         pn.Row(pn.pane.Markdown("## pacsdash", margin=(0, 10)), pn.HSpacer(), who, sizing_mode="stretch_width"),

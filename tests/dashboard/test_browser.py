@@ -20,6 +20,8 @@ except ImportError:  # the fixture below skips (or fails in CI) with the reason
     expect = None
 
 CHROMIUM = Path("/usr/bin/chromium")
+#: [server] max_upload_mb of the test server.
+UPLOAD_LIMIT_MB = 8
 pytestmark = pytest.mark.browser
 
 
@@ -41,7 +43,9 @@ def browser():
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     home = tmp_path_factory.mktemp("dash") / "home"
-    for role in ("admin", "viewer"):
+    home.mkdir()
+    (home / "pacsdash.toml").write_text(f"[server]\nmax_upload_mb = {UPLOAD_LIMIT_MB}\n")
+    for role in ("admin", "editor", "viewer"):
         assert run_cli("users", "add", role, "--role", role, "--password-stdin", "--home", str(home), input=f"{role}-pw\n").returncode == 0
     server = ServerProcess.start(home)
     body, content_type = multipart([p.read_bytes() for p in VALID])
@@ -76,6 +80,11 @@ def search_name(page, text: str, rows: int) -> None:
     name.fill(text)
     name.press("Enter")
     expect(page.locator(".tabulator-row")).to_have_count(rows, timeout=30_000)  # locators see into shadow roots
+
+
+def open_tab(page, name: str) -> None:
+    """Click the dashboard tab called ``name``."""
+    page.locator(".bk-tab", has_text=name).click()
 
 
 def test_admin_searches_opens_and_downloads(browser, server, tmp_path):
@@ -148,4 +157,79 @@ def test_a_study_opens_in_the_viewer(browser, server, tmp_path):
     page.locator("canvas").first.wait_for(timeout=60_000)
     expect(page.get_by_text("image 1 / 7")).to_be_visible(timeout=30_000)
     page.screenshot(path=tmp_path / "viewer.png")
+    context.close()
+
+
+def zip_file(path: Path, members: dict[str, bytes]) -> Path:
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    return path
+
+
+def test_an_editor_uploads_a_zip_and_a_file_and_finds_the_study(browser, server, tmp_path):
+    from tests.factories import make_instance
+
+    zipped = zip_file(tmp_path / "export.zip", {
+        "EXPORT/PAT1/ST1/IM0001": make_instance(PatientName="ZIPPED^ZOE", PatientID="ZIP1", StudyInstanceUID="1.2.826.0.1.3680043.10.1474.77.1"),
+        "EXPORT/PAT1/ST1/SE2/IM0002": make_instance(PatientName="ZIPPED^ZOE", PatientID="ZIP1", StudyInstanceUID="1.2.826.0.1.3680043.10.1474.77.1"),
+        "EXPORT/README.TXT": b"exported by a CD burner",
+        "EXPORT/CT_small.dcm": next(p for p in VALID if p.name == "CT_small.dcm").read_bytes(),  # already stored
+    })
+    single = tmp_path / "single.dcm"
+    single.write_bytes(make_instance(PatientName="SINGLE^SAM", PatientID="SGL1"))
+    context, page = log_in(browser, server, "editor", tmp_path)
+    open_tab(page, "Upload")
+    page.locator("input[type=file]").set_input_files([str(zipped), str(single)])
+    store = page.get_by_role("button", name="Store 2 files in the archive")
+    expect(store).to_be_enabled(timeout=30_000)
+    page.screenshot(path=tmp_path / "upload-dropped.png")
+    store.click()
+    summary = page.locator(".pd-upload-summary")
+    expect(summary).to_contain_text("3 stored, 1 duplicate, 1 failed", timeout=60_000)
+    expect(page.locator(".pd-upload-failed")).to_contain_text("export.zip/EXPORT/README.TXT")
+    page.screenshot(path=tmp_path / "upload-done.png")
+    open_tab(page, "Studies")
+    search_name(page, "zipped", 1)
+    expect(page.locator(".tabulator-row").first).to_contain_text("ZIP1")
+    search_name(page, "single^sam", 1)
+    page.screenshot(path=tmp_path / "upload-found.png")
+    studies = requests.get(f"http://127.0.0.1:{server.http_port}/api/studies", params={"PatientID": "ZIP1"},
+                           auth=("viewer", "viewer-pw")).json()["studies"]
+    assert [s["NumberOfStudyRelatedInstances"] for s in studies] == ["2"]
+    log = (server.home / "logs" / "pacsdash.log").read_text()
+    assert "dashboard upload by editor: 2 files received, 3 stored, 1 duplicate, 1 failed" in log
+    context.close()
+
+
+def test_an_upload_beyond_the_limit_is_refused(browser, server, tmp_path):
+    big = tmp_path / "big.dcm"
+    big.write_bytes(bytes((UPLOAD_LIMIT_MB + 1) * 2**20))
+    context, page = log_in(browser, server, "editor", tmp_path)
+    open_tab(page, "Upload")
+    page.locator("input[type=file]").set_input_files([str(big)])
+    expect(page.locator(".filepond--file-status-main", has_text="File is too large")).to_be_visible(timeout=30_000)
+    page.screenshot(path=tmp_path / "upload-too-large.png")
+    expect(page.get_by_role("button", name="Store in the archive")).to_be_disabled()
+    context.close()
+
+
+def test_a_zip_bomb_is_refused(browser, server, tmp_path):
+    bomb = zip_file(tmp_path / "bomb.zip", {f"IM{k}": bytes(4 * 2**20) for k in range(UPLOAD_LIMIT_MB)})
+    assert bomb.stat().st_size < 2**20
+    context, page = log_in(browser, server, "editor", tmp_path)
+    open_tab(page, "Upload")
+    page.locator("input[type=file]").set_input_files([str(bomb)])
+    page.get_by_role("button", name="Store 1 file in the archive").click()
+    expect(page.locator(".pd-upload-refused")).to_contain_text(
+        f"bomb.zip unpacks to more than the {UPLOAD_LIMIT_MB}.0 MB allowed", timeout=30_000)
+    page.screenshot(path=tmp_path / "upload-bomb.png")
+    context.close()
+
+
+def test_a_viewer_sees_no_upload(browser, server, tmp_path):
+    context, page = log_in(browser, server, "viewer", tmp_path)
+    assert page.locator(".bk-tab", has_text="Overview").count() == 1
+    assert page.locator(".bk-tab", has_text="Upload").count() == 0
+    assert page.locator("input[type=file]").count() == 0
     context.close()
