@@ -63,10 +63,14 @@ def _process_cpu(pid: int) -> float:
 
 
 def _ours(server_pid: int) -> float:
-    """CPU seconds of this process, its waited-for children, and the server's process tree."""
+    """CPU seconds of this process, its children (waited for or still running), and the server's process tree.
+
+    Running children (a browser and its helpers) count as ours, each process once.
+    """
     me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
     own = me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
-    return own + sum(_process_cpu(p) for p in [server_pid, *descendants(server_pid)])
+    pids = {server_pid, *descendants(server_pid), *descendants(os.getpid())} - {os.getpid()}
+    return own + sum(_process_cpu(p) for p in pids)
 
 
 @dataclass
