@@ -42,6 +42,7 @@ from pacsdash.archive.query import Query
 from pacsdash.config import ModalitySettings, ServerSettings
 from pacsdash.dimse.identifiers import ResponseBuilder, query_from_identifier
 from pacsdash.dimse.files import even_length_copy
+from pacsdash.dimse import reactor
 from pacsdash.dimse.sockets import NODELAY_HANDLERS
 from pacsdash.dimse.status import DUPLICATE_STATUS, Status
 
@@ -114,6 +115,7 @@ class DicomNode:
     def __init__(
         self, archive: Archive, accounts: Accounts, server: ServerSettings, share_port: bool = False
     ) -> None:
+        reactor.install()
         self.archive = archive
         self.settings = server
         self.policy = PeerPolicy(accounts, server.accept_unknown_store)

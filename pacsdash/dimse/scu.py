@@ -18,6 +18,7 @@ from pynetdicom import AE, _config
 from pynetdicom.presentation import build_context
 from pynetdicom.sop_class import Verification
 
+from pacsdash.dimse import reactor
 from pacsdash.dimse.sockets import NODELAY_HANDLERS
 
 LOGGER = logging.getLogger(__name__)
@@ -64,6 +65,7 @@ def echo(host: str, port: int, called_aet: str = "ANY-SCP", calling_aet: str = "
     AssociationFailed
         If no association could be made.
     """
+    reactor.install()
     ae = AE(ae_title=calling_aet)
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = timeout
     ae.add_requested_context(Verification)
@@ -132,6 +134,7 @@ def send_files(
     for group, pairs in zip(groups, group_pairs):
         if not group:
             continue
+        reactor.install()
         ae = AE(ae_title=calling_aet)
         ae.acse_timeout = ae.network_timeout = 30
         ae.dimse_timeout = timeout

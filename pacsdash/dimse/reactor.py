@@ -1,0 +1,302 @@
+"""Event-driven association threads for pynetdicom.
+
+pynetdicom runs two polling loops per association: the DUL thread sleeps
+1 ms whenever it finds nothing to do, and the association thread sleeps 1 ms
+before every look at its message queue. Each C-STORE or C-FIND exchange
+waits through several of those naps (a message in, a response out), which
+costs a few milliseconds per instance and a thousand wake-ups a second per
+thread. Its socket reads are also capped at 4 KiB per system call.
+
+This module keeps pynetdicom's state machine and loops as they are and only
+replaces the naps by waits that end as soon as there is work:
+
+- the DUL thread waits in ``poll`` on its socket and on a wake-up pipe that
+  is written whenever a primitive is queued for it to send;
+- the association thread waits on an event set whenever a DIMSE message or
+  an ACSE primitive is queued for it, when the DUL thread ends, and when a
+  user thread asks it to pause (``_reactor_checkpoint.clear()``).
+
+Both waits also end after :data:`IDLE_WAIT` seconds so that pynetdicom's
+timers (ARTIM, network idle timeout) are checked as before. :func:`install`
+makes pynetdicom create these classes for every association, requested or
+accepted, in this process.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import select
+import threading
+from typing import Any
+
+import pynetdicom.ae
+import pynetdicom.association
+import pynetdicom.dul
+from pynetdicom import evt
+from pynetdicom.association import Association
+from pynetdicom.dul import DULServiceProvider
+from pynetdicom.pdu import A_ABORT_RQ
+from pynetdicom.transport import AssociationSocket
+
+#: Longest wait before the loops look at their timers again [s].
+IDLE_WAIT = 0.02
+#: Largest single socket read [bytes].
+RECV_CHUNK = 1 << 20
+
+_POLL_IN = select.POLLIN | select.POLLPRI | select.POLLERR | select.POLLHUP
+_installed = False
+
+
+class WakePipe:
+    """A self-pipe: :meth:`set` makes a ``poll`` on :attr:`fd` return."""
+
+    def __init__(self) -> None:
+        self.fd, self._write_fd = os.pipe()
+        os.set_blocking(self.fd, False)
+        os.set_blocking(self._write_fd, False)
+        self._closed = False
+
+    def set(self) -> None:
+        """Wake the waiting thread (harmless when nobody waits)."""
+        try:
+            os.write(self._write_fd, b"\0")
+        except (BlockingIOError, OSError):
+            pass  # the pipe is full (a wake-up is pending anyway) or closed
+
+    def clear(self) -> None:
+        """Consume pending wake-ups."""
+        try:
+            while os.read(self.fd, 4096):
+                pass
+        except (BlockingIOError, OSError):
+            pass
+
+    def close(self) -> None:
+        """Release both ends."""
+        if not self._closed:
+            self._closed = True
+            for fd in (self.fd, self._write_fd):
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+
+
+class SignalingQueue(queue.Queue):
+    """A :class:`queue.Queue` that calls ``notify()`` after every ``put``."""
+
+    def __init__(self, notify: Any) -> None:
+        super().__init__()
+        self._notify = notify
+
+    def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
+        super().put(item, block, timeout)
+        self._notify()
+
+
+class _Checkpoint(threading.Event):
+    """The association's pause switch; clearing it wakes the reactor so it can pause."""
+
+    def __init__(self, wake: threading.Event) -> None:
+        super().__init__()
+        self._wake = wake
+
+    def clear(self) -> None:
+        super().clear()
+        self._wake.set()
+
+
+class EventDrivenDUL(DULServiceProvider):
+    """pynetdicom's DUL provider, waiting on its socket instead of sleeping."""
+
+    def __init__(self, assoc: Association) -> None:
+        super().__init__(assoc)
+        self.wake = WakePipe()
+        self.to_provider_queue = SignalingQueue(self.wake.set)
+        assoc_wake = getattr(assoc, "_wake", None)  # absent on a plain pynetdicom Association
+        if assoc_wake is not None:
+            self.to_user_queue = SignalingQueue(assoc_wake.set)  # ACSE primitives for the association thread
+        self._poller = select.poll()
+        self._poller.register(self.wake.fd, select.POLLIN)
+        self._polled_fd = -1
+        self._run_loop_delay = 0.0  # the naps of the parent loop, now replaced by idle_wait()
+
+    def idle_wait(self) -> None:
+        """Wait until the socket is readable, a primitive is queued, or IDLE_WAIT passes."""
+        sock = self.socket.socket if self.socket is not None else None
+        fd = -1
+        if sock is not None:
+            try:
+                fd = sock.fileno()
+            except OSError:
+                fd = -1
+            pending = getattr(sock, "pending", None)  # TLS may hold decrypted bytes poll can't see
+            if pending is not None and pending():
+                return
+        if fd != self._polled_fd:
+            if self._polled_fd >= 0:
+                try:
+                    self._poller.unregister(self._polled_fd)
+                except (KeyError, ValueError):
+                    pass
+            if fd >= 0:
+                self._poller.register(fd, _POLL_IN)
+            self._polled_fd = fd
+        try:
+            events = self._poller.poll(IDLE_WAIT * 1000)
+        except (OSError, ValueError):
+            events = []
+        if any(fd_ == self._polled_fd and mask & select.POLLNVAL for fd_, mask in events):
+            self._poller.unregister(self._polled_fd)  # closed under us: stop polling it
+            self._polled_fd = -1
+        self.wake.clear()
+
+    def run_reactor(self) -> None:
+        """pynetdicom's DUL loop, with :meth:`idle_wait` where it napped."""
+        try:
+            self._run()
+        finally:
+            self.wake.close()
+            assoc_wake = getattr(self.assoc, "_wake", None)
+            if assoc_wake is not None:
+                assoc_wake.set()  # the association thread notices the DUL has ended
+
+    def _run(self) -> None:
+        # Mirrors pynetdicom.dul.DULServiceProvider.run_reactor (3.0), single-step mode excluded.
+        self._idle_timer.start()
+        idle = False
+        while True:
+            if not self.assoc._dul_ready.is_set():
+                self.assoc._dul_ready.set()
+            if idle:
+                self.idle_wait()
+            if self._kill_thread:
+                break
+            if self.artim_timer.expired:
+                self.event_queue.put("Evt18")
+            try:
+                if self._process_recv_primitive():
+                    pass
+                elif self._is_transport_event():
+                    self._idle_timer.restart()
+            except Exception as exc:  # as pynetdicom: abort the association, never hang it
+                pynetdicom.dul.LOGGER.error("Exception in DUL.run(), aborting association")
+                pynetdicom.dul.LOGGER.exception(exc)
+                abort_pdu = A_ABORT_RQ()
+                abort_pdu.source = 0x02
+                abort_pdu.reason_diagnostic = 0x00
+                if self.socket is not None:
+                    self.socket.send(abort_pdu.encode())
+                self.assoc.is_aborted = True
+                self.assoc.is_established = False
+                self.assoc._kill = True
+                self._kill_thread = True
+                return
+            try:
+                event = self.event_queue.get(block=False)
+            except queue.Empty:
+                idle = True
+                continue
+            self.state_machine.do_action(event)
+            idle = False
+
+    def kill_dul(self) -> None:
+        super().kill_dul()
+        self.wake.set()
+
+
+class EventDrivenAssociation(Association):
+    """pynetdicom's Association whose reactor waits on an event instead of sleeping."""
+
+    def __init__(self, ae: Any, mode: str) -> None:
+        self._wake = threading.Event()
+        super().__init__(ae, mode)  # creates its DUL as EventDrivenDUL once installed
+        self.dimse.msg_queue = SignalingQueue(self._wake.set)
+        self._reactor_checkpoint = _Checkpoint(self._wake)
+        self._reactor_checkpoint.set()
+
+    def kill(self) -> None:
+        self._wake.set()
+        super().kill()
+
+    def _run_reactor(self) -> None:
+        # Mirrors pynetdicom.association.Association._run_reactor (3.0).
+        self._is_paused = False
+        while not self._kill:
+            self._wake.wait(IDLE_WAIT)
+            self._wake.clear()
+
+            self._is_paused = True
+            self._reactor_checkpoint.wait()
+            self._is_paused = False
+
+            context_id, msg = self.dimse.get_msg(block=False)
+            if msg:
+                self._wake.set()  # more may be queued: look again without waiting
+                self._serve_request(msg, context_id)  # type: ignore[arg-type]
+
+            if self.is_established and self.acse.is_release_requested():
+                self.acse.send_release(is_response=True)
+                pynetdicom.association.LOGGER.info("Association Released")
+                self.is_released = True
+                self.is_established = False
+                evt.trigger(self, evt.EVT_RELEASED, {})
+                self.kill()
+                return
+
+            if self.acse.is_aborted():
+                log_msg = "Association Aborted"
+                if self.acse.is_aborted("a-p-abort"):
+                    log_msg += " (A-P-ABORT)"
+                pynetdicom.association.LOGGER.info(log_msg)
+                self.dul.receive_pdu(wait=False)
+                self.is_aborted = True
+                self.is_established = False
+                evt.trigger(self, evt.EVT_ABORTED, {})
+                self.kill()
+                return
+
+            if not self.dul.is_alive():
+                self.kill()
+                return
+
+            if self.dul.idle_timer_expired():
+                pynetdicom.association.LOGGER.error("Network timeout reached")
+                if self.network_timeout_response == "A-RELEASE":
+                    self._is_paused = True
+                    self._reactor_checkpoint.wait()
+                    self.release()
+                    self._is_paused = False
+                else:
+                    self.abort()
+                self.kill()
+                return
+
+
+def _recv(self: AssociationSocket, nr_bytes: int) -> bytearray:
+    """``AssociationSocket.recv`` reading straight into one buffer, up to 1 MiB a call."""
+    sock = self.socket
+    buffer = bytearray(nr_bytes)
+    nr_read = 0
+    with memoryview(buffer) as view:
+        while nr_read < nr_bytes:
+            count = sock.recv_into(view[nr_read:], min(nr_bytes - nr_read, RECV_CHUNK))  # type: ignore[union-attr]
+            if not count:
+                break  # connection closed: return what was read, as pynetdicom does
+            nr_read += count
+    if nr_read < nr_bytes:
+        del buffer[nr_read:]
+    return buffer
+
+
+def install() -> None:
+    """Make pynetdicom use the event-driven classes in this process (idempotent)."""
+    global _installed
+    if _installed:
+        return
+    pynetdicom.association.DULServiceProvider = EventDrivenDUL  # what Association.__init__ creates
+    pynetdicom.association.Association = EventDrivenAssociation  # acceptors (transport imports it late)
+    pynetdicom.ae.Association = EventDrivenAssociation  # requestors
+    AssociationSocket.recv = _recv  # type: ignore[method-assign]
+    _installed = True
