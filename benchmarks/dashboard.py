@@ -22,6 +22,7 @@ import datetime as dt
 import hashlib
 import json
 import os
+import re
 import shutil
 import statistics
 import time
@@ -34,6 +35,7 @@ from benchmarks.common import CHROMIUM, WORK_DIR, BenchError, Skipped
 from benchmarks.cpu import ForeignLoad
 from benchmarks.datasets import GIVEN, SMITH_NAMES, STUDY_MODALITIES, SURNAMES, ct_volume
 from benchmarks.guard import Guard, say
+from benchmarks.machine import source_state
 from benchmarks.report import Results
 from benchmarks.servers import WEB_PASSWORD, WEB_USER, PacsdashServer
 
@@ -368,8 +370,8 @@ def browser_session(browser: Any, base_url: str, patient: str, slices: int, shot
         page.fill("#password", WEB_PASSWORD)
         started = time.perf_counter()
         page.click("button[type=submit]")
-        page.wait_for_selector("text=Find studies", timeout=120_000)
-        page.wait_for_selector(".tabulator-row", timeout=120_000)
+        page.wait_for_selector("text=Find studies", timeout=60_000)
+        page.wait_for_selector(".tabulator-row", timeout=60_000)
         out["login_to_table_ms"] = round((time.perf_counter() - started) * 1000, 1)
         page.evaluate(DEEP_JS)
         # Search in the browser: Enter in the name box -> the table shows the one study.
@@ -415,6 +417,18 @@ def browser_session(browser: Any, base_url: str, patient: str, slices: int, shot
     finally:
         context.close()
     return out
+
+
+def _browser_failure(exc: Exception, server: PacsdashServer) -> str:
+    """What went wrong in the browser, with the server's last error line if it logged one."""
+    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    text = f"{type(exc).__name__}: {first}"
+    try:
+        log = server.log_path.read_text(errors="replace").splitlines()
+    except OSError:
+        log = []
+    errors = [ln.strip() for ln in log if re.match(r"^\w+(\.\w+)*(Error|Exception): ", ln.strip())]
+    return text + (f"; the server logged {errors[-1]}" if errors else "")
 
 
 def _check_browser() -> None:
@@ -519,6 +533,7 @@ def run(plan: Any, results: Results, guard: Guard) -> None:
             if not plan.keep:
                 shutil.rmtree(folder, ignore_errors=True)
         details["search"] = measured
+        results.details.setdefault("pacsdash_source", {})["dashboard search"] = source_state()
         for name, row in measured.items():
             _set(results, f"dash_search_{name}_median", row["median_ms"], search_target)
             _set(results, f"dash_search_{name}_p95", row["p95_ms"], search_target)
@@ -548,7 +563,10 @@ def run(plan: Any, results: Results, guard: Guard) -> None:
 
                 def run_browser() -> tuple[list, dict]:
                     with ForeignLoad(server.pid) as load:
-                        sessions = measure_browser(server, family, n, plan.browser_repetitions, shots)
+                        try:
+                            sessions = measure_browser(server, family, n, plan.browser_repetitions, shots)
+                        except Exception as exc:
+                            raise BenchError(_browser_failure(exc, server)) from exc
                     return sessions, load.result
 
                 sessions = guard.measure("pacsdash dashboard browser", list(browser_rows), "pacsdash", run_browser)

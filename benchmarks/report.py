@@ -133,7 +133,10 @@ def markdown(results: Results) -> str:
                                          or meta.get("pacsdash_source_at_start", "?")),
         f"- Instances: ingest {counts['ingest_ct_512']} CT 512x512 per run; C-FIND index {counts['find_index']} "
         f"instances in {counts['find_studies']} studies of {counts['find_patients']} patients, "
-        f"{counts['find_repetitions']} repetitions per query; memory run {counts['memory_ct_128']} CT 128x128",
+        f"{counts['find_repetitions']} repetitions per query; memory run {counts['memory_ct_128']} CT 128x128"
+        + (f"; DICOMweb and viewer study {counts['web_ct_512']} CT 512x512; dashboard index "
+           f"{counts['dash_studies']:,} generated studies, {counts['browser_repetitions']} browser sessions"
+           if "web_ct_512" in counts else ""),
         "",
         table(results),
         "",
@@ -160,6 +163,39 @@ def markdown(results: Results) -> str:
             for q in per_query["queries"].values():
                 out.append(f"| {server} | {q['label']} | {q['matches']} | {q['expected_matches']} | {q['median_ms']} |"
                            f" {q['p95_ms']} | {q['min_ms']} | {q['max_ms']} |")
+        out.append("")
+    web = results.details.get("dicomweb", {})
+    if web:
+        out += ["## DICOMweb details", "", "| Server | Request | median ms | p95 ms | min ms | max ms | body bytes | checked |",
+                "|---|---|---:|---:|---:|---:|---:|---|"]
+        for server, rows in web.items():
+            for name, r in rows.items():
+                if "error" in r:
+                    out.append(f"| {server} | {name} | | | | | | wrong: {r['error'][:120]} |")
+                    continue
+                checked = ", ".join(f"{k} {r[k]}" for k in ("matches", "instances", "frame_bytes", "jpeg_bytes")
+                                    if k in r)
+                out.append(f"| {server} | {r['label']} | {r['median_ms']} | {r['p95_ms']} | {r['min_ms']} | "
+                           f"{r['max_ms']} | {r['body_bytes']:,} | {checked} |")
+        out.append("")
+    dash = results.details.get("dashboard", {})
+    if dash.get("search"):
+        out += ["## Dashboard search details (StudySearch.refresh = index page + count + table)", "",
+                "| Search | matches | refresh median ms | p95 ms | index page query ms | index count ms |",
+                "|---|---:|---:|---:|---:|---:|"]
+        for r in dash["search"].values():
+            out.append(f"| {r['label']} | {r['matches']:,} | {r['median_ms']} | {r['p95_ms']} | "
+                       f"{r['index_find_page_median_ms']} | {r['index_count_median_ms']} |")
+        out.append("")
+    if dash.get("browser_sessions"):
+        out += ["## Browser sessions (ms from the click; scroll of the loaded series)", "",
+                "| # | login to table | search | study panel | viewer | first frame | all slices held | keys/s | "
+                "slices drawn | skipped | fps |", "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        for k, b in enumerate(dash["browser_sessions"], 1):
+            marks, sc = b.get("first_frame_marks_ms", {}), b["scroll"]
+            out.append(f"| {k} | {b['login_to_table_ms']} | {b['browser_search_ms']} | {marks.get('study_panel', '')} |"
+                       f" {marks.get('viewer', '')} | {b['first_frame_ms']} | {b['all_slices_cached_after_first_ms']} |"
+                       f" {b['key_presses_per_s']} | {sc['slices_drawn']} | {sc['slices_skipped']} | {sc['fps']} |")
         out.append("")
     setup = results.details.get("setup", {})
     if setup:
