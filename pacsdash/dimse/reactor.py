@@ -28,6 +28,7 @@ import os
 import queue
 import select
 import threading
+import weakref
 from typing import Any
 
 import pynetdicom.ae
@@ -113,6 +114,7 @@ class EventDrivenDUL(DULServiceProvider):
     def __init__(self, assoc: Association) -> None:
         super().__init__(assoc)
         self.wake = WakePipe()
+        weakref.finalize(self, self.wake.close)  # also for a DUL that never runs
         self.to_provider_queue = SignalingQueue(self.wake.set)
         assoc_wake = getattr(assoc, "_wake", None)  # absent on a plain pynetdicom Association
         if assoc_wake is not None:
@@ -227,9 +229,16 @@ class EventDrivenAssociation(Association):
             self._wake.wait(IDLE_WAIT)
             self._wake.clear()
 
-            self._is_paused = True
-            self._reactor_checkpoint.wait()
-            self._is_paused = False
+            # A user thread pausing us (send_c_*, release) clears the checkpoint,
+            # then waits for _is_paused. pynetdicom leaves a window where it sees
+            # True while the loop runs on and may take the user's response;
+            # look at the checkpoint again once _is_paused is False.
+            while True:
+                self._is_paused = True
+                self._reactor_checkpoint.wait()
+                self._is_paused = False
+                if self._reactor_checkpoint.is_set():
+                    break
 
             context_id, msg = self.dimse.get_msg(block=False)
             if msg:

@@ -66,7 +66,7 @@ def test_many_exchanges_then_release_leave_no_threads_or_descriptors(echo_server
     for round_ in range(5):
         assoc = _requestor().associate("127.0.0.1", port, ae_title="REACTOR")
         assert assoc.is_established
-        for _ in range(20):
+        for _ in range(200):  # each response must reach the caller, not the reactor
             assert assoc.send_c_echo().Status == 0x0000
         ds = Dataset()
         ds.SOPClassUID = CTImageStorage
