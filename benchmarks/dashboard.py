@@ -277,7 +277,7 @@ def measure_search(index_path: Path, plan: DashIndexPlan, repetitions: int, fold
 
 # -- (b, c) the browser -------------------------------------------------------------
 #: In-page helpers: find elements through open shadow roots (Panel renders components in them).
-DEEP_JS = """
+DEEP_JS = """() => {
 window.__deepAll = (sel, root = document, out = []) => {
   root.querySelectorAll(sel).forEach((e) => out.push(e))
   root.querySelectorAll('*').forEach((e) => { if (e.shadowRoot) window.__deepAll(sel, e.shadowRoot, out) })
@@ -303,7 +303,7 @@ window.__armTimer = (eventType, marks) => {
   }
   requestAnimationFrame(poll)
 }
-"""
+}"""
 ROWS_SHOW_ONLY = """
 const rows = window.__deepAll('.tabulator-row')
 return rows.length === 1 && rows[0].textContent.includes(%s)
