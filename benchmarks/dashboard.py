@@ -25,6 +25,7 @@ import os
 import re
 import shutil
 import statistics
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -483,6 +484,8 @@ def _set(results: Results, id: str, value: float, target: tuple[str, float] | No
 
 def run(plan: Any, results: Results, guard: Guard) -> None:
     """The dashboard phase (pacsdash only): rows, data, search, then the browser."""
+    from pydicom import dcmread
+
     only = ("pacsdash",)
     search_ids: list[str] = []
     index_plan = DashIndexPlan(plan.dash_studies)
@@ -520,7 +523,7 @@ def run(plan: Any, results: Results, guard: Guard) -> None:
                             "instances": index_plan.studies * index_plan.per_study,
                             "file_mib": round(index_path.stat().st_size / 2**20, 1)}
         plan.tmp_root.mkdir(parents=True, exist_ok=True)
-        folder = Path(__import__("tempfile").mkdtemp(prefix="dash-search-", dir=plan.tmp_root))
+        folder = Path(tempfile.mkdtemp(prefix="dash-search-", dir=plan.tmp_root))
         say(f"dashboard: search, {index_plan.studies} studies")
         try:
             def run_search() -> tuple[dict, dict]:
@@ -546,7 +549,7 @@ def run(plan: Any, results: Results, guard: Guard) -> None:
         _check_browser()
         index_path = generated_index(index_plan)
         ct = ct_volume(n)
-        patient = str(__import__("pydicom").dcmread(ct.files()[0], stop_before_pixels=True).PatientName)
+        patient = str(dcmread(ct.files()[0], stop_before_pixels=True).PatientName)
         family = patient.split("^")[0]
         say(f"dashboard: browser, {index_plan.studies} generated studies + {n} CT 512x512")
         with PacsdashServer(plan.tmp_root, plan.keep) as server:

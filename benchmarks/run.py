@@ -115,6 +115,17 @@ def notes(plan: Plan) -> list[str]:
             "(/frames). Wildcards go unencoded in the URL (Orthanc 1.10.1 does not decode %2A). MB/s is body bytes "
             "(1 MB = 10^6 bytes) over the median time.")
         out.append(ORTHANC_DICOMWEB_NOTES)
+    if "dashboard" in plan.phases:
+        out.append(
+            f"Dashboard (pacsdash only; targets printed with each row): search = StudySearch.refresh() in this "
+            f"process on a generated index of {plan.dash_studies:,} studies (first page of 25 by date, the total "
+            f"count, the table), {plan.repetitions} timed repetitions after 3; totals, rows and the first date "
+            f"checked. Browser = Chromium headless driven by Playwright against `pacsdash serve` on that index plus "
+            f"the {plan.web_instances}-slice CT, {plan.browser_repetitions} sessions each in a fresh browser context "
+            "(logged in anew); times taken in the page with performance.now(), polled once per animation frame. "
+            "Scrolling: arrow-down from the first slice to the last once the browser holds every slice; fps = "
+            "distinct slices drawn per second (slices skipped when keys come faster than the screen refreshes are "
+            "listed in the details).")
     return out
 
 
