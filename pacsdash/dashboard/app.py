@@ -9,6 +9,7 @@ import panel as pn
 
 from pacsdash.access import Action, Role
 from pacsdash.dashboard.overview import Overview
+from pacsdash.dashboard.patient import PatientView
 from pacsdash.dashboard.search import StudySearch
 from pacsdash.dashboard.study import StudyPanel
 from pacsdash.dashboard.upload import UploadPanel
@@ -61,7 +62,8 @@ def watch_arrivals(archive: Any, refreshers: list, period_ms: int = 2000) -> Non
 
 
 def dashboard(context: Any) -> pn.viewable.Viewable:
-    """One session's page."""
+    """One session's page: tabs for the search, a study, a patient, upload
+    (editor, admin) and the overview."""
     role = current_role(context)
     if role is None:  # logged in, then removed: nothing of the archive
         return pn.pane.HTML('<p>Your account no longer exists. <a href="/logout">Log out</a></p>')
@@ -70,25 +72,51 @@ def dashboard(context: Any) -> pn.viewable.Viewable:
     # The page's scripts: Tabulator always, the file dropper for those who may upload.
     pn.extension("tabulator", *(["filedropper"] if role.may(Action.UPLOAD) else []))
     search = StudySearch(archive=context.archive)
-    study = StudyPanel(archive=context.archive, role=role, accounts=context.accounts)
-    search.param.watch(lambda event: setattr(study, "study_uid", event.new), "selected")
-    who = pn.pane.HTML(
-        f'<span class="pd-user">{html.escape(user)} ({role.value})</span>'
-        + (' · <a href="/logout">Log out</a>' if context.settings.auth.enabled else ""),
-        margin=(10, 10),
-    )
+    study = StudyPanel(archive=context.archive, role=role, accounts=context.accounts, user=user)
+    patient = PatientView(archive=context.archive)
     overview = Overview(archive=context.archive)
-    pages: list[tuple[str, Any]] = [("Studies", pn.Column(search, study, sizing_mode="stretch_width"))]
+    pages: list[tuple[str, Any]] = [("Studies", search), ("Study", study), ("Patient", patient)]
     if role.may(Action.UPLOAD):  # never shown to a viewer; the upload itself checks again
         pages.append(("Upload", UploadPanel(
             archive=context.archive, user=user, limit_mb=context.settings.server.max_upload_mb,
             may_upload=lambda: may(context, login, Action.UPLOAD),
         )))
     pages.append(("Overview", overview))
-    tabs = pn.Tabs(*pages, dynamic=True, sizing_mode="stretch_width")
-    watch_arrivals(context.archive, [search.refresh, overview.refresh])
+    tabs = pn.Tabs(*pages, dynamic=True, sizing_mode="stretch_width", margin=(0, 5))
+    names = [name for name, _ in pages]
+
+    def show(name: str) -> None:
+        tabs.active = names.index(name)
+
+    def open_study(event: Any) -> None:
+        study.study_uid = event.new
+        show("Study")
+
+    def open_patient(event: Any) -> None:
+        if patient.patient_id == event.new:
+            patient.refresh()
+        else:
+            patient.patient_id = event.new
+        show("Patient")
+
+    def after_delete(_: Any) -> None:
+        search.refresh()
+        patient.refresh()
+
+    search.param.watch(open_study, "selected")
+    patient.param.watch(open_study, "selected")
+    search.param.watch(open_patient, "patient")
+    study.param.watch(open_patient, "patient")
+    study.param.watch(after_delete, "deleted")
+    watch_arrivals(context.archive, [search.refresh, patient.refresh, overview.refresh])
+    who = pn.pane.HTML(
+        f'<span class="pd-user">{html.escape(user)} ({role.value})</span>'
+        + (' · <a href="/logout">Log out</a>' if context.settings.auth.enabled else ""),
+        margin=(6, 10),
+    )
     return pn.Column(
-        pn.Row(pn.pane.Markdown("## pacsdash", margin=(0, 10)), pn.HSpacer(), who, sizing_mode="stretch_width"),
+        pn.Row(pn.pane.HTML("<b style='font-size: 1.4em'>pacsdash</b>", margin=(4, 10)), pn.HSpacer(), who,
+               sizing_mode="stretch_width", height=36),
         tabs,
         sizing_mode="stretch_width",
     )

@@ -24,6 +24,8 @@ COLUMNS = {
     "NumberOfStudyRelatedSeries": "Series",
     "NumberOfStudyRelatedInstances": "Instances",
 }
+#: Clicking these columns opens the patient rather than the study.
+PATIENT_COLUMNS = ("Patient", "Patient ID")
 MODALITIES = ["", "CT", "MR", "US", "CR", "DX", "MG", "NM", "PT", "XA", "RF", "OT", "SR", "SEG", "RTDOSE", "RTPLAN", "ECG"]
 
 
@@ -58,7 +60,8 @@ class StudySearch(pn.viewable.Viewer):
     page = param.Integer(default=0, bounds=(0, None))
     page_size = param.Integer(default=25, bounds=(5, 500))
     total = param.Integer(default=0, constant=False)
-    selected = param.String(default="", doc="StudyInstanceUID of the chosen row.")
+    selected = param.String(default="", doc="StudyInstanceUID of the study opened last.")
+    patient = param.String(default="", doc="PatientID of the patient opened last.")
     error = param.String(default="")
 
     def __init__(self, **params: Any) -> None:
@@ -73,7 +76,7 @@ class StudySearch(pn.viewable.Viewer):
             height=330,
             sorters=[],
         )
-        self._table.param.watch(self._on_select, "selection")
+        self._table.on_click(self._on_click)
         self._pager = pn.pane.Markdown("", margin=(8, 10))
         self.refresh()
 
@@ -132,9 +135,23 @@ class StudySearch(pn.viewable.Viewer):
         pages = max(1, -(-self.total // self.page_size))
         self._pager.object = f"{self.total} studies, page {self.page + 1} of {pages}"
 
-    def _on_select(self, event: Any) -> None:
-        if event.new:
-            self.selected = str(self._table.value.iloc[event.new[0]]["StudyInstanceUID"])
+    def _open(self, name: str, value: str) -> None:
+        if getattr(self, name) == value:
+            self.param.trigger(name)  # opened again: watchers hear of it too
+        else:
+            setattr(self, name, value)
+
+    def open_row(self, row: int, column: str | None = None) -> None:
+        """Open the study on row ``row``; its patient if ``column`` is a patient column."""
+        record = self._table.value.iloc[row]
+        if column in PATIENT_COLUMNS and record["Patient ID"]:
+            self._open("patient", str(record["Patient ID"]))
+        else:
+            self._open("selected", str(record["StudyInstanceUID"]))
+
+    def _on_click(self, event: Any) -> None:
+        if event.row is not None and 0 <= event.row < len(self._table.value):
+            self.open_row(event.row, event.column)
 
     def next_page(self, *_: Any) -> None:
         if (self.page + 1) * self.page_size < self.total:
@@ -163,7 +180,10 @@ class StudySearch(pn.viewable.Viewer):
         error = pn.pane.Alert(self.param.error, alert_type="danger", visible=self.param.error.rx.bool())
         return pn.Row(
             pn.Column("### Find studies", filters),
-            pn.Column(error, self._table, pn.Row(previous, following, self._pager), sizing_mode="stretch_width"),
+            pn.Column(error, self._table, pn.Row(previous, following, self._pager),
+                      pn.pane.HTML("<small>Click a study to open it; a name or patient ID to see all the "
+                                   "patient's studies.</small>", margin=(0, 10)),
+                      sizing_mode="stretch_width"),
             sizing_mode="stretch_width",
         )
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import time
 import zipfile
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import requests
 from pydicom import dcmread
 
 from tests.conftest import require_tool
+from tests.dashboard.viewer.conftest import CINE_FRAMES
 from tests.helpers import VALID, ServerProcess, run_cli
 from tests.web.test_dicomweb import multipart
 
@@ -55,8 +57,8 @@ def server(tmp_path_factory):
     server.stop()
 
 
-def log_in(browser, server, role: str, shots: Path):
-    context = browser.new_context(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
+def log_in(browser, server, role: str, shots: Path, viewport: tuple[int, int] = (1400, 1000)):
+    context = browser.new_context(viewport={"width": viewport[0], "height": viewport[1]}, accept_downloads=True)
     page = context.new_page()
     outside = []
     page.on("request", lambda r: outside.append(r.url) if not r.url.startswith(("http://127.0.0.1", "ws://127.0.0.1", "data:", "blob:")) else None)
@@ -82,6 +84,11 @@ def search_name(page, text: str, rows: int) -> None:
     expect(page.locator(".tabulator-row")).to_have_count(rows, timeout=30_000)  # locators see into shadow roots
 
 
+def open_first_study(page) -> None:
+    """Click the first row's date: opens the study (a patient cell would open the patient)."""
+    page.locator(".tabulator-row").first.locator(".tabulator-cell[tabulator-field='Date']").click()
+
+
 def open_tab(page, name: str) -> None:
     """Click the dashboard tab called ``name``."""
     page.locator(".bk-tab", has_text=name).click()
@@ -92,7 +99,7 @@ def test_admin_searches_opens_and_downloads(browser, server, tmp_path):
     assert page.locator("text=admin (admin)").is_visible()
     search_name(page, "compressed*mr1", 1)
     page.screenshot(path=tmp_path / "admin-search.png")
-    page.locator(".tabulator-row").first.click()
+    open_first_study(page)
     page.wait_for_selector("text=Download the study (ZIP)", timeout=30_000)
     assert page.locator("button:has-text('Delete study')").is_visible()
     with page.expect_download() as download:
@@ -109,7 +116,7 @@ def test_admin_searches_opens_and_downloads(browser, server, tmp_path):
 
 def test_viewer_sees_no_delete_and_the_api_refuses(browser, server, tmp_path):
     context, page = log_in(browser, server, "viewer", tmp_path)
-    page.locator(".tabulator-row").first.click()
+    open_first_study(page)
     page.wait_for_selector("text=Download the study (ZIP)", timeout=30_000)
     assert page.locator("button:has-text('Delete study')").count() == 0
     page.screenshot(path=tmp_path / "viewer-study.png")
@@ -129,7 +136,7 @@ def test_names_are_shown_escaped(browser, server, tmp_path):
     dialogs = []
     page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
     search_name(page, "*mallory*", 1)
-    page.locator(".tabulator-row").first.click()
+    open_first_study(page)
     page.wait_for_selector("text=Download the study (ZIP)", timeout=30_000)
     assert page.locator("img[src=x]").count() == 0
     assert dialogs == []
@@ -153,7 +160,7 @@ def test_a_new_study_appears_without_reloading(browser, server, tmp_path):
 def test_a_study_opens_in_the_viewer(browser, server, tmp_path):
     context, page = log_in(browser, server, "viewer", tmp_path)
     search_name(page, "compressed*mr1", 1)
-    page.locator(".tabulator-row").first.click()
+    open_first_study(page)
     page.locator("canvas").first.wait_for(timeout=60_000)
     expect(page.get_by_text("image 1 / 7")).to_be_visible(timeout=30_000)
     page.screenshot(path=tmp_path / "viewer.png")
@@ -170,9 +177,10 @@ def zip_file(path: Path, members: dict[str, bytes]) -> Path:
 def test_an_editor_uploads_a_zip_and_a_file_and_finds_the_study(browser, server, tmp_path):
     from tests.factories import make_instance
 
+    zoe = {"PatientName": "ZIPPED^ZOE", "PatientID": "ZIP1", "StudyInstanceUID": "1.2.826.0.1.3680043.10.1474.77.1"}
     zipped = zip_file(tmp_path / "export.zip", {
-        "EXPORT/PAT1/ST1/IM0001": make_instance(PatientName="ZIPPED^ZOE", PatientID="ZIP1", StudyInstanceUID="1.2.826.0.1.3680043.10.1474.77.1"),
-        "EXPORT/PAT1/ST1/SE2/IM0002": make_instance(PatientName="ZIPPED^ZOE", PatientID="ZIP1", StudyInstanceUID="1.2.826.0.1.3680043.10.1474.77.1"),
+        "EXPORT/PAT1/ST1/IM0001": make_instance(**zoe),
+        "EXPORT/PAT1/ST1/SE2/IM0002": make_instance(**zoe),
         "EXPORT/README.TXT": b"exported by a CD burner",
         "EXPORT/CT_small.dcm": next(p for p in VALID if p.name == "CT_small.dcm").read_bytes(),  # already stored
     })
@@ -232,4 +240,91 @@ def test_a_viewer_sees_no_upload(browser, server, tmp_path):
     assert page.locator(".bk-tab", has_text="Overview").count() == 1
     assert page.locator(".bk-tab", has_text="Upload").count() == 0
     assert page.locator("input[type=file]").count() == 0
+    context.close()
+
+
+def stow(server, raws: list[bytes]) -> None:
+    body, content_type = multipart(raws)
+    assert requests.post(f"http://127.0.0.1:{server.http_port}/dicom-web/studies", data=body,
+                         headers={"Content-Type": content_type}, auth=("admin", "admin-pw")).status_code == 200
+
+
+@pytest.fixture(scope="module")
+def thumbs_study(server, tmp_path_factory):
+    """A study with a report (no image), a CT series and a multi-frame series."""
+    from pacsdash.archive import Level
+    from tests.dashboard.viewer.conftest import make_viewer_study
+
+    study = make_viewer_study(tmp_path_factory.mktemp("thumbs") / "home", "THUMBS^TINA")
+    raws = [study.archive.local_path(loc).read_bytes() for loc in study.archive.locate(Level.STUDY, study.study_uid)]
+    study.archive.close()
+    stow(server, raws)
+    return study
+
+
+#: Luminance spread of each thumbnail image on the page (-1: not loaded yet).
+THUMBNAIL_SPREAD = """imgs => imgs.map(img => {
+  if (!img.complete || !img.naturalWidth) return -1
+  const c = document.createElement("canvas"); c.width = img.naturalWidth; c.height = img.naturalHeight
+  const ctx = c.getContext("2d"); ctx.drawImage(img, 0, 0)
+  const d = ctx.getImageData(0, 0, c.width, c.height).data
+  let lo = 255, hi = 0
+  for (let i = 0; i < d.length; i += 4) {
+    const v = (d[i] + d[i + 1] + d[i + 2]) / 3; lo = Math.min(lo, v); hi = Math.max(hi, v)
+  }
+  return hi - lo
+})"""
+
+
+def test_a_study_fits_a_small_screen_with_thumbnails(browser, server, thumbs_study, tmp_path):
+    context, page = log_in(browser, server, "viewer", tmp_path, viewport=(1366, 768))
+    search_name(page, "thumbs^tina", 1)
+    open_first_study(page)
+    expect(page.get_by_text("image 1 / 20")).to_be_visible(timeout=60_000)
+    thumbnails = page.locator("img.pd-thumb")
+    expect(thumbnails).to_have_count(2, timeout=30_000)  # the CT and the cine series; the report has none
+    expect(page.locator(".pd-thumb-none", has_text="SR")).to_have_count(1)
+    deadline = time.monotonic() + 30
+    while min(spread := thumbnails.evaluate_all(THUMBNAIL_SPREAD)) < 0 and time.monotonic() < deadline:
+        page.wait_for_timeout(200)
+    assert all(value > 20 for value in spread), f"blank or missing thumbnails: {spread}"
+    page.wait_for_timeout(500)
+    page.screenshot(path=tmp_path / "study-1366x768.png")
+    # Everything needed at once, without scrolling: the series list and the whole image.
+    assert page.evaluate("window.scrollY") == 0
+    canvas = page.locator("canvas").first.bounding_box()
+    assert canvas["height"] > 300 and canvas["y"] + canvas["height"] <= 768, canvas
+    for k in range(2):
+        box = thumbnails.nth(k).bounding_box()
+        assert box["y"] + box["height"] <= 768 and box["x"] + box["width"] <= 1366, box
+    # A click on a series shows it in the viewer.
+    cine = page.locator(".pd-series-list .tabulator-row", has_text="Cine")
+    cine.locator(".tabulator-cell[tabulator-field='Description']").click()
+    expect(page.get_by_text(f"image 1 / {CINE_FRAMES}")).to_be_visible(timeout=30_000)
+    page.screenshot(path=tmp_path / "study-cine.png")
+    context.close()
+
+
+def test_the_patient_view_lists_the_patients_studies(browser, server, tmp_path):
+    from tests.factories import make_instance
+
+    stow(server, [
+        make_instance(PatientName="VIEWS^PETRA", PatientID="PV1", StudyDate="20240105", StudyDescription="CT HEAD"),
+        make_instance(PatientName="VIEWS^PETRA", PatientID="PV1", StudyDate="20250720", StudyDescription="MR KNEE"),
+        make_instance(PatientName="VIEWS^PAUL", PatientID="PV2", StudyDate="20250721", StudyDescription="US NECK"),
+    ])
+    context, page = log_in(browser, server, "viewer", tmp_path)
+    search_name(page, "views^petra", 2)
+    page.locator(".tabulator-row").first.locator(".tabulator-cell[tabulator-field='Patient ID']").click()
+    expect(page.locator(".pd-patient-name")).to_have_text("VIEWS, PETRA", timeout=30_000)
+    studies = page.locator(".pd-patient-studies .tabulator-row")
+    expect(studies).to_have_count(2)
+    expect(studies.nth(0)).to_contain_text("MR KNEE")
+    expect(studies.nth(1)).to_contain_text("CT HEAD")
+    expect(page.locator(".pd-patient-studies")).not_to_contain_text("US NECK")
+    page.screenshot(path=tmp_path / "patient.png")
+    studies.nth(1).locator(".tabulator-cell[tabulator-field='Description']").click()
+    expect(page.locator(".pd-study-title")).to_contain_text("CT HEAD", timeout=30_000)
+    page.get_by_role("button", name="All studies of this patient").click()
+    expect(page.locator(".pd-patient-studies .tabulator-row")).to_have_count(2, timeout=30_000)
     context.close()

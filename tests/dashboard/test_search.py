@@ -60,8 +60,14 @@ def test_filters(archive):
 def test_selection_and_names(archive):
     search = StudySearch(archive=archive)
     search.patient_id = "XSS"
-    search._table.selection = [0]
-    assert search.selected == search._table.value.iloc[0]["StudyInstanceUID"]
+    search.open_row(0)
+    assert search.selected == search._table.value.iloc[0]["StudyInstanceUID"] and search.patient == ""
+    search.open_row(0, "Patient ID")
+    assert search.patient == "XSS"
+    heard = []
+    search.param.watch(lambda e: heard.append(e.new), "selected")
+    search.open_row(0, "Date")  # the same study again: still an event, to show it
+    assert heard == [search.selected]
     # Cells are plain text: the Tabulator escapes them when drawing.
     assert search._table.value.iloc[0]["Patient"] == "<script>alert(1)</script>, X"
     assert person_name("DOE^JANE^Q") == "DOE, JANE Q"

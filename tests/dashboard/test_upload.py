@@ -12,7 +12,7 @@ import pytest
 from pydicom import dcmread
 
 from pacsdash.archive import Level, Query
-from pacsdash.dashboard.ingest import DUPLICATE, FAILED, STORED, expand, ingest, is_zip, UploadTooLarge
+from pacsdash.dashboard.ingest import DUPLICATE, FAILED, STORED, UploadTooLarge, expand, ingest, is_zip
 from pacsdash.dashboard.upload import GuardedFileDropper, UploadPanel, report_html
 from tests.factories import make_instance
 from tests.helpers import VALID

@@ -84,13 +84,14 @@ class SeriesViewer(pn.viewable.Viewer):
     window_center = param.Number(default=40.0, doc="Window center in modality units.")
     window_width = param.Number(default=400.0, doc="Window width in modality units.")
     series_options = param.Dict(default={}, doc="Series of the study: label -> Series Instance UID.")
+    canvas_height = param.Integer(default=512, bounds=(64, None), constant=True, doc="Height of the image, pixels.")
 
     def __init__(self, **params: Any) -> None:
         super().__init__(**params)
         self.series: SeriesFrames | None = None
         self._series_rows: dict[str, dict[str, Any]] = {}
         self._study_row: dict[str, Any] = {}
-        self.canvas = FrameCanvas()
+        self.canvas = FrameCanvas(height=self.canvas_height)
         self.tags = TagBrowser()
         self._series_select = pn.widgets.Select(label="Series", options={}, sizing_mode="stretch_width")
         self._frame_slider = pn.widgets.IntSlider(label="Image", start=1, end=2, value=1, disabled=True,

@@ -1,0 +1,75 @@
+"""The study page without a browser: series list with thumbnails, the viewer beside it, actions."""
+
+from __future__ import annotations
+
+import html
+from types import SimpleNamespace
+
+import pytest
+
+from pacsdash.access import Role
+from pacsdash.archive import Level, Query
+from pacsdash.dashboard.series_list import middle_instances, series_table, thumbnail_html, thumbnail_url
+from pacsdash.dashboard.study import CANVAS_HEIGHT, StudyPanel
+from tests.dashboard.viewer.conftest import CINE_FRAMES, CT_SLICES, make_viewer_study
+from tests.factories import make_instance
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    study = make_viewer_study(tmp_path_factory.mktemp("study") / "home")
+    yield study
+    study.archive.close()
+
+
+def test_series_rows_have_thumbnails_of_the_middle_image(study):
+    table = series_table(study.archive, study.study_uid)
+    assert list(table["#"]) == ["1", "2", "90"]  # by Series Number
+    assert list(table["Instances"]) == ["1", str(CT_SLICES), "1"]
+    assert list(table["Modality"]) == ["SR", "CT", study.cine.Modality]
+    middles = middle_instances(study.archive, study.study_uid)
+    by_number = sorted(study.ct, key=lambda ds: int(ds.InstanceNumber))
+    assert middles[study.ct_series_uid] == by_number[CT_SLICES // 2].SOPInstanceUID
+    assert middles[study.cine_series_uid] == study.cine.SOPInstanceUID
+    sr, ct, cine = table["Thumbnail"]
+    assert "<img" not in sr and "SR" in sr  # a report has no image
+    assert html.escape(thumbnail_url(study.study_uid, study.ct_series_uid, middles[study.ct_series_uid])) in ct
+    assert "/thumbnail?viewport=64,64" in cine
+
+
+def test_values_are_escaped_in_the_thumbnail_cell():
+    cell = thumbnail_html('1"><script>', "2", "3", "CT")
+    assert "<script>" not in cell and "%22%3E%3Cscript%3E" in cell
+    assert thumbnail_html("1", "2", None, "<b>SR</b>") == '<div class="pd-thumb-none">&lt;b&gt;SR&lt;/b&gt;</div>'
+
+
+def test_series_descriptions_stay_plain_text(archive):
+    raw = make_instance(SeriesDescription="<img src=x onerror=alert(1)>", BodyPartExamined="HEAD", SeriesNumber=3)
+    archive.store_bytes(raw)
+    [uid] = [r["StudyInstanceUID"] for r in archive.find(Query(Level.STUDY, {}, ["StudyInstanceUID"]))]
+    table = series_table(archive, uid)
+    assert table.iloc[0]["Description"] == "<img src=x onerror=alert(1)> (HEAD)"  # the table escapes it when drawing
+    assert "onerror" not in table.iloc[0]["Thumbnail"]
+
+
+def test_clicking_a_series_shows_it_in_the_viewer(study):
+    panel = StudyPanel(archive=study.archive, role=Role.VIEWER, study_uid=study.study_uid)
+    assert panel._viewer.series_uid == study.ct_series_uid  # the first image series
+    assert panel._viewer.canvas.height == CANVAS_HEIGHT
+    rows = list(panel._series.table.value["SeriesInstanceUID"])
+    panel._series._on_click(SimpleNamespace(row=rows.index(study.cine_series_uid), column="Description"))
+    assert panel._viewer.series_uid == study.cine_series_uid
+    assert len(panel._viewer.series) == CINE_FRAMES
+    assert panel._series.table.selection == [rows.index(study.cine_series_uid)]
+
+
+def test_the_patient_button_and_an_empty_study(study):
+    panel = StudyPanel(archive=study.archive, role=Role.VIEWER, study_uid=study.study_uid)
+    heard = []
+    panel.param.watch(lambda e: heard.append(e.new), "patient")
+    assert panel._to_patient.visible
+    panel._on_patient()
+    panel._on_patient()  # asked again: heard again
+    assert len(heard) == 2 and heard[0] == panel._patient_id != ""
+    panel.study_uid = ""
+    assert not panel._to_patient.visible and panel._viewer is None and len(panel._series.table.value) == 0
