@@ -61,6 +61,8 @@ class GuardedFileDropper(pn.widgets.FileDropper):
                 self._refuse("your role may not upload")
                 return
             data = event.data
+            if data.get("chunk") != 1 and data.get("name") not in self._file_buffer:
+                return  # the rest of a file already refused
             chunk = data.get("data") or b""
             if self._held() + len(chunk) > self._limit:
                 self._file_buffer.pop(data.get("name"), None)

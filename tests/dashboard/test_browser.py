@@ -22,6 +22,8 @@ except ImportError:  # the fixture below skips (or fails in CI) with the reason
     expect = None
 
 CHROMIUM = Path("/usr/bin/chromium")
+#: Where the page may fetch from: this machine only.
+LOCAL = ("http://127.0.0.1", "ws://127.0.0.1", "data:", "blob:")
 #: [server] max_upload_mb of the test server.
 UPLOAD_LIMIT_MB = 8
 pytestmark = pytest.mark.browser
@@ -61,7 +63,7 @@ def log_in(browser, server, role: str, shots: Path, viewport: tuple[int, int] = 
     context = browser.new_context(viewport={"width": viewport[0], "height": viewport[1]}, accept_downloads=True)
     page = context.new_page()
     outside = []
-    page.on("request", lambda r: outside.append(r.url) if not r.url.startswith(("http://127.0.0.1", "ws://127.0.0.1", "data:", "blob:")) else None)
+    page.on("request", lambda r: outside.append(r.url) if not r.url.startswith(LOCAL) else None)
     page.goto(f"http://127.0.0.1:{server.http_port}/")
     assert "/login" in page.url  # nothing of the archive before login
     assert "CompressedSamples" not in page.content()
@@ -128,7 +130,9 @@ def test_viewer_sees_no_delete_and_the_api_refuses(browser, server, tmp_path):
 def test_names_are_shown_escaped(browser, server, tmp_path):
     from tests.factories import make_instance
 
-    raw = make_instance(PatientName="<img src=x onerror=alert(1)>^Mallory", PatientID="XSS1")
+    raw = make_instance(PatientName="<img src=x onerror=alert(1)>^Mallory", PatientID="<b>XSS1</b>",
+                        StudyDescription="<img src=x onerror=alert(2)>", SeriesDescription="<img src=x onerror=alert(3)>",
+                        Modality="<i>CT")
     body, content_type = multipart([raw])
     requests.post(f"http://127.0.0.1:{server.http_port}/dicom-web/studies", data=body,
                   headers={"Content-Type": content_type}, auth=("admin", "admin-pw"))
@@ -138,9 +142,14 @@ def test_names_are_shown_escaped(browser, server, tmp_path):
     search_name(page, "*mallory*", 1)
     open_first_study(page)
     page.wait_for_selector("text=Download the study (ZIP)", timeout=30_000)
-    assert page.locator("img[src=x]").count() == 0
+    expect(page.locator(".pd-series-list")).to_contain_text("<img src=x onerror=alert(3)>", timeout=30_000)
+    expect(page.locator(".pd-study-title")).to_contain_text("<img src=x onerror=alert(2)>")
+    page.get_by_role("button", name="All studies of this patient").click()
+    expect(page.locator(".pd-patient")).to_contain_text("<b>XSS1</b>", timeout=30_000)
+    expect(page.locator(".pd-patient-studies")).to_contain_text("<img src=x onerror=alert(2)>")
+    page.screenshot(path=tmp_path / "escaped-patient.png")
+    assert page.locator("img[src=x]").count() == 0 and page.locator("b", has_text="XSS1").count() == 0
     assert dialogs == []
-    assert "&lt;img" in page.content() or "<img src=x" not in page.content()
     context.close()
 
 
@@ -187,6 +196,8 @@ def test_an_editor_uploads_a_zip_and_a_file_and_finds_the_study(browser, server,
     single = tmp_path / "single.dcm"
     single.write_bytes(make_instance(PatientName="SINGLE^SAM", PatientID="SGL1"))
     context, page = log_in(browser, server, "editor", tmp_path)
+    outside = []
+    page.on("request", lambda r: outside.append(r.url) if not r.url.startswith(LOCAL) else None)
     open_tab(page, "Upload")
     page.locator("input[type=file]").set_input_files([str(zipped), str(single)])
     store = page.get_by_role("button", name="Store 2 files in the archive")
@@ -207,6 +218,7 @@ def test_an_editor_uploads_a_zip_and_a_file_and_finds_the_study(browser, server,
     assert [s["NumberOfStudyRelatedInstances"] for s in studies] == ["2"]
     log = (server.home / "logs" / "pacsdash.log").read_text()
     assert "dashboard upload by editor: 2 files received, 3 stored, 1 duplicate, 1 failed" in log
+    assert outside == [], f"requests left the machine: {outside}"
     context.close()
 
 

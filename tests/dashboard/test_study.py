@@ -73,3 +73,29 @@ def test_the_patient_button_and_an_empty_study(study):
     assert len(heard) == 2 and heard[0] == panel._patient_id != ""
     panel.study_uid = ""
     assert not panel._to_patient.visible and panel._viewer is None and len(panel._series.table.value) == 0
+
+
+def test_an_admin_deletes_with_confirmation_and_it_is_logged(tmp_path, caplog):
+    import asyncio
+    import logging
+
+    study = make_viewer_study(tmp_path / "home")
+    try:
+        panel = StudyPanel(archive=study.archive, role=Role.ADMIN, user="ad", study_uid=study.study_uid)
+        deleted = []
+        panel.param.watch(lambda e: deleted.append(True), "deleted")
+        asyncio.run(panel._on_delete())
+        assert "Tick the box" in panel.message and study.archive.locate(Level.STUDY, study.study_uid)
+        panel._confirm.value = True
+        with caplog.at_level(logging.INFO, logger="pacsdash.dashboard.study"):
+            asyncio.run(panel._on_delete())
+        assert not study.archive.locate(Level.STUDY, study.study_uid) and deleted == [True]
+        assert panel.study_uid == "" and any(f"dashboard delete by ad of study {study.study_uid}" in r.message
+                                             for r in caplog.records)
+        viewer = StudyPanel(archive=study.archive, role=Role.VIEWER)
+        viewer._confirm.value = True
+        viewer.study_uid = "1.2.3"
+        asyncio.run(viewer._on_delete())
+        assert "may not delete" in viewer.message
+    finally:
+        study.archive.close()

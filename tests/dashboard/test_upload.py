@@ -135,5 +135,8 @@ def test_the_dropper_refuses_chunks_beyond_the_limit():
     dropper._process_event(upload_event("a", b"x" * 600, 1, 2))
     dropper._process_event(upload_event("a", b"x" * 600, 2, 2))
     assert dropper.value == {} and dropper._file_buffer == {} and "larger than" in dropper.refusals[0]
+    dropper._process_event(upload_event("a", b"x" * 600, 2, 3))  # the rest of the refused file: dropped quietly
+    dropper._process_event(upload_event("a", b"x" * 600, 3, 3))
+    assert dropper.value == {} and len(dropper.refusals) == 1
     dropper._process_event(upload_event("b", b"x" * 900))
     assert list(dropper.value) == ["b"]
