@@ -104,8 +104,10 @@ class SeriesList(pn.viewable.Viewer):
         self.table = pn.widgets.Tabulator(
             pd.DataFrame(columns=["SeriesInstanceUID", *COLUMNS.values()]),
             hidden_columns=["SeriesInstanceUID"], show_index=False, disabled=True, selectable=1,
-            formatters={"Thumbnail": {"type": "html"}}, titles={"Thumbnail": ""},
-            widths={"Thumbnail": 76, "#": 44, "Modality": 80, "Instances": 84},
+            # Only the thumbnail cell (built and escaped here) is HTML; "textarea" wraps escaped text.
+            formatters={"Thumbnail": {"type": "html"}, "Description": {"type": "textarea"}},
+            titles={"Thumbnail": ""}, widths={"Thumbnail": 76, "#": 40, "Modality": 78, "Instances": 80},
+            layout="fit_columns",
             header_align="left", height=height, sorters=[], configuration={"columnDefaults": {"headerSort": False}},
             **({"width": width} if width else {"sizing_mode": "stretch_width"}),
             stylesheets=[CSS], css_classes=["pd-series-list"],

@@ -288,8 +288,9 @@ THUMBNAIL_SPREAD = """imgs => imgs.map(img => {
 })"""
 
 
-def test_a_study_fits_a_small_screen_with_thumbnails(browser, server, thumbs_study, tmp_path):
-    context, page = log_in(browser, server, "viewer", tmp_path, viewport=(1366, 768))
+@pytest.mark.parametrize("role", ["viewer", "admin"])  # the admin has the most actions above the viewer
+def test_a_study_fits_a_small_screen_with_thumbnails(browser, server, thumbs_study, tmp_path, role):
+    context, page = log_in(browser, server, role, tmp_path, viewport=(1366, 768))
     search_name(page, "thumbs^tina", 1)
     open_first_study(page)
     expect(page.get_by_text("image 1 / 20")).to_be_visible(timeout=60_000)
