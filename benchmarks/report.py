@@ -189,12 +189,14 @@ def markdown(results: Results) -> str:
         out.append("")
     if dash.get("browser_sessions"):
         out += ["## Browser sessions (ms from the click; scroll of the loaded series)", "",
-                "| # | login to table | search | study panel | viewer | first frame | all slices held | keys/s | "
-                "slices drawn | skipped | fps |", "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+                "| # | login to table | search | study panel | viewer | first frame | all slices held | "
+                "every slice: fps | max gap ms | fast keys/s | slices drawn | skipped | fps |",
+                "|---:|" + "---:|" * 12]
         for k, b in enumerate(dash["browser_sessions"], 1):
-            marks, sc = b.get("first_frame_marks_ms", {}), b["scroll"]
+            marks, sc, pc = b.get("first_frame_marks_ms", {}), b["scroll"], b.get("scroll_paced", {})
             out.append(f"| {k} | {b['login_to_table_ms']} | {b['browser_search_ms']} | {marks.get('study_panel', '')} |"
                        f" {marks.get('viewer', '')} | {b['first_frame_ms']} | {b['all_slices_cached_after_first_ms']} |"
+                       f" {pc.get('fps', '')} | {pc.get('max_gap_ms', '')} |"
                        f" {b['key_presses_per_s']} | {sc['slices_drawn']} | {sc['slices_skipped']} | {sc['fps']} |")
         out.append("")
     setup = results.details.get("setup", {})
