@@ -53,6 +53,8 @@ def test_scroll_stats_count_distinct_slices_drawn():
     assert stats["fps"] == pytest.approx(2 / 0.040, rel=1e-3)
     with pytest.raises(BenchError):
         dashboard.scroll_stats([[0.0, 0], [10.0, 1]], 0, 4)
+    back = dashboard.scroll_stats([[0.0, 4], [10.0, 3], [20.0, 2], [30.0, 1], [40.0, 0]], 4, 0)
+    assert back["slices_drawn"] == 4 and back["slices_skipped"] == 0 and back["fps"] == pytest.approx(100.0)
 
 
 def test_targets():
