@@ -472,8 +472,12 @@ def _check_browser() -> None:
 
 
 def measure_browser(server: PacsdashServer, patient: str, slices: int, repetitions: int,
-                    shots: Path | None) -> list[dict[str, Any]]:
-    """``repetitions`` browser sessions against ``server``, each in a fresh browser context."""
+                    shots: Path | None) -> tuple[list[dict[str, Any]], dict]:
+    """``repetitions`` browser sessions against ``server``, each in a fresh browser context; and the foreign load.
+
+    The load is measured while the browser still runs: Chromium's helper processes are not our children once
+    it has exited, and their CPU time would count as another program's.
+    """
     from playwright.sync_api import sync_playwright
 
     sessions = []
@@ -482,17 +486,23 @@ def measure_browser(server: PacsdashServer, patient: str, slices: int, repetitio
             executable_path=str(CHROMIUM), headless=True,
             args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
         try:
-            for rep in range(repetitions):
-                sessions.append(browser_session(browser, server.base_url, patient, slices, shots if rep == 0 else None))
-                say(f"  session {rep + 1}: search {sessions[-1]['browser_search_ms']} ms, first frame "
-                    f"{sessions[-1]['first_frame_ms']} ms, {slices} slices cached "
-                    f"{sessions[-1]['all_slices_cached_after_first_ms']} ms later, scroll every slice "
-                    f"{sessions[-1]['scroll_paced']['fps']} fps ({sessions[-1]['scroll_paced']['slices_skipped']} "
-                    f"skipped), keys at {sessions[-1]['key_presses_per_s']}/s {sessions[-1]['scroll']['fps']} fps "
-                    f"({sessions[-1]['scroll']['slices_skipped']} skipped)")
+            with ForeignLoad(server.pid) as load:
+                _sessions(browser, server, patient, slices, repetitions, shots, sessions)
         finally:
             browser.close()
-    return sessions
+    return sessions, load.result
+
+
+def _sessions(browser: Any, server: PacsdashServer, patient: str, slices: int, repetitions: int,
+              shots: Path | None, sessions: list[dict[str, Any]]) -> None:
+    """Run the sessions one after the other, appending each one's figures to ``sessions``."""
+    for rep in range(repetitions):
+        b = browser_session(browser, server.base_url, patient, slices, shots if rep == 0 else None)
+        sessions.append(b)
+        say(f"  session {rep + 1}: search {b['browser_search_ms']} ms, first frame {b['first_frame_ms']} ms, "
+            f"{slices} slices held {b['all_slices_cached_after_first_ms']} ms later; scroll every slice "
+            f"{b['scroll_paced']['fps']} fps ({b['scroll_paced']['slices_skipped']} skipped), keys at "
+            f"{b['key_presses_per_s']}/s {b['scroll']['fps']} fps ({b['scroll']['slices_skipped']} skipped)")
 
 
 # -- the phase -------------------------------------------------------------------------
@@ -599,12 +609,10 @@ def run(plan: Any, results: Results, guard: Guard) -> None:
                     shots.mkdir()
 
                 def run_browser() -> tuple[list, dict]:
-                    with ForeignLoad(server.pid) as load:
-                        try:
-                            sessions = measure_browser(server, family, n, plan.browser_repetitions, shots)
-                        except Exception as exc:
-                            raise BenchError(_browser_failure(exc, server)) from exc
-                    return sessions, load.result
+                    try:
+                        return measure_browser(server, family, n, plan.browser_repetitions, shots)
+                    except Exception as exc:
+                        raise BenchError(_browser_failure(exc, server)) from exc
 
                 sessions = guard.measure("pacsdash dashboard browser", list(browser_rows), "pacsdash", run_browser)
             finally:
