@@ -92,6 +92,16 @@ def count_files(folder: Path, suffix: str = "") -> int:
     return total
 
 
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` and of its waited-for children (0 once it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            fields = handle.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return 0.0
+    return sum(int(v) for v in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+
+
 def read_rss_kb(pid: int) -> int | None:
     """VmRSS of process ``pid`` in KiB, from /proc (None once it is gone)."""
     try:

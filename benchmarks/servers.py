@@ -35,6 +35,7 @@ from benchmarks.common import (
     dcmtk_env,
     descendants,
     free_port,
+    process_cpu_seconds,
     stop_process,
     tail,
     wait_until,
@@ -44,6 +45,8 @@ from benchmarks.machine import source_state
 START_TIMEOUT = 120.0
 STOP_TIMEOUT = 30.0
 HTTP_TIMEOUT = 10.0
+#: ``pacsdash import`` using no CPU for this long is taken to hang.
+IMPORT_STALL = 120.0
 #: HTTP Basic credentials the benchmark uses on both servers' DICOMweb.
 WEB_USER, WEB_PASSWORD = "bench", "bench-password"
 
@@ -232,11 +235,38 @@ class PacsdashServer(Server):
         """Root of the HTTP server (dashboard, ``/dicom-web``, ``/api``)."""
         return f"http://{LOOPBACK}:{self.http_port}"
 
-    def import_offline(self, folders: list[Path], timeout: float) -> str:
-        """``pacsdash import`` into the home before the server starts; its summary line."""
+    def import_offline(self, folders: list[Path], timeout: float, stall: float = IMPORT_STALL) -> str:
+        """``pacsdash import`` into the home before the server starts; its summary line.
+
+        An import that uses no CPU for ``stall`` seconds (it hangs) is stopped and reported as such.
+        """
         self.prepare()
-        result = self._cli("import", "--home", str(self.home), *map(str, folders), timeout=timeout)
-        return result.stdout.strip().splitlines()[-1] if result.stdout.strip() else ""
+        argv = [str(PACSDASH), "import", "--home", str(self.home), *map(str, folders)]
+        out_path, err_path = self.folder / "import.out", self.folder / "import.err"
+        with open(out_path, "wb") as out, open(err_path, "wb") as err:
+            proc = subprocess.Popen(argv, stdout=out, stderr=err, stdin=subprocess.DEVNULL, cwd=self.folder)
+        started = last_change = time.monotonic()
+        last_cpu = -1.0
+        try:
+            while proc.poll() is None:
+                now = time.monotonic()
+                cpu = process_cpu_seconds(proc.pid)
+                if cpu != last_cpu:
+                    last_cpu, last_change = cpu, now
+                elif now - last_change > stall:
+                    stored = count_files(self.home / "store", ".dcm")
+                    raise BenchError(f"pacsdash import hung: no CPU time used for {stall:.0f} s ({stored} files in the "
+                                     f"store, {now - started:.0f} s after it started); stopped by the benchmark")
+                if now - started > timeout:
+                    raise BenchError(f"pacsdash import did not finish within {timeout:.0f} s")
+                time.sleep(1.0)
+        finally:
+            stop_process(proc, 10)
+        output = out_path.read_text(errors="replace").strip()
+        if proc.returncode != 0:
+            lines = [ln.strip() for ln in err_path.read_text(errors="replace").splitlines() if ln.strip()]
+            raise BenchError(f"pacsdash import failed (exit {proc.returncode}): {lines[-1] if lines else 'no output'}")
+        return output.splitlines()[-1] if output else ""
 
     def start(self) -> None:
         if not PACSDASH.exists():
