@@ -4,16 +4,23 @@ Ingest, which makes an acknowledgement mean "durable":
 
 1. parse and check the header, while another thread writes the bytes to a
    temporary file, fsyncs it, renames it into place and syncs its folder;
-2. hand the record to the single writer thread, which commits whole batches
-   of records in one index transaction (group commit) and wakes the callers;
+2. hand the record to the writer: its journal thread decides whether it is
+   new or a copy of an archived instance, appends new records to the index
+   journal (:mod:`pacsdash.archive.journal`) a group at a time with one
+   fdatasync, and wakes the callers;
 3. the caller acknowledges (C-STORE success, STOW-RS 200) only once both the
-   file and the index row are durable.
+   file and the journaled index row are durable;
+4. the index thread commits journaled records to DuckDB in batches, with the
+   journal position in the same transaction. Every read through
+   :attr:`Archive.index` first waits for acknowledged records to be there,
+   so a query right after an acknowledgement finds the instance.
 
-The file write and the index commit run side by side, so a crash can leave
-either one without the other, never acknowledged. :meth:`Archive.reconcile`
-runs at every start after an unclean stop: it removes half-written
-temporary files, indexes complete files the index does not know and drops
-index rows whose file never arrived, so the index and the file store agree.
+After a crash the journal gives back the records the index lacks. The file
+write and the journal run side by side, so a crash can leave either one
+without the other, never acknowledged. :meth:`Archive.reconcile` runs at
+every start after an unclean stop: it removes half-written temporary files,
+indexes complete files the index does not know and drops index rows whose
+file never arrived, so the index and the file store agree.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ import enum
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, as_completed, wait
 from dataclasses import dataclass
@@ -30,6 +38,7 @@ from typing import Any, BinaryIO
 
 from pacsdash.archive.attributes import Level
 from pacsdash.archive.index import DuckDBIndex, Index, InstanceLocation
+from pacsdash.archive.journal import Journal, UidFilter
 from pacsdash.archive.parsing import InstanceRecord, InvalidInstance, parse_instance
 from pacsdash.archive.query import Query
 from pacsdash.archive.store import LocalStore, Store
@@ -39,6 +48,10 @@ LOGGER = logging.getLogger(__name__)
 MAX_BATCH = 512
 #: Threads writing files (they mostly wait for the disk).
 FILE_WRITERS = 8
+#: How long the index thread gathers journaled records into one commit [s].
+APPLY_DELAY = 0.05
+#: The journal is emptied, once all of it is in the index, when it grows past this.
+JOURNAL_RESET_BYTES = 16 << 20
 
 
 class StudyMismatch(InvalidInstance):
@@ -64,45 +77,218 @@ class StoreResult:
     SeriesInstanceUID: str
 
 
-class _Writer(threading.Thread):
-    """The one thread that writes to the index.
+_FLUSH = object()  # a barrier's request to apply now
+_NOTHING = object()
 
-    Records are committed a batch per transaction; other changes (deletes,
-    repairs) run as single jobs in between, so DuckDB sees exactly one writer.
+
+class _Applied:
+    """A group of journaled records for the index writer to apply."""
+
+    def __init__(self, entries: list[tuple[int, InstanceRecord]]) -> None:
+        self.entries = entries
+
+
+class _Writer:
+    """The one writer of the index, with an optional journal in front of it.
+
+    Without a journal (a worker process, whose index lives in the server),
+    a record's future resolves once its batch is committed. With one, a
+    journal thread decides each record's outcome (stored, or a duplicate of
+    an indexed or pending instance), appends the stored ones to the journal
+    in groups and resolves their futures once the journal is durable; the
+    index thread then commits them in batches. :meth:`barrier` lets readers
+    wait until every acknowledged record is in the index. Other changes
+    (deletes, repairs) run as jobs of the index thread, in order.
     """
 
-    def __init__(self, index: Index, on_commit: Callable[[list[InstanceRecord]], None]) -> None:
-        super().__init__(name="pacsdash-index-writer", daemon=True)
+    def __init__(
+        self,
+        index: Index,
+        on_commit: Callable[[list[InstanceRecord]], None],
+        on_duplicate: Callable[[InstanceRecord], None],
+        journal: Journal | None = None,
+    ) -> None:
         self.index = index
         self.on_commit = on_commit
-        self.jobs: queue.Queue[tuple[Any, Future] | None] = queue.Queue()
+        self.on_duplicate = on_duplicate
+        self.journal = journal
+        self.jobs: queue.Queue[Any] = queue.Queue()
+        self.incoming: queue.Queue[tuple[InstanceRecord, Future] | None] = queue.Queue()
+        #: SOP Instance UID -> store key of journaled records not yet in the index.
+        self._pending: dict[str, str] = {}
+        self._state = threading.Condition()
+        self._journaled = 0
+        self._applied = 0
+        self._next_sequence = 1
+        #: Set when an index commit of journaled records failed: the journal
+        #: is then kept for the next start to replay.
+        self.failed = False
+        #: SOP Instance UIDs of the index and the journal (journal thread only).
+        self._seen: UidFilter | None = None
+        self._flush_asked = False
+        self._index_thread = threading.Thread(target=self._run_index, name="pacsdash-index-writer", daemon=True)
+        self._journal_thread = threading.Thread(target=self._run_journal, name="pacsdash-index-journal", daemon=True)
 
+    def start(self) -> None:
+        self._index_thread.start()
+
+    def replay(self) -> int:
+        """Apply journal entries the index lacks (after a crash); return how many."""
+        if self.journal is None:
+            return 0
+        entries = self.journal.replay()
+        applied = self.call(self.index.journal_position)
+        todo = [(sequence, record) for sequence, record in entries if sequence > applied]
+        last = max([applied] + [sequence for sequence, _ in entries])
+        self._journaled = self._applied = last
+        self._next_sequence = last + 1
+        if todo:
+            LOGGER.warning("replaying %d acknowledged instances from the index journal", len(todo))
+            self._journaled = last
+            self._applied = min(sequence for sequence, _ in todo) - 1
+            for start in range(0, len(todo), MAX_BATCH):
+                self.jobs.put(_Applied(todo[start : start + MAX_BATCH]))
+            self.barrier()
+        if not self.failed:
+            self.journal.reset()
+        self._journal_thread.start()
+        return len(todo)
+
+    # -- callers -------------------------------------------------------------
     def submit(self, record: InstanceRecord) -> Future:
-        """Queue a record; the future gives its :class:`Outcome`."""
+        """Queue a record; the future gives its :class:`Outcome` once durable."""
         future: Future = Future()
-        self.jobs.put((record, future))
+        (self.incoming if self.journal is not None else self.jobs).put((record, future))
         return future
 
     def call(self, function: Callable[[], Any]) -> Any:
-        """Run ``function`` in the writer thread and return its result."""
+        """Run ``function`` in the index thread (after what is queued) and return its result."""
         future: Future = Future()
         self.jobs.put((function, future))
         return future.result()
 
-    def stop(self) -> None:
-        self.jobs.put(None)
-        self.join()
+    def barrier(self) -> None:
+        """Wait until every acknowledged record is in the index."""
+        if self._applied >= self._journaled or threading.current_thread() is self._index_thread:
+            return
+        with self._state:
+            target = self._journaled
+            if self._applied >= target:
+                return
+            self._flush_asked = True
+        self.jobs.put(_FLUSH)  # wakes the index thread if it is gathering a batch
+        with self._state:
+            self._state.wait_for(lambda: self._applied >= target)
 
-    def run(self) -> None:
+    def stop(self) -> None:
+        """Finish what is queued, then end both threads."""
+        if self._journal_thread.is_alive():
+            self.incoming.put(None)
+            self._journal_thread.join()
+        self.jobs.put(None)
+        self._index_thread.join()
+
+    # -- journal thread --------------------------------------------------------
+    def _run_journal(self) -> None:
+        assert self.journal is not None
+        while True:
+            first = self.incoming.get()
+            if first is None:
+                return
+            batch = [first]
+            stop = False
+            while len(batch) < MAX_BATCH:
+                try:
+                    item = self.incoming.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    stop = True
+                    break
+                batch.append(item)
+            self._journal_batch(batch)
+            if stop:
+                return
+
+    def _journal_batch(self, batch: list[tuple[InstanceRecord, Future]]) -> None:
+        assert self.journal is not None
+        try:
+            fresh, duplicates = self._split_duplicates(batch)
+        except Exception as exc:  # the index could not be read: nothing is acknowledged
+            LOGGER.exception("duplicate check of %d instances failed", len(batch))
+            for _, future in batch:
+                future.set_exception(exc)
+            return
+        entries = []
+        for record, _ in fresh:
+            entries.append((self._next_sequence, record))
+            self._next_sequence += 1
+        if entries:
+            if self._applied >= self._journaled and not self.failed and self.journal.size() > JOURNAL_RESET_BYTES:
+                self.journal.reset()  # everything in it is in the index
+            try:
+                self.journal.append(entries)
+            except OSError as exc:
+                LOGGER.exception("index journal write of %d instances failed", len(entries))
+                self._next_sequence = entries[0][0]
+                for _, future in fresh:
+                    future.set_exception(exc)
+                fresh = []
+                entries = []
+        if entries:
+            with self._state:
+                for _, record in entries:
+                    self._pending[record.SOPInstanceUID] = record.file
+                    self._seen.add(record.SOPInstanceUID)  # type: ignore[union-attr]
+                self._journaled = entries[-1][0]
+            self.jobs.put(_Applied(entries))  # queued before any job a caller submits after its ack
+        for _, future in fresh:
+            future.set_result(Outcome.STORED)
+        for _, future in duplicates:
+            future.set_result(Outcome.DUPLICATE)
+
+    def _split_duplicates(self, batch: list[tuple[InstanceRecord, Future]]) -> tuple[list, list]:
+        """Records new to the archive, and those already indexed, pending or earlier in the batch."""
+        seen: set[str] = set()
+        unsure: list[str] = []
+        with self._state:
+            for record, _ in batch:
+                if record.SOPInstanceUID not in self._pending:
+                    unsure.append(record.SOPInstanceUID)
+            pending = set(self._pending)
+        # Pending first, then the index: a record leaves ``pending`` only after its commit.
+        # The index is asked only about UIDs the filter has seen (real duplicates, mostly).
+        if self._seen is None:
+            self._seen = UidFilter(self.index.all_sop_uids())
+        maybe = [uid for uid in unsure if uid in self._seen]
+        indexed = self.index.known(maybe) if maybe else set()
+        fresh, duplicates = [], []
+        for item in batch:
+            uid = item[0].SOPInstanceUID
+            if uid in seen or uid in pending or uid in indexed:
+                duplicates.append(item)
+            else:
+                seen.add(uid)
+                fresh.append(item)
+        return fresh, duplicates
+
+    # -- index thread ------------------------------------------------------------
+    def _run_index(self) -> None:
         while True:
             first = self.jobs.get()
             if first is None:
                 return
+            if first is _FLUSH:
+                continue
+            if isinstance(first, _Applied):
+                if self._gather_and_apply(first.entries):
+                    return
+                continue
             if callable(first[0]):
                 self._call(*first)
                 continue
             batch = [first]
-            pending_call = None
+            pending_job = None
             stop = False
             while len(batch) < MAX_BATCH:
                 try:
@@ -112,15 +298,59 @@ class _Writer(threading.Thread):
                 if job is None:
                     stop = True
                     break
-                if callable(job[0]):
-                    pending_call = job
+                if job is _FLUSH:
+                    continue
+                if isinstance(job, _Applied) or callable(job[0]):
+                    pending_job = job
                     break
                 batch.append(job)
             self._commit(batch)
-            if pending_call is not None:
-                self._call(*pending_call)
+            if isinstance(pending_job, _Applied):
+                stop = self._gather_and_apply(pending_job.entries) or stop
+            elif pending_job is not None:
+                self._call(*pending_job)
             if stop:
                 return
+
+    def _gather_and_apply(self, entries: list[tuple[int, InstanceRecord]]) -> bool:
+        """Apply ``entries`` with whatever else is journaled within APPLY_DELAY.
+
+        Acknowledgements do not wait for this, so a short wait turns many
+        one-record commits into one. A reader's barrier, any other job or a
+        full batch ends the wait. Returns True if the writer is to stop.
+        """
+        deadline = time.monotonic() + APPLY_DELAY
+        follow: Any = _NOTHING
+        while len(entries) < MAX_BATCH and not self._flush_asked:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            try:
+                job = self.jobs.get(timeout=remaining)
+            except queue.Empty:
+                break
+            if isinstance(job, _Applied):
+                entries = entries + job.entries
+            elif job is not _FLUSH:
+                follow = job
+                break
+        self._flush_asked = False
+        self._apply(entries)
+        if follow is _NOTHING:
+            return False
+        if isinstance(follow, _Applied):
+            return self._gather_and_apply(follow.entries)
+        return self._run_job(follow)
+
+    def _run_job(self, job: Any) -> bool:
+        """Run one queued job other than journaled records; True means stop."""
+        if job is None:
+            return True
+        if callable(job[0]):
+            self._call(*job)
+        else:
+            self._commit([job])
+        return False
 
     @staticmethod
     def _call(function: Callable[[], Any], future: Future) -> None:
@@ -140,33 +370,90 @@ class _Writer(threading.Thread):
             return
         for (_, future), was_added in zip(batch, added):
             future.set_result(Outcome.STORED if was_added else Outcome.DUPLICATE)
+        self._notify([r for r, a in zip(records, added) if a])
+
+    def _apply(self, entries: list[tuple[int, InstanceRecord]]) -> None:
+        """Commit journaled records (already acknowledged) to the index."""
+        records = [record for _, record in entries]
+        added: list[bool] = []
         try:
-            self.on_commit([r for r, a in zip(records, added) if a])
+            added = self.index.add(records, journal_position=entries[-1][0])
+            for record, was_added in zip(records, added):
+                if not was_added and self.index.file_of(record.SOPInstanceUID) != record.file:
+                    self.on_duplicate(record)  # a copy that raced the first, or replayed twice
+        except Exception:
+            LOGGER.exception("index commit of %d journaled instances failed; the journal keeps them", len(records))
+            self.failed = True
+        with self._state:
+            for record in records:
+                if self._pending.get(record.SOPInstanceUID) == record.file:
+                    del self._pending[record.SOPInstanceUID]
+            self._applied = max(self._applied, entries[-1][0])
+            self._state.notify_all()
+        self._notify([r for r, a in zip(records, added) if a])
+
+    def _notify(self, records: list[InstanceRecord]) -> None:
+        try:
+            self.on_commit(records)
         except Exception:  # listeners must not break ingest
             LOGGER.exception("a commit listener failed")
+
+
+class _ReadAfterWrite:
+    """An index whose every method first waits for acknowledged records to be applied."""
+
+    def __init__(self, index: Index, archive: Archive) -> None:
+        self._index = index
+        self._archive = archive
+
+    def __getattr__(self, name: str) -> Any:
+        value = getattr(self._index, name)
+        if not callable(value):
+            return value
+        barrier = self._archive.wait_indexed
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            barrier()
+            return value(*args, **kwargs)
+
+        return call
 
 
 class Archive:
     """Original files plus their metadata index, behind one small interface."""
 
-    def __init__(self, store: Store, index: Index) -> None:
+    def __init__(self, store: Store, index: Index, journal: Journal | None = None) -> None:
         self.store = store
-        self.index = index
+        self._index = index
+        #: The index for reading: every call first waits for acknowledged records.
+        self.index: Index = _ReadAfterWrite(index, self)  # type: ignore[assignment]
         self._listeners: list[Callable[[list[InstanceRecord]], None]] = []
-        self._writer = _Writer(index, self._notify)
+        self._writer = _Writer(index, self._notify, self._drop_copy, journal)
         self._writer.start()
         self._files = ThreadPoolExecutor(FILE_WRITERS, thread_name_prefix="pacsdash-file-writer")
         self._closed = False
-        self.was_clean = self._writer.call(lambda: self.index.mark_open())
+        self.was_clean = self._writer.call(index.mark_open)
+        #: How many acknowledged instances the journal gave back after a crash.
+        self.replayed = self._writer.replay()
         #: Set when something (a crashed worker) may have left files unindexed:
         #: the next start then reconciles.
         self.dirty = False
 
     @classmethod
     def open_home(cls, store_path: Path, index_path: Path) -> Archive:
-        """Open the local file store and DuckDB index of a home folder."""
+        """Open the local file store, DuckDB index and index journal of a home folder."""
         index_path.parent.mkdir(parents=True, exist_ok=True)
-        return cls(LocalStore(store_path), DuckDBIndex(index_path))
+        journal = Journal(index_path.with_name(index_path.name + ".journal"))
+        return cls(LocalStore(store_path), DuckDBIndex(index_path), journal)
+
+    def wait_indexed(self) -> None:
+        """Wait until every acknowledged instance can be found in the index."""
+        self._writer.barrier()
+
+    def _drop_copy(self, record: InstanceRecord) -> None:
+        """Remove the file of a second copy found when its record reached the index."""
+        if record.file and self.store.exists(record.file):
+            self.store.delete(record.file)
 
     # -- events ----------------------------------------------------------------
     def subscribe(self, listener: Callable[[list[InstanceRecord]], None]) -> None:
@@ -215,7 +502,7 @@ class Archive:
         except OSError:
             # No file: take back the row if it was committed, then report.
             if _outcome(committing) is Outcome.STORED:
-                self._writer.call(lambda: self.index.remove_files([key]))
+                self._writer.call(lambda: self._index.remove_files([key]))
             raise
         try:
             outcome = committing.result()
@@ -275,7 +562,7 @@ class Archive:
     # -- removal ---------------------------------------------------------------
     def delete_study(self, study_uid: str) -> int:
         """Remove a study from the index, then its files; return how many."""
-        files = self._writer.call(lambda: self.index.delete_study(study_uid))
+        files = self._writer.call(lambda: self._index.delete_study(study_uid))
         for key in files:
             self.store.delete(key)
         return len(files)
@@ -315,7 +602,7 @@ class Archive:
         missing = [f for f in indexed if not self.store.exists(f)]
         if missing:
             LOGGER.warning("dropping %d index rows whose files never arrived", len(missing))
-            self._writer.call(lambda: self.index.remove_files(missing))
+            self._writer.call(lambda: self._index.remove_files(missing))
         report["missing"] = len(missing)
         return report
 
@@ -325,10 +612,14 @@ class Archive:
             return
         self._closed = True
         self._files.shutdown(wait=True)
-        if not self.dirty:
-            self._writer.call(lambda: self.index.mark_closed())
         self._writer.stop()
-        self.index.close()
+        if not self.dirty and not self._writer.failed:
+            self._index.mark_closed()
+            if self._writer.journal is not None:
+                self._writer.journal.reset()
+        if self._writer.journal is not None:
+            self._writer.journal.close()
+        self._index.close()
 
     def __enter__(self) -> Archive:
         return self

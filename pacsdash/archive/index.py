@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -53,7 +53,7 @@ class InstanceLocation:
 class Index(Protocol):
     """What the archive needs of a metadata index."""
 
-    def add(self, records: list[InstanceRecord]) -> list[bool]: ...
+    def add(self, records: list[InstanceRecord], journal_position: int | None = None) -> list[bool]: ...
     def find(self, query: Query) -> list[dict[str, Any]]: ...
     def count(self, query: Query) -> int: ...
     def known(self, sop_uids: Iterable[str]) -> set[str]: ...
@@ -62,6 +62,9 @@ class Index(Protocol):
     def delete_study(self, study_uid: str) -> list[str]: ...
     def remove_files(self, keys: list[str]) -> None: ...
     def mark_open(self) -> bool: ...
+    def journal_position(self) -> int: ...
+    def file_of(self, sop_uid: str) -> str | None: ...
+    def all_sop_uids(self) -> Iterator[str]: ...
     def mark_closed(self) -> None: ...
     def files(self) -> set[str]: ...
     def close(self) -> None: ...
@@ -136,12 +139,14 @@ class DuckDBIndex:
             for level in (Level.PATIENT, Level.STUDY, Level.SERIES)
         }
 
-    def add(self, records: list[InstanceRecord]) -> list[bool]:
+    def add(self, records: list[InstanceRecord], journal_position: int | None = None) -> list[bool]:
         """Insert ``records`` in one transaction.
 
         Returns, per record, True if it was added and False if its SOP
         Instance UID was already indexed (or came earlier in the batch): the
-        archive keeps the first copy it received.
+        archive keeps the first copy it received. ``journal_position``, the
+        sequence number of the last journal entry among ``records``, is
+        stored in the same transaction (see :mod:`pacsdash.archive.journal`).
         """
         if not hasattr(self, "_parents"):
             self._load_caches()
@@ -151,16 +156,16 @@ class DuckDBIndex:
         fresh = list(first.values())
         cur = self._cursor()
         try:
-            self._insert(cur, fresh)
+            self._insert(cur, fresh, journal_position)
         except duckdb.ConstraintException:
             # Some instances are indexed already (rare): insert only the others.
             known = self._known(cur, list(first))
             fresh = [r for r in fresh if r.SOPInstanceUID not in known]
-            self._insert(cur, fresh)
+            self._insert(cur, fresh, journal_position)
         inserted = {r.SOPInstanceUID for r in fresh}
         return [r.SOPInstanceUID in inserted and first[r.SOPInstanceUID] is r for r in records]
 
-    def _insert(self, cur: duckdb.DuckDBPyConnection, records: list[InstanceRecord]) -> None:
+    def _insert(self, cur: duckdb.DuckDBPyConnection, records: list[InstanceRecord], journal_position: int | None) -> None:
         """Insert new parents, then the instances, in one transaction."""
         new_parents: dict[Level, dict[str, list]] = {Level.PATIENT: {}, Level.STUDY: {}, Level.SERIES: {}}
         for record in records:
@@ -187,6 +192,8 @@ class DuckDBIndex:
                     for r in records
                 ]
                 self._insert_rows(cur, f"INSERT INTO instances ({names}) VALUES {{rows}}", row_sql, rows)
+            if journal_position is not None:
+                cur.execute("INSERT OR REPLACE INTO archive_state VALUES ('journal_position', ?)", [str(journal_position)])
             cur.execute("COMMIT")
         except BaseException:
             cur.execute("ROLLBACK")
@@ -209,6 +216,26 @@ class DuckDBIndex:
         fresh = row is None and cur.execute("SELECT count(*) FROM instances").fetchone()[0] == 0
         cur.execute("INSERT OR REPLACE INTO archive_state VALUES ('state', 'open')")
         return fresh or (row is not None and row[0] == "closed")
+
+    def journal_position(self) -> int:
+        """Sequence number of the last journal entry applied (0 if none)."""
+        row = self._cursor().execute("SELECT value FROM archive_state WHERE name = 'journal_position'").fetchone()
+        return int(row[0]) if row else 0
+
+    def all_sop_uids(self) -> Iterator[str]:
+        """Every indexed SOP Instance UID, fetched in chunks."""
+        cur = self._con.cursor()
+        try:
+            cur.execute('SELECT "SOPInstanceUID" FROM instances')
+            while rows := cur.fetchmany(50_000):
+                yield from (r[0] for r in rows)
+        finally:
+            cur.close()
+
+    def file_of(self, sop_uid: str) -> str | None:
+        """Store key of an indexed instance, or None."""
+        row = self._cursor().execute('SELECT file FROM instances WHERE "SOPInstanceUID" = ?', [sop_uid]).fetchone()
+        return row[0] if row else None
 
     def mark_closed(self) -> None:
         """Record a clean stop."""

@@ -164,5 +164,5 @@ class IndexService:
         if method in READS:
             return getattr(archive.index, method)(*args)
         if method in CHANGES:
-            return archive._writer.call(lambda: getattr(archive.index, method)(*args))  # noqa: SLF001
+            return archive._writer.call(lambda: getattr(archive._index, method)(*args))  # noqa: SLF001
         raise RemoteError(f"unknown index call {method!r}")
