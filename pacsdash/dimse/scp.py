@@ -13,6 +13,9 @@ from __future__ import annotations
 
 import logging
 import socket
+import time
+from multiprocessing import reduction
+from multiprocessing.connection import Connection
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -89,23 +92,44 @@ class PeerPolicy:
         return action in peer.allow
 
 
-class _SharedPortServer(ThreadedAssociationServer):
-    """An association server whose port other processes may bind too
-    (SO_REUSEPORT): the kernel spreads connections over the processes."""
+class _HandedOffServer(ThreadedAssociationServer):
+    """An association server that does not listen: the server process accepts
+    each connection and hands its socket over a pipe (SCM_RIGHTS), so that it
+    can spread associations evenly over worker processes."""
+
+    handoff: Connection
 
     def server_bind(self) -> None:
-        self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        super().server_bind()
+        pass
+
+    def server_activate(self) -> None:
+        pass
+
+    def fileno(self) -> int:
+        return self.handoff.fileno()
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        try:
+            fd = reduction.recv_handle(self.handoff)
+        except EOFError:
+            time.sleep(0.1)  # the server process is gone; the worker is stopping
+            raise OSError("the connection hand-off pipe is closed") from None
+        sock = socket.socket(fileno=fd)
+        sock.settimeout(None)
+        return sock, sock.getpeername()
 
 
 class _NodeAE(AE):
-    """pynetdicom's AE, able to listen on a port shared between processes."""
+    """pynetdicom's AE, optionally taking its connections from a hand-off pipe."""
 
-    share_port = False
+    handoff: Connection | None = None
 
     def make_server(self, *args: Any, **kwargs: Any) -> Any:
-        if self.share_port and kwargs.get("server_class") is ThreadedAssociationServer:
-            kwargs["server_class"] = _SharedPortServer
+        if self.handoff is not None and kwargs.get("server_class") is ThreadedAssociationServer:
+            kwargs["server_class"] = _HandedOffServer
+            server = super().make_server(*args, **kwargs)
+            server.handoff = self.handoff  # read only once serving starts
+            return server
         return super().make_server(*args, **kwargs)
 
 
@@ -113,14 +137,14 @@ class DicomNode:
     """The DIMSE listener of one pacsdash server (or of one of its workers)."""
 
     def __init__(
-        self, archive: Archive, accounts: Accounts, server: ServerSettings, share_port: bool = False
+        self, archive: Archive, accounts: Accounts, server: ServerSettings, handoff: Connection | None = None
     ) -> None:
         reactor.install()
         self.archive = archive
         self.settings = server
         self.policy = PeerPolicy(accounts, server.accept_unknown_store)
         self.ae = _NodeAE(ae_title=server.aet)
-        self.ae.share_port = share_port
+        self.ae.handoff = handoff
         self.ae.maximum_associations = server.max_associations
         self.ae.network_timeout = server.network_timeout
         self.ae.acse_timeout = 30

@@ -1,9 +1,11 @@
 """DICOM receiving spread over worker processes.
 
 Decoding PDUs and parsing headers is CPU work that Python runs one thread at
-a time; worker processes share the DICOM port (SO_REUSEPORT, the kernel
-spreads associations over them) so that several associations use several
-cores. Each worker writes files to the store itself and reaches the index
+a time, so associations are served by worker processes: the server process
+accepts each connection on the DICOM port and hands its socket (SCM_RIGHTS
+over a pipe) to the next worker in turn, so that several associations use
+several cores evenly (the kernel's SO_REUSEPORT hashing often gave three of
+four associations to one worker). Each worker writes files to the store itself and reaches the index
 through :class:`~pacsdash.archive.remote.RemoteIndex`; the server process
 keeps the only index connection and its single writer.
 
@@ -17,6 +19,7 @@ import logging
 import multiprocessing
 import socket
 import threading
+from multiprocessing import reduction
 from dataclasses import replace
 from multiprocessing.connection import Connection  # noqa: F401 - worker_main's argument
 from typing import Any
@@ -27,7 +30,8 @@ LOGGER = logging.getLogger(__name__)
 READY_TIMEOUT = 60
 
 
-def worker_main(settings: Settings, connection: Connection, port: int, number: int, ready: Any) -> None:
+def worker_main(settings: Settings, connection: Connection, handoff: Connection, port: int, number: int,
+                ready: Any) -> None:
     """Entry point of one worker process."""
     from pacsdash.access import Accounts
     from pacsdash.archive.archive import Archive
@@ -40,7 +44,7 @@ def worker_main(settings: Settings, connection: Connection, port: int, number: i
     index = RemoteIndex(connection)
     archive = Archive(LocalStore(settings.store_path), index)
     node = DicomNode(archive, Accounts(settings.accounts_path, settings.modalities),
-                     replace(settings.server, dicom_port=port), share_port=True)
+                     replace(settings.server, dicom_port=port), handoff=handoff)
     node.start()
     ready.set()
     index.gone.wait()
@@ -60,7 +64,8 @@ class DicomWorkers:
         self._context = multiprocessing.get_context("spawn")
         self._processes: list[Any] = []
         self._services: list[Any] = []
-        self._placeholder: socket.socket | None = None
+        self._listener: socket.socket | None = None
+        self._handoffs: list[tuple[Any, Connection]] = []
         self._watch = threading.Event()
 
     def start(self) -> int:
@@ -69,25 +74,25 @@ class DicomWorkers:
 
         host = self.settings.server.host
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        # Reserve the port (and learn it, when 0 was asked) without listening:
-        # only listening sockets receive connections.
-        self._placeholder = socket.socket(family, socket.SOCK_STREAM)
-        self._placeholder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._placeholder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        self._placeholder.bind((host, self.settings.server.dicom_port))
-        self.port = self._placeholder.getsockname()[1]
+        self._listener = socket.socket(family, socket.SOCK_STREAM)
+        self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._listener.bind((host, self.settings.server.dicom_port))
+        self.port = self._listener.getsockname()[1]
         events = []
         for number in range(self.count):
             parent, child = self._context.Pipe(duplex=True)
+            handoff_parent, handoff_child = self._context.Pipe(duplex=True)  # a Unix socket: can carry fds
             ready = self._context.Event()
             process = self._context.Process(
                 target=worker_main,
-                args=(self.settings, child, self.port, number, ready),
+                args=(self.settings, child, handoff_child, self.port, number, ready),
                 name=f"pacsdash-dicom-worker-{number}",
                 daemon=True,
             )
             process.start()
             child.close()
+            handoff_child.close()
+            self._handoffs.append((process, handoff_parent))
             service = IndexService(self.archive, parent, f"worker{number}")
             service.start()
             self._processes.append(process)
@@ -97,9 +102,33 @@ class DicomWorkers:
             if not ready.wait(READY_TIMEOUT):
                 self.stop()
                 raise RuntimeError(f"{process.name} did not start listening within {READY_TIMEOUT}s")
+        self._listener.listen(128)
+        threading.Thread(target=self._accept, name="pacsdash-dicom-accept", daemon=True).start()
         threading.Thread(target=self._supervise, name="pacsdash-worker-watch", daemon=True).start()
         LOGGER.info("%d DICOM worker processes listening on %s:%d", self.count, host, self.port)
         return self.port
+
+    def _accept(self) -> None:
+        """Accept connections and hand each to the next live worker."""
+        turn = 0
+        while True:
+            try:
+                conn, _ = self._listener.accept()
+            except OSError:
+                return  # the listener was closed: stopping
+            with conn:
+                for _ in range(len(self._handoffs)):
+                    process, pipe = self._handoffs[turn % len(self._handoffs)]
+                    turn += 1
+                    if process.exitcode is not None:
+                        continue
+                    try:
+                        reduction.send_handle(pipe, conn.fileno(), process.pid)
+                        break
+                    except OSError:
+                        continue
+                else:
+                    LOGGER.error("no DICOM worker to take a connection; closing it")
 
     def _supervise(self) -> None:
         """Log a worker that dies; its unacknowledged files need a reconcile."""
@@ -126,6 +155,9 @@ class DicomWorkers:
             service.join(5)
         self._processes.clear()
         self._services.clear()
-        if self._placeholder is not None:
-            self._placeholder.close()
-            self._placeholder = None
+        if self._listener is not None:
+            self._listener.close()
+            self._listener = None
+        for _, pipe in self._handoffs:
+            pipe.close()
+        self._handoffs.clear()

@@ -97,3 +97,47 @@ def alive(pid: int) -> bool:
     except OSError:
         return False
     return state != "Z"
+
+
+def _socket_inodes(pid: int) -> set[str]:
+    inodes = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    return inodes
+
+
+def _inode_of_connection_to(local_port: int, server_port: int) -> str | None:
+    """The inode of the server-side TCP socket whose peer is our ``local_port``."""
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in open(table).read().splitlines()[1:]:
+            fields = line.split()
+            local, remote, inode = fields[1], fields[2], fields[9]
+            if int(local.rsplit(":", 1)[1], 16) == server_port and int(remote.rsplit(":", 1)[1], 16) == local_port:
+                return inode
+    return None
+
+
+def test_associations_are_spread_evenly_over_the_workers(server):
+    workers = children(server.process.pid)
+    workers = [pid for pid in workers if "spawn_main" in open(f"/proc/{pid}/cmdline").read() and
+               "resource_tracker" not in open(f"/proc/{pid}/cmdline").read()]
+    assert len(workers) == 2
+    ae = AE(ae_title="TESTSCU")
+    ae.add_requested_context("1.2.840.10008.1.1")
+    assocs = [ae.associate("127.0.0.1", server.dicom_port, ae_title="PACSDASH") for _ in range(4)]
+    try:
+        assert all(a.is_established for a in assocs)
+        ports = [a.dul.socket.socket.getsockname()[1] for a in assocs]
+        inodes = [_inode_of_connection_to(port, server.dicom_port) for port in ports]
+        assert all(inodes)
+        per_worker = [sum(inode in _socket_inodes(pid) for inode in inodes) for pid in workers]
+        assert sorted(per_worker) == [2, 2], per_worker
+        assert all(a.send_c_echo().Status == 0 for a in assocs)
+    finally:
+        for a in assocs:
+            a.release()
