@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydicom.charset import convert_encodings, default_encoding
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.tag import Tag
 
@@ -13,6 +15,7 @@ from pacsdash.archive.parsing import value_text
 
 #: Elements of an identifier that are not matching or return keys.
 _NOT_KEYS = {0x00080005, 0x00080052, 0x00080054, 0x00080056}
+_UTF8 = convert_encodings("ISO_IR 192")
 _NUMBER_VRS = {"US": int, "SS": int, "UL": int, "SL": int, "UV": int, "SV": int, "FL": float, "FD": float}
 
 
@@ -62,12 +65,17 @@ class ResponseBuilder:
 
     The request's keys are resolved once; each match then costs only the
     element assignments (PS3.4 C.4.1.1.3.2: the response carries exactly the
-    keys of the request).
+    keys of the request). Text values, nearly all of them, go in already
+    encoded for the context's little-endian transfer syntax, which pydicom
+    writes as they are: encoding each response element by element cost more
+    than the query.
     """
 
-    def __init__(self, request: Dataset, level: Level, aet: str) -> None:
+    def __init__(self, request: Dataset, level: Level, aet: str, implicit_vr: bool | None = None) -> None:
         self.level = level
         self.aet = aet
+        #: Encoding of the responses (None: let pydicom convert every value).
+        self.implicit_vr = implicit_vr
         self.keys: list[tuple[Tag, str, str | None]] = []
         for elem in request:
             tag = int(elem.tag)
@@ -82,31 +90,44 @@ class ResponseBuilder:
                 self.keys.append((Tag(tag), "SQ", None))
             else:
                 self.keys.append((Tag(tag), vr, attribute_for(f"{tag:08X}").keyword))
+        if not any(keyword == "__level__" for _, _, keyword in self.keys):
+            self.keys.append((Tag(0x00080052), "CS", "__level__"))
+            self.keys.sort(key=lambda key: key[0])
 
     def build(self, row: dict[str, str | None]) -> Dataset:
         """The response identifier for one matching row."""
         ds = Dataset()
+        texts: list[tuple[Tag, str, str | None]] = []
         needs_utf8 = False
         for tag, vr, keyword in self.keys:
             if keyword == "__level__":
-                ds.add_new(tag, vr, self.level.value)
+                texts.append((tag, vr, self.level.value))
             elif keyword == "__aet__":
-                ds.add_new(tag, vr, self.aet)
+                texts.append((tag, vr, self.aet))
             elif keyword is None:
                 ds.add_new(tag, "SQ", [])
             else:
                 text = row.get(keyword)
-                if text is None:
-                    ds.add_new(tag, vr, None)
-                    continue
-                if not text.isascii():
+                if text is not None and not text.isascii():
                     needs_utf8 = True
-                try:
-                    ds.add_new(tag, vr, _typed(vr, text))
-                except (ValueError, TypeError):
-                    ds.add_new(tag, vr, None)
-        if "QueryRetrieveLevel" not in ds:
-            ds.QueryRetrieveLevel = self.level.value
+                if vr in _NUMBER_VRS and text is not None:
+                    try:
+                        ds.add_new(tag, vr, _typed(vr, text))
+                    except (ValueError, TypeError):
+                        ds.add_new(tag, vr, None)
+                else:
+                    texts.append((tag, vr, text))
         if needs_utf8:
             ds.SpecificCharacterSet = "ISO_IR 192"
+        if self.implicit_vr is None:
+            for tag, vr, text in texts:
+                ds.add_new(tag, vr, text)
+            return ds
+        codec = "utf-8" if needs_utf8 else "ascii"
+        for tag, vr, text in texts:
+            value = text.encode(codec) if text else b""
+            if len(value) % 2:
+                value += b"\0" if vr == "UI" else b" "
+            ds[tag] = RawDataElement(tag, vr, len(value), value, 0, self.implicit_vr, True)
+        ds.set_original_encoding(self.implicit_vr, True, _UTF8 if needs_utf8 else default_encoding)
         return ds

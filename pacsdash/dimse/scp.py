@@ -23,7 +23,7 @@ from typing import Any
 
 from pydicom import dcmread
 from pydicom.dataset import Dataset
-from pydicom.uid import AllTransferSyntaxes
+from pydicom.uid import UID, AllTransferSyntaxes
 from pynetdicom import AE, _config, evt
 from pynetdicom.association import Association
 from pynetdicom.events import Event
@@ -255,7 +255,10 @@ class DicomNode:
             LOGGER.warning("C-FIND from %s: %s", describe_peer(event), exc)
             yield _status(Status.FIND_IDENTIFIER_MISMATCH, str(exc)), None
             return
-        builder = ResponseBuilder(identifier, query.level, self.settings.aet)
+        syntax = UID(event.context.transfer_syntax)
+        raw_ok = syntax.is_little_endian and not syntax.is_deflated
+        builder = ResponseBuilder(identifier, query.level, self.settings.aet,
+                                  implicit_vr=syntax.is_implicit_VR if raw_ok else None)
         for row in rows:
             if event.is_cancelled:
                 yield Status.CANCEL, None
