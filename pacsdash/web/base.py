@@ -13,6 +13,7 @@ from pacsdash.access import Accounts, Action, Role, User
 from pacsdash.archive import Archive
 from pacsdash.config import Settings
 from pacsdash.web.auth import Authenticator
+from pacsdash.web.metadata_cache import MetadataCache
 
 LOGGER = logging.getLogger(__name__)
 
@@ -29,6 +30,8 @@ class AppContext:
     dicom_port: int = 0
     ready: bool = False
     authenticator: Authenticator = field(init=False)
+    #: Encoded DICOM JSON of instances (see :mod:`pacsdash.web.metadata_cache`).
+    metadata_cache: MetadataCache = field(default_factory=MetadataCache)
 
     def __post_init__(self) -> None:
         self.authenticator = Authenticator(self.accounts, self.settings.auth.enabled, self.local_token)

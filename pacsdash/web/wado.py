@@ -8,6 +8,7 @@ streamed from the store file by file.
 from __future__ import annotations
 
 import io
+import json
 import secrets
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from pacsdash.access import Action
 from pacsdash.archive import InstanceLocation, Level
 from pacsdash.web.base import ApiError, BaseHandler
 from pacsdash.web.dicomjson import dataset_to_json, find_element
+from pacsdash.web.metadata_cache import URL_MARK, with_url
 from pacsdash.web.qido import DICOM_JSON, accepts_json, check_uid_path
 
 CHUNK = 1 << 20
@@ -142,19 +144,27 @@ class MetadataHandler(_InstancesHandler):
         if not accepts_json(self):
             raise ApiError(406, f"metadata is sent as {DICOM_JSON}")
         base = f"{self.base_url()}/dicom-web"
+        cache = self.app.metadata_cache
 
-        def build() -> list[dict]:
-            out = []
+        def build() -> bytes:
+            parts = []
             for location in self.locations(study, series, instance):
-                ds = read_header(self.app.archive.local_path(location))
+                blob = cache.get(location.file, lambda loc=location: self._encode(loc))
                 instance_url = (f"{base}/studies/{quote(location.StudyInstanceUID)}/series/"
                                 f"{quote(location.SeriesInstanceUID)}/instances/{quote(location.SOPInstanceUID)}")
-                item = dataset_to_json(ds, lambda path, url=instance_url: f"{url}/bulkdata/{path}")
-                item["00020010"] = {"vr": "UI", "Value": [location.TransferSyntaxUID]}
-                out.append(item)
-            return out
+                parts.append(with_url(blob, instance_url))
+            return b"[" + b",".join(parts) + b"]"
 
-        self.write_json(await IOLoop.current().run_in_executor(None, build), content_type=DICOM_JSON)
+        body = await IOLoop.current().run_in_executor(None, build)
+        self.set_header("Content-Type", f"{DICOM_JSON}; charset=utf-8")
+        self.finish(body)
+
+    def _encode(self, location: InstanceLocation) -> bytes:
+        """One instance's DICOM JSON, with :data:`URL_MARK` for its URL."""
+        ds = read_header(self.app.archive.local_path(location))
+        item = dataset_to_json(ds, lambda path: f"{URL_MARK}/bulkdata/{path}")
+        item["00020010"] = {"vr": "UI", "Value": [location.TransferSyntaxUID]}
+        return json.dumps(item, ensure_ascii=False).encode()
 
 
 class BulkDataHandler(_InstancesHandler):

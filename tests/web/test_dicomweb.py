@@ -130,6 +130,27 @@ def test_metadata_and_bulkdata(stored, base_url, client):
     assert parts_of(multipart_response) == [ds.WaveformSequence[0].WaveformData]
 
 
+def test_cached_metadata_carries_each_requests_own_urls(stored, base_url):
+    path = next(p for p in VALID if p.name == "waveform_ecg.dcm")
+    ds = dcmread(path)
+    url = f"{base_url}/dicom-web/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}/metadata"
+    session = session_for("viewer")
+    first = session.get(url)
+    again = session.get(url)  # from the cache
+    assert first.status_code == again.status_code == 200
+    assert first.content == again.content
+    assert first.json()[0]["00080018"]["Value"] == [ds.SOPInstanceUID]
+
+    def waveform_uri(response):
+        return response.json()[0]["54000100"]["Value"][0]["54001010"]["BulkDataURI"]
+
+    proxied = session.get(url, headers={"Host": "pacs.example.org:8042"})
+    assert proxied.status_code == 200
+    assert waveform_uri(first).startswith(base_url + "/dicom-web/studies/")
+    assert waveform_uri(proxied).startswith("http://pacs.example.org:8042/dicom-web/studies/"), waveform_uri(proxied)
+    assert waveform_uri(proxied).split("/dicom-web/")[1] == waveform_uri(first).split("/dicom-web/")[1]
+
+
 def test_unknown_uids_are_404(stored, base_url):
     session = session_for("viewer")
     for url in ("/dicom-web/studies/1.2.3.4", "/dicom-web/studies/1.2.3/series/4.5", "/dicom-web/studies/1.2.3/metadata",
