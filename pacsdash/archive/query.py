@@ -383,16 +383,22 @@ def compile_query(query: Query, extra_columns: tuple[str, ...] = ()) -> Compiled
         order.append(f"{expr.sql} {'DESC' if descending else 'ASC'} NULLS LAST")
     order.append(f'{outer}."{level.unique_key}"')
 
-    sql = f"SELECT {', '.join(select)} FROM {_FROM[level]}"
-    if where:
-        sql += " WHERE " + " AND ".join(where)
-    sql += " ORDER BY " + ", ".join(order)
+    key = f'{outer}."{level.unique_key}"'
+    filtered = f" FROM {_FROM[level]}" + (" WHERE " + " AND ".join(where) if where else "")
+    ordered = " ORDER BY " + ", ".join(order)
+    if query.limit is None and not query.offset:
+        sql = f"SELECT {', '.join(select)}{filtered}{ordered}"
+        return CompiledQuery(sql, params, list(wanted.values()))
+    # A page: choose its keys first, then compute the returned values (counts,
+    # ModalitiesInStudy, values from other tables) for those rows only.
+    page = f"SELECT {key}{filtered}{ordered}"
     if query.limit is not None:
-        sql += " LIMIT ?"
+        page += " LIMIT ?"
         params.append(query.limit)
     if query.offset:
-        sql += " OFFSET ?"
+        page += " OFFSET ?"
         params.append(query.offset)
+    sql = f"SELECT {', '.join(select)} FROM {_FROM[level]} WHERE {key} IN ({page}){ordered}"
     return CompiledQuery(sql, params, list(wanted.values()))
 
 
