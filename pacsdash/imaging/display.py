@@ -257,7 +257,11 @@ def rgb_to_8bit(pixels: np.ndarray, bits_stored: int) -> np.ndarray:
 
 def to_uint8(values: np.ndarray) -> np.ndarray:
     """Round and clip display values to ``uint8`` (NaN becomes 0)."""
-    return np.clip(np.rint(np.nan_to_num(values, nan=0.0)), 0, 255).astype(np.uint8)
+    values = np.asarray(values)
+    if values.dtype.kind in "fc" and np.isnan(values).any():
+        values = np.nan_to_num(values, nan=0.0)
+    out = np.rint(values)
+    return np.clip(out, 0, 255, out=out).astype(np.uint8)
 
 
 def to_display(ds: Dataset, pixels: np.ndarray, window: WindowArg = None, *, index: int = 0) -> np.ndarray:

@@ -161,7 +161,9 @@ def apply_window(values: np.ndarray, window: Window, y_min: float = 0.0, y_max: 
     if width <= 0:
         # linear with width 1: a threshold at c - 0.5
         return np.where(x <= low, y_min, y_max).astype(np.float64)
-    out = ((x - center) / width + 0.5) * span + y_min
-    out[x <= low] = y_min
-    out[x > high] = y_max
-    return out
+    # The linear ramp is y_min at x = low and y_max at x = high: clipping it
+    # gives the piecewise definition in two passes over the frame.
+    out = x - center
+    out *= span / width
+    out += 0.5 * span + y_min
+    return np.clip(out, y_min, y_max, out=out)
