@@ -72,7 +72,8 @@ def dashboard(context: Any) -> pn.viewable.Viewable:
     # The page's scripts: Tabulator always, the file dropper for those who may upload.
     pn.extension("tabulator", *(["filedropper"] if role.may(Action.UPLOAD) else []))
     search = StudySearch(archive=context.archive)
-    study = StudyPanel(archive=context.archive, role=role, accounts=context.accounts, user=user)
+    study = StudyPanel(archive=context.archive, role=role, accounts=context.accounts, user=user,
+                       calling_aet=context.settings.server.aet)
     patient = PatientView(archive=context.archive)
     overview = Overview(archive=context.archive)
     pages: list[tuple[str, Any]] = [("Studies", search), ("Study", study), ("Patient", patient)]

@@ -30,6 +30,7 @@ class StudyPanel(pn.viewable.Viewer):
     accounts = param.Parameter()
     role = param.ClassSelector(class_=Role, default=Role.VIEWER)
     user = param.String(default="anonymous", doc="Who acts (for the log).")
+    calling_aet = param.String(default="PACSDASH", doc="Our AE title when sending to a peer.")
     study_uid = param.String(default="")
     message = param.String(default="")
     patient = param.String(default="", doc="PatientID asked for with \"All studies of this patient\".")
@@ -110,7 +111,7 @@ class StudyPanel(pn.viewable.Viewer):
         self._progress.visible = self._progress.value = True
         try:
             results = await asyncio.get_running_loop().run_in_executor(
-                None, lambda: send_files(peer.host, peer.port, paths, peer.aet, "PACSDASH"))
+                None, lambda: send_files(peer.host, peer.port, paths, peer.aet, self.calling_aet))
             failed = sum(not r.ok for r in results)
             self.message = f"Sent {len(results) - failed} of {len(results)} instances to {peer.name}."
             LOGGER.info("dashboard send by %s of study %s to %s: %d sent, %d failed", self.user, self.study_uid,

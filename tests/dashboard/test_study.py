@@ -99,3 +99,36 @@ def test_an_admin_deletes_with_confirmation_and_it_is_logged(tmp_path, caplog):
         assert "may not delete" in viewer.message
     finally:
         study.archive.close()
+
+
+def test_send_goes_to_the_chosen_peer_under_our_own_ae_title(tmp_path):
+    import asyncio
+
+    from pynetdicom import AE, AllStoragePresentationContexts, evt
+
+    from pacsdash.access import Accounts
+    from pacsdash.archive import Archive
+
+    received: list[tuple[str, str]] = []
+
+    def on_store(event):
+        received.append((event.assoc.requestor.ae_title.strip(), event.dataset.SOPInstanceUID))
+        return 0x0000
+
+    peer = AE(ae_title="PEERSCP")
+    peer.supported_contexts = AllStoragePresentationContexts
+    server = peer.start_server(("127.0.0.1", 0), block=False, evt_handlers=[(evt.EVT_C_STORE, on_store)])
+    archive = Archive.open_home(tmp_path / "store", tmp_path / "index.duckdb")
+    try:
+        stored = archive.store_bytes(make_instance())
+        accounts = Accounts(tmp_path / "accounts.sqlite")
+        accounts.add_modality("peer", "PEERSCP", "127.0.0.1", server.server_address[1])
+        panel = StudyPanel(archive=archive, accounts=accounts, role=Role.EDITOR, study_uid=stored.StudyInstanceUID,
+                           calling_aet="OURS")
+        panel._peer.value = "peer"  # noqa: SLF001
+        asyncio.run(panel._on_send())  # noqa: SLF001
+        assert received == [("OURS", stored.SOPInstanceUID)]
+        assert panel.message.startswith("Sent 1 of 1")
+    finally:
+        server.shutdown()
+        archive.close()
