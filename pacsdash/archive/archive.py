@@ -48,6 +48,8 @@ LOGGER = logging.getLogger(__name__)
 MAX_BATCH = 512
 #: Threads writing files (they mostly wait for the disk).
 FILE_WRITERS = 8
+#: Instance locations remembered by :meth:`Archive.locate_instance` (then forgotten at once).
+LOCATIONS_REMEMBERED = 100_000
 #: How long the index thread gathers journaled records into one commit [s].
 APPLY_DELAY = 0.05
 #: The journal is emptied, once all of it is in the index, when it grows past this.
@@ -428,6 +430,7 @@ class Archive:
         #: The index for reading: every call first waits for acknowledged records.
         self.index: Index = _ReadAfterWrite(index, self)  # type: ignore[assignment]
         self._listeners: list[Callable[[list[InstanceRecord]], None]] = []
+        self._located: dict[str, InstanceLocation] = {}
         self._writer = _Writer(index, self._notify, self._drop_copy, journal)
         self._writer.start()
         self._files = ThreadPoolExecutor(FILE_WRITERS, thread_name_prefix="pacsdash-file-writer")
@@ -503,6 +506,7 @@ class Archive:
             # No file: take back the row if it was committed, then report.
             if _outcome(committing) is Outcome.STORED:
                 self._writer.call(lambda: self._index.remove_files([key]))
+                self.forget_locations()
             raise
         try:
             outcome = committing.result()
@@ -547,6 +551,28 @@ class Archive:
         """Instances of an entity, with their file keys and encodings."""
         return self.index.locate(level, uid, **keys)
 
+    def locate_instance(self, sop_uid: str) -> InstanceLocation | None:
+        """One instance's file and encoding, or None; remembered until a removal.
+
+        Viewers ask for the frames of the same instances again and again
+        (WADO-RS frames, rendered, WADO-URI), and an index query costs more
+        than the rest of such a request.
+        """
+        location = self._located.get(sop_uid)
+        if location is None:
+            found = self.index.locate(Level.IMAGE, None, SOPInstanceUID=sop_uid)
+            if not found:
+                return None
+            location = found[0]
+            if len(self._located) >= LOCATIONS_REMEMBERED:
+                self._located.clear()
+            self._located[sop_uid] = location
+        return location
+
+    def forget_locations(self) -> None:
+        """Drop remembered locations (after anything was removed from the index)."""
+        self._located.clear()
+
     def locate_matching(self, query: Query) -> list[InstanceLocation]:
         """Instances matching an IMAGE-level query, with their files."""
         return self.index.locate_matching(query)
@@ -563,6 +589,7 @@ class Archive:
     def delete_study(self, study_uid: str) -> int:
         """Remove a study from the index, then its files; return how many."""
         files = self._writer.call(lambda: self._index.delete_study(study_uid))
+        self.forget_locations()
         for key in files:
             self.store.delete(key)
         return len(files)
@@ -603,6 +630,7 @@ class Archive:
         if missing:
             LOGGER.warning("dropping %d index rows whose files never arrived", len(missing))
             self._writer.call(lambda: self._index.remove_files(missing))
+            self.forget_locations()
         report["missing"] = len(missing)
         return report
 

@@ -164,5 +164,7 @@ class IndexService:
         if method in READS:
             return getattr(archive.index, method)(*args)
         if method in CHANGES:
-            return archive._writer.call(lambda: getattr(archive._index, method)(*args))  # noqa: SLF001
+            result = archive._writer.call(lambda: getattr(archive._index, method)(*args))  # noqa: SLF001
+            archive.forget_locations()
+            return result
         raise RemoteError(f"unknown index call {method!r}")

@@ -68,6 +68,14 @@ class _InstancesHandler(BaseHandler):
     """Finds the instances a WADO-RS URL names."""
 
     def locations(self, study: str, series: str | None = None, instance: str | None = None) -> list[InstanceLocation]:
+        if instance is not None and series is not None:
+            # One instance (frames, rendered, its metadata): the remembered location.
+            study = check_uid_path(study, "StudyInstanceUID")
+            series = check_uid_path(series, "SeriesInstanceUID")
+            location = self.app.archive.locate_instance(check_uid_path(instance, "SOPInstanceUID"))
+            if location is None or (location.StudyInstanceUID, location.SeriesInstanceUID) != (study, series):
+                raise ApiError(404, "no such instance")
+            return [location]
         keys = {"StudyInstanceUID": check_uid_path(study, "StudyInstanceUID")}
         if series is not None:
             keys["SeriesInstanceUID"] = check_uid_path(series, "SeriesInstanceUID")

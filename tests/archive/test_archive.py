@@ -157,3 +157,14 @@ def test_large_pixel_data_cut_short_is_refused(archive):
     with pytest.raises(InvalidInstance, match="truncated"):
         archive.store_bytes(raw[:-1000])
     assert archive.store_bytes(raw).outcome is Outcome.STORED
+
+
+def test_remembered_locations_are_forgotten_on_removal(tmp_path: Path) -> None:
+    with Archive.open_home(tmp_path / "store", tmp_path / "index.duckdb") as archive:
+        stored = archive.store_bytes(make_instance())
+        location = archive.locate_instance(stored.SOPInstanceUID)
+        assert location is not None and location.StudyInstanceUID == stored.StudyInstanceUID
+        assert archive.locate_instance(stored.SOPInstanceUID) is location  # remembered
+        assert archive.locate_instance("1.2.3.999") is None
+        archive.delete_study(stored.StudyInstanceUID)
+        assert archive.locate_instance(stored.SOPInstanceUID) is None

@@ -147,3 +147,4 @@ def test_replay_skips_what_the_index_already_has(tmp_path: Path, applied: bool) 
         assert archive.replayed == (0 if applied else 1)
         assert archive.index.totals()["instances"] == 1
         assert archive.store.exists(location.file), "replaying a record must not drop its own file"
+

@@ -111,9 +111,16 @@ def test_delete_removes_the_study_everywhere(base_url, web_server):
     path = next(p for p in VALID if p.name == "CT_small.dcm")
     body, content_type = multipart([path.read_bytes()])
     session_for("editor").post(f"{base_url}/dicom-web/studies", data=body, headers={"Content-Type": content_type})
-    study = dcmread(path, stop_before_pixels=True).StudyInstanceUID
+    ds = dcmread(path, stop_before_pixels=True)
+    study = ds.StudyInstanceUID
     admin = session_for("admin")
+    instance_url = (f"{base_url}/dicom-web/studies/{study}/series/{ds.SeriesInstanceUID}"
+                    f"/instances/{ds.SOPInstanceUID}")
+    frame = {"Accept": "application/octet-stream"}
+    assert admin.get(f"{instance_url}/frames/1", headers=frame).status_code == 200  # its location is remembered
     assert admin.delete(f"{base_url}/api/studies/{study}").json()["deleted_instances"] == 1
+    assert admin.get(f"{instance_url}/frames/1", headers=frame).status_code == 404
+    assert admin.get(f"{instance_url}/rendered").status_code == 404
     assert admin.get(f"{base_url}/dicom-web/studies", params={"StudyInstanceUID": study}).json() == []
     assert admin.get(f"{base_url}/dicom-web/studies/{study}").status_code == 404
     assert admin.delete(f"{base_url}/api/studies/{study}").status_code == 404
