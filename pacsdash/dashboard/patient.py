@@ -14,20 +14,14 @@ import panel as pn
 import param
 
 from pacsdash.archive import Level, Query
-from pacsdash.dashboard.search import person_name
+from pacsdash.dashboard.search import COLUMNS, person_name
 
 #: Most studies shown for one patient.
 MAX_STUDIES = 1000
 PATIENT_FIELDS = ["PatientName", "PatientBirthDate", "PatientSex", "IssuerOfPatientID", "OtherPatientIDs",
                   "NumberOfPatientRelatedStudies"]
-STUDY_COLUMNS = {
-    "StudyDate": "Date",
-    "ModalitiesInStudy": "Modalities",
-    "StudyDescription": "Description",
-    "AccessionNumber": "Accession",
-    "NumberOfStudyRelatedSeries": "Series",
-    "NumberOfStudyRelatedInstances": "Instances",
-}
+#: The search table's study columns, without the patient's own.
+STUDY_COLUMNS = {k: v for k, v in COLUMNS.items() if k not in ("PatientName", "PatientID")}
 
 
 def dicom_date(value: Any) -> str:
