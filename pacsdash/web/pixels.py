@@ -11,7 +11,7 @@ from tornado.ioloop import IOLoop
 
 from pacsdash import imaging
 from pacsdash.access import Action
-from pacsdash.archive import InstanceLocation, Level
+from pacsdash.archive import InstanceLocation
 from pacsdash.web.base import ApiError, BaseHandler, bad_request
 from pacsdash.web.qido import check_uid_path
 from pacsdash.web.wado import MediaRange, _InstancesHandler
@@ -196,12 +196,14 @@ class WadoUriHandler(BaseHandler):
                 raise bad_request(f"{key} is required")
             uids[keyword] = check_uid_path(args[key], keyword)
         content_type = args.get("contentType", "image/jpeg").split(",")[0].strip().lower()
-        locations = await IOLoop.current().run_in_executor(
-            None, lambda: self.app.archive.locate(Level.IMAGE, None, **uids)
+        found = await IOLoop.current().run_in_executor(
+            None, lambda: self.app.archive.locate_instance(uids["SOPInstanceUID"])
         )
-        if not locations:
+        if found is None or (found.StudyInstanceUID, found.SeriesInstanceUID) != (
+            uids["StudyInstanceUID"], uids["SeriesInstanceUID"]
+        ):
             raise ApiError(404, "no such object")
-        location: InstanceLocation = locations[0]
+        location: InstanceLocation = found
         if content_type == "application/dicom":
             self.require(Action.DOWNLOAD)
             wanted = args.get("transferSyntax")

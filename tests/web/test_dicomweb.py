@@ -349,6 +349,8 @@ def test_wado_uri(stored, base_url):
     assert Image.open(io.BytesIO(png.content)).size == (32, 32)
     assert session.get(f"{base_url}/wado", params={**params, "requestType": "X"}).status_code == 400
     assert session.get(f"{base_url}/wado", params={**params, "objectUID": "1.2.3"}).status_code == 404
+    assert session.get(f"{base_url}/wado", params={**params, "studyUID": "1.2.3"}).status_code == 404  # wrong study
+    assert session.get(f"{base_url}/wado", params={**params, "seriesUID": "1.2.3"}).status_code == 404
     assert session.get(f"{base_url}/wado", params={**params, "contentType": "text/html"}).status_code == 406
 
 
