@@ -146,13 +146,13 @@ class _Writer:
         self._next_sequence = last + 1
         if todo:
             LOGGER.warning("replaying %d acknowledged instances from the index journal", len(todo))
-            self._journaled = last
             self._applied = min(sequence for sequence, _ in todo) - 1
             for start in range(0, len(todo), MAX_BATCH):
                 self.jobs.put(_Applied(todo[start : start + MAX_BATCH]))
             self.barrier()
         if not self.failed:
             self.journal.reset()
+        self._seen = UidFilter(self.index.all_sop_uids())
         self._journal_thread.start()
         return len(todo)
 
@@ -251,19 +251,14 @@ class _Writer:
 
     def _split_duplicates(self, batch: list[tuple[InstanceRecord, Future]]) -> tuple[list, list]:
         """Records new to the archive, and those already indexed, pending or earlier in the batch."""
-        seen: set[str] = set()
-        unsure: list[str] = []
+        assert self._seen is not None  # loaded by replay()
         with self._state:
-            for record, _ in batch:
-                if record.SOPInstanceUID not in self._pending:
-                    unsure.append(record.SOPInstanceUID)
-            pending = set(self._pending)
+            pending = {r.SOPInstanceUID for r, _ in batch if r.SOPInstanceUID in self._pending}
         # Pending first, then the index: a record leaves ``pending`` only after its commit.
         # The index is asked only about UIDs the filter has seen (real duplicates, mostly).
-        if self._seen is None:
-            self._seen = UidFilter(self.index.all_sop_uids())
-        maybe = [uid for uid in unsure if uid in self._seen]
+        maybe = [r.SOPInstanceUID for r, _ in batch if r.SOPInstanceUID not in pending and r.SOPInstanceUID in self._seen]
         indexed = self.index.known(maybe) if maybe else set()
+        seen: set[str] = set()
         fresh, duplicates = [], []
         for item in batch:
             uid = item[0].SOPInstanceUID
@@ -321,6 +316,7 @@ class _Writer:
         one-record commits into one. A reader's barrier, any other job or a
         full batch ends the wait. Returns True if the writer is to stop.
         """
+        entries = list(entries)
         deadline = time.monotonic() + APPLY_DELAY
         follow: Any = _NOTHING
         while len(entries) < MAX_BATCH and not self._flush_asked:
@@ -332,17 +328,13 @@ class _Writer:
             except queue.Empty:
                 break
             if isinstance(job, _Applied):
-                entries = entries + job.entries
+                entries.extend(job.entries)
             elif job is not _FLUSH:
                 follow = job
                 break
         self._flush_asked = False
         self._apply(entries)
-        if follow is _NOTHING:
-            return False
-        if isinstance(follow, _Applied):
-            return self._gather_and_apply(follow.entries)
-        return self._run_job(follow)
+        return False if follow is _NOTHING else self._run_job(follow)
 
     def _run_job(self, job: Any) -> bool:
         """Run one queued job other than journaled records; True means stop."""
