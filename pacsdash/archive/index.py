@@ -17,12 +17,12 @@ from typing import Any, Protocol
 import duckdb
 
 from pacsdash.archive.attributes import TABLE_ATTRIBUTES, Level
+from pacsdash.archive import summaries
 from pacsdash.archive.parsing import InstanceRecord
 from pacsdash.archive.query import Query, compile_count, compile_query
 
-#: Columns beside the DICOM attributes. Counts and ModalitiesInStudy are not
-#: stored: they are computed when asked (see :mod:`pacsdash.archive.query`),
-#: which keeps each ingest commit to plain inserts.
+#: Columns beside the DICOM attributes. Counts and ModalitiesInStudy are
+#: stored too, kept up to date by :mod:`pacsdash.archive.summaries`.
 _HOUSEKEEPING = {
     Level.PATIENT: {"received_at": "TIMESTAMPTZ"},
     Level.STUDY: {"received_at": "TIMESTAMPTZ"},
@@ -76,8 +76,8 @@ def _schema() -> list[str]:
         cols = []
         for attr in attrs:
             if attr.derived:
-                continue
-            if attr.keyword == level.unique_key:
+                cols.append(f'"{attr.keyword}" {summaries.SUMMARY_COLUMNS[level][attr.keyword]}')
+            elif attr.keyword == level.unique_key:
                 cols.append(f'"{attr.keyword}" VARCHAR PRIMARY KEY')
             else:
                 cols.append(f'"{attr.keyword}" VARCHAR')
@@ -105,6 +105,8 @@ class DuckDBIndex:
             ) from None
         for statement in _schema():
             self._con.execute(statement)
+        if summaries.add_missing_columns(self._con):  # an index written by an older pacsdash
+            summaries.refresh(self._con, None, None)
         self._local = threading.local()
         self._cursors: list[duckdb.DuckDBPyConnection] = []
         self._lock = threading.Lock()
@@ -192,6 +194,7 @@ class DuckDBIndex:
                     for r in records
                 ]
                 self._insert_rows(cur, f"INSERT INTO instances ({names}) VALUES {{rows}}", row_sql, rows)
+            summaries.refresh(cur, {r.StudyInstanceUID for r in records}, {r.SeriesInstanceUID for r in records})
             if journal_position is not None:
                 cur.execute("INSERT OR REPLACE INTO archive_state VALUES ('journal_position', ?)", [str(journal_position)])
             cur.execute("COMMIT")
@@ -248,10 +251,15 @@ class DuckDBIndex:
         cur = self._cursor()
         cur.execute("BEGIN TRANSACTION")
         try:
+            touched = cur.execute(
+                'SELECT DISTINCT "StudyInstanceUID", "SeriesInstanceUID" FROM instances WHERE file IN (SELECT unnest(?))',
+                [keys],
+            ).fetchall()
             cur.execute("DELETE FROM instances WHERE file IN (SELECT unnest(?))", [keys])
             for level, key in ((Level.SERIES, "SeriesInstanceUID"), (Level.STUDY, "StudyInstanceUID")):
                 cur.execute(f'DELETE FROM {level.table} t WHERE NOT EXISTS (SELECT 1 FROM instances i WHERE i."{key}" = t."{key}")')
             cur.execute('DELETE FROM patients p WHERE NOT EXISTS (SELECT 1 FROM studies s WHERE s."PatientID" = p."PatientID")')
+            summaries.refresh(cur, {study for study, _ in touched}, {series for _, series in touched})
             cur.execute("COMMIT")
         except BaseException:
             cur.execute("ROLLBACK")

@@ -102,34 +102,20 @@ _FROM = {
         'JOIN studies s ON i."StudyInstanceUID" = s."StudyInstanceUID"'
     ),
 }
-_COLUMNS = {level: {a.keyword for a in attrs if not a.derived} for level, attrs in TABLE_ATTRIBUTES.items()}
+#: Columns of each table, the stored summaries (counts, ModalitiesInStudy) included.
+_COLUMNS = {level: {a.keyword for a in attrs} for level, attrs in TABLE_ATTRIBUTES.items()}
 _STUDY_OF_PATIENT = 'x."StudyInstanceUID" IN (SELECT y."StudyInstanceUID" FROM studies y WHERE y."PatientID" = p."PatientID")'
-#: Attributes computed from the rows below an entity, with the alias they need.
+#: Patient attributes computed from the rows below a patient, with the alias they need.
+#: (Study and series summaries are stored columns: see :mod:`pacsdash.archive.summaries`.)
 _DERIVED: dict[str, tuple[str, str]] = {
     "NumberOfPatientRelatedStudies": ("p", '(SELECT count(*) FROM studies x WHERE x."PatientID" = p."PatientID")'),
-    "NumberOfPatientRelatedSeries": ("p", f"(SELECT count(*) FROM series x WHERE {_STUDY_OF_PATIENT})"),
-    "NumberOfPatientRelatedInstances": ("p", f"(SELECT count(*) FROM instances x WHERE {_STUDY_OF_PATIENT})"),
-    "NumberOfStudyRelatedSeries": (
-        "s",
-        '(SELECT count(*) FROM series x WHERE x."StudyInstanceUID" = s."StudyInstanceUID")',
+    "NumberOfPatientRelatedSeries": (
+        "p",
+        '(SELECT sum(x."NumberOfStudyRelatedSeries") FROM studies x WHERE x."PatientID" = p."PatientID")',
     ),
-    "NumberOfStudyRelatedInstances": (
-        "s",
-        '(SELECT count(*) FROM instances x WHERE x."StudyInstanceUID" = s."StudyInstanceUID")',
-    ),
-    "ModalitiesInStudy": (
-        "s",
-        "(SELECT string_agg(DISTINCT x.\"Modality\", '\\' ORDER BY x.\"Modality\") FROM series x "
-        'WHERE x."StudyInstanceUID" = s."StudyInstanceUID")',
-    ),
-    "SOPClassesInStudy": (
-        "s",
-        "(SELECT string_agg(DISTINCT x.\"SOPClassUID\", '\\' ORDER BY x.\"SOPClassUID\") FROM instances x "
-        'WHERE x."StudyInstanceUID" = s."StudyInstanceUID")',
-    ),
-    "NumberOfSeriesRelatedInstances": (
-        "se",
-        '(SELECT count(*) FROM instances x WHERE x."SeriesInstanceUID" = se."SeriesInstanceUID")',
+    "NumberOfPatientRelatedInstances": (
+        "p",
+        '(SELECT sum(x."NumberOfStudyRelatedInstances") FROM studies x WHERE x."PatientID" = p."PatientID")',
     ),
 }
 
@@ -175,7 +161,10 @@ def _locate(level: Level, attr: Attribute) -> _Expr:
         return _Expr("CAST(NULL AS VARCHAR)")
     for alias, table in _CHAIN[level]:
         if attr.keyword in _COLUMNS[table]:
-            return _Expr(f'{alias}."{attr.keyword}"')
+            column = f'{alias}."{attr.keyword}"'
+            return _Expr(f"CAST({column} AS VARCHAR)" if attr.derived else column)
+    if attr.derived:  # a summary of a level above this query's (a study's, asked of a patient)
+        return _Expr("CAST(NULL AS VARCHAR)")
     owner = _owner_table(attr)
     if owner is not None:
         return _Expr(f'x."{attr.keyword}"', via=owner)
@@ -335,14 +324,14 @@ def compile_query(query: Query, extra_columns: tuple[str, ...] = ()) -> Compiled
         attr = resolve([name])[0]
         if not isinstance(value, str):
             raise InvalidQuery(f"{attr.keyword} must be given as text")
-        if attr.keyword == "ModalitiesInStudy" and level in (Level.STUDY, Level.PATIENT):
-            # Match the study's series, not the joined string (C.6.2.1.2).
+        if attr.keyword == "ModalitiesInStudy" and level is Level.PATIENT:
+            # Match the patient's series (C.6.2.1.2); below the patient level
+            # the stored list matches value by value, as any multi-valued CS.
             modality = BY_KEYWORD["Modality"]
             sub_params: list = []
             cond = match_condition('x."Modality"', modality, value, sub_params)
             if cond is not None:
-                outer = "s" if level is Level.STUDY else "p"
-                where.append(f"EXISTS (SELECT 1 FROM series x WHERE {_tie(Level.SERIES, outer)} AND {cond})")
+                where.append(f"EXISTS (SELECT 1 FROM series x WHERE {_tie(Level.SERIES, 'p')} AND {cond})")
                 params.extend(sub_params)
             continue
         expr = _locate(level, attr)
