@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import struct
+from collections.abc import Iterator
 from typing import Any
 
-from pydicom.charset import convert_encodings, default_encoding
-from pydicom.dataelem import RawDataElement
+import pynetdicom.service_class
 from pydicom.dataset import Dataset
 from pydicom.tag import Tag
 
@@ -15,7 +16,6 @@ from pacsdash.archive.parsing import value_text
 
 #: Elements of an identifier that are not matching or return keys.
 _NOT_KEYS = {0x00080005, 0x00080052, 0x00080054, 0x00080056}
-_UTF8 = convert_encodings("ISO_IR 192")
 _NUMBER_VRS = {"US": int, "SS": int, "UL": int, "SL": int, "UV": int, "SV": int, "FL": float, "FD": float}
 
 
@@ -60,15 +60,59 @@ def _typed(vr: str, text: str) -> Any:
     return values[0] if len(values) == 1 else values
 
 
+#: Explicit VR little endian: VRs whose length is 4 bytes after 2 reserved ones (PS3.5 7.1.2).
+_LONG_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "UC", "UN", "UR", "UT"})
+_PACK = {"US": "<H", "SS": "<h", "UL": "<L", "SL": "<l", "UV": "<Q", "SV": "<q", "FL": "<f", "FD": "<d"}
+
+
+class EncodedIdentifier(Dataset):
+    """A response identifier already encoded for its presentation context.
+
+    pynetdicom encodes each C-FIND response identifier with pydicom, element
+    by element, which costs more per match than the query. :func:`install`
+    makes pynetdicom's C-FIND service send :attr:`encoded` as it is.
+    """
+
+    def __init__(self, encoded: bytes) -> None:
+        super().__init__()
+        self.__dict__["encoded"] = encoded
+
+
+def _element(tag: int, vr: str, value: bytes, implicit_vr: bool) -> bytes:
+    """One little-endian data element, as PS3.5 7.1 lays it out."""
+    head = struct.pack("<HH", tag >> 16, tag & 0xFFFF)
+    if implicit_vr:
+        return head + struct.pack("<L", len(value)) + value
+    if vr in _LONG_VRS:
+        return head + vr.encode() + b"\0\0" + struct.pack("<L", len(value)) + value
+    return head + vr.encode() + struct.pack("<H", len(value)) + value
+
+
+def _number_bytes(vr: str, text: str | None) -> bytes:
+    if not text:
+        return b""
+    try:
+        values = [_NUMBER_VRS[vr](v) for v in text.split("\\") if v != ""]
+        return b"".join(struct.pack(_PACK[vr], v) for v in values)
+    except (ValueError, TypeError, struct.error):
+        return b""  # not a number of this VR: returned empty, as pydicom would refuse it
+
+
+def _text_bytes(vr: str, text: str | None, codec: str) -> bytes:
+    value = text.encode(codec) if text else b""
+    if len(value) % 2:
+        value += b"\0" if vr == "UI" else b" "
+    return value
+
+
 class ResponseBuilder:
     """Fills the keys of one C-FIND request with each match's values.
 
     The request's keys are resolved once; each match then costs only the
-    element assignments (PS3.4 C.4.1.1.3.2: the response carries exactly the
-    keys of the request). Text values, nearly all of them, go in already
-    encoded for the context's little-endian transfer syntax, which pydicom
-    writes as they are: encoding each response element by element cost more
-    than the query.
+    encoding of its values (PS3.4 C.4.1.1.3.2: the response carries exactly
+    the keys of the request). For a little-endian, non-deflated context the
+    response is encoded here, straight to bytes (:class:`EncodedIdentifier`);
+    otherwise pydicom builds and encodes a :class:`Dataset`.
     """
 
     def __init__(self, request: Dataset, level: Level, aet: str, implicit_vr: bool | None = None) -> None:
@@ -94,40 +138,64 @@ class ResponseBuilder:
             self.keys.append((Tag(0x00080052), "CS", "__level__"))
             self.keys.sort(key=lambda key: key[0])
 
-    def build(self, row: dict[str, str | None]) -> Dataset:
-        """The response identifier for one matching row."""
-        ds = Dataset()
-        texts: list[tuple[Tag, str, str | None]] = []
-        needs_utf8 = False
+    def _values(self, row: dict[str, str | None]) -> Iterator[tuple[Tag, str, str | None]]:
         for tag, vr, keyword in self.keys:
             if keyword == "__level__":
-                texts.append((tag, vr, self.level.value))
+                yield tag, vr, self.level.value
             elif keyword == "__aet__":
-                texts.append((tag, vr, self.aet))
-            elif keyword is None:
-                ds.add_new(tag, "SQ", [])
+                yield tag, vr, self.aet
             else:
-                text = row.get(keyword)
-                if text is not None and not text.isascii():
-                    needs_utf8 = True
-                if vr in _NUMBER_VRS and text is not None:
-                    try:
-                        ds.add_new(tag, vr, _typed(vr, text))
-                    except (ValueError, TypeError):
-                        ds.add_new(tag, vr, None)
-                else:
-                    texts.append((tag, vr, text))
+                yield tag, vr, None if keyword is None else row.get(keyword)
+
+    def build(self, row: dict[str, str | None]) -> Dataset:
+        """The response identifier for one matching row."""
+        values = list(self._values(row))
+        needs_utf8 = any(text is not None and not text.isascii() for _, _, text in values)
+        if self.implicit_vr is not None:
+            return EncodedIdentifier(self._encode(values, needs_utf8, self.implicit_vr))
+        ds = Dataset()
         if needs_utf8:
             ds.SpecificCharacterSet = "ISO_IR 192"
-        if self.implicit_vr is None:
-            for tag, vr, text in texts:
+        for tag, vr, text in values:
+            if vr == "SQ":
+                ds.add_new(tag, "SQ", [])
+            elif vr in _NUMBER_VRS and text is not None:
+                try:
+                    ds.add_new(tag, vr, _typed(vr, text))
+                except (ValueError, TypeError):
+                    ds.add_new(tag, vr, None)
+            else:
                 ds.add_new(tag, vr, text)
-            return ds
-        codec = "utf-8" if needs_utf8 else "ascii"
-        for tag, vr, text in texts:
-            value = text.encode(codec) if text else b""
-            if len(value) % 2:
-                value += b"\0" if vr == "UI" else b" "
-            ds[tag] = RawDataElement(tag, vr, len(value), value, 0, self.implicit_vr, True)
-        ds.set_original_encoding(self.implicit_vr, True, _UTF8 if needs_utf8 else default_encoding)
         return ds
+
+    @staticmethod
+    def _encode(values: list[tuple[Tag, str, str | None]], needs_utf8: bool, implicit_vr: bool) -> bytes:
+        codec = "utf-8" if needs_utf8 else "ascii"
+        parts = [_element(0x00080005, "CS", b"ISO_IR 192", implicit_vr)] if needs_utf8 else []
+        for tag, vr, text in values:
+            if vr == "SQ":
+                parts.append(_element(tag, "SQ", b"", implicit_vr))  # empty: sequence matching is not supported
+            elif vr in _NUMBER_VRS:
+                parts.append(_element(tag, vr, _number_bytes(vr, text), implicit_vr))
+            else:
+                parts.append(_element(tag, vr, _text_bytes(vr, text, codec), implicit_vr))
+        return b"".join(parts)
+
+
+def _encode_for_service(original: Any) -> Any:
+    """pynetdicom's ``encode`` as its service classes call it, passing
+    :class:`EncodedIdentifier` bytes through unchanged."""
+
+    def encode(ds: Any, *args: Any, **kwargs: Any) -> Any:
+        if isinstance(ds, EncodedIdentifier):
+            return ds.encoded
+        return original(ds, *args, **kwargs)
+
+    encode.__wrapped__ = original  # type: ignore[attr-defined]
+    return encode
+
+
+def install() -> None:
+    """Let pynetdicom's C-FIND service send pre-encoded identifiers (idempotent)."""
+    if not hasattr(pynetdicom.service_class.encode, "__wrapped__"):
+        pynetdicom.service_class.encode = _encode_for_service(pynetdicom.service_class.encode)

@@ -40,6 +40,8 @@ from pynetdicom.dul import DULServiceProvider
 from pynetdicom.pdu import A_ABORT_RQ
 from pynetdicom.transport import AssociationSocket
 
+from pacsdash.dimse import packing
+
 #: Longest wait before the loops look at their timers again [s].
 IDLE_WAIT = 0.02
 #: Largest single socket read [bytes].
@@ -308,4 +310,5 @@ def install() -> None:
     pynetdicom.association.Association = EventDrivenAssociation  # acceptors (transport imports it late)
     pynetdicom.ae.Association = EventDrivenAssociation  # requestors
     AssociationSocket.recv = _recv  # type: ignore[method-assign]
+    packing.install()
     _installed = True

@@ -43,6 +43,7 @@ from pacsdash.access import Accounts
 from pacsdash.archive import Archive, InstanceLocation, InvalidInstance, InvalidQuery, Level, Outcome
 from pacsdash.archive.query import Query
 from pacsdash.config import ModalitySettings, ServerSettings
+from pacsdash.dimse import identifiers
 from pacsdash.dimse.identifiers import ResponseBuilder, query_from_identifier
 from pacsdash.dimse.files import even_length_copy
 from pacsdash.dimse import reactor
@@ -56,6 +57,10 @@ _config.STORE_SEND_CHUNKED_DATASET = True
 # Identifiers can be large and hold patient data: keep them out of the log.
 _config.LOG_REQUEST_IDENTIFIERS = False
 _config.LOG_RESPONSE_IDENTIFIERS = False
+# pynetdicom's standard handlers log every PDU and DIMSE message at DEBUG
+# level; bound to every association, they cost CPU per PDU even when that
+# level is off. pacsdash logs what matters itself.
+_config.LOG_HANDLER_LEVEL = "none"
 
 TRANSFER_SYNTAXES = [str(uid) for uid in AllTransferSyntaxes]
 UNCOMPRESSED = ["1.2.840.10008.1.2.1", "1.2.840.10008.1.2"]
@@ -140,6 +145,7 @@ class DicomNode:
         self, archive: Archive, accounts: Accounts, server: ServerSettings, handoff: Connection | None = None
     ) -> None:
         reactor.install()
+        identifiers.install()
         self.archive = archive
         self.settings = server
         self.policy = PeerPolicy(accounts, server.accept_unknown_store)

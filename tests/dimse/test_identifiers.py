@@ -10,7 +10,8 @@ from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom.dsutils import decode, encode
 
 from pacsdash.archive import Level
-from pacsdash.dimse.identifiers import ResponseBuilder
+from pacsdash.dimse import identifiers
+from pacsdash.dimse.identifiers import EncodedIdentifier, ResponseBuilder
 
 KEYS = ["PatientName", "PatientID", "StudyInstanceUID", "StudyDate", "StudyTime", "StudyDescription",
         "AccessionNumber", "NumberOfStudyRelatedSeries", "NumberOfStudyRelatedInstances", "ModalitiesInStudy",
@@ -41,8 +42,8 @@ def request() -> Dataset:
 def test_fast_path_encodes_like_pydicom(syntax, row) -> None:
     fast = ResponseBuilder(request(), Level.STUDY, "PACSDASH", implicit_vr=syntax.is_implicit_VR).build(row)
     slow = ResponseBuilder(request(), Level.STUDY, "PACSDASH").build(row)
-    assert fast.original_character_set == fast._character_set  # noqa: SLF001 - else pydicom re-encodes
-    fast_bytes = encode(fast, syntax.is_implicit_VR, True)
+    assert isinstance(fast, EncodedIdentifier) and not isinstance(slow, EncodedIdentifier)
+    fast_bytes = fast.encoded
     assert fast_bytes == encode(slow, syntax.is_implicit_VR, True)
     back = decode(BytesIO(fast_bytes), syntax.is_implicit_VR, True)
     for keyword in KEYS:
@@ -61,3 +62,40 @@ def test_fast_path_encodes_like_pydicom(syntax, row) -> None:
             assert str(got) == expected
     assert back.RetrieveAETitle == "PACSDASH"
     assert back.QueryRetrieveLevel == "STUDY"
+
+
+IMAGE_KEYS = {"SOPInstanceUID": "UI", "Rows": "US", "Columns": "US", "NumberOfFrames": "IS", "InstanceNumber": "IS",
+              "ImageType": "CS"}
+IMAGE_ROWS = [
+    {"SOPInstanceUID": "1.2.3", "Rows": "512", "Columns": "256", "NumberOfFrames": "1", "InstanceNumber": "7",
+     "ImageType": "ORIGINAL\\PRIMARY\\AXIAL"},
+    {"SOPInstanceUID": "1.2.33", "Rows": "5x", "Columns": None, "NumberOfFrames": None, "InstanceNumber": ""},
+]
+
+
+@pytest.mark.parametrize("syntax", [ImplicitVRLittleEndian, ExplicitVRLittleEndian])
+@pytest.mark.parametrize("row", IMAGE_ROWS)
+def test_fast_path_encodes_numbers_like_pydicom(syntax, row) -> None:
+    ds = Dataset()
+    ds.QueryRetrieveLevel = "IMAGE"
+    for keyword in IMAGE_KEYS:
+        setattr(ds, keyword, None)
+    fast = ResponseBuilder(ds, Level.IMAGE, "PACSDASH", implicit_vr=syntax.is_implicit_VR).build(row)
+    slow = ResponseBuilder(ds, Level.IMAGE, "PACSDASH").build(row)
+    assert fast.encoded == encode(slow, syntax.is_implicit_VR, True)
+    back = decode(BytesIO(fast.encoded), syntax.is_implicit_VR, True)
+    if row["Rows"] == "512":
+        assert (back.Rows, back.Columns) == (512, 256)
+    else:
+        assert back["Rows"].value is None  # not a number: returned empty
+
+
+def test_pynetdicom_sends_the_encoded_bytes() -> None:
+    identifiers.install()
+    import pynetdicom.service_class
+
+    fast = ResponseBuilder(request(), Level.STUDY, "PACSDASH", implicit_vr=True).build(ROWS[0])
+    assert pynetdicom.service_class.encode(fast, True, True, False) is fast.encoded
+    plain = Dataset()
+    plain.PatientID = "P1"
+    assert pynetdicom.service_class.encode(plain, True, True, False) == encode(plain, True, True)
