@@ -93,8 +93,9 @@ class _Applied:
 class _Writer:
     """The one writer of the index, with an optional journal in front of it.
 
-    Without a journal (a worker process, whose index lives in the server),
-    a record's future resolves once its batch is committed. With one, a
+    Without a journal, a record's future resolves once its batch is
+    committed; in a worker process, whose index lives in the server (an
+    index with ``submit``), each record goes straight to the server's writer. With one, a
     journal thread decides each record's outcome (stored, or a duplicate of
     an indexed or pending instance), appends the stored ones to the journal
     in groups and resolves their futures once the journal is durable; the
@@ -114,6 +115,10 @@ class _Writer:
         self.on_commit = on_commit
         self.on_duplicate = on_duplicate
         self.journal = journal
+        #: The server's writer, reached without a thread of ours (a RemoteIndex).
+        self._remote_submit: Callable[[list[InstanceRecord]], Future] | None = (
+            getattr(index, "submit", None) if journal is None else None
+        )
         self.jobs: queue.Queue[Any] = queue.Queue()
         self.incoming: queue.Queue[tuple[InstanceRecord, Future] | None] = queue.Queue()
         #: SOP Instance UID -> store key of journaled records not yet in the index.
@@ -160,8 +165,22 @@ class _Writer:
     def submit(self, record: InstanceRecord) -> Future:
         """Queue a record; the future gives its :class:`Outcome` once durable."""
         future: Future = Future()
+        if self._remote_submit is not None:
+            self._remote_submit([record]).add_done_callback(lambda done: self._relay(record, done, future))
+            return future
         (self.incoming if self.journal is not None else self.jobs).put((record, future))
         return future
+
+    def _relay(self, record: InstanceRecord, remote: Future, future: Future) -> None:
+        """Give ``future`` the outcome the server's writer gave ``record``."""
+        try:
+            [stored] = remote.result()
+        except BaseException as exc:  # handed to the caller
+            future.set_exception(exc)
+            return
+        future.set_result(Outcome.STORED if stored else Outcome.DUPLICATE)
+        if stored:
+            self._notify([record])
 
     def call(self, function: Callable[[], Any]) -> Any:
         """Run ``function`` in the index thread (after what is queued) and return its result."""

@@ -64,7 +64,8 @@ class RemoteIndex:
             future.set_exception(RemoteError("the pacsdash server process is gone"))
         self._pending.clear()
 
-    def _call(self, method: str, *args: Any) -> Any:
+    def _send(self, method: str, *args: Any) -> Future:
+        """Send one call; the future gets its answer."""
         if self._closed.is_set():
             raise RemoteError("the pacsdash server process is gone")
         request_id = next(self._ids)
@@ -76,7 +77,10 @@ class RemoteIndex:
         except (OSError, ValueError) as exc:
             self._pending.pop(request_id, None)
             raise RemoteError(f"cannot reach the pacsdash server process: {exc}") from None
-        return future.result()
+        return future
+
+    def _call(self, method: str, *args: Any) -> Any:
+        return self._send(method, *args).result()
 
     @property
     def gone(self) -> threading.Event:
@@ -85,6 +89,12 @@ class RemoteIndex:
 
     def add(self, records: list[InstanceRecord]) -> list[bool]:
         return self._call("add", records)
+
+    def submit(self, records: list[InstanceRecord]) -> Future:
+        """Hand ``records`` to the server's writer without waiting; the future
+        gets, per record, whether it was stored (False: a copy of an archived
+        instance), once durable."""
+        return self._send("add", records)
 
     def __getattr__(self, name: str) -> Any:
         if name in READS or name in CHANGES:
@@ -138,8 +148,34 @@ class IndexService:
                 request_id, method, args = self.connection.recv()
             except (EOFError, OSError):
                 break
-            self._pool.submit(self._answer, request_id, method, args)
+            if method == "add":
+                self._add(request_id, args[0])  # answered when the writer resolves it: no thread waits
+            else:
+                self._pool.submit(self._answer, request_id, method, args)
         self._pool.shutdown(wait=False)
+
+    def _add(self, request_id: int, records: list[InstanceRecord]) -> None:
+        """Queue records with the archive's writer; reply once all are durable."""
+        futures = [self.archive._writer.submit(record) for record in records]  # noqa: SLF001
+        if not futures:
+            self._reply((request_id, True, []))
+            return
+        remaining = [len(futures)]
+        lock = threading.Lock()
+
+        def done(_: Future) -> None:
+            with lock:
+                remaining[0] -= 1
+                if remaining[0]:
+                    return
+            try:
+                reply = (request_id, True, [future.result().value == "stored" for future in futures])
+            except Exception as exc:  # sent back to the caller
+                reply = (request_id, False, exc)
+            self._reply(reply)
+
+        for future in futures:
+            future.add_done_callback(done)
 
     def _answer(self, request_id: int, method: str, args: tuple) -> None:
         try:
@@ -147,6 +183,10 @@ class IndexService:
             reply = (request_id, True, value)
         except Exception as exc:  # sent back to the caller
             reply = (request_id, False, exc)
+        self._reply(reply)
+
+    def _reply(self, reply: tuple) -> None:
+        request_id = reply[0]
         try:
             with self._send_lock:
                 self.connection.send(reply)
