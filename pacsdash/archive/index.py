@@ -194,7 +194,7 @@ class DuckDBIndex:
                     for r in records
                 ]
                 self._insert_rows(cur, f"INSERT INTO instances ({names}) VALUES {{rows}}", row_sql, rows)
-            summaries.refresh(cur, {r.StudyInstanceUID for r in records}, {r.SeriesInstanceUID for r in records})
+            summaries.add_instances(cur, records, new_parents[Level.SERIES])
             if journal_position is not None:
                 cur.execute("INSERT OR REPLACE INTO archive_state VALUES ('journal_position', ?)", [str(journal_position)])
             cur.execute("COMMIT")

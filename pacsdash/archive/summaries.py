@@ -5,18 +5,22 @@ instances (PS3.4 C.6.1.1.4, C.6.1.1.5) are asked for by almost every study
 query: C-FIND clients, QIDO-RS (PS3.18 Table 10.6.3-3 lists them among a
 study's required attributes) and the dashboard's study list. Computing them
 per query means correlated aggregates over every instance; here they are
-stored columns of ``studies`` and ``series`` instead, recomputed for the
-studies and series a transaction touches, inside that transaction, so a
-reader never sees a count that disagrees with the rows.
+stored columns of ``studies`` and ``series`` instead, changed inside the
+transaction that changes the rows, so a reader never sees a count that
+disagrees with them: an ingest adds what its new instances and series bring
+(:func:`add_instances`, no scan of the instances), a removal recomputes the
+studies and series it touched (:func:`refresh`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 
 import duckdb
 
 from pacsdash.archive.attributes import TABLE_ATTRIBUTES, Level
+from pacsdash.archive.parsing import InstanceRecord
 
 #: SQL type of each stored summary column, per table.
 SUMMARY_COLUMNS: dict[Level, dict[str, str]] = {
@@ -74,6 +78,83 @@ def refresh(cur: duckdb.DuckDBPyConnection, studies: Iterable[str] | None, serie
     """
     _run(cur, _STUDY_SUMMARY, "StudyInstanceUID", studies)
     _run(cur, _SERIES_SUMMARY, "SeriesInstanceUID", series)
+
+
+@dataclass
+class _StudyChange:
+    instances: int = 0
+    series: int = 0
+    modalities: set[str] = field(default_factory=set)
+    classes: set[str] = field(default_factory=set)
+
+
+def _merged(current: str | None, added: set[str]) -> str | None:
+    """A backslash-separated list of distinct values, sorted, with ``added`` in."""
+    values = set(current.split("\\")) if current else set()
+    values |= added
+    values.discard("")
+    return "\\".join(sorted(values)) or None
+
+
+def add_instances(cur: duckdb.DuckDBPyConnection, records: list[InstanceRecord], new_series: Iterable[str]) -> None:
+    """Count newly indexed ``records`` (never indexed before) into their study
+    and series summaries; ``new_series`` are the series they created.
+
+    Run inside the transaction that inserted them, after the inserts.
+    """
+    if not records:
+        return
+    created = set(new_series)
+    studies: dict[str, _StudyChange] = {}
+    series: dict[str, int] = {}
+    for record in records:
+        change = studies.setdefault(record.StudyInstanceUID, _StudyChange())
+        change.instances += 1
+        sop_class = record.columns[Level.IMAGE].get("SOPClassUID")
+        if sop_class:
+            change.classes.add(sop_class)
+        series[record.SeriesInstanceUID] = series.get(record.SeriesInstanceUID, 0) + 1
+        if record.SeriesInstanceUID in created:
+            created.discard(record.SeriesInstanceUID)
+            change.series += 1
+            modality = record.columns[Level.SERIES].get("Modality")
+            if modality:
+                change.modalities.add(modality)
+    keys = sorted(studies)
+    current = {
+        row[0]: row[1:]
+        for row in cur.execute(
+            'SELECT "StudyInstanceUID", "NumberOfStudyRelatedSeries", "NumberOfStudyRelatedInstances", '
+            '"ModalitiesInStudy", "SOPClassesInStudy" FROM studies WHERE "StudyInstanceUID" IN (SELECT unnest(?::VARCHAR[]))',
+            [keys],
+        ).fetchall()
+    }
+    columns: list[list] = [[], [], [], [], []]
+    for key in keys:
+        series_count, instance_count, modalities, classes = current.get(key, (None, None, None, None))
+        change = studies[key]
+        for column, value in zip(columns, (
+            key,
+            (series_count or 0) + change.series,
+            (instance_count or 0) + change.instances,
+            _merged(modalities, change.modalities),
+            _merged(classes, change.classes),
+        )):
+            column.append(value)
+    cur.execute(
+        'UPDATE studies SET "NumberOfStudyRelatedSeries" = d.series_count, '
+        '"NumberOfStudyRelatedInstances" = d.instance_count, "ModalitiesInStudy" = d.modalities, '
+        '"SOPClassesInStudy" = d.classes FROM (SELECT unnest(?::VARCHAR[]) AS uid, unnest(?::INTEGER[]) AS series_count, '
+        "unnest(?::INTEGER[]) AS instance_count, unnest(?::VARCHAR[]) AS modalities, unnest(?::VARCHAR[]) AS classes) d "
+        'WHERE studies."StudyInstanceUID" = d.uid',
+        columns,
+    )
+    cur.execute(
+        'UPDATE series SET "NumberOfSeriesRelatedInstances" = coalesce(series."NumberOfSeriesRelatedInstances", 0) + d.added '
+        "FROM (SELECT unnest(?::VARCHAR[]) AS uid, unnest(?::INTEGER[]) AS added) d "
+        'WHERE series."SeriesInstanceUID" = d.uid',
+        [list(series), list(series.values())],
+    )
 
 
 def add_missing_columns(cur: duckdb.DuckDBPyConnection) -> bool:

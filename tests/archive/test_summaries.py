@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import duckdb
 import pytest
-from pydicom.uid import MRImageStorage
+from pydicom.uid import MRImageStorage, generate_uid
 
 from pacsdash.archive import Archive, Level, Query
 from pacsdash.archive.summaries import SUMMARY_COLUMNS
@@ -94,3 +94,42 @@ def test_an_older_index_gets_its_summaries_filled(tmp_path):
         assert row["ModalitiesInStudy"] == "CT\\MR"
         assert row["NumberOfStudyRelatedInstances"] == "4"
         assert _series_counts(archive, study) == {ct: "3", mr: "1"}
+
+
+def test_incremental_summaries_equal_a_full_recount(tmp_path):
+    """Batches of new instances, series and studies, counted as they come, agree with a recount."""
+    from pacsdash.archive.archive import store_many
+    from pacsdash.archive.summaries import refresh
+
+    files = []
+    studies = [make_instance(Modality="CT") for _ in range(3)]
+    for number, raw in enumerate(studies):
+        path = tmp_path / f"first{number}.dcm"
+        path.write_bytes(raw)
+        files.append(path)
+    with Archive.open_home(tmp_path / "store", tmp_path / "index.duckdb") as archive:
+        first = [archive.store_file(p) for p in files]
+        more = []
+        for number in range(40):
+            base = first[number % 3]
+            same_series = number % 2 == 0
+            raw = make_instance(
+                Modality="CT" if same_series else ("MR", "US", "SR")[number % 3],
+                StudyInstanceUID=base.StudyInstanceUID,
+                SeriesInstanceUID=base.SeriesInstanceUID if same_series else generate_uid(),
+            )
+            path = tmp_path / f"more{number}.dcm"
+            path.write_bytes(raw)
+            more.append(path)
+        more.append(more[0])  # a copy: counted once
+        results = list(store_many(archive, more, workers=4))
+        assert all(not isinstance(result, Exception) for _, result in results)
+        query = Query(Level.STUDY, fields=["SOPClassesInStudy"])
+        series_query = Query(Level.SERIES)
+        counted = sorted(map(sorted, (r.items() for r in archive.find(query))))
+        counted_series = sorted(map(sorted, (r.items() for r in archive.find(series_query))))
+        cursor = archive.index._cursor()  # noqa: SLF001 - recount in place
+        refresh(cursor, None, None)
+        assert sorted(map(sorted, (r.items() for r in archive.find(query)))) == counted
+        assert sorted(map(sorted, (r.items() for r in archive.find(series_query)))) == counted_series
+        assert sum(int(r["NumberOfStudyRelatedInstances"]) for r in archive.find(query)) == 3 + 40
