@@ -125,6 +125,15 @@ class EventDrivenDUL(DULServiceProvider):
         self._poller.register(self.wake.fd, select.POLLIN)
         self._polled_fd = -1
         self._run_loop_delay = 0.0  # the naps of the parent loop, now replaced by idle_wait()
+        #: Receives C-STORE requests itself once attached (:mod:`pacsdash.dimse.storelane`).
+        self.store_lane: Any = None
+
+    def _read_pdu_data(self) -> None:
+        """Let the store lane, if attached, take the next PDU; else read it as pynetdicom does."""
+        lane = self.store_lane
+        if lane is not None and lane.receive():
+            return
+        super()._read_pdu_data()
 
     def idle_wait(self) -> None:
         """Wait until the socket is readable, a primitive is queued, or IDLE_WAIT passes."""

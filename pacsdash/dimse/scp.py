@@ -49,6 +49,7 @@ from pacsdash.dimse.files import even_length_copy
 from pacsdash.dimse import reactor
 from pacsdash.dimse.sockets import NODELAY_HANDLERS
 from pacsdash.dimse.status import DUPLICATE_STATUS, Status
+from pacsdash.dimse.storelane import StoreLane
 
 LOGGER = logging.getLogger(__name__)
 
@@ -75,7 +76,12 @@ _UNKNOWN_ALLOWED = {str(Verification)} | _STORAGE_CLASSES
 
 def describe_peer(event: Event) -> str:
     """``AET@host:port`` of the association's requestor, for logs and origins."""
-    req = event.assoc.requestor
+    return describe_requestor(event.assoc)
+
+
+def describe_requestor(assoc: Association) -> str:
+    """``AET@host:port`` of an association's requestor."""
+    req = assoc.requestor
     return f"{req.ae_title}@{req.address}:{req.port}"
 
 
@@ -175,6 +181,7 @@ class DicomNode:
         """Start listening in background threads."""
         handlers = NODELAY_HANDLERS + [
             (evt.EVT_REQUESTED, self.handle_association_request),
+            (evt.EVT_ESTABLISHED, self.attach_store_lane),
             (evt.EVT_C_ECHO, self.handle_echo),
             (evt.EVT_C_STORE, self.handle_store),
             (evt.EVT_C_FIND, self.handle_find),
@@ -222,25 +229,35 @@ class DicomNode:
 
     # -- C-STORE -----------------------------------------------------------
     def handle_store(self, event: Event) -> Dataset | int:
-        """C-STORE (PS3.4 B.2.3): archive the data set exactly as received."""
-        aet = event.assoc.requestor.ae_title.strip()
+        """C-STORE (PS3.4 B.2.3) through pynetdicom: archive the data set exactly as received."""
+        return self.store_received(event.assoc, event.encoded_dataset(), str(event.request.AffectedSOPInstanceUID or ""))
+
+    def attach_store_lane(self, event: Event) -> None:
+        """EVT_ESTABLISHED: let an accepted association receive C-STOREs in its DUL thread."""
+        dul = event.assoc.dul
+        if event.assoc.is_acceptor and isinstance(dul, reactor.EventDrivenDUL):
+            dul.store_lane = StoreLane(dul, self.store_received)
+
+    def store_received(self, assoc: Association, raw: bytes, affected: str) -> Dataset | int:
+        """Archive one received instance (Part 10 bytes); the C-STORE status to answer."""
+        peer = describe_requestor(assoc)
+        aet = assoc.requestor.ae_title.strip()
         if not self.policy.allows(aet, "store"):
-            LOGGER.warning("refused C-STORE from %s: peer not allowed to store", describe_peer(event))
+            LOGGER.warning("refused C-STORE from %s: peer not allowed to store", peer)
             return _status(Status.NOT_AUTHORIZED, "this peer may not store here")
         try:
-            raw = event.encoded_dataset()
-            result = self.archive.store_bytes(raw, origin=f"dicom:{describe_peer(event)}")
+            result = self.archive.store_bytes(raw, origin=f"dicom:{peer}")
         except InvalidInstance as exc:
-            LOGGER.warning("refused C-STORE from %s: %s", describe_peer(event), exc)
+            LOGGER.warning("refused C-STORE from %s: %s", peer, exc)
             return _status(Status.STORE_CANNOT_UNDERSTAND, str(exc))
         except OSError as exc:
-            LOGGER.error("C-STORE from %s could not be written: %s", describe_peer(event), exc)
+            LOGGER.error("C-STORE from %s could not be written: %s", peer, exc)
             return _status(Status.STORE_OUT_OF_RESOURCES, "the archive cannot write the instance")
-        affected = str(event.request.AffectedSOPInstanceUID or "").rstrip("\x00 ")
+        affected = affected.rstrip("\x00 ")
         if affected and affected != result.SOPInstanceUID:
             LOGGER.warning("C-STORE AffectedSOPInstanceUID %s differs from the data set's", affected)
         if result.outcome is Outcome.DUPLICATE:
-            LOGGER.info("C-STORE of %s from %s: already archived, first copy kept", result.SOPInstanceUID, describe_peer(event))
+            LOGGER.info("C-STORE of %s from %s: already archived, first copy kept", result.SOPInstanceUID, peer)
             return DUPLICATE_STATUS
         return Status.SUCCESS
 

@@ -1,0 +1,233 @@
+"""C-STORE requests received in the association's DUL thread, PDU by PDU.
+
+pynetdicom turns every P-DATA-TF PDU into objects (a PDU, its PDV items, a
+P-DATA primitive), runs each through its state machine, copies each
+fragment into a buffer, hands the finished message to the association
+thread through a queue, which builds an event, copies the data set out of
+its buffer and again to put file meta in front. For a scanner sending
+instances of half a megabyte in PDUs of 128 KiB that is most of the work of
+receiving.
+
+A :class:`StoreLane`, attached to an established association, reads each
+P-DATA-TF PDU itself. A message whose first PDU holds its whole command set,
+a C-STORE-RQ with a data set on an accepted context, is taken by the lane:
+its data set fragments are kept as views of the PDUs read, joined once
+behind the file meta when the last one arrives, handed to the archive, and
+the C-STORE-RSP is queued through pynetdicom's own DIMSE and state machine.
+Any other PDU or message (C-ECHO, C-FIND, a response during a C-GET, a
+command split over several PDVs) goes to pynetdicom untouched, as it would
+have without the lane: the lane only takes a new message when pynetdicom is
+between messages, and hands it every PDU until that message is complete.
+
+A PDU the lane cannot make sense of in the middle of a message it took is
+an invalid PDU for the state machine (Evt19): the association is aborted,
+as pynetdicom does.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import struct
+from collections.abc import Callable
+from io import BytesIO
+from typing import Any
+
+from pydicom.dataset import Dataset
+from pynetdicom.dimse_primitives import C_STORE
+from pynetdicom.dsutils import create_file_meta, decode, encode_file_meta
+from pynetdicom.service_class import StorageServiceClass
+from pynetdicom.sop_class import uid_to_service_class
+
+LOGGER = logging.getLogger(__name__)
+
+P_DATA_TF = 0x04
+C_STORE_RQ = 0x0001
+NO_DATA_SET = 0x0101
+#: PDV message control header bits (PS3.8 E.2).
+COMMAND = 0x01
+LAST = 0x02
+#: What an archive-bound callable gets: (association, Part 10 bytes, AffectedSOPInstanceUID) -> status.
+StoreCallable = Callable[[Any, bytes, str], "int | Dataset"]
+_PREAMBLE = b"\x00" * 128 + b"DICM"
+
+
+class _Message:
+    """A C-STORE-RQ the lane is receiving."""
+
+    def __init__(self, command: Dataset, context: Any) -> None:
+        self.command = command
+        self.context = context
+        self.fragments: list[memoryview] = []
+
+
+def _items(pdu: bytearray) -> list[tuple[int, int, memoryview]] | None:
+    """(context ID, control header, data) of each PDV item of a P-DATA-TF PDU, or None if malformed."""
+    view = memoryview(pdu)
+    end = len(pdu)
+    offset = 6
+    items = []
+    while offset < end:
+        if offset + 6 > end:
+            return None
+        (length,) = struct.unpack_from(">L", pdu, offset)
+        if length < 2 or offset + 4 + length > end:
+            return None
+        items.append((pdu[offset + 4], pdu[offset + 5], view[offset + 6 : offset + 4 + length]))
+        offset += 4 + length
+    return items or None
+
+
+class StoreLane:
+    """Receives the C-STORE requests of one association (see the module docstring)."""
+
+    def __init__(self, dul: Any, store: StoreCallable) -> None:
+        self.dul = dul
+        self.assoc = dul.assoc
+        self.store = store
+        self._message: _Message | None = None
+        #: C-STORE requests the lane has received and answered.
+        self.received = 0
+        #: The lane gave up on this association (TLS, or a peek it could not do).
+        self.disabled = False
+
+    # -- reading -----------------------------------------------------------------
+    def receive(self) -> bool:
+        """Read and handle the next PDU if it is the lane's; False to let pynetdicom read it."""
+        if self.disabled:
+            return False
+        sock = getattr(self.dul.socket, "socket", None)
+        if sock is None:
+            return False
+        try:
+            header = sock.recv(6, socket.MSG_PEEK)
+        except (OSError, ValueError):  # ValueError: a TLS socket cannot peek
+            self.disabled = True
+            return False
+        if len(header) < 6 or header[0] != P_DATA_TF:
+            return False
+        if self._message is None and not self._pynetdicom_idle():
+            return False
+        (length,) = struct.unpack_from(">L", header, 2)
+        try:
+            pdu = self.dul.socket.recv(6 + length)
+        except (OSError, TimeoutError):
+            self.dul.event_queue.put("Evt17")  # transport closed
+            self._message = None
+            return True
+        if len(pdu) != 6 + length:
+            self.dul.event_queue.put("Evt17")
+            self._message = None
+            return True
+        if self._message is None:
+            if not self._start(pdu):
+                self._to_pynetdicom(pdu)
+        else:
+            self._continue(pdu)
+        return True
+
+    def _pynetdicom_idle(self) -> bool:
+        """Whether pynetdicom is between messages, with nothing of ours queued."""
+        dul = self.dul
+        return (
+            dul.state_machine.current_state == "Sta6"
+            and dul.event_queue.empty()
+            and dul._recv_pdu.empty()  # noqa: SLF001
+            and self.assoc.dimse.message is None
+            and not self.assoc._sent_release  # noqa: SLF001
+        )
+
+    def _to_pynetdicom(self, pdu: bytearray) -> None:
+        """Queue ``pdu`` for pynetdicom exactly as its own reader does."""
+        dul = self.dul
+        try:
+            decoded, event = dul._decode_pdu(pdu)  # noqa: SLF001
+        except Exception:  # as pynetdicom: an undecodable PDU is Evt19
+            LOGGER.exception("Unable to decode the received PDU data")
+            dul.event_queue.put("Evt19")
+            return
+        dul.event_queue.put(event)
+        dul._recv_pdu.put(decoded)  # noqa: SLF001
+
+    # -- messages -------------------------------------------------------------------
+    def _start(self, pdu: bytearray) -> bool:
+        """Take a new message if it is a C-STORE-RQ the lane can receive."""
+        items = _items(pdu)
+        if not items:
+            return False
+        context_id, control, data = items[0]
+        if control != COMMAND | LAST:
+            return False
+        rest = items[1:]
+        if any(cid != context_id or ctrl & COMMAND for cid, ctrl, _ in rest):
+            return False
+        if any(ctrl & LAST for _, ctrl, _ in rest[:-1]):
+            return False
+        context = self.assoc._accepted_cx.get(context_id)  # noqa: SLF001
+        if context is None:
+            return False
+        try:
+            command = decode(BytesIO(bytes(data)), True, True)
+            if command.CommandField != C_STORE_RQ or command.CommandDataSetType == NO_DATA_SET:
+                return False
+            sop_class = str(command.AffectedSOPClassUID)
+            str(command.AffectedSOPInstanceUID)
+            int(command.MessageID)
+        except Exception:  # pynetdicom will report it as it does
+            return False
+        if uid_to_service_class(sop_class) is not StorageServiceClass:
+            return False
+        self._message = _Message(command, context)
+        self._add(rest)
+        return True
+
+    def _continue(self, pdu: bytearray) -> None:
+        """Add a PDU of the message being received."""
+        message = self._message
+        assert message is not None
+        items = _items(pdu)
+        valid = items is not None and all(
+            cid == message.context.context_id and not ctrl & COMMAND for cid, ctrl, _ in items
+        ) and not any(ctrl & LAST for _, ctrl, _ in items[:-1])
+        if not valid:
+            LOGGER.error("invalid P-DATA-TF PDU in the middle of a C-STORE data set; aborting the association")
+            self._message = None
+            self.dul.event_queue.put("Evt19")
+            return
+        self._add(items)
+
+    def _add(self, items: list[tuple[int, int, memoryview]]) -> None:
+        message = self._message
+        assert message is not None
+        for _, control, data in items:
+            message.fragments.append(data)
+            if control & LAST:
+                self._message = None
+                self._finish(message)
+
+    def _finish(self, message: _Message) -> None:
+        """Archive the finished data set and queue the response."""
+        command = message.command
+        context = message.context
+        sop_class = command.AffectedSOPClassUID
+        sop_instance = command.AffectedSOPInstanceUID
+        rsp = C_STORE()
+        rsp.MessageIDBeingRespondedTo = command.MessageID
+        rsp.AffectedSOPInstanceUID = sop_instance
+        rsp.AffectedSOPClassUID = sop_class
+        service = StorageServiceClass(self.assoc)
+        try:
+            meta = encode_file_meta(create_file_meta(
+                sop_class_uid=sop_class, sop_instance_uid=sop_instance, transfer_syntax=context.transfer_syntax[0],
+            ))
+            raw = b"".join((_PREAMBLE, meta, *message.fragments))
+            message.fragments.clear()
+            status = self.store(self.assoc, raw, str(sop_instance))
+        except Exception:  # as pynetdicom does for a failing handler
+            LOGGER.exception("Exception in the C-STORE lane")
+            status = 0xC211
+        self.received += 1
+        if not self.assoc.is_established:
+            return
+        rsp = service.validate_status(status, rsp)
+        self.assoc.dimse.send_msg(rsp, context.context_id)

@@ -1,0 +1,165 @@
+"""The C-STORE lane: requests received in the DUL thread, everything else left to pynetdicom."""
+
+from __future__ import annotations
+
+import struct
+from io import BytesIO
+
+import pytest
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+from pynetdicom import AE
+from pynetdicom.dimse_primitives import C_STORE
+from pynetdicom.dimse_messages import C_STORE_RQ
+from pynetdicom.presentation import build_context
+from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian
+from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind, Verification
+
+CT = build_context(CTImageStorage, [ExplicitVRLittleEndian])
+
+from pacsdash.archive import Level
+from tests.conftest import SCU_AET, make_node
+from tests.factories import make_dataset, make_instance
+from tests.helpers import VALID, dataset_bytes, sent_bytes, wait_until
+
+
+def lane_of(node):
+    """The store lane of the node's one accepted association, once attached."""
+
+    def attached():
+        lanes = [a.dul.store_lane for a in node.ae.active_associations if a.is_acceptor]
+        return lanes if lanes and all(lanes) else None
+
+    [lane] = wait_until(attached, 5, what="the store lane to be attached")
+    return lane
+
+
+def associate(node, contexts, max_pdu: int = 16382):
+    ae = AE(ae_title=SCU_AET)
+    ae.maximum_pdu_size = max_pdu
+    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 10
+    for cx in contexts:
+        ae.add_requested_context(getattr(cx, "abstract_syntax", cx), [str(t) for t in getattr(cx, "transfer_syntax", [])] or None)
+    assoc = ae.associate("127.0.0.1", node.port, ae_title="PACSDASH")
+    assert assoc.is_established
+    return assoc
+
+
+def stored(archive, sop_uid: str) -> bytes:
+    [location] = archive.locate(Level.IMAGE, None, SOPInstanceUID=sop_uid)
+    return dataset_bytes(archive.local_path(location))
+
+
+@pytest.mark.parametrize("server_max_pdu", [0, 4096])
+def test_every_sample_through_the_lane_keeps_its_bytes(archive, accounts, server_max_pdu):
+    """Each data set, in one PDU or in many, is archived byte for byte by the lane."""
+    node = make_node(archive, accounts)
+    node.ae.maximum_pdu_size = server_max_pdu  # 4096: every data set arrives in many PDUs
+    try:
+        contexts = {}
+        datasets = [dcmread(path) for path in VALID]
+        for ds in datasets:
+            contexts.setdefault(str(ds.SOPClassUID), set()).add(str(ds.file_meta.TransferSyntaxUID))
+        ae = AE(ae_title=SCU_AET)
+        ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 20
+        for sop_class, syntaxes in list(contexts.items())[:120]:
+            for syntax in syntaxes:
+                ae.add_requested_context(sop_class, syntax)
+        assoc = ae.associate("127.0.0.1", node.port, ae_title="PACSDASH")
+        assert assoc.is_established
+        lane = lane_of(node)
+        try:
+            for path in VALID:
+                status = assoc.send_c_store(path)
+                assert status.Status in (0x0000,), (path.name, status)
+        finally:
+            assoc.release()
+        assert lane.received == len(VALID)  # every one through the lane
+        for path, ds in zip(VALID, datasets):
+            assert stored(archive, str(ds.SOPInstanceUID)) == sent_bytes(path), path.name
+    finally:
+        node.stop()
+
+
+def test_other_messages_interleaved_go_to_pynetdicom(node, archive):
+    """C-ECHO and C-FIND between C-STOREs on one association are answered as before."""
+    first = archive.store_bytes(make_instance(PatientID="LANE"))
+    assoc = associate(node, [Verification, StudyRootQueryRetrieveInformationModelFind, CT])
+    lane = lane_of(node)
+    query = Dataset()
+    query.QueryRetrieveLevel = "STUDY"
+    query.PatientID = "LANE"
+    query.StudyInstanceUID = ""
+    try:
+        sent = []
+        for number in range(3):
+            assert assoc.send_c_echo().Status == 0x0000
+            ds = make_dataset(PatientID="LANE", StudyInstanceUID=first.StudyInstanceUID, InstanceNumber=number)
+            sent.append(ds)
+            assert assoc.send_c_store(ds).Status == 0x0000
+            responses = list(assoc.send_c_find(query, StudyRootQueryRetrieveInformationModelFind))
+            assert [r[0].Status for r in responses] == [0xFF00, 0x0000]
+            assert responses[0][1].StudyInstanceUID == first.StudyInstanceUID
+    finally:
+        assoc.release()
+    assert lane.received == 3
+    assert len(archive.locate(Level.STUDY, first.StudyInstanceUID)) == 4
+
+
+def test_refusals_and_duplicates_answer_as_through_pynetdicom(archive, accounts, tmp_path):
+    node = make_node(archive, accounts)
+    try:
+        assoc = associate(node, [CT])
+        lane = lane_of(node)
+        ds = make_dataset(PatientName="FIRST")
+        try:
+            assert assoc.send_c_store(ds).Status == 0x0000
+            ds.PatientName = "SECOND"
+            assert assoc.send_c_store(ds).Status == 0x0000  # a copy: success, first kept
+            broken = make_dataset(SOPInstanceUID=None)
+            broken.file_meta.MediaStorageSOPInstanceUID = "1.2.3.4.5"
+            broken.save_as(tmp_path / "broken.dcm", enforce_file_format=True)
+            status = assoc.send_c_store(tmp_path / "broken.dcm")  # as a file: pynetdicom sends it as it is
+            assert status.Status == 0xC000
+            assert "SOPInstanceUID" in str(status.ErrorComment)
+        finally:
+            assoc.release()
+        assert lane.received == 3
+        assert archive.index.totals()["instances"] == 1
+        assert b"FIRST" in stored(archive, str(ds.SOPInstanceUID))
+    finally:
+        node.stop()
+
+
+def test_a_broken_pdu_mid_data_set_aborts_only_that_association(node, archive):
+    assoc = associate(node, [CT])
+    lane_of(node)
+    ds = make_dataset()
+    context = next(cx for cx in assoc.accepted_contexts if cx.abstract_syntax == ds.SOPClassUID)
+    request = C_STORE()
+    request.MessageID = 7
+    request.AffectedSOPClassUID = ds.SOPClassUID
+    request.AffectedSOPInstanceUID = ds.SOPInstanceUID
+    request.DataSet = BytesIO(b"\x08\x00\x16\x00")  # any data set: only the command is sent
+    message = C_STORE_RQ()
+    message.primitive_to_message(request)
+    [command_pdata, *_] = list(message.encode_msg(context.context_id, 0))
+    from pynetdicom.pdu import P_DATA_TF
+
+    pdu = P_DATA_TF()
+    pdu.from_primitive(command_pdata)
+    sock = assoc.dul.socket.socket
+    sock.sendall(pdu.encode())
+    # A data fragment whose PDV item claims more bytes than its PDU holds.
+    body = struct.pack(">LBB", 5000, context.context_id, 0x00) + b"\x00" * 16
+    sock.sendall(struct.pack(">BBL", 0x04, 0, len(body)) + body)
+    wait_until(lambda: assoc.is_aborted or not assoc.is_alive(), 10, what="the association to be aborted")
+    assert archive.index.totals()["instances"] == 0
+    assert list(archive.store.keys()) == []
+    # The node keeps serving others.
+    other = associate(node, [CT])
+    try:
+        assert other.send_c_store(make_dataset()).Status == 0x0000
+    finally:
+        other.release()
+    assert archive.index.totals()["instances"] == 1
