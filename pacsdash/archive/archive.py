@@ -51,7 +51,7 @@ FILE_WRITERS = 8
 #: Instance locations remembered by :meth:`Archive.locate_instance` (then forgotten at once).
 LOCATIONS_REMEMBERED = 100_000
 #: How long the index thread gathers journaled records into one commit [s].
-APPLY_DELAY = 0.05
+APPLY_DELAY = 0.25
 #: The journal is emptied, once all of it is in the index, when it grows past this.
 JOURNAL_RESET_BYTES = 16 << 20
 

@@ -13,6 +13,8 @@ from pydicom.tag import Tag
 from pacsdash.archive import InvalidQuery, Level, Query
 from pacsdash.archive.attributes import attribute_for
 from pacsdash.archive.parsing import value_text
+from pacsdash.dimse.encoding import element
+from pacsdash.dimse.encoding import text as text_bytes
 
 #: Elements of an identifier that are not matching or return keys.
 _NOT_KEYS = {0x00080005, 0x00080052, 0x00080054, 0x00080056}
@@ -60,8 +62,6 @@ def _typed(vr: str, text: str) -> Any:
     return values[0] if len(values) == 1 else values
 
 
-#: Explicit VR little endian: VRs whose length is 4 bytes after 2 reserved ones (PS3.5 7.1.2).
-_LONG_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "UC", "UN", "UR", "UT"})
 _PACK = {"US": "<H", "SS": "<h", "UL": "<L", "SL": "<l", "UV": "<Q", "SV": "<q", "FL": "<f", "FD": "<d"}
 
 
@@ -78,16 +78,6 @@ class EncodedIdentifier(Dataset):
         self.__dict__["encoded"] = encoded
 
 
-def _element(tag: int, vr: str, value: bytes, implicit_vr: bool) -> bytes:
-    """One little-endian data element, as PS3.5 7.1 lays it out."""
-    head = struct.pack("<HH", tag >> 16, tag & 0xFFFF)
-    if implicit_vr:
-        return head + struct.pack("<L", len(value)) + value
-    if vr in _LONG_VRS:
-        return head + vr.encode() + b"\0\0" + struct.pack("<L", len(value)) + value
-    return head + vr.encode() + struct.pack("<H", len(value)) + value
-
-
 def _number_bytes(vr: str, text: str | None) -> bytes:
     if not text:
         return b""
@@ -96,13 +86,6 @@ def _number_bytes(vr: str, text: str | None) -> bytes:
         return b"".join(struct.pack(_PACK[vr], v) for v in values)
     except (ValueError, TypeError, struct.error):
         return b""  # not a number of this VR: returned empty, as pydicom would refuse it
-
-
-def _text_bytes(vr: str, text: str | None, codec: str) -> bytes:
-    value = text.encode(codec) if text else b""
-    if len(value) % 2:
-        value += b"\0" if vr == "UI" else b" "
-    return value
 
 
 class ResponseBuilder:
@@ -171,14 +154,14 @@ class ResponseBuilder:
     @staticmethod
     def _encode(values: list[tuple[Tag, str, str | None]], needs_utf8: bool, implicit_vr: bool) -> bytes:
         codec = "utf-8" if needs_utf8 else "ascii"
-        parts = [_element(0x00080005, "CS", b"ISO_IR 192", implicit_vr)] if needs_utf8 else []
+        parts = [element(0x00080005, "CS", b"ISO_IR 192", implicit_vr)] if needs_utf8 else []
         for tag, vr, text in values:
             if vr == "SQ":
-                parts.append(_element(tag, "SQ", b"", implicit_vr))  # empty: sequence matching is not supported
+                parts.append(element(tag, "SQ", b"", implicit_vr))  # empty: sequence matching is not supported
             elif vr in _NUMBER_VRS:
-                parts.append(_element(tag, vr, _number_bytes(vr, text), implicit_vr))
+                parts.append(element(tag, vr, _number_bytes(vr, text), implicit_vr))
             else:
-                parts.append(_element(tag, vr, _text_bytes(vr, text, codec), implicit_vr))
+                parts.append(element(tag, vr, text_bytes(vr, text, codec), implicit_vr))
         return b"".join(parts)
 
 

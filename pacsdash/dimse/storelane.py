@@ -13,7 +13,8 @@ P-DATA-TF PDU itself. A message whose first PDU holds its whole command set,
 a C-STORE-RQ with a data set on an accepted context, is taken by the lane:
 its data set fragments are kept as views of the PDUs read, joined once
 behind the file meta when the last one arrives, handed to the archive, and
-the C-STORE-RSP is queued through pynetdicom's own DIMSE and state machine.
+the C-STORE-RSP is queued for pynetdicom's state machine to send (both the
+file meta and the response encoded by :mod:`pacsdash.dimse.encoding`).
 Any other PDU or message (C-ECHO, C-FIND, a response during a C-GET, a
 command split over several PDVs) goes to pynetdicom untouched, as it would
 have without the lane: the lane only takes a new message when pynetdicom is
@@ -35,9 +36,12 @@ from typing import Any
 
 from pydicom.dataset import Dataset
 from pynetdicom.dimse_primitives import C_STORE
-from pynetdicom.dsutils import create_file_meta, decode, encode_file_meta
+from pynetdicom.dsutils import decode
+from pynetdicom.pdu_primitives import P_DATA
 from pynetdicom.service_class import StorageServiceClass
 from pynetdicom.sop_class import uid_to_service_class
+
+from pacsdash.dimse import encoding
 
 LOGGER = logging.getLogger(__name__)
 
@@ -206,28 +210,33 @@ class StoreLane:
                 self._finish(message)
 
     def _finish(self, message: _Message) -> None:
-        """Archive the finished data set and queue the response."""
+        """Archive the finished data set and answer."""
         command = message.command
         context = message.context
-        sop_class = command.AffectedSOPClassUID
-        sop_instance = command.AffectedSOPInstanceUID
-        rsp = C_STORE()
-        rsp.MessageIDBeingRespondedTo = command.MessageID
-        rsp.AffectedSOPInstanceUID = sop_instance
-        rsp.AffectedSOPClassUID = sop_class
-        service = StorageServiceClass(self.assoc)
+        sop_class = str(command.AffectedSOPClassUID)
+        sop_instance = str(command.AffectedSOPInstanceUID)
         try:
-            meta = encode_file_meta(create_file_meta(
-                sop_class_uid=sop_class, sop_instance_uid=sop_instance, transfer_syntax=context.transfer_syntax[0],
-            ))
+            meta = encoding.file_meta(sop_class, sop_instance, str(context.transfer_syntax[0]))
             raw = b"".join((_PREAMBLE, meta, *message.fragments))
             message.fragments.clear()
-            status = self.store(self.assoc, raw, str(sop_instance))
+            status = self.store(self.assoc, raw, sop_instance)
         except Exception:  # as pynetdicom does for a failing handler
             LOGGER.exception("Exception in the C-STORE lane")
             status = 0xC211
         self.received += 1
         if not self.assoc.is_established:
             return
-        rsp = service.validate_status(status, rsp)
-        self.assoc.dimse.send_msg(rsp, context.context_id)
+        rsp = C_STORE()
+        rsp.MessageIDBeingRespondedTo = command.MessageID
+        rsp.AffectedSOPInstanceUID = sop_instance
+        rsp.AffectedSOPClassUID = sop_class
+        rsp = StorageServiceClass(self.assoc).validate_status(status, rsp)
+        if rsp.OffendingElement is not None:
+            self.assoc.dimse.send_msg(rsp, context.context_id)  # fields beyond the usual: pynetdicom encodes them
+            return
+        response = encoding.store_response(
+            int(command.MessageID), sop_class, sop_instance, int(rsp.Status), rsp.ErrorComment
+        )
+        pdata = P_DATA()
+        pdata.presentation_data_value_list.append((context.context_id, bytes((COMMAND | LAST,)) + response))
+        self.dul.send_pdu(pdata)

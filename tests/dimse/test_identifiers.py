@@ -99,3 +99,4 @@ def test_pynetdicom_sends_the_encoded_bytes() -> None:
     plain = Dataset()
     plain.PatientID = "P1"
     assert pynetdicom.service_class.encode(plain, True, True, False) == encode(plain, True, True)
+
