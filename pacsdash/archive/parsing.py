@@ -184,29 +184,63 @@ def _check_complete(ds: Dataset, size: int) -> None:
             )
 
 
+#: Raw values converted by :func:`element_texts`, kept for the next instance:
+#: (tag, VR, value bytes, little endian, character set) -> text or None.
+_converted: dict[tuple[Any, ...], str | None] = {}
+#: Most conversions kept, and the longest value kept.
+CONVERSIONS_KEPT = 8192
+CONVERSION_KEPT_LENGTH = 256
+
+
+def _element_text(raw: Any, encoding: Any, ds: Dataset) -> str | None:
+    """One element's value as DICOM text, through pydicom's converter (None: not indexed)."""
+    try:
+        elem = convert_raw_data_element(raw, encoding=encoding, ds=ds) if isinstance(raw, RawDataElement) else raw
+        if elem.VR in BULK_VRS:
+            return None
+        text = value_text(elem.value)
+    except Exception:  # odd values are kept in the file, not indexed
+        return None
+    if text is None:
+        return None
+    return text.replace("\x00", "").strip() or None
+
+
 def element_texts(ds: Dataset) -> dict[int, str]:
     """Every top-level, non-bulk, non-sequence value of ``ds`` as DICOM text.
 
     One pass over the raw elements, converted with pydicom's own converter
     (the data set's character set applies); a value pydicom cannot convert
-    is left out rather than failing the instance.
+    is left out rather than failing the instance. Instances of a series
+    repeat most of their values byte for byte, so short values with an
+    explicit VR are converted once and the text is kept (the conversion
+    depends on nothing else then).
     """
     encoding = ds._character_set  # noqa: SLF001 - the data set's decoded SpecificCharacterSet
+    charset = tuple(encoding) if isinstance(encoding, list) else encoding
     texts: dict[int, str] = {}
     for tag, raw in ds._dict.items():  # noqa: SLF001 - raw elements, not yet decoded
         if tag >> 16 == 0x0002:
             continue
-        try:
-            elem = convert_raw_data_element(raw, encoding=encoding, ds=ds) if isinstance(raw, RawDataElement) else raw
-            if elem.VR in BULK_VRS:
-                continue
-            text = value_text(elem.value)
-        except Exception:  # odd values are kept in the file, not indexed
-            continue
-        if text is not None:
-            text = text.replace("\x00", "").strip()
-            if text:
-                texts[int(tag)] = text
+        value = getattr(raw, "value", None)
+        if (
+            isinstance(raw, RawDataElement)
+            and raw.VR is not None
+            and isinstance(value, bytes)
+            and len(value) <= CONVERSION_KEPT_LENGTH
+        ):
+            key = (tag, raw.VR, value, raw.is_little_endian, charset)
+            try:
+                text = _converted[key]
+            except KeyError:
+                text = _element_text(raw, encoding, ds)
+                if len(_converted) >= CONVERSIONS_KEPT:
+                    _converted.clear()
+                _converted[key] = text
+        else:
+            text = _element_text(raw, encoding, ds)
+        if text:
+            texts[int(tag)] = text
     return texts
 
 
