@@ -160,6 +160,7 @@ def _frames(plan: DashIndexPlan) -> tuple[Any, Any, Any]:
 def _write_index(path: Path, plan: DashIndexPlan) -> None:
     import duckdb
 
+    from pacsdash.archive import summaries
     from pacsdash.archive.index import DuckDBIndex
 
     DuckDBIndex(path).close()  # pacsdash's own schema
@@ -182,6 +183,7 @@ def _write_index(path: Path, plan: DashIndexPlan) -> None:
             '\'generated/\' || "SeriesInstanceUID" || \'.\' || CAST(k + 1 AS VARCHAR) AS file, 9000 AS size, '
             '\'benchmark\' AS origin, now() AS received_at, \'{}\' AS attributes '
             'FROM (SELECT *, unnest(range(n)) AS k FROM gen_series)')
+        summaries.refresh(con, None, None)  # counts and ModalitiesInStudy, as the writer keeps them
         # A clean stop: the server must not "reconcile" (the generated rows have no files).
         con.execute("CREATE TABLE IF NOT EXISTS archive_state (name VARCHAR PRIMARY KEY, value VARCHAR)")
         con.execute("INSERT OR REPLACE INTO archive_state VALUES ('state', 'closed')")

@@ -295,17 +295,24 @@ class EventDrivenAssociation(Association):
 
 
 def _recv(self: AssociationSocket, nr_bytes: int) -> bytearray:
-    """``AssociationSocket.recv`` reading straight into one buffer, up to 1 MiB a call."""
+    """``AssociationSocket.recv`` reading straight into one buffer, up to 1 MiB a call.
+
+    The buffer grows by at most :data:`RECV_CHUNK` ahead of what has arrived:
+    a PDU header may announce any length (pacsdash accepts PDUs of any
+    size), and a peer announcing gigabytes and then closing costs nothing.
+    """
     sock = self.socket
-    buffer = bytearray(nr_bytes)
+    buffer = bytearray(min(nr_bytes, RECV_CHUNK))
     nr_read = 0
-    with memoryview(buffer) as view:
-        while nr_read < nr_bytes:
-            count = sock.recv_into(view[nr_read:], min(nr_bytes - nr_read, RECV_CHUNK))  # type: ignore[union-attr]
-            if not count:
-                break  # connection closed: return what was read, as pynetdicom does
-            nr_read += count
-    if nr_read < nr_bytes:
+    while nr_read < nr_bytes:
+        if nr_read == len(buffer):
+            buffer.extend(bytes(min(nr_bytes - nr_read, max(RECV_CHUNK, nr_read))))
+        with memoryview(buffer) as view:
+            count = sock.recv_into(view[nr_read:], min(len(buffer) - nr_read, RECV_CHUNK))  # type: ignore[union-attr]
+        if not count:
+            break  # connection closed: return what was read, as pynetdicom does
+        nr_read += count
+    if nr_read < len(buffer):
         del buffer[nr_read:]
     return buffer
 

@@ -104,7 +104,9 @@ class StoreLane:
         if sock is None:
             return False
         try:
-            header = sock.recv(6, socket.MSG_PEEK)
+            # The socket is readable; wait for the whole header (it may come
+            # in two TCP segments), as pynetdicom's own read would.
+            header = sock.recv(6, socket.MSG_PEEK | socket.MSG_WAITALL)
         except (OSError, ValueError):  # ValueError: a TLS socket cannot peek
             self.disabled = True
             return False

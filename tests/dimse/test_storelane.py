@@ -163,3 +163,83 @@ def test_a_broken_pdu_mid_data_set_aborts_only_that_association(node, archive):
     finally:
         other.release()
     assert archive.index.totals()["instances"] == 1
+
+
+def _store_command_pdu(assoc, ds, message_id: int = 9) -> tuple[bytes, int]:
+    """A C-STORE-RQ command PDU for ``ds`` on the association's CT context, and that context's ID."""
+    from pynetdicom.pdu import P_DATA_TF
+
+    context = next(cx for cx in assoc.accepted_contexts if cx.abstract_syntax == ds.SOPClassUID)
+    request = C_STORE()
+    request.MessageID = message_id
+    request.AffectedSOPClassUID = ds.SOPClassUID
+    request.AffectedSOPInstanceUID = ds.SOPInstanceUID
+    request.DataSet = BytesIO(b"\x08\x00\x16\x00")
+    message = C_STORE_RQ()
+    message.primitive_to_message(request)
+    [command_pdata, *_] = list(message.encode_msg(context.context_id, 0))
+    pdu = P_DATA_TF()
+    pdu.from_primitive(command_pdata)
+    return pdu.encode(), context.context_id
+
+
+def test_a_pdu_header_arriving_in_pieces_is_waited_for(node, archive):
+    """A data PDU whose 6-byte header comes in two TCP segments is still the lane's."""
+    import time
+
+    from pydicom.filewriter import write_dataset
+    from pydicom.filebase import DicomBytesIO
+
+    assoc = associate(node, [CT])
+    lane = lane_of(node)
+    ds = make_dataset(PatientID="PIECES")
+    buffer = DicomBytesIO()
+    buffer.is_little_endian, buffer.is_implicit_VR = True, False
+    write_dataset(buffer, ds)
+    data = buffer.getvalue()
+    command, context_id = _store_command_pdu(assoc, ds)
+    half = len(data) // 2
+    first = struct.pack(">LBB", 2 + half, context_id, 0x00) + data[:half]
+    last = struct.pack(">LBB", 2 + len(data) - half, context_id, 0x02) + data[half:]
+    assoc._reactor_checkpoint.clear()  # noqa: SLF001 - pause our reactor, as send_c_store does: we read the response
+    wait_until(lambda: assoc._is_paused, 5, what="the reactor to pause")  # noqa: SLF001
+    sock = assoc.dul.socket.socket
+    sock.sendall(command)
+    sock.sendall(struct.pack(">BBL", 0x04, 0, len(first)) + first)
+    pdu = struct.pack(">BBL", 0x04, 0, len(last)) + last
+    sock.sendall(pdu[:3])
+    time.sleep(0.3)  # the lane sees 3 bytes of the header and must wait for the rest
+    sock.sendall(pdu[3:])
+    _, response = assoc.dimse.get_msg(block=True)
+    assoc._reactor_checkpoint.set()  # noqa: SLF001
+    assert response is not None and response.Status == 0x0000
+    assoc.release()
+    assert lane.received == 1
+    [location] = archive.locate(Level.IMAGE, None, SOPInstanceUID=str(ds.SOPInstanceUID))
+    assert dataset_bytes(archive.local_path(location)) == data
+
+
+def test_an_absurd_pdu_length_allocates_nothing_up_front(node, archive):
+    """A P-DATA-TF header announcing ~2 GB, then a close: memory stays put, the node keeps serving."""
+    assoc = associate(node, [CT])
+    lane_of(node)
+
+    def peak_kib() -> int:
+        with open("/proc/self/status") as status:
+            return next(int(line.split()[1]) for line in status if line.startswith("VmHWM:"))
+
+    before = peak_kib()
+    command, _ = _store_command_pdu(assoc, make_dataset())
+    sock = assoc.dul.socket.socket
+    sock.sendall(command)
+    sock.sendall(struct.pack(">BBL", 0x04, 0, 2_000_000_000) + b"\x00" * 1000)
+    sock.shutdown(2)
+    wait_until(lambda: not [a for a in node.ae.active_associations if a.is_acceptor], 10,
+               what="the association to end")
+    assert peak_kib() - before < 200_000  # not the 2 GB announced
+    other = associate(node, [CT])
+    try:
+        assert other.send_c_store(make_dataset()).Status == 0x0000
+    finally:
+        other.release()
+    assert archive.index.totals()["instances"] == 1
