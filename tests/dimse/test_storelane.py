@@ -8,19 +8,20 @@ from io import BytesIO
 import pytest
 from pydicom import dcmread
 from pydicom.dataset import Dataset
-from pynetdicom import AE
-from pynetdicom.dimse_primitives import C_STORE
-from pynetdicom.dimse_messages import C_STORE_RQ
-from pynetdicom.presentation import build_context
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian
+from pynetdicom import AE
+from pynetdicom.dimse_messages import C_STORE_RQ
+from pynetdicom.dimse_primitives import C_STORE
+from pynetdicom.pdu import P_DATA_TF
+from pynetdicom.presentation import build_context
 from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind, Verification
-
-CT = build_context(CTImageStorage, [ExplicitVRLittleEndian])
 
 from pacsdash.archive import Level
 from tests.conftest import SCU_AET, make_node
 from tests.factories import make_dataset, make_instance
 from tests.helpers import VALID, dataset_bytes, sent_bytes, wait_until
+
+CT = build_context(CTImageStorage, [ExplicitVRLittleEndian])
 
 
 def lane_of(node):
@@ -131,44 +132,8 @@ def test_refusals_and_duplicates_answer_as_through_pynetdicom(archive, accounts,
         node.stop()
 
 
-def test_a_broken_pdu_mid_data_set_aborts_only_that_association(node, archive):
-    assoc = associate(node, [CT])
-    lane_of(node)
-    ds = make_dataset()
-    context = next(cx for cx in assoc.accepted_contexts if cx.abstract_syntax == ds.SOPClassUID)
-    request = C_STORE()
-    request.MessageID = 7
-    request.AffectedSOPClassUID = ds.SOPClassUID
-    request.AffectedSOPInstanceUID = ds.SOPInstanceUID
-    request.DataSet = BytesIO(b"\x08\x00\x16\x00")  # any data set: only the command is sent
-    message = C_STORE_RQ()
-    message.primitive_to_message(request)
-    [command_pdata, *_] = list(message.encode_msg(context.context_id, 0))
-    from pynetdicom.pdu import P_DATA_TF
-
-    pdu = P_DATA_TF()
-    pdu.from_primitive(command_pdata)
-    sock = assoc.dul.socket.socket
-    sock.sendall(pdu.encode())
-    # A data fragment whose PDV item claims more bytes than its PDU holds.
-    body = struct.pack(">LBB", 5000, context.context_id, 0x00) + b"\x00" * 16
-    sock.sendall(struct.pack(">BBL", 0x04, 0, len(body)) + body)
-    wait_until(lambda: assoc.is_aborted or not assoc.is_alive(), 10, what="the association to be aborted")
-    assert archive.index.totals()["instances"] == 0
-    assert list(archive.store.keys()) == []
-    # The node keeps serving others.
-    other = associate(node, [CT])
-    try:
-        assert other.send_c_store(make_dataset()).Status == 0x0000
-    finally:
-        other.release()
-    assert archive.index.totals()["instances"] == 1
-
-
 def _store_command_pdu(assoc, ds, message_id: int = 9) -> tuple[bytes, int]:
     """A C-STORE-RQ command PDU for ``ds`` on the association's CT context, and that context's ID."""
-    from pynetdicom.pdu import P_DATA_TF
-
     context = next(cx for cx in assoc.accepted_contexts if cx.abstract_syntax == ds.SOPClassUID)
     request = C_STORE()
     request.MessageID = message_id
@@ -181,6 +146,31 @@ def _store_command_pdu(assoc, ds, message_id: int = 9) -> tuple[bytes, int]:
     pdu = P_DATA_TF()
     pdu.from_primitive(command_pdata)
     return pdu.encode(), context.context_id
+
+
+def assert_still_serving(node, archive, instances: int) -> None:
+    """Another association stores one more instance: the node kept serving."""
+    other = associate(node, [CT])
+    try:
+        assert other.send_c_store(make_dataset()).Status == 0x0000
+    finally:
+        other.release()
+    assert archive.index.totals()["instances"] == instances
+
+
+def test_a_broken_pdu_mid_data_set_aborts_only_that_association(node, archive):
+    assoc = associate(node, [CT])
+    lane_of(node)
+    command, context_id = _store_command_pdu(assoc, make_dataset())
+    sock = assoc.dul.socket.socket
+    sock.sendall(command)
+    # A data fragment whose PDV item claims more bytes than its PDU holds.
+    body = struct.pack(">LBB", 5000, context_id, 0x00) + b"\x00" * 16
+    sock.sendall(struct.pack(">BBL", 0x04, 0, len(body)) + body)
+    wait_until(lambda: assoc.is_aborted or not assoc.is_alive(), 10, what="the association to be aborted")
+    assert archive.index.totals()["instances"] == 0
+    assert list(archive.store.keys()) == []
+    assert_still_serving(node, archive, 1)
 
 
 def test_a_pdu_header_arriving_in_pieces_is_waited_for(node, archive):
@@ -237,9 +227,4 @@ def test_an_absurd_pdu_length_allocates_nothing_up_front(node, archive):
     wait_until(lambda: not [a for a in node.ae.active_associations if a.is_acceptor], 10,
                what="the association to end")
     assert peak_kib() - before < 200_000  # not the 2 GB announced
-    other = associate(node, [CT])
-    try:
-        assert other.send_c_store(make_dataset()).Status == 0x0000
-    finally:
-        other.release()
-    assert archive.index.totals()["instances"] == 1
+    assert_still_serving(node, archive, 1)
