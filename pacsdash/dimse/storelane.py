@@ -217,6 +217,10 @@ class StoreLane:
         context = message.context
         sop_class = str(command.AffectedSOPClassUID)
         sop_instance = str(command.AffectedSOPInstanceUID)
+        # Storing may take a while (a slow disk): the network idle timer,
+        # which the association thread checks, must not run out meanwhile.
+        # The DUL loop starts it again once this PDU is handled.
+        self.dul._idle_timer.stop()  # noqa: SLF001
         try:
             meta = encoding.file_meta(sop_class, sop_instance, str(context.transfer_syntax[0]))
             raw = b"".join((_PREAMBLE, meta, *message.fragments))

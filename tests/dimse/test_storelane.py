@@ -228,3 +228,28 @@ def test_an_absurd_pdu_length_allocates_nothing_up_front(node, archive):
                what="the association to end")
     assert peak_kib() - before < 200_000  # not the 2 GB announced
     assert_still_serving(node, archive, 1)
+
+
+def test_a_slow_store_does_not_time_the_association_out(archive, accounts, monkeypatch):
+    """The network idle timeout counts silence on the wire, not time spent storing."""
+    import time
+
+    node = make_node(archive, accounts, network_timeout=1)
+    slow_store = archive.store_bytes
+
+    def store_bytes(*args, **kwargs):
+        time.sleep(1.5)  # longer than the network timeout
+        return slow_store(*args, **kwargs)
+
+    monkeypatch.setattr(archive, "store_bytes", store_bytes)
+    try:
+        assoc = associate(node, [CT])
+        lane = lane_of(node)
+        try:
+            assert assoc.send_c_store(make_dataset()).Status == 0x0000
+        finally:
+            assoc.release()
+        assert lane.received == 1
+        assert archive.index.totals()["instances"] == 1
+    finally:
+        node.stop()
