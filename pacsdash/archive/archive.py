@@ -95,8 +95,8 @@ class _Writer:
 
     Without a journal, a record's future resolves once its batch is
     committed; in a worker process, whose index lives in the server (an
-    index with ``submit``), each record goes straight to the server's writer. With one, a
-    journal thread decides each record's outcome (stored, or a duplicate of
+    index with ``submit``), each record goes straight to the server's
+    writer. With a journal, a journal thread decides each record's outcome (stored, or a duplicate of
     an indexed or pending instance), appends the stored ones to the journal
     in groups and resolves their futures once the journal is durable; the
     index thread then commits them in batches. :meth:`barrier` lets readers

@@ -60,9 +60,30 @@ class _Message:
     """A C-STORE-RQ the lane is receiving."""
 
     def __init__(self, command: Dataset, context: Any) -> None:
-        self.command = command
+        self.message_id = int(command.MessageID)
+        self.sop_class = str(command.AffectedSOPClassUID)
+        self.sop_instance = str(command.AffectedSOPInstanceUID)
         self.context = context
         self.fragments: list[memoryview] = []
+
+
+def _command_field(command: memoryview) -> int | None:
+    """The CommandField (0000,0100) of an encoded command set (implicit VR
+    little endian, PS3.7 6.3.1), read without decoding the rest; None if absent."""
+    offset = 0
+    while offset + 8 <= len(command):
+        group, element, length = struct.unpack_from("<HHL", command, offset)
+        if group == 0x0000 and element == 0x0100:
+            return struct.unpack_from("<H", command, offset + 8)[0] if length == 2 and offset + 10 <= len(command) else None
+        offset += 8 + length
+    return None
+
+
+def _data_items_ok(items: list[tuple[int, int, memoryview]], context_id: int) -> bool:
+    """Whether ``items`` are data set fragments of one context, only the last one possibly final."""
+    return all(cid == context_id and not control & COMMAND for cid, control, _ in items) and not any(
+        control & LAST for _, control, _ in items[:-1]
+    )
 
 
 def _items(pdu: bytearray) -> list[tuple[int, int, memoryview]] | None:
@@ -98,7 +119,7 @@ class StoreLane:
     # -- reading -----------------------------------------------------------------
     def receive(self) -> bool:
         """Read and handle the next PDU if it is the lane's; False to let pynetdicom read it."""
-        if self.disabled:
+        if self.disabled or (self._message is None and not self._pynetdicom_idle()):
             return False
         sock = getattr(self.dul.socket, "socket", None)
         if sock is None:
@@ -111,8 +132,6 @@ class StoreLane:
             self.disabled = True
             return False
         if len(header) < 6 or header[0] != P_DATA_TF:
-            return False
-        if self._message is None and not self._pynetdicom_idle():
             return False
         (length,) = struct.unpack_from(">L", header, 2)
         try:
@@ -165,25 +184,21 @@ class StoreLane:
         if control != COMMAND | LAST:
             return False
         rest = items[1:]
-        if any(cid != context_id or ctrl & COMMAND for cid, ctrl, _ in rest):
-            return False
-        if any(ctrl & LAST for _, ctrl, _ in rest[:-1]):
-            return False
+        if _command_field(data) != C_STORE_RQ or not _data_items_ok(rest, context_id):
+            return False  # another message (C-ECHO, C-FIND, a response): pynetdicom's, decoded once
         context = self.assoc._accepted_cx.get(context_id)  # noqa: SLF001
         if context is None:
             return False
         try:
             command = decode(BytesIO(bytes(data)), True, True)
-            if command.CommandField != C_STORE_RQ or command.CommandDataSetType == NO_DATA_SET:
+            if command.CommandDataSetType == NO_DATA_SET:
                 return False
-            sop_class = str(command.AffectedSOPClassUID)
-            str(command.AffectedSOPInstanceUID)
-            int(command.MessageID)
+            message = _Message(command, context)
         except Exception:  # pynetdicom will report it as it does
             return False
-        if uid_to_service_class(sop_class) is not StorageServiceClass:
+        if uid_to_service_class(message.sop_class) is not StorageServiceClass:
             return False
-        self._message = _Message(command, context)
+        self._message = message
         self._add(rest)
         return True
 
@@ -192,10 +207,7 @@ class StoreLane:
         message = self._message
         assert message is not None
         items = _items(pdu)
-        valid = items is not None and all(
-            cid == message.context.context_id and not ctrl & COMMAND for cid, ctrl, _ in items
-        ) and not any(ctrl & LAST for _, ctrl, _ in items[:-1])
-        if not valid:
+        if items is None or not _data_items_ok(items, message.context.context_id):
             LOGGER.error("invalid P-DATA-TF PDU in the middle of a C-STORE data set; aborting the association")
             self._message = None
             self.dul.event_queue.put("Evt19")
@@ -213,10 +225,8 @@ class StoreLane:
 
     def _finish(self, message: _Message) -> None:
         """Archive the finished data set and answer."""
-        command = message.command
         context = message.context
-        sop_class = str(command.AffectedSOPClassUID)
-        sop_instance = str(command.AffectedSOPInstanceUID)
+        sop_class, sop_instance = message.sop_class, message.sop_instance
         # Storing may take a while (a slow disk): the network idle timer,
         # which the association thread checks, must not run out meanwhile.
         # The DUL loop starts it again once this PDU is handled.
@@ -233,7 +243,7 @@ class StoreLane:
         if not self.assoc.is_established:
             return
         rsp = C_STORE()
-        rsp.MessageIDBeingRespondedTo = command.MessageID
+        rsp.MessageIDBeingRespondedTo = message.message_id
         rsp.AffectedSOPInstanceUID = sop_instance
         rsp.AffectedSOPClassUID = sop_class
         rsp = StorageServiceClass(self.assoc).validate_status(status, rsp)
@@ -241,7 +251,7 @@ class StoreLane:
             self.assoc.dimse.send_msg(rsp, context.context_id)  # fields beyond the usual: pynetdicom encodes them
             return
         response = encoding.store_response(
-            int(command.MessageID), sop_class, sop_instance, int(rsp.Status), rsp.ErrorComment
+            message.message_id, sop_class, sop_instance, int(rsp.Status), rsp.ErrorComment
         )
         pdata = P_DATA()
         pdata.presentation_data_value_list.append((context.context_id, bytes((COMMAND | LAST,)) + response))

@@ -253,3 +253,21 @@ def test_a_slow_store_does_not_time_the_association_out(archive, accounts, monke
         assert archive.index.totals()["instances"] == 1
     finally:
         node.stop()
+
+
+def test_command_field_is_read_without_decoding():
+    from pynetdicom.dsutils import encode
+
+    from pacsdash.dimse.storelane import _command_field
+
+    command = Dataset()
+    command.CommandGroupLength = 0
+    command.AffectedSOPClassUID = "1.2.840.10008.1.1"
+    command.CommandField = 0x0030
+    command.MessageID = 3
+    command.CommandDataSetType = 0x0101
+    encoded = encode(command, True, True)
+    assert _command_field(memoryview(encoded)) == 0x0030
+    assert _command_field(memoryview(encoded[:20])) is None  # cut short before it
+    del command.CommandField
+    assert _command_field(memoryview(encode(command, True, True))) is None
