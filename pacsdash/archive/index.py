@@ -35,6 +35,8 @@ _HOUSEKEEPING = {
         "attributes": "VARCHAR",
     },
 }
+#: Column types other than VARCHAR, for :func:`_insert_columns`.
+_SQL_TYPES = {"size": "BIGINT"}
 
 
 @dataclass(frozen=True)
@@ -89,6 +91,22 @@ def _schema() -> list[str]:
 
 def _columns(level: Level) -> list[str]:
     return [a.keyword for a in TABLE_ATTRIBUTES[level] if not a.derived]
+
+
+def _insert_columns(cur: duckdb.DuckDBPyConnection, table: str, columns: list[str], rows: list[list], conflict: str = "") -> None:
+    """Insert ``rows`` (values in ``columns`` order, received now) in one statement.
+
+    The values travel column by column as list parameters, unnested by
+    DuckDB: one short statement to plan whatever the number of rows, where a
+    VALUES list of as many placeholders costs more to parse and bind than
+    the insert itself.
+    """
+    names = ", ".join(f'"{c}"' for c in columns)
+    unnests = ", ".join(f"unnest(?::{_SQL_TYPES.get(c, 'VARCHAR')}[])" for c in columns)
+    cur.execute(
+        f'INSERT INTO {table} ({names}, "received_at") SELECT {unnests}, now() {conflict}',
+        [list(values) for values in zip(*rows)],
+    )
 
 
 class DuckDBIndex:
@@ -180,20 +198,15 @@ class DuckDBIndex:
         try:
             for level, rows in new_parents.items():
                 if rows:
-                    cols = _columns(level)
-                    names = ", ".join(f'"{c}"' for c in cols) + ', "received_at"'
-                    row_sql = "(" + ", ".join(["?"] * len(cols)) + ", now())"
-                    self._insert_rows(cur, f"INSERT INTO {level.table} ({names}) VALUES {{rows}} ON CONFLICT DO NOTHING", row_sql, list(rows.values()))
+                    _insert_columns(cur, level.table, _columns(level), list(rows.values()), "ON CONFLICT DO NOTHING")
             if records:
-                cols = _columns(Level.IMAGE) + ["file", "size", "origin", "attributes"]
-                names = ", ".join(f'"{c}"' for c in cols) + ', "received_at"'
-                row_sql = "(" + ", ".join(["?"] * len(cols)) + ", now())"
+                image_columns = _columns(Level.IMAGE)
                 rows = [
-                    [r.columns[Level.IMAGE][c] for c in _columns(Level.IMAGE)]
+                    [r.columns[Level.IMAGE][c] for c in image_columns]
                     + [r.file, r.size, r.origin, json.dumps(r.attributes, ensure_ascii=False)]
                     for r in records
                 ]
-                self._insert_rows(cur, f"INSERT INTO instances ({names}) VALUES {{rows}}", row_sql, rows)
+                _insert_columns(cur, "instances", image_columns + ["file", "size", "origin", "attributes"], rows)
             summaries.add_instances(cur, records, new_parents[Level.SERIES])
             if journal_position is not None:
                 cur.execute("INSERT OR REPLACE INTO archive_state VALUES ('journal_position', ?)", [str(journal_position)])
@@ -203,13 +216,6 @@ class DuckDBIndex:
             raise
         for level, rows in new_parents.items():
             self._parents[level].update(rows)
-
-    @staticmethod
-    def _insert_rows(cur: duckdb.DuckDBPyConnection, template: str, row_sql: str, rows: list[list]) -> None:
-        for start in range(0, len(rows), 200):
-            chunk = rows[start : start + 200]
-            params = [v for row in chunk for v in row]
-            cur.execute(template.format(rows=", ".join([row_sql] * len(chunk))), params)
 
     def mark_open(self) -> bool:
         """Record that the archive is open; return whether the last stop was clean."""
