@@ -31,16 +31,15 @@ import logging
 import socket
 import struct
 from collections.abc import Callable
-from io import BytesIO
 from typing import Any
 
 from pydicom.dataset import Dataset
 from pynetdicom.dimse_primitives import C_STORE
-from pynetdicom.dsutils import decode
 from pynetdicom.pdu_primitives import P_DATA
 from pynetdicom.service_class import StorageServiceClass
 from pynetdicom.sop_class import uid_to_service_class
 
+from pacsdash.archive.parsing import UID_PATTERN
 from pacsdash.dimse import encoding
 
 LOGGER = logging.getLogger(__name__)
@@ -48,6 +47,12 @@ LOGGER = logging.getLogger(__name__)
 P_DATA_TF = 0x04
 C_STORE_RQ = 0x0001
 NO_DATA_SET = 0x0101
+#: Command set elements the lane reads (PS3.7 E.1).
+AFFECTED_SOP_CLASS = 0x00000002
+COMMAND_FIELD = 0x00000100
+MESSAGE_ID = 0x00000110
+DATA_SET_TYPE = 0x00000800
+AFFECTED_SOP_INSTANCE = 0x00001000
 #: PDV message control header bits (PS3.8 E.2).
 COMMAND = 0x01
 LAST = 0x02
@@ -59,23 +64,51 @@ _PREAMBLE = b"\x00" * 128 + b"DICM"
 class _Message:
     """A C-STORE-RQ the lane is receiving."""
 
-    def __init__(self, command: Dataset, context: Any) -> None:
-        self.message_id = int(command.MessageID)
-        self.sop_class = str(command.AffectedSOPClassUID)
-        self.sop_instance = str(command.AffectedSOPInstanceUID)
+    def __init__(self, message_id: int, sop_class: str, sop_instance: str, context: Any) -> None:
+        self.message_id = message_id
+        self.sop_class = sop_class
+        self.sop_instance = sop_instance
         self.context = context
         self.fragments: list[memoryview] = []
 
 
-def _command_field(command: memoryview) -> int | None:
-    """The CommandField (0000,0100) of an encoded command set (implicit VR
-    little endian, PS3.7 6.3.1), read without decoding the rest; None if absent."""
-    offset = 0
-    while offset + 8 <= len(command):
+def _command_elements(command: memoryview) -> dict[int, memoryview] | None:
+    """The values of an encoded command set (implicit VR little endian,
+    PS3.7 6.3.1) by tag, read without building a data set; None if an
+    element runs past the end."""
+    values: dict[int, memoryview] = {}
+    offset, end = 0, len(command)
+    while offset + 8 <= end:
         group, element, length = struct.unpack_from("<HHL", command, offset)
-        if group == 0x0000 and element == 0x0100:
-            return struct.unpack_from("<H", command, offset + 8)[0] if length == 2 and offset + 10 <= len(command) else None
+        if offset + 8 + length > end:
+            return None
+        values[group << 16 | element] = command[offset + 8 : offset + 8 + length]
         offset += 8 + length
+    return values if offset == end else None
+
+
+def _us(value: memoryview | None) -> int | None:
+    """An US value, or None if absent or not 2 bytes."""
+    return struct.unpack("<H", value)[0] if value is not None and len(value) == 2 else None
+
+
+def _uid(value: memoryview | None) -> str | None:
+    """A UI value without its padding, or None if absent or not a valid UID."""
+    if value is None:
+        return None
+    text = bytes(value).rstrip(b"\x00 ").decode("ascii", "replace")
+    return text if len(text) <= 64 and UID_PATTERN.match(text) else None
+
+
+def _response_status(status: int | Dataset) -> tuple[int, str | None] | None:
+    """(Status, ErrorComment) of a handler's status, or None if it carries
+    more than those two (pynetdicom's own encoding handles that)."""
+    if isinstance(status, int):
+        return status, None
+    if isinstance(status, Dataset) and "Status" in status and all(
+        keyword in ("Status", "ErrorComment") for keyword in status.dir()
+    ):
+        return int(status.Status), status.get("ErrorComment")
     return None
 
 
@@ -184,20 +217,19 @@ class StoreLane:
         if control != COMMAND | LAST:
             return False
         rest = items[1:]
-        if _command_field(data) != C_STORE_RQ or not _data_items_ok(rest, context_id):
+        fields = _command_elements(data)
+        if not fields or _us(fields.get(COMMAND_FIELD)) != C_STORE_RQ or not _data_items_ok(rest, context_id):
             return False  # another message (C-ECHO, C-FIND, a response): pynetdicom's, decoded once
         context = self.assoc._accepted_cx.get(context_id)  # noqa: SLF001
-        if context is None:
+        message_id = _us(fields.get(MESSAGE_ID))
+        sop_class = _uid(fields.get(AFFECTED_SOP_CLASS))
+        sop_instance = _uid(fields.get(AFFECTED_SOP_INSTANCE))
+        data_set_type = _us(fields.get(DATA_SET_TYPE))
+        if context is None or None in (message_id, sop_class, sop_instance, data_set_type) or data_set_type == NO_DATA_SET:
+            return False  # pynetdicom answers an odd request as it does
+        if uid_to_service_class(sop_class) is not StorageServiceClass:
             return False
-        try:
-            command = decode(BytesIO(bytes(data)), True, True)
-            if command.CommandDataSetType == NO_DATA_SET:
-                return False
-            message = _Message(command, context)
-        except Exception:  # pynetdicom will report it as it does
-            return False
-        if uid_to_service_class(message.sop_class) is not StorageServiceClass:
-            return False
+        message = _Message(message_id, sop_class, sop_instance, context)
         self._message = message
         self._add(rest)
         return True
@@ -242,17 +274,15 @@ class StoreLane:
         self.received += 1
         if not self.assoc.is_established:
             return
-        rsp = C_STORE()
-        rsp.MessageIDBeingRespondedTo = message.message_id
-        rsp.AffectedSOPInstanceUID = sop_instance
-        rsp.AffectedSOPClassUID = sop_class
-        rsp = StorageServiceClass(self.assoc).validate_status(status, rsp)
-        if rsp.OffendingElement is not None:
-            self.assoc.dimse.send_msg(rsp, context.context_id)  # fields beyond the usual: pynetdicom encodes them
+        fields = _response_status(status)
+        if fields is None:  # more than a Status and an ErrorComment: pynetdicom encodes it
+            rsp = C_STORE()
+            rsp.MessageIDBeingRespondedTo = message.message_id
+            rsp.AffectedSOPInstanceUID = sop_instance
+            rsp.AffectedSOPClassUID = sop_class
+            self.assoc.dimse.send_msg(StorageServiceClass(self.assoc).validate_status(status, rsp), context.context_id)
             return
-        response = encoding.store_response(
-            message.message_id, sop_class, sop_instance, int(rsp.Status), rsp.ErrorComment
-        )
+        response = encoding.store_response(message.message_id, sop_class, sop_instance, *fields)
         pdata = P_DATA()
         pdata.presentation_data_value_list.append((context.context_id, bytes((COMMAND | LAST,)) + response))
         self.dul.send_pdu(pdata)

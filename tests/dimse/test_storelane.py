@@ -255,19 +255,64 @@ def test_a_slow_store_does_not_time_the_association_out(archive, accounts, monke
         node.stop()
 
 
-def test_command_field_is_read_without_decoding():
+def test_command_set_is_read_without_decoding():
     from pynetdicom.dsutils import encode
 
-    from pacsdash.dimse.storelane import _command_field
+    from pacsdash.dimse.storelane import _command_elements, _uid, _us
 
     command = Dataset()
     command.CommandGroupLength = 0
-    command.AffectedSOPClassUID = "1.2.840.10008.1.1"
-    command.CommandField = 0x0030
+    command.AffectedSOPClassUID = CTImageStorage
+    command.CommandField = 0x0001
     command.MessageID = 3
-    command.CommandDataSetType = 0x0101
+    command.CommandDataSetType = 0x0000
+    command.AffectedSOPInstanceUID = "1.2.3.45"
     encoded = encode(command, True, True)
-    assert _command_field(memoryview(encoded)) == 0x0030
-    assert _command_field(memoryview(encoded[:20])) is None  # cut short before it
+    fields = _command_elements(memoryview(encoded))
+    assert _us(fields[0x00000100]) == 0x0001
+    assert _us(fields[0x00000110]) == 3
+    assert _us(fields[0x00000800]) == 0x0000
+    assert _uid(fields[0x00000002]) == CTImageStorage
+    assert _uid(fields[0x00001000]) == "1.2.3.45"  # its NUL padding stripped
+    assert _command_elements(memoryview(encoded[:20])) is None  # cut short inside an element
+    assert _uid(memoryview(b"1.2/../x")) is None
+    assert _us(memoryview(b"\x01")) is None
     del command.CommandField
-    assert _command_field(memoryview(encode(command, True, True))) is None
+    assert 0x00000100 not in _command_elements(memoryview(encode(command, True, True)))
+
+
+
+def test_a_request_with_a_malformed_affected_uid_is_left_to_pynetdicom(node, archive):
+    """A C-STORE-RQ whose AffectedSOPInstanceUID is no UID is not the lane's: pynetdicom answers it as it does."""
+    from pydicom.filebase import DicomBytesIO
+    from pydicom.filewriter import write_dataset
+    from pynetdicom.dsutils import encode
+
+    assoc = associate(node, [CT])
+    lane = lane_of(node)
+    ds = make_dataset(PatientID="ODDUID")
+    context = next(cx for cx in assoc.accepted_contexts if cx.abstract_syntax == ds.SOPClassUID)
+    command = Dataset()
+    command.CommandGroupLength = 0
+    command.AffectedSOPClassUID = ds.SOPClassUID
+    command.CommandField = 0x0001
+    command.MessageID = 7
+    command.Priority = 0
+    command.CommandDataSetType = 0x0000
+    command.AffectedSOPInstanceUID = "1.2.3.abc/../x"
+    command.CommandGroupLength = len(encode(command, True, True)) - 12
+    encoded = encode(command, True, True)
+    buffer = DicomBytesIO()
+    buffer.is_little_endian, buffer.is_implicit_VR = True, False
+    write_dataset(buffer, ds)
+    items = struct.pack(">LBB", 2 + len(encoded), context.context_id, 0x03) + encoded
+    items += struct.pack(">LBB", 2 + len(buffer.getvalue()), context.context_id, 0x02) + buffer.getvalue()
+    assoc._reactor_checkpoint.clear()  # noqa: SLF001 - we read the response ourselves
+    wait_until(lambda: assoc._is_paused, 5, what="the reactor to pause")  # noqa: SLF001
+    assoc.dul.socket.socket.sendall(struct.pack(">BBL", 0x04, 0, len(items)) + items)
+    _, response = assoc.dimse.get_msg(block=True)
+    assoc._reactor_checkpoint.set()  # noqa: SLF001
+    assoc.release()
+    assert lane.received == 0
+    assert response is not None
+    assert_still_serving(node, archive, archive.index.totals()["instances"] + 1)
