@@ -480,7 +480,8 @@ class Archive:
                 listener(records)
 
     # -- ingest ------------------------------------------------------------------
-    def store_bytes(self, raw: bytes, origin: str = "", expect_study: str | None = None) -> StoreResult:
+    def store_bytes(self, raw: bytes, origin: str = "", expect_study: str | None = None,
+                    data_set: tuple[str, int] | None = None) -> StoreResult:
         """Archive one Part 10 instance; return once it is durable.
 
         Parameters
@@ -492,6 +493,9 @@ class Archive:
         expect_study
             Refuse the instance unless it belongs to this study (STOW-RS to
             ``/studies/{study}``).
+        data_set
+            The data set's transfer syntax and offset in ``raw``, when the
+            caller wrote the file meta itself (the C-STORE lane).
 
         Raises
         ------
@@ -501,7 +505,7 @@ class Archive:
         key = self.store.new_key()
         writing = self._files.submit(self.store.write, raw, key)
         try:
-            record = parse_instance(raw, origin)
+            record = parse_instance(raw, origin, data_set)
             if expect_study is not None and record.StudyInstanceUID != expect_study:
                 raise StudyMismatch(
                     f"StudyInstanceUID {record.StudyInstanceUID} is not the study {expect_study} it was sent to"

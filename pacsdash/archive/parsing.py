@@ -11,17 +11,19 @@ import logging
 import re
 import threading
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 from pydicom import dcmread
+from pydicom.filereader import read_dataset
 from pydicom.datadict import tag_for_keyword
 from pydicom.dataelem import RawDataElement, convert_raw_data_element
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.multival import MultiValue
+from pydicom.uid import UID
 
 from pacsdash.archive.attributes import BULK_VRS, TABLE_ATTRIBUTES, Level
 
@@ -138,11 +140,42 @@ def read_header(raw: bytes) -> Dataset:
     """
     if len(raw) < 132:
         raise InvalidInstance(f"{len(raw)} bytes is too short for a DICOM Part 10 file")
+    # Large values (pixel data) are skipped, not read: the length check uses
+    # their positions instead.
+    ds = _checked(raw, lambda: dcmread(io.BytesIO(raw), force=False, defer_size=DEFER_SIZE))
+    if "TransferSyntaxUID" not in ds.file_meta:
+        raise InvalidInstance("the file meta information has no TransferSyntaxUID (0002,0010)")
+    return ds
+
+
+def read_data_set(raw: bytes, offset: int, transfer_syntax: UID) -> Dataset:
+    """Decode the data set that starts at ``offset`` of ``raw``, encoded in
+    ``transfer_syntax`` (not deflated), and check that it is complete.
+
+    For Part 10 bytes whose file meta the caller wrote itself (the C-STORE
+    lane): reading it back would cost as much as the rest of the header.
+
+    Raises
+    ------
+    InvalidInstance
+        As :func:`read_header`.
+    """
+
+    def read() -> Dataset:
+        fp = io.BytesIO(raw)
+        fp.seek(offset)
+        return read_dataset(fp, transfer_syntax.is_implicit_VR, transfer_syntax.is_little_endian,
+                            defer_size=DEFER_SIZE)
+
+    return _checked(raw, read)
+
+
+def _checked(raw: bytes, read: Callable[[], Dataset]) -> Dataset:
+    """``read()``'s data set, once :func:`_check_complete` passed; pydicom's
+    errors and its reports of truncation as :class:`InvalidInstance`."""
     try:
         with _PYDICOM_MESSAGES.capture() as messages:
-            # Large values (pixel data) are skipped, not read: the length
-            # check below uses their positions instead.
-            ds = dcmread(io.BytesIO(raw), force=False, defer_size=DEFER_SIZE)
+            ds = read()
             _check_complete(ds, len(raw))
         # pydicom turns "the file ended inside an element" into a warning.
         for text in messages:
@@ -154,8 +187,6 @@ def read_header(raw: bytes) -> Dataset:
         raise InvalidInstance(f"not a DICOM Part 10 file: {exc}") from None
     except Exception as exc:  # pydicom raises many types for broken encodings
         raise InvalidInstance(f"the DICOM data set cannot be decoded: {exc}") from None
-    if "TransferSyntaxUID" not in ds.file_meta:
-        raise InvalidInstance("the file meta information has no TransferSyntaxUID (0002,0010)")
     return ds
 
 
@@ -166,7 +197,8 @@ def _check_complete(ds: Dataset, size: int) -> None:
     end within the ``size`` bytes received. Deflated data sets are read from
     an inflated copy, where positions differ, so they are not deferred.
     """
-    deflated = ds.file_meta.get("TransferSyntaxUID") == DEFLATED
+    meta = getattr(ds, "file_meta", None)
+    deflated = meta is not None and meta.get("TransferSyntaxUID") == DEFLATED
     for tag, raw in ds._dict.items():  # noqa: SLF001 - raw elements, before decoding
         length = getattr(raw, "length", None)
         if length is None or length == 0xFFFFFFFF:
@@ -244,8 +276,9 @@ def element_texts(ds: Dataset) -> dict[int, str]:
     return texts
 
 
-def record_from_dataset(ds: Dataset, size: int, origin: str = "") -> InstanceRecord:
-    """Build the index record of a decoded header.
+def record_from_dataset(ds: Dataset, size: int, origin: str = "", transfer_syntax: str | None = None) -> InstanceRecord:
+    """Build the index record of a decoded header (``transfer_syntax``: the
+    data set's, if ``ds`` has no file meta).
 
     Raises
     ------
@@ -256,7 +289,7 @@ def record_from_dataset(ds: Dataset, size: int, origin: str = "") -> InstanceRec
     uids = {kw: check_uid(texts.get(tag_for_keyword(kw)), kw) for kw in REQUIRED_UIDS}
     # MediaStorageSOPInstanceUID may differ from SOPInstanceUID in real files
     # (edited copies); the data set's own UID is the one that identifies it.
-    transfer_syntax = check_uid(ds.file_meta.TransferSyntaxUID, "TransferSyntaxUID")
+    transfer_syntax = check_uid(transfer_syntax or ds.file_meta.TransferSyntaxUID, "TransferSyntaxUID")
     columns: dict[Level, dict[str, str | None]] = {}
     for level, attrs in TABLE_ATTRIBUTES.items():
         values: dict[str, str | None] = {}
@@ -287,6 +320,19 @@ def record_from_dataset(ds: Dataset, size: int, origin: str = "") -> InstanceRec
     )
 
 
-def parse_instance(raw: bytes, origin: str = "") -> InstanceRecord:
-    """Parse and validate ``raw`` Part 10 bytes into an index record."""
+def parse_instance(raw: bytes, origin: str = "", data_set: tuple[str, int] | None = None) -> InstanceRecord:
+    """Parse and validate ``raw`` Part 10 bytes into an index record.
+
+    ``data_set``, from a caller that wrote the file meta itself: the data
+    set's transfer syntax and where it starts in ``raw``, so that the file
+    meta is not read back.
+    """
+    if data_set is not None:
+        syntax, offset = UID(data_set[0]), data_set[1]
+        try:
+            readable = syntax != DEFLATED and syntax.is_transfer_syntax
+        except ValueError:  # a private transfer syntax: let pydicom's reader guess
+            readable = False
+        if readable:
+            return record_from_dataset(read_data_set(raw, offset, syntax), len(raw), origin, syntax)
     return record_from_dataset(read_header(raw), len(raw), origin)

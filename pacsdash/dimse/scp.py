@@ -238,15 +238,20 @@ class DicomNode:
         if event.assoc.is_acceptor and isinstance(dul, reactor.EventDrivenDUL):
             dul.store_lane = StoreLane(dul, self.store_received)
 
-    def store_received(self, assoc: Association, raw: bytes, affected: str) -> Dataset | int:
-        """Archive one received instance (Part 10 bytes); the C-STORE status to answer."""
+    def store_received(self, assoc: Association, raw: bytes, affected: str,
+                       data_set: tuple[str, int] | None = None) -> Dataset | int:
+        """Archive one received instance (Part 10 bytes); the C-STORE status to answer.
+
+        ``data_set``: the data set's transfer syntax and offset in ``raw``,
+        from a caller that wrote the file meta (see :func:`~pacsdash.archive.parsing.parse_instance`).
+        """
         peer = describe_requestor(assoc)
         aet = assoc.requestor.ae_title.strip()
         if not self.policy.allows(aet, "store"):
             LOGGER.warning("refused C-STORE from %s: peer not allowed to store", peer)
             return _status(Status.NOT_AUTHORIZED, "this peer may not store here")
         try:
-            result = self.archive.store_bytes(raw, origin=f"dicom:{peer}")
+            result = self.archive.store_bytes(raw, origin=f"dicom:{peer}", data_set=data_set)
         except InvalidInstance as exc:
             LOGGER.warning("refused C-STORE from %s: %s", peer, exc)
             return _status(Status.STORE_CANNOT_UNDERSTAND, str(exc))

@@ -56,8 +56,9 @@ AFFECTED_SOP_INSTANCE = 0x00001000
 #: PDV message control header bits (PS3.8 E.2).
 COMMAND = 0x01
 LAST = 0x02
-#: What an archive-bound callable gets: (association, Part 10 bytes, AffectedSOPInstanceUID) -> status.
-StoreCallable = Callable[[Any, bytes, str], "int | Dataset"]
+#: What an archive-bound callable gets: (association, Part 10 bytes,
+#: AffectedSOPInstanceUID, (transfer syntax, offset of the data set)) -> status.
+StoreCallable = Callable[[Any, bytes, str, tuple[str, int]], "int | Dataset"]
 _PREAMBLE = b"\x00" * 128 + b"DICM"
 
 
@@ -264,10 +265,11 @@ class StoreLane:
         # The DUL loop starts it again once this PDU is handled.
         self.dul._idle_timer.stop()  # noqa: SLF001
         try:
-            meta = encoding.file_meta(sop_class, sop_instance, str(context.transfer_syntax[0]))
+            syntax = str(context.transfer_syntax[0])
+            meta = encoding.file_meta(sop_class, sop_instance, syntax)
             raw = b"".join((_PREAMBLE, meta, *message.fragments))
             message.fragments.clear()
-            status = self.store(self.assoc, raw, sop_instance)
+            status = self.store(self.assoc, raw, sop_instance, (syntax, len(_PREAMBLE) + len(meta)))
         except Exception:  # as pynetdicom does for a failing handler
             LOGGER.exception("Exception in the C-STORE lane")
             status = 0xC211
