@@ -43,7 +43,7 @@ from pacsdash.access import Accounts
 from pacsdash.archive import Archive, InstanceLocation, InvalidInstance, InvalidQuery, Level, Outcome
 from pacsdash.archive.query import Query
 from pacsdash.config import ModalitySettings, ServerSettings
-from pacsdash.dimse import identifiers
+from pacsdash.dimse import contexts, identifiers
 from pacsdash.dimse.identifiers import ResponseBuilder, query_from_identifier
 from pacsdash.dimse.files import even_length_copy
 from pacsdash.dimse import reactor
@@ -152,6 +152,7 @@ class DicomNode:
     ) -> None:
         reactor.install()
         identifiers.install()
+        contexts.install()
         self.archive = archive
         self.settings = server
         self.policy = PeerPolicy(accounts, server.accept_unknown_store)
@@ -204,7 +205,7 @@ class DicomNode:
         """EVT_REQUESTED: reject an unknown peer that may not do what it proposes."""
         assoc = event.assoc
         calling = (assoc.requestor.primitive.calling_ae_title or "").strip()
-        _prefer_requestor_order(assoc)
+        contexts.prefer_requestor_order(assoc)
         if self.policy.peer(calling) is not None:
             return
         proposed = {
@@ -361,25 +362,6 @@ class DicomNode:
                 # The peer did not accept the stored encoding: let pynetdicom
                 # convert between uncompressed syntaxes if it can.
                 yield Status.PENDING, dcmread(path)
-
-
-def _prefer_requestor_order(assoc: Association) -> None:
-    """Accept, in each presentation context, the transfer syntax the requestor
-    lists first among those we support (pynetdicom otherwise takes the first
-    of *our* list). A scanner offering JPEG 2000 first then sends JPEG 2000,
-    and a C-GET requestor offering the stored encoding gets it unchanged.
-    """
-    proposed: dict[str, list[str]] = {}
-    for rq in assoc.requestor.primitive.presentation_context_definition_list or []:
-        syntaxes = proposed.setdefault(str(rq.abstract_syntax), [])
-        syntaxes.extend(str(ts) for ts in rq.transfer_syntax if str(ts) not in syntaxes)
-    contexts = assoc.acceptor.supported_contexts
-    for cx in contexts:
-        wanted = proposed.get(str(cx.abstract_syntax))
-        if wanted:
-            ours = [str(ts) for ts in cx.transfer_syntax]
-            cx.transfer_syntax = [ts for ts in wanted if ts in ours] + [ts for ts in ours if ts not in wanted]
-    assoc.acceptor.supported_contexts = contexts
 
 
 class StoredInstance(Dataset):

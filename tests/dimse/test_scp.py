@@ -381,3 +381,55 @@ def test_several_associations_at_once(node, archive, tmp_path):
     assert not errors
     assert archive.index.totals()["instances"] == 60
     assert time.monotonic() - start < 60
+
+
+def test_the_requestors_first_transfer_syntax_is_accepted_in_each_association(node):
+    """Each association accepts, per context, the syntax its requestor lists first; one
+    association's order does not leak into the next (each has its own copy of the contexts)."""
+    from pydicom.uid import (
+        CTImageStorage,
+        ExplicitVRLittleEndian,
+        ImplicitVRLittleEndian,
+        JPEG2000Lossless,
+        MRImageStorage,
+    )
+
+    def accepted(proposals):
+        ae = AE(ae_title=SCU_AET)
+        ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 10
+        for sop_class, syntaxes in proposals:
+            ae.add_requested_context(sop_class, syntaxes)
+        assoc = ae.associate("127.0.0.1", node.port, ae_title="PACSDASH")
+        assert assoc.is_established
+        try:
+            return {str(cx.abstract_syntax): str(cx.transfer_syntax[0]) for cx in assoc.accepted_contexts}
+        finally:
+            assoc.release()
+
+    first = accepted([(CTImageStorage, [JPEG2000Lossless, ExplicitVRLittleEndian]),
+                      (MRImageStorage, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])])
+    assert first == {CTImageStorage: JPEG2000Lossless, MRImageStorage: ExplicitVRLittleEndian}
+    second = accepted([(CTImageStorage, [ExplicitVRLittleEndian, JPEG2000Lossless]),
+                       (MRImageStorage, [ImplicitVRLittleEndian, ExplicitVRLittleEndian])])
+    assert second == {CTImageStorage: ExplicitVRLittleEndian, MRImageStorage: ImplicitVRLittleEndian}
+    # The node's own contexts keep their order and their UIDs.
+    [ct] = [cx for cx in node.ae.supported_contexts if cx.abstract_syntax == CTImageStorage]
+    assert str(ct.transfer_syntax[0]) == ImplicitVRLittleEndian
+
+
+def test_a_copied_context_owns_its_lists_and_shares_its_uids():
+    import copy
+
+    from pynetdicom.presentation import build_context
+
+    from pacsdash.dimse import contexts
+
+    contexts.install()
+    original = build_context("1.2.840.10008.5.1.4.1.1.2", ["1.2.840.10008.1.2", "1.2.840.10008.1.2.1"])
+    original.context_id = 3
+    [copied] = copy.deepcopy([original])
+    assert copied is not original and copied == original
+    assert copied.context_id == 3 and copied.transfer_syntax == original.transfer_syntax
+    copied.transfer_syntax.reverse()
+    assert [str(ts) for ts in original.transfer_syntax] == ["1.2.840.10008.1.2", "1.2.840.10008.1.2.1"]
+    assert copied.transfer_syntax[0] is original.transfer_syntax[1]  # the same immutable UID object
