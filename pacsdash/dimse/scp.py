@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from weakref import WeakKeyDictionary
 
 from pydicom import dcmread
 from pydicom.dataset import Dataset
@@ -156,6 +157,8 @@ class DicomNode:
         self.archive = archive
         self.settings = server
         self.policy = PeerPolicy(accounts, server.accept_unknown_store)
+        #: Whether each association's peer may store, decided at its first C-STORE.
+        self._may_store: WeakKeyDictionary[Association, bool] = WeakKeyDictionary()
         self.ae = _NodeAE(ae_title=server.aet)
         self.ae.handoff = handoff
         self.ae.maximum_associations = server.max_associations
@@ -239,6 +242,15 @@ class DicomNode:
         if event.assoc.is_acceptor and isinstance(dul, reactor.EventDrivenDUL):
             dul.store_lane = StoreLane(dul, self.store_received)
 
+    def _store_allowed(self, assoc: Association) -> bool:
+        """Whether the association's peer may store: looked up once per
+        association (an association is granted what its peer may do when it
+        starts, not at each of its thousands of C-STOREs)."""
+        allowed = self._may_store.get(assoc)
+        if allowed is None:
+            allowed = self._may_store[assoc] = self.policy.allows(assoc.requestor.ae_title.strip(), "store")
+        return allowed
+
     def store_received(self, assoc: Association, raw: bytes, affected: str,
                        data_set: tuple[str, int] | None = None) -> Dataset | int:
         """Archive one received instance (Part 10 bytes); the C-STORE status to answer.
@@ -247,8 +259,7 @@ class DicomNode:
         from a caller that wrote the file meta (see :func:`~pacsdash.archive.parsing.parse_instance`).
         """
         peer = describe_requestor(assoc)
-        aet = assoc.requestor.ae_title.strip()
-        if not self.policy.allows(aet, "store"):
+        if not self._store_allowed(assoc):
             LOGGER.warning("refused C-STORE from %s: peer not allowed to store", peer)
             return _status(Status.NOT_AUTHORIZED, "this peer may not store here")
         try:

@@ -433,3 +433,19 @@ def test_a_copied_context_owns_its_lists_and_shares_its_uids():
     copied.transfer_syntax.reverse()
     assert [str(ts) for ts in original.transfer_syntax] == ["1.2.840.10008.1.2", "1.2.840.10008.1.2.1"]
     assert copied.transfer_syntax[0] is original.transfer_syntax[1]  # the same immutable UID object
+
+
+def test_a_peer_registered_without_store_is_refused_each_c_store(node, accounts, archive):
+    """A registered peer not allowed to store gets 0124 (Not Authorized) for every C-STORE of its association."""
+    accounts.add_modality("findonly", "FINDONLY", "127.0.0.1", 11114, "find")
+    ds = make_dataset()
+    assoc = associate(node, [ds.SOPClassUID], aet="FINDONLY")
+    assert assoc.is_established
+    try:
+        for _ in range(2):
+            status = assoc.send_c_store(ds)
+            assert status.Status == 0x0124
+            assert "may not store" in str(status.ErrorComment)
+    finally:
+        assoc.release()
+    assert archive.index.totals()["instances"] == 0
