@@ -117,7 +117,7 @@ class EventDrivenDUL(DULServiceProvider):
         super().__init__(assoc)
         self.wake = WakePipe()
         weakref.finalize(self, self.wake.close)  # also for a DUL that never runs
-        self.to_provider_queue = SignalingQueue(self.wake.set)
+        self.to_provider_queue = SignalingQueue(self._wake_unless_self)
         assoc_wake = getattr(assoc, "_wake", None)  # absent on a plain pynetdicom Association
         if assoc_wake is not None:
             self.to_user_queue = SignalingQueue(assoc_wake.set)  # ACSE primitives for the association thread
@@ -128,6 +128,12 @@ class EventDrivenDUL(DULServiceProvider):
         #: Receives C-STORE requests itself once attached (:mod:`pacsdash.dimse.storelane`).
         self.store_lane: Any = None
 
+    def _wake_unless_self(self) -> None:
+        """Wake the DUL thread for a queued primitive, unless this is that
+        thread: it looks at its queues before it waits (:meth:`idle_wait`)."""
+        if threading.current_thread() is not self:
+            self.wake.set()
+
     def _read_pdu_data(self) -> None:
         """Let the store lane, if attached, take the next PDU; else read it as pynetdicom does."""
         lane = self.store_lane
@@ -137,6 +143,8 @@ class EventDrivenDUL(DULServiceProvider):
 
     def idle_wait(self) -> None:
         """Wait until the socket is readable, a primitive is queued, or IDLE_WAIT passes."""
+        if self.to_provider_queue.queue or self.event_queue.queue:
+            return  # queued by this thread itself, without a wake-up
         sock = self.socket.socket if self.socket is not None else None
         fd = -1
         if sock is not None:
@@ -163,7 +171,8 @@ class EventDrivenDUL(DULServiceProvider):
         if any(fd_ == self._polled_fd and mask & select.POLLNVAL for fd_, mask in events):
             self._poller.unregister(self._polled_fd)  # closed under us: stop polling it
             self._polled_fd = -1
-        self.wake.clear()
+        if any(fd_ == self.wake.fd for fd_, _ in events):
+            self.wake.clear()
 
     def run_reactor(self) -> None:
         """pynetdicom's DUL loop, with :meth:`idle_wait` where it napped."""

@@ -53,6 +53,8 @@ COMMAND_FIELD = 0x00000100
 MESSAGE_ID = 0x00000110
 DATA_SET_TYPE = 0x00000800
 AFFECTED_SOP_INSTANCE = 0x00001000
+#: Most PDUs of a data set read in a row, once their headers have arrived.
+DRAIN_PDUS = 64
 #: PDV message control header bits (PS3.8 E.2).
 COMMAND = 0x01
 LAST = 0x02
@@ -152,16 +154,35 @@ class StoreLane:
 
     # -- reading -----------------------------------------------------------------
     def receive(self) -> bool:
-        """Read and handle the next PDU if it is the lane's; False to let pynetdicom read it."""
+        """Read and handle the next PDU if it is the lane's; False to let pynetdicom read it.
+
+        While a data set is being received, the PDUs that have already
+        arrived are read on (up to :data:`DRAIN_PDUS`), without going back
+        through the DUL loop's waits for each one.
+        """
         if self.disabled or (self._message is None and not self._pynetdicom_idle()):
             return False
         sock = getattr(self.dul.socket, "socket", None)
         if sock is None:
             return False
+        # The socket is readable; wait for the whole header (it may come in
+        # two TCP segments), as pynetdicom's own read would.
+        if not self._receive_one(sock, socket.MSG_PEEK | socket.MSG_WAITALL):
+            return False
+        # On a socket with a timeout Python waits for readability before each
+        # call, MSG_DONTWAIT or not: only blocking sockets drain.
+        for _ in range(DRAIN_PDUS if sock.gettimeout() is None else 0):
+            if self._message is None or not self._receive_one(sock, socket.MSG_PEEK | socket.MSG_DONTWAIT):
+                break
+        return True
+
+    def _receive_one(self, sock: socket.socket, peek: int) -> bool:
+        """Read and handle one P-DATA-TF PDU whose header ``sock.recv(6, peek)``
+        shows; False (nothing read) if it shows anything else."""
         try:
-            # The socket is readable; wait for the whole header (it may come
-            # in two TCP segments), as pynetdicom's own read would.
-            header = sock.recv(6, socket.MSG_PEEK | socket.MSG_WAITALL)
+            header = sock.recv(6, peek)
+        except BlockingIOError:  # MSG_DONTWAIT: nothing has arrived yet
+            return False
         except (OSError, ValueError):  # ValueError: a TLS socket cannot peek
             self.disabled = True
             return False

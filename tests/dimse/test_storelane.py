@@ -316,3 +316,39 @@ def test_a_request_with_a_malformed_affected_uid_is_left_to_pynetdicom(node, arc
     assert lane.received == 0
     assert response is not None
     assert_still_serving(node, archive, archive.index.totals()["instances"] + 1)
+
+
+def test_a_socket_with_a_timeout_still_stores_through_the_lane(node, archive):
+    """An accepted socket with a timeout (Python then polls before each read)
+    is read PDU by PDU, and the data set still arrives whole."""
+    node.ae.maximum_pdu_size = 4096  # the data set comes in many PDUs
+    assoc = associate(node, [CT])
+    lane = lane_of(node)
+    [accepted] = [a for a in node.ae.active_associations if a.is_acceptor]
+    accepted.dul.socket.socket.settimeout(30)  # longer than the SCU's 10 s DIMSE timeout
+    try:
+        status = assoc.send_c_store(make_dataset(PatientID="TIMEOUT"))
+        assert status and status.Status == 0x0000
+    finally:
+        assoc.release()
+    assert lane.received == 1
+
+
+def test_a_response_the_dul_thread_queues_itself_goes_out_without_a_wait(node, archive, monkeypatch):
+    """The lane queues each C-STORE-RSP from the DUL thread, which then finds
+    it before waiting: no wake-up needed, no IDLE_WAIT lost per instance."""
+    import time
+
+    from pacsdash.dimse import reactor
+
+    monkeypatch.setattr(reactor, "IDLE_WAIT", 5.0)  # a missed response would wait this long
+    assoc = associate(node, [CT])
+    lane = lane_of(node)
+    try:
+        started = time.monotonic()
+        for number in range(5):
+            assert assoc.send_c_store(make_dataset(InstanceNumber=number)).Status == 0x0000
+        assert time.monotonic() - started < 5.0  # each would have taken 5 s
+    finally:
+        assoc.release()
+    assert lane.received == 5
