@@ -6,6 +6,7 @@ received are what the store keeps.
 
 from __future__ import annotations
 
+import functools
 import io
 import logging
 import re
@@ -40,6 +41,17 @@ MAX_JSON_VALUE = 1024
 
 #: Tags kept as index columns (not repeated in the attribute JSON).
 COLUMN_TAGS = frozenset(a.tag for attrs in TABLE_ATTRIBUTES.values() for a in attrs if not a.derived)
+#: (keyword, tag) of each level's stored columns, and of the identifying UIDs.
+_COLUMN_KEYS = {
+    level: tuple((a.keyword, a.tag) for a in attrs if not a.derived) for level, attrs in TABLE_ATTRIBUTES.items()
+}
+_REQUIRED_TAGS = tuple((kw, tag_for_keyword(kw)) for kw in REQUIRED_UIDS)
+
+
+@functools.lru_cache(maxsize=4096)
+def _hex_tag(tag: int) -> str:
+    """A tag as the 8 hex digits the attribute JSON is keyed by."""
+    return f"{tag:08X}"
 
 
 class _PydicomMessages(logging.Handler):
@@ -286,27 +298,19 @@ def record_from_dataset(ds: Dataset, size: int, origin: str = "", transfer_synta
         If an identifying UID is missing or malformed.
     """
     texts = element_texts(ds)
-    uids = {kw: check_uid(texts.get(tag_for_keyword(kw)), kw) for kw in REQUIRED_UIDS}
+    uids = {kw: check_uid(texts.get(tag), kw) for kw, tag in _REQUIRED_TAGS}
     # MediaStorageSOPInstanceUID may differ from SOPInstanceUID in real files
     # (edited copies); the data set's own UID is the one that identifies it.
     transfer_syntax = check_uid(transfer_syntax or ds.file_meta.TransferSyntaxUID, "TransferSyntaxUID")
-    columns: dict[Level, dict[str, str | None]] = {}
-    for level, attrs in TABLE_ATTRIBUTES.items():
-        values: dict[str, str | None] = {}
-        for attr in attrs:
-            if attr.derived:
-                continue
-            if attr.keyword == "TransferSyntaxUID":
-                values[attr.keyword] = transfer_syntax
-            elif attr.keyword in uids:
-                values[attr.keyword] = uids[attr.keyword]
-            else:
-                values[attr.keyword] = texts.get(attr.tag)
-        columns[level] = values
+    known = {**uids, "TransferSyntaxUID": transfer_syntax}
+    columns: dict[Level, dict[str, str | None]] = {
+        level: {kw: known[kw] if kw in known else texts.get(tag) for kw, tag in keys}
+        for level, keys in _COLUMN_KEYS.items()
+    }
     columns[Level.PATIENT]["PatientID"] = columns[Level.PATIENT]["PatientID"] or ""
     columns[Level.STUDY]["PatientID"] = columns[Level.PATIENT]["PatientID"]
     attributes = {
-        f"{tag:08X}": text for tag, text in texts.items() if tag not in COLUMN_TAGS and len(text) <= MAX_JSON_VALUE
+        _hex_tag(tag): text for tag, text in texts.items() if tag not in COLUMN_TAGS and len(text) <= MAX_JSON_VALUE
     }
     return InstanceRecord(
         SOPInstanceUID=uids["SOPInstanceUID"],
