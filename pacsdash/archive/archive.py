@@ -51,7 +51,10 @@ FILE_WRITERS = 8
 #: Instance locations remembered by :meth:`Archive.locate_instance` (then forgotten at once).
 LOCATIONS_REMEMBERED = 100_000
 #: How long the index thread gathers journaled records into one commit [s].
-APPLY_DELAY = 0.25
+#: Readers never wait for it (a read first applies what is journaled), and
+#: each DuckDB commit costs several statements of fixed CPU: at 200 instances
+#: a second, 1 s instead of 0.25 s saves a third of the server's CPU per instance.
+APPLY_DELAY = 1.0
 #: The journal is emptied, once all of it is in the index, when it grows past this.
 JOURNAL_RESET_BYTES = 16 << 20
 
