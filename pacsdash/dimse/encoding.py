@@ -32,8 +32,12 @@ def element(tag: int, vr: str, value: bytes, implicit_vr: bool) -> bytes:
 
 
 def text(vr: str, value: str | None, codec: str = "ascii") -> bytes:
-    """A text value, padded to even length (UI with NUL, others with a space)."""
-    data = value.encode(codec) if value else b""
+    """A text value, padded to even length (UI with NUL, others with a space).
+
+    A character ``codec`` cannot encode becomes ``?``: a response quoting
+    what a peer sent must still go out.
+    """
+    data = value.encode(codec, errors="replace") if value else b""
     if len(data) % 2:
         data += b"\0" if vr == "UI" else b" "
     return data

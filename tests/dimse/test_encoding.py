@@ -36,3 +36,10 @@ def test_store_response_as_pynetdicom_writes_it(status, comment, instance) -> No
     message.primitive_to_message(primitive)
     expected = encode(message.command_set, True, True)
     assert store_response(513, "1.2.840.10008.5.1.4.1.1.4", instance, status, comment) == expected
+
+
+def test_text_the_codec_cannot_encode_becomes_a_question_mark():
+    from pacsdash.dimse.encoding import text
+
+    assert text("LO", "UID '1.2.\u00e9'") == b"UID '1.2.?' "
+    assert text("UI", "1.2.3") == b"1.2.3\0"

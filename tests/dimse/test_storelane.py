@@ -352,3 +352,33 @@ def test_a_response_the_dul_thread_queues_itself_goes_out_without_a_wait(node, a
     finally:
         assoc.release()
     assert lane.received == 5
+
+
+def test_a_refusal_whose_reason_quotes_non_ascii_text_is_answered(node, archive):
+    """The error comment of a refusal may quote what the peer sent (a UID with
+    a non-ASCII byte): the response still goes out, in the default repertoire."""
+    from pydicom.filebase import DicomBytesIO
+    from pydicom.filewriter import write_dataset
+
+    assoc = associate(node, [CT])
+    lane = lane_of(node)
+    ds = make_dataset(SOPInstanceUID="1.2.3.99")
+    buffer = DicomBytesIO()
+    buffer.is_little_endian, buffer.is_implicit_VR = True, False
+    write_dataset(buffer, ds)
+    data = buffer.getvalue().replace(b"1.2.3.99", "1.2.3.\u00e9".encode("utf-8"))
+    command, context_id = _store_command_pdu(assoc, ds)
+    last = struct.pack(">LBB", 2 + len(data), context_id, 0x02) + data
+    assoc._reactor_checkpoint.clear()  # noqa: SLF001 - we read the response ourselves
+    wait_until(lambda: assoc._is_paused, 5, what="the reactor to pause")  # noqa: SLF001
+    sock = assoc.dul.socket.socket
+    sock.sendall(command)
+    sock.sendall(struct.pack(">BBL", 0x04, 0, len(last)) + last)
+    _, response = assoc.dimse.get_msg(block=True)
+    assoc._reactor_checkpoint.set()  # noqa: SLF001
+    assert response is not None and response.Status == 0xC000
+    assert "SOPInstanceUID" in str(response.ErrorComment)
+    assert assoc.is_established  # answered, not aborted
+    assoc.release()
+    assert lane.received == 1
+    assert archive.index.totals()["instances"] == 0
