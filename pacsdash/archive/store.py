@@ -50,7 +50,13 @@ class Store(Protocol):
         """Remove unfinished writes; return how many were removed."""
 
 
-def _fsync_dir(path: Path) -> None:
+def _check_key(key: str) -> None:
+    """Raise KeyError unless ``key`` is a store key (never a path a peer chose)."""
+    if not KEY_PATTERN.match(key):
+        raise KeyError(f"not a store key: {key!r}")
+
+
+def _fsync_dir(path: Path | str) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
@@ -64,10 +70,12 @@ class LocalStore:
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
+        self._root = str(self.root)
+        #: Folders known to exist (the day and hour folders files go to).
+        self._folders: set[str] = set()
 
     def _path(self, key: str) -> Path:
-        if not KEY_PATTERN.match(key):
-            raise KeyError(f"not a store key: {key!r}")
+        _check_key(key)
         return self.root / key
 
     def new_key(self) -> str:
@@ -78,14 +86,18 @@ class LocalStore:
     def write(self, raw: bytes, key: str | None = None) -> str:
         """Write ``raw``, fsync it, rename it into place and sync its folder."""
         key = key or self.new_key()
-        path = self._path(key)
-        folder = path.parent
-        if not folder.exists():
-            folder.mkdir(parents=True, exist_ok=True)
-            _fsync_dir(folder.parent)
-            _fsync_dir(folder.parent.parent)
-        tmp = path.with_name(path.name + TMP_SUFFIX)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
+        _check_key(key)
+        # Plain strings, and folders made once: this runs for every instance received.
+        path = os.path.join(self._root, key)
+        folder = os.path.dirname(path)
+        tmp = path + TMP_SUFFIX
+        if folder not in self._folders:
+            self._make_folder(folder)
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
+        except FileNotFoundError:  # the folder was removed since it was made: make it again
+            self._make_folder(folder)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
         try:
             view = memoryview(raw)
             while view:
@@ -94,12 +106,20 @@ class LocalStore:
             os.fsync(fd)
         except BaseException:
             os.close(fd)
-            tmp.unlink(missing_ok=True)
+            os.unlink(tmp)
             raise
         os.close(fd)
         os.replace(tmp, path)
         _fsync_dir(folder)
         return key
+
+    def _make_folder(self, folder: str) -> None:
+        """Make the day/hour ``folder`` if needed, durably, and remember it."""
+        if not os.path.isdir(folder):
+            os.makedirs(folder, exist_ok=True)
+            _fsync_dir(os.path.dirname(folder))
+            _fsync_dir(os.path.dirname(os.path.dirname(folder)))
+        self._folders.add(folder)
 
     def open(self, key: str) -> BinaryIO:
         """Open the stored file for reading (binary)."""
