@@ -168,3 +168,22 @@ def test_remembered_locations_are_forgotten_on_removal(tmp_path: Path) -> None:
         assert archive.locate_instance("1.2.3.999") is None
         archive.delete_study(stored.StudyInstanceUID)
         assert archive.locate_instance(stored.SOPInstanceUID) is None
+
+
+def test_a_file_that_cannot_be_written_leaves_no_row_and_no_file(archive, monkeypatch):
+    import errno
+
+    raw = make_instance(PatientID="DISKFULL")
+
+    def full_disk(data, key=None):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(archive.store, "write", full_disk)
+    with pytest.raises(OSError):
+        archive.store_bytes(raw, "test")
+    monkeypatch.undo()
+    assert archive.index.totals()["instances"] == 0
+    assert list(archive.store.keys()) == []
+    # The same instance stores once the disk has room again.
+    assert archive.store_bytes(raw, "test").outcome is Outcome.STORED
+    assert archive.index.totals()["instances"] == 1

@@ -449,3 +449,26 @@ def test_a_peer_registered_without_store_is_refused_each_c_store(node, accounts,
     finally:
         assoc.release()
     assert archive.index.totals()["instances"] == 0
+
+
+def test_a_store_the_disk_cannot_take_is_answered_out_of_resources(node, archive, monkeypatch):
+    """A700 (Refused: Out of Resources) when the file cannot be written; nothing is kept,
+    and the same instance stores once there is room again."""
+    import errno
+
+    def full_disk(data, key=None):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    ds = make_dataset(PatientID="DISKFULL")
+    assoc = associate(node, [ds.SOPClassUID])
+    assert assoc.is_established
+    try:
+        monkeypatch.setattr(archive.store, "write", full_disk)
+        status = assoc.send_c_store(ds)
+        assert status.Status == 0xA700
+        monkeypatch.undo()
+        assert archive.index.totals()["instances"] == 0
+        assert assoc.send_c_store(ds).Status == 0x0000
+    finally:
+        assoc.release()
+    assert archive.index.totals()["instances"] == 1
