@@ -332,11 +332,18 @@ def parse_instance(raw: bytes, origin: str = "", data_set: tuple[str, int] | Non
     meta is not read back.
     """
     if data_set is not None:
-        syntax, offset = UID(data_set[0]), data_set[1]
-        try:
-            readable = syntax != DEFLATED and syntax.is_transfer_syntax
-        except ValueError:  # a private transfer syntax: let pydicom's reader guess
-            readable = False
-        if readable:
-            return record_from_dataset(read_data_set(raw, offset, syntax), len(raw), origin, syntax)
+        syntax = _readable_syntax(data_set[0])
+        if syntax is not None:
+            return record_from_dataset(read_data_set(raw, data_set[1], syntax), len(raw), origin, syntax)
     return record_from_dataset(read_header(raw), len(raw), origin)
+
+
+@functools.lru_cache(maxsize=64)
+def _readable_syntax(transfer_syntax: str) -> UID | None:
+    """``transfer_syntax`` as a UID if :func:`read_data_set` can read it
+    directly (known, not deflated); None to let pydicom's reader decide."""
+    syntax = UID(transfer_syntax)
+    try:
+        return syntax if syntax != DEFLATED and syntax.is_transfer_syntax else None
+    except ValueError:  # a private transfer syntax
+        return None

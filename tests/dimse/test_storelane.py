@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import struct
+from typing import Any
 from io import BytesIO
 
 import pytest
@@ -148,6 +149,36 @@ def _store_command_pdu(assoc, ds, message_id: int = 9) -> tuple[bytes, int]:
     return pdu.encode(), context.context_id
 
 
+def encoded(ds: Dataset) -> bytes:
+    """``ds`` encoded as a C-STORE sends it on the CT context: explicit VR little endian."""
+    from pydicom.filebase import DicomBytesIO
+    from pydicom.filewriter import write_dataset
+
+    buffer = DicomBytesIO()
+    buffer.is_little_endian, buffer.is_implicit_VR = True, False
+    write_dataset(buffer, ds)
+    return buffer.getvalue()
+
+
+def p_data(context_id: int, *items: tuple[int, bytes]) -> bytes:
+    """A P-DATA-TF PDU of (message control header, fragment) PDV items."""
+    body = b"".join(struct.pack(">LBB", 2 + len(data), context_id, control) + data for control, data in items)
+    return struct.pack(">BBL", 0x04, 0, len(body)) + body
+
+
+def exchange(assoc, send) -> Any:
+    """Pause the requestor's reactor (as ``send_c_store`` does), let ``send``
+    write raw bytes to its socket, and return the response that comes back."""
+    assoc._reactor_checkpoint.clear()  # noqa: SLF001
+    wait_until(lambda: assoc._is_paused, 5, what="the reactor to pause")  # noqa: SLF001
+    try:
+        send(assoc.dul.socket.socket)
+        _, response = assoc.dimse.get_msg(block=True)
+    finally:
+        assoc._reactor_checkpoint.set()  # noqa: SLF001
+    return response
+
+
 def assert_still_serving(node, archive, instances: int) -> None:
     """Another association stores one more instance: the node kept serving."""
     other = associate(node, [CT])
@@ -177,31 +208,21 @@ def test_a_pdu_header_arriving_in_pieces_is_waited_for(node, archive):
     """A data PDU whose 6-byte header comes in two TCP segments is still the lane's."""
     import time
 
-    from pydicom.filewriter import write_dataset
-    from pydicom.filebase import DicomBytesIO
-
     assoc = associate(node, [CT])
     lane = lane_of(node)
     ds = make_dataset(PatientID="PIECES")
-    buffer = DicomBytesIO()
-    buffer.is_little_endian, buffer.is_implicit_VR = True, False
-    write_dataset(buffer, ds)
-    data = buffer.getvalue()
+    data = encoded(ds)
     command, context_id = _store_command_pdu(assoc, ds)
     half = len(data) // 2
-    first = struct.pack(">LBB", 2 + half, context_id, 0x00) + data[:half]
-    last = struct.pack(">LBB", 2 + len(data) - half, context_id, 0x02) + data[half:]
-    assoc._reactor_checkpoint.clear()  # noqa: SLF001 - pause our reactor, as send_c_store does: we read the response
-    wait_until(lambda: assoc._is_paused, 5, what="the reactor to pause")  # noqa: SLF001
-    sock = assoc.dul.socket.socket
-    sock.sendall(command)
-    sock.sendall(struct.pack(">BBL", 0x04, 0, len(first)) + first)
-    pdu = struct.pack(">BBL", 0x04, 0, len(last)) + last
-    sock.sendall(pdu[:3])
-    time.sleep(0.3)  # the lane sees 3 bytes of the header and must wait for the rest
-    sock.sendall(pdu[3:])
-    _, response = assoc.dimse.get_msg(block=True)
-    assoc._reactor_checkpoint.set()  # noqa: SLF001
+    last = p_data(context_id, (0x02, data[half:]))
+
+    def send(sock):
+        sock.sendall(command + p_data(context_id, (0x00, data[:half])))
+        sock.sendall(last[:3])
+        time.sleep(0.3)  # the lane sees 3 bytes of the header and must wait for the rest
+        sock.sendall(last[3:])
+
+    response = exchange(assoc, send)
     assert response is not None and response.Status == 0x0000
     assoc.release()
     assert lane.received == 1
@@ -284,8 +305,6 @@ def test_command_set_is_read_without_decoding():
 
 def test_a_request_with_a_malformed_affected_uid_is_left_to_pynetdicom(node, archive):
     """A C-STORE-RQ whose AffectedSOPInstanceUID is no UID is not the lane's: pynetdicom answers it as it does."""
-    from pydicom.filebase import DicomBytesIO
-    from pydicom.filewriter import write_dataset
     from pynetdicom.dsutils import encode
 
     assoc = associate(node, [CT])
@@ -301,17 +320,8 @@ def test_a_request_with_a_malformed_affected_uid_is_left_to_pynetdicom(node, arc
     command.CommandDataSetType = 0x0000
     command.AffectedSOPInstanceUID = "1.2.3.abc/../x"
     command.CommandGroupLength = len(encode(command, True, True)) - 12
-    encoded = encode(command, True, True)
-    buffer = DicomBytesIO()
-    buffer.is_little_endian, buffer.is_implicit_VR = True, False
-    write_dataset(buffer, ds)
-    items = struct.pack(">LBB", 2 + len(encoded), context.context_id, 0x03) + encoded
-    items += struct.pack(">LBB", 2 + len(buffer.getvalue()), context.context_id, 0x02) + buffer.getvalue()
-    assoc._reactor_checkpoint.clear()  # noqa: SLF001 - we read the response ourselves
-    wait_until(lambda: assoc._is_paused, 5, what="the reactor to pause")  # noqa: SLF001
-    assoc.dul.socket.socket.sendall(struct.pack(">BBL", 0x04, 0, len(items)) + items)
-    _, response = assoc.dimse.get_msg(block=True)
-    assoc._reactor_checkpoint.set()  # noqa: SLF001
+    pdu = p_data(context.context_id, (0x03, encode(command, True, True)), (0x02, encoded(ds)))
+    response = exchange(assoc, lambda sock: sock.sendall(pdu))
     assoc.release()
     assert lane.received == 0
     assert response is not None
@@ -357,25 +367,12 @@ def test_a_response_the_dul_thread_queues_itself_goes_out_without_a_wait(node, a
 def test_a_refusal_whose_reason_quotes_non_ascii_text_is_answered(node, archive):
     """The error comment of a refusal may quote what the peer sent (a UID with
     a non-ASCII byte): the response still goes out, in the default repertoire."""
-    from pydicom.filebase import DicomBytesIO
-    from pydicom.filewriter import write_dataset
-
     assoc = associate(node, [CT])
     lane = lane_of(node)
     ds = make_dataset(SOPInstanceUID="1.2.3.99")
-    buffer = DicomBytesIO()
-    buffer.is_little_endian, buffer.is_implicit_VR = True, False
-    write_dataset(buffer, ds)
-    data = buffer.getvalue().replace(b"1.2.3.99", "1.2.3.\u00e9".encode("utf-8"))
+    data = encoded(ds).replace(b"1.2.3.99", "1.2.3.\u00e9".encode("utf-8"))
     command, context_id = _store_command_pdu(assoc, ds)
-    last = struct.pack(">LBB", 2 + len(data), context_id, 0x02) + data
-    assoc._reactor_checkpoint.clear()  # noqa: SLF001 - we read the response ourselves
-    wait_until(lambda: assoc._is_paused, 5, what="the reactor to pause")  # noqa: SLF001
-    sock = assoc.dul.socket.socket
-    sock.sendall(command)
-    sock.sendall(struct.pack(">BBL", 0x04, 0, len(last)) + last)
-    _, response = assoc.dimse.get_msg(block=True)
-    assoc._reactor_checkpoint.set()  # noqa: SLF001
+    response = exchange(assoc, lambda sock: sock.sendall(command + p_data(context_id, (0x02, data))))
     assert response is not None and response.Status == 0xC000
     assert "SOPInstanceUID" in str(response.ErrorComment)
     assert assoc.is_established  # answered, not aborted
