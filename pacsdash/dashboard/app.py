@@ -69,8 +69,7 @@ def dashboard(context: Any) -> pn.viewable.Viewable:
         return pn.pane.HTML('<p>Your account no longer exists. <a href="/logout">Log out</a></p>')
     login = pn.state.user
     user = login or "anonymous"
-    # The page's scripts: Tabulator always, the file dropper for those who may upload.
-    pn.extension("tabulator", *(["filedropper"] if role.may(Action.UPLOAD) else []))
+    pn.extension("tabulator")  # the upload's drop zone is a JSComponent of ours: no extension
     search = StudySearch(archive=context.archive)
     study = StudyPanel(archive=context.archive, role=role, accounts=context.accounts, user=user,
                        calling_aet=context.settings.server.aet)

@@ -94,7 +94,13 @@ def as_bytes(value: Any) -> bytes:
     return value.encode("utf-8") if isinstance(value, str) else bytes(value)
 
 
-def expand(files: Mapping[str, bytes], limit: int) -> tuple[list[_Item], list[FileOutcome]]:
+def pairs(files: Mapping[str, Any] | Iterable[tuple[str, Any]]) -> list[tuple[str, bytes]]:
+    """``(name, bytes)`` of each file; names may repeat (two folders' ``IM0001``)."""
+    items = files.items() if isinstance(files, Mapping) else files
+    return [(name, as_bytes(data)) for name, data in items]
+
+
+def expand(files: Mapping[str, bytes] | Iterable[tuple[str, bytes]], limit: int) -> tuple[list[_Item], list[FileOutcome]]:
     """The files to store (ZIPs opened, folders inside them too) and those
     refused on the way.
 
@@ -103,13 +109,14 @@ def expand(files: Mapping[str, bytes], limit: int) -> tuple[list[_Item], list[Fi
     UploadTooLarge
         If the files, or what the ZIPs among them unpack to, exceed ``limit`` bytes.
     """
-    received = sum(len(data) for data in files.values())
+    files = pairs(files)
+    received = sum(len(data) for _, data in files)
     if received > limit:
         raise UploadTooLarge(f"{megabytes(received)} received, more than the {megabytes(limit)} allowed")
     items: list[_Item] = []
     refused: list[FileOutcome] = []
     unpacked = 0
-    for name, data in files.items():
+    for name, data in files:
         if not is_zip(data):
             unpacked += len(data)
             items.append(_Item(name, lambda data=data: data))
@@ -181,17 +188,17 @@ def store_items(archive: Any, items: Iterable[_Item], origin: str, workers: int 
 
 def ingest(
     archive: Any,
-    files: Mapping[str, Any],
+    files: Mapping[str, Any] | Iterable[tuple[str, Any]],
     origin: str,
     limit: int,
     progress: Callable[[int, int], None] | None = None,
 ) -> UploadReport:
-    """Store uploaded files (``name -> bytes``); ZIPs are opened.
+    """Store uploaded files (``name -> bytes``, or ``(name, bytes)`` pairs); ZIPs are opened.
 
     ``progress(done, total)`` is called (from this thread) after each file.
     """
     try:
-        items, refused = expand({name: as_bytes(data) for name, data in files.items()}, limit)
+        items, refused = expand(pairs(files), limit)
     except UploadTooLarge as exc:
         return UploadReport(refused=str(exc))
     report = UploadReport(files=list(refused))

@@ -1,12 +1,15 @@
-"""Upload DICOM files or ZIPs of them from the browser (editor and admin).
+"""Upload DICOM files, folders or ZIPs of them from the browser (editor and admin).
 
-Panel's :class:`~panel.widgets.FileDropper` sends the files in chunks over
-the session's websocket, with a progress bar per file. The server side
-refuses chunks when the user may not upload (the widget is never shown to a
-viewer, and a forced message is dropped too) or when the upload grows past
-``[server] max_upload_mb``. "Store" then hands the files to
+:class:`~pacsdash.dashboard.receiver.FileReceiver` brings the files over the
+session's websocket: the browser announces all of them first, then sends
+each in acknowledged chunks. It refuses everything when the user may not
+upload (the panel is never shown to a viewer, and a forced message is
+refused too) and files that would take the upload past
+``[server] max_upload_mb``. "Store" takes every file picked so far: it
+waits for those still uploading, hands what arrived to
 :func:`~pacsdash.dashboard.ingest.ingest` in a worker thread, with a
-progress bar, and shows what became of each file.
+progress bar, and reports what became of each file, including any that
+never arrived whole.
 """
 
 from __future__ import annotations
@@ -14,17 +17,17 @@ from __future__ import annotations
 import asyncio
 import html
 import logging
-from collections.abc import Callable
 from typing import Any
 
 import panel as pn
 import param
 
-from pacsdash.dashboard.ingest import FAILED, UploadReport, ingest, megabytes
+from pacsdash.dashboard.ingest import FAILED, FileOutcome, UploadReport, ingest
+from pacsdash.dashboard.receiver import REFUSED, FileReceiver, PickedFile
 
 LOGGER = logging.getLogger(__name__)
-#: Bytes per websocket message of the file dropper.
-CHUNK_SIZE = 4 * 2**20
+#: Seconds between looks at the files still uploading while "Store" waits.
+WAIT_STEP = 0.2
 #: Failed files listed by name in the summary (the rest are counted).
 MAX_LISTED = 200
 RESULT_CSS = """
@@ -35,41 +38,13 @@ table.pd-upload-failed th, table.pd-upload-failed td { text-align: left; padding
 """
 
 
-class GuardedFileDropper(pn.widgets.FileDropper):
-    """A FileDropper that accepts chunks only from a user allowed to upload,
-    and only up to ``limit`` bytes in all."""
-
-    def __init__(self, allowed: Callable[[], bool], limit: int, **params: Any) -> None:
-        super().__init__(**params)
-        self._allowed = allowed
-        self._limit = limit
-        self.refusals: list[str] = []
-        self.on_refusal: Callable[[str], None] = lambda message: None
-
-    def _held(self) -> int:
-        buffered = sum(len(chunk) for chunks in self._file_buffer.values() for chunk in chunks)
-        return buffered + sum(len(data) for data in self.value.values())
-
-    def _refuse(self, message: str) -> None:
-        self.refusals.append(message)
-        self.on_refusal(message)
-
-    def _process_event(self, event: Any) -> None:
-        if event.event_name == "upload_event":
-            if not self._allowed():
-                self._file_buffer.clear()
-                self._refuse("your role may not upload")
-                return
-            data = event.data
-            if data.get("chunk") != 1 and data.get("name") not in self._file_buffer:
-                return  # the rest of a file already refused
-            chunk = data.get("data") or b""
-            if self._held() + len(chunk) > self._limit:
-                self._file_buffer.pop(data.get("name"), None)
-                self._refuse(f"{data.get('name', 'a file')!s:.200} makes the upload larger than the "
-                             f"{megabytes(self._limit)} allowed ([server] max_upload_mb)")
-                return
-        super()._process_event(event)
+def not_received(picked: PickedFile, closed: bool) -> FileOutcome:
+    """The report line of a picked file that did not arrive whole."""
+    if picked.state == REFUSED or picked.reason:
+        return FileOutcome(picked.name, FAILED, f"not received: {picked.reason}")
+    if closed:
+        return FileOutcome(picked.name, FAILED, "not received: the page was closed while it was uploading")
+    return FileOutcome(picked.name, FAILED, "not received whole")
 
 
 def report_html(report: UploadReport) -> str:
@@ -89,7 +64,7 @@ def report_html(report: UploadReport) -> str:
 
 
 class UploadPanel(pn.viewable.Viewer):
-    """Drop DICOM files or ZIPs, then store them in the archive."""
+    """Drop DICOM files, folders or ZIPs, then store them in the archive."""
 
     archive = param.Parameter(doc="The pacsdash Archive to store into.")
     user = param.String(default="anonymous", doc="Who uploads (logged and recorded as the origin).")
@@ -100,8 +75,10 @@ class UploadPanel(pn.viewable.Viewer):
 
     def __init__(self, **params: Any) -> None:
         super().__init__(**params)
-        self._slot = pn.Column(sizing_mode="stretch_width")
-        self._store = pn.widgets.Button(label="Store in the archive", color="primary", width=200)
+        self.receiver = FileReceiver(lambda: self.may_upload(), self.limit, min_height=120)
+        self.receiver.on_refusal = self._on_refusal
+        self.receiver.param.watch(self._on_received, ["picked", "arrived"])
+        self._store = pn.widgets.Button(label="Store in the archive", color="primary", width=360, disabled=True)
         self._store.on_click(self._on_store)
         self._progress = pn.indicators.Progress(value=0, max=1, visible=False, sizing_mode="stretch_width",
                                                 bar_color="primary")
@@ -109,54 +86,70 @@ class UploadPanel(pn.viewable.Viewer):
                                     stylesheets=[RESULT_CSS])
         self._result = pn.pane.HTML("", sizing_mode="stretch_width", css_classes=["pd-upload-result"],
                                     stylesheets=[RESULT_CSS])
-        self.dropper = self._new_dropper()
 
     @property
     def limit(self) -> int:
         return self.limit_mb * 2**20
 
-    def _new_dropper(self) -> GuardedFileDropper:
-        dropper = GuardedFileDropper(
-            self.may_upload, self.limit, multiple=True, chunk_size=CHUNK_SIZE, previews=[],
-            max_total_file_size=f"{self.limit_mb}MB", max_file_size=f"{self.limit_mb}MB",
-            sizing_mode="stretch_width", height=160, label="DICOM files or ZIPs",
-        )
-        dropper.on_refusal = self._on_refusal
-        dropper.param.watch(self._on_received, "value")
-        self._slot[:] = [dropper]
-        self.dropper = dropper
-        self._on_received()
-        return dropper
-
     def _on_refusal(self, message: str) -> None:
         LOGGER.warning("refused dashboard upload by %s: %s", self.user, message)
-        self._status.object = f'<p class="pd-upload-refused"><b>Upload refused:</b> {html.escape(message)}</p>'
+        self._status.object = f'<p class="pd-upload-refused"><b>Not accepted:</b> {html.escape(message)}</p>'
 
     def _on_received(self, *_: Any) -> None:
-        count = len(self.dropper.value)
+        count, arrived = self.receiver.picked, self.receiver.arrived
         self._store.disabled = not count or self.busy
-        self._store.label = f"Store {count} file{'s' if count != 1 else ''} in the archive" if count else \
-            "Store in the archive"
+        # The label changes with the number of files only, never with chunks: a
+        # button redrawn under the pointer could swallow the click.
+        label = f"Store {count} file{'s' if count != 1 else ''} in the archive" if count else "Store in the archive"
+        if self._store.label != label:
+            self._store.label = label
+        if not self.busy:
+            self._status.object = (f'<p class="pd-upload-waiting">{count - arrived} still uploading: Store may be '
+                                   f"pressed now, they are stored with the rest once they arrive.</p>"
+                                   if count > arrived else "")
 
     async def _on_store(self, *_: Any) -> None:
         await self.store()
 
     async def store(self) -> UploadReport | None:
-        """Store what was dropped so far; return the report (None if nothing to do)."""
-        if self.busy or not self.dropper.value:
+        """Store every file picked so far, once those still uploading have
+        arrived; return the report (None if nothing to do)."""
+        receiver = self.receiver
+        batch = [i for i, f in receiver.files.items() if f.state != REFUSED]
+        if self.busy or not batch:
             return None
         if not self.may_upload():
+            receiver.take(batch)
             self.report = UploadReport(refused="your role may not upload")
             LOGGER.warning("refused dashboard upload by %s: role may not upload", self.user)
             self._result.object = report_html(self.report)
-            self._new_dropper()
             return self.report
-        files = dict(self.dropper.value)
-        self.dropper.value.clear()
         self.busy = True
         self._store.disabled = True
-        self._status.object = "<p>Storing…</p>"
         self._result.object = ""
+        try:
+            while receiver.unfinished(batch) and not receiver.closed:
+                waiting = len(receiver.unfinished(batch))
+                self._status.object = (f"<p>Waiting for {waiting} of {len(batch)} file{'s' if len(batch) != 1 else ''}"
+                                       f" still uploading; they are stored with the rest once they arrive…</p>")
+                await asyncio.sleep(WAIT_STEP)
+            arrived, missing = receiver.take(batch)
+            report = await self._ingest(arrived)
+        finally:
+            self.busy = False
+            self._progress.visible = False
+            self._status.object = ""
+            self._on_received()  # files picked meanwhile are the next upload
+        if not report.refused:
+            report.files[:0] = [not_received(picked, receiver.closed) for picked in missing]
+        self._log(len(batch), report)
+        self.report = report
+        self._result.object = report_html(report)
+        return report
+
+    async def _ingest(self, files: list[tuple[str, bytes]]) -> UploadReport:
+        """Store ``files`` in a worker thread, moving the progress bar."""
+        self._status.object = "<p>Storing…</p>"
         self._progress.param.update(value=0, max=1, visible=True)
         done = {"done": 0, "total": 1}
 
@@ -166,35 +159,26 @@ class UploadPanel(pn.viewable.Viewer):
         loop = asyncio.get_running_loop()
         job = loop.run_in_executor(None, lambda: ingest(self.archive, files, f"dashboard:{self.user}", self.limit,
                                                         progress))
-        try:
-            while not job.done():
-                await asyncio.wait([job], timeout=0.2)
-                self._progress.max = done["total"]
-                self._progress.value = min(done["done"], done["total"])
-                self._status.object = f"<p>Storing… {done['done']} of {done['total']} files</p>"
-            report = job.result()
-        finally:
-            self.busy = False
-            self._progress.visible = False
-        self._log(files, report)
-        self.report = report
-        self._status.object = ""
-        self._result.object = report_html(report)
-        self._new_dropper()  # an empty drop zone for the next upload
-        return report
+        while not job.done():
+            await asyncio.wait([job], timeout=0.2)
+            self._progress.max = done["total"]
+            self._progress.value = min(done["done"], done["total"])
+            self._status.object = f"<p>Storing… {done['done']} of {done['total']} files</p>"
+        return job.result()
 
-    def _log(self, files: dict[str, Any], report: UploadReport) -> None:
+    def _log(self, picked: int, report: UploadReport) -> None:
         if report.refused:
-            LOGGER.warning("refused dashboard upload by %s (%d files): %s", self.user, len(files), report.refused)
+            LOGGER.warning("refused dashboard upload by %s (%d files): %s", self.user, picked, report.refused)
         else:
-            LOGGER.info("dashboard upload by %s: %d files received, %s, studies %s", self.user, len(files),
+            LOGGER.info("dashboard upload by %s: %d files received, %s, studies %s", self.user, picked,
                         report.summary(), ", ".join(report.studies[:20]) or "none")
 
     def __panel__(self) -> pn.viewable.Viewable:
         return pn.Column(
-            pn.pane.HTML(f"<h3>Upload</h3><p>DICOM files, or ZIPs of them (folders inside are fine), at most "
-                         f"{self.limit_mb} MB in all. Each file is stored as it is, like a C-STORE; an instance "
-                         f"already in the archive is kept once.</p>"),
-            self._slot, pn.Row(self._store), self._progress, self._status, self._result,
+            pn.pane.HTML(f"<h3>Upload</h3><p>DICOM files, folders, or ZIPs of them (folders inside are fine), at "
+                         f"most {self.limit_mb} MB in all. Each file is stored as it is, like a C-STORE; an "
+                         f"instance already in the archive is kept once. Store may be pressed while files are "
+                         f"still uploading: they are stored once they have all arrived.</p>"),
+            self.receiver, pn.Row(self._store), self._progress, self._status, self._result,
             sizing_mode="stretch_width", max_width=900,
         )

@@ -199,7 +199,7 @@ def test_an_editor_uploads_a_zip_and_a_file_and_finds_the_study(browser, server,
     outside = []
     page.on("request", lambda r: outside.append(r.url) if not r.url.startswith(LOCAL) else None)
     open_tab(page, "Upload")
-    page.locator("input[type=file]").set_input_files([str(zipped), str(single)])
+    page.locator("input.pd-input-files").set_input_files([str(zipped), str(single)])
     store = page.get_by_role("button", name="Store 2 files in the archive")
     expect(store).to_be_enabled(timeout=30_000)
     page.screenshot(path=tmp_path / "upload-dropped.png")
@@ -227,8 +227,10 @@ def test_an_upload_beyond_the_limit_is_refused(browser, server, tmp_path):
     big.write_bytes(bytes((UPLOAD_LIMIT_MB + 1) * 2**20))
     context, page = log_in(browser, server, "editor", tmp_path)
     open_tab(page, "Upload")
-    page.locator("input[type=file]").set_input_files([str(big)])
-    expect(page.locator(".filepond--file-status-main", has_text="File is too large")).to_be_visible(timeout=30_000)
+    page.locator("input.pd-input-files").set_input_files([str(big)])
+    expect(page.locator(".pd-files tr[data-state=refused]")).to_contain_text("larger than the 8.0 MB allowed",
+                                                                             timeout=30_000)
+    expect(page.locator(".pd-upload-refused")).to_contain_text("big.dcm")
     page.screenshot(path=tmp_path / "upload-too-large.png")
     expect(page.get_by_role("button", name="Store in the archive")).to_be_disabled()
     context.close()
@@ -239,11 +241,73 @@ def test_a_zip_bomb_is_refused(browser, server, tmp_path):
     assert bomb.stat().st_size < 2**20
     context, page = log_in(browser, server, "editor", tmp_path)
     open_tab(page, "Upload")
-    page.locator("input[type=file]").set_input_files([str(bomb)])
+    page.locator("input.pd-input-files").set_input_files([str(bomb)])
     page.get_by_role("button", name="Store 1 file in the archive").click()
     expect(page.locator(".pd-upload-refused")).to_contain_text(
         f"bomb.zip unpacks to more than the {UPLOAD_LIMIT_MB}.0 MB allowed", timeout=30_000)
     page.screenshot(path=tmp_path / "upload-bomb.png")
+    context.close()
+
+
+def test_store_pressed_early_stores_every_picked_file(browser, server, tmp_path):
+    """10 files picked on a slow link, Store pressed after the first arrived:
+    all 10 are stored and reported (an early Store once dropped the other 8)."""
+    from tests.factories import make_instance
+
+    paths = []
+    for k in range(10):
+        path = tmp_path / f"early-{k:02d}.dcm"
+        path.write_bytes(make_instance(PatientName="EARLY^STORE", PatientID="EARLY10", Rows=256, Columns=256, PixelData=bytes(256 * 256 * 2)))
+        paths.append(path)
+    context, page = log_in(browser, server, "editor", tmp_path)
+    open_tab(page, "Upload")
+    cdp = context.new_cdp_session(page)  # a slow uplink: ~1 MB/s, so the upload takes a few seconds
+    cdp.send("Network.enable")
+    cdp.send("Network.emulateNetworkConditions", {"offline": False, "latency": 20, "downloadThroughput": -1,
+                                                  "uploadThroughput": 512 * 1024})
+    page.locator("input.pd-input-files").set_input_files([str(p) for p in paths])
+    store = page.get_by_role("button", name="Store 10 files in the archive")
+    expect(store).to_be_enabled(timeout=30_000)
+    expect(page.locator(".pd-upload-waiting")).to_contain_text("still uploading")
+    still_open = int(page.locator(".pd-receiver").get_attribute("data-open"))
+    store.click()
+    page.screenshot(path=tmp_path / "upload-early-store.png")
+    assert still_open >= 5, f"pressed after {10 - still_open} of 10 arrived: not early enough to test anything"
+    summary = page.locator(".pd-upload-summary")
+    expect(summary).to_contain_text("10 stored, 0 duplicates, 0 failed", timeout=120_000)
+    page.screenshot(path=tmp_path / "upload-early-done.png")
+    found = requests.get(f"http://127.0.0.1:{server.http_port}/dicom-web/instances", params={"PatientID": "EARLY10"},
+                         auth=("viewer", "viewer-pw")).json()
+    assert len(found) == 10
+    context.close()
+
+
+def test_an_upload_survives_switching_tabs(browser, server, tmp_path):
+    """Switching to another tab mid-upload (the drop zone is unmounted) and back loses nothing."""
+    from tests.factories import make_instance
+
+    paths = []
+    for k in range(6):
+        path = tmp_path / f"tabs-{k:02d}.dcm"
+        path.write_bytes(make_instance(PatientName="TAB^SWITCH", PatientID="TABS6", Rows=256, Columns=256, PixelData=bytes(256 * 256 * 2)))
+        paths.append(path)
+    context, page = log_in(browser, server, "editor", tmp_path)
+    open_tab(page, "Upload")
+    cdp = context.new_cdp_session(page)
+    cdp.send("Network.enable")
+    cdp.send("Network.emulateNetworkConditions", {"offline": False, "latency": 20, "downloadThroughput": -1,
+                                                  "uploadThroughput": 256 * 1024})
+    page.locator("input.pd-input-files").set_input_files([str(p) for p in paths])
+    expect(page.locator(".pd-upload-waiting")).to_contain_text("still uploading", timeout=30_000)
+    open_tab(page, "Studies")
+    page.wait_for_timeout(500)
+    open_tab(page, "Upload")
+    cdp.send("Network.emulateNetworkConditions", {"offline": False, "latency": 0, "downloadThroughput": -1,
+                                                  "uploadThroughput": -1})
+    store = page.get_by_role("button", name="Store 6 files in the archive")
+    expect(store).to_be_enabled(timeout=60_000)
+    store.click()
+    expect(page.locator(".pd-upload-summary")).to_contain_text("6 stored, 0 duplicates, 0 failed", timeout=60_000)
     context.close()
 
 

@@ -6,14 +6,14 @@ import asyncio
 import io
 import logging
 import zipfile
-from types import SimpleNamespace
 
 import pytest
 from pydicom import dcmread
 
 from pacsdash.archive import Level, Query
 from pacsdash.dashboard.ingest import DUPLICATE, FAILED, STORED, UploadTooLarge, expand, ingest, is_zip
-from pacsdash.dashboard.upload import GuardedFileDropper, UploadPanel, report_html
+from pacsdash.dashboard.receiver import FileReceiver
+from pacsdash.dashboard.upload import UploadPanel, report_html
 from tests.factories import make_instance
 from tests.helpers import VALID
 
@@ -90,53 +90,167 @@ def test_names_and_reasons_are_escaped():
     assert "<img" not in html and "&lt;img src=x" in html and "&lt;b&gt;bad" in html
 
 
-def upload_event(name: str, data: bytes, chunk: int = 1, total: int = 1):
-    return SimpleNamespace(event_name="upload_event",
-                           data={"name": name, "data": data, "chunk": chunk, "total_chunks": total, "type": ""})
+def announce(receiver, files: dict[str, bytes], prefix: str = "f") -> list[str]:
+    ids = [f"{prefix}-{k}" for k in range(len(files))]
+    receiver._handle_msg({"type": "announce",
+                          "files": [{"id": i, "name": n, "size": len(d)} for i, (n, d) in zip(ids, files.items())]})
+    return ids
+
+
+def send(receiver, file_id: str, data: bytes, chunk: int = 1000) -> None:
+    for offset in range(0, max(len(data), 1), chunk):
+        receiver._handle_msg({"type": "chunk", "id": file_id, "offset": offset, "data": data[offset:offset + chunk]})
 
 
 def test_the_panel_stores_and_reports(archive, caplog):
     panel = UploadPanel(archive=archive, user="ed", may_upload=lambda: True, limit_mb=64)
     raw = make_instance(PatientName="PANEL^UPLOAD", PatientID="PU1")
-    half = len(raw) // 2
-    panel.dropper._process_event(upload_event("one.dcm", raw[:half], 1, 2))
-    assert panel.dropper.value == {}  # not complete yet
-    panel.dropper._process_event(upload_event("one.dcm", raw[half:], 2, 2))
-    panel.dropper._process_event(upload_event("junk.bin", b"\x00" * 300))
+    one, junk = announce(panel.receiver, {"one.dcm": raw, "junk.bin": b"\x00" * 300})
     assert panel._store.label == "Store 2 files in the archive" and not panel._store.disabled
-    old = panel.dropper
+    assert "2 still uploading" in panel._status.object
+    send(panel.receiver, one, raw[: len(raw) // 2], chunk=len(raw))
+    assert panel.receiver.arrived == 0  # not complete yet
+    send(panel.receiver, one, raw)  # from the start again: out of order, so this file is damaged
+    assert panel.receiver.files[one].state == "failed" and "out of order" in panel.receiver.files[one].reason
+    two, = announce(panel.receiver, {"one.dcm": raw}, prefix="again")
+    send(panel.receiver, two, raw)
+    send(panel.receiver, junk, b"\x00" * 300)
+    assert panel._store.label == "Store 3 files in the archive"
+    assert "1 still uploading" in panel._status.object  # the damaged one never completes
     with caplog.at_level(logging.INFO, logger="pacsdash.dashboard.upload"):
         report = asyncio.run(panel.store())
-    assert report.count(STORED) == 1 and report.count(FAILED) == 1
-    assert "1 stored, 0 duplicates, 1 failed" in panel._result.object and "junk.bin" in panel._result.object
-    assert panel.dropper is not old and panel.dropper.value == {}  # a fresh drop zone
-    assert any("dashboard upload by ed" in r.message and "1 stored" in r.message for r in caplog.records)
+    assert report.count(STORED) == 1 and report.count(FAILED) == 2
+    assert "1 stored, 0 duplicates, 2 failed" in panel._result.object and "junk.bin" in panel._result.object
+    assert "out of order" in panel._result.object  # the damaged copy is reported, not dropped
+    assert panel.receiver.files == {} and panel._store.disabled  # an empty drop zone for the next upload
+    assert any("dashboard upload by ed: 3 files received" in r.message and "1 stored" in r.message
+               for r in caplog.records)
     stored = archive.find(Query(Level.STUDY, {"PatientID": "PU1"}, ["PatientName"]))
     assert [r["PatientName"] for r in stored] == ["PANEL^UPLOAD"]
+
+
+def test_store_pressed_early_waits_for_every_picked_file(archive):
+    """The lost-upload bug: 10 files picked, Store pressed after 2 arrived."""
+    panel = UploadPanel(archive=archive, user="ed", may_upload=lambda: True, limit_mb=64)
+    raws = {f"IM{k:04d}": make_instance(PatientID="EARLY", PatientName="EARLY^STORE") for k in range(10)}
+    ids = announce(panel.receiver, raws)
+    for file_id, raw in list(zip(ids, raws.values()))[:2]:
+        send(panel.receiver, file_id, raw)
+    assert (panel.receiver.picked, panel.receiver.arrived) == (10, 2)
+
+    async def scenario():
+        storing = asyncio.ensure_future(panel.store())
+        for file_id, raw in list(zip(ids, raws.values()))[2:]:
+            await asyncio.sleep(0.05)
+            assert not storing.done() and "Waiting for" in panel._status.object
+            send(panel.receiver, file_id, raw)
+        return await storing
+
+    report = asyncio.run(scenario())
+    assert report.count(STORED) == 10 and report.summary() == "10 stored, 0 duplicates, 0 failed"
+    assert len(archive.find(Query(Level.IMAGE, {"PatientID": "EARLY"}, ["SOPInstanceUID"]))) == 10
+
+
+def test_files_picked_during_a_store_wait_for_the_next(archive):
+    panel = UploadPanel(archive=archive, user="ed", may_upload=lambda: True, limit_mb=64)
+    first, second = make_instance(PatientID="B1"), make_instance(PatientID="B2")
+    [a] = announce(panel.receiver, {"a.dcm": first}, prefix="a")
+    send(panel.receiver, a, first)
+
+    async def scenario():
+        storing = asyncio.ensure_future(panel.store())
+        await asyncio.sleep(0)  # Store has taken what was picked
+        [b] = announce(panel.receiver, {"b.dcm": second}, prefix="b")  # picked while the first is stored
+        report = await storing
+        return b, report
+
+    b, report = asyncio.run(scenario())
+    assert report.count(STORED) == 1 and list(panel.receiver.files) == [b]
+    assert panel._store.label == "Store 1 file in the archive" and "1 still uploading" in panel._status.object
+
+
+def test_a_closed_page_stores_what_arrived_and_reports_the_rest(archive, caplog):
+    panel = UploadPanel(archive=archive, user="ed", may_upload=lambda: True, limit_mb=64)
+    raws = {"x.dcm": make_instance(PatientID="CL1"), "y.dcm": make_instance(PatientID="CL1")}
+    x, y = announce(panel.receiver, raws)
+    send(panel.receiver, x, raws["x.dcm"])
+
+    async def scenario():
+        storing = asyncio.ensure_future(panel.store())
+        await asyncio.sleep(0.05)
+        panel.receiver.closed = True  # what _cleanup sets when the last view is gone
+        return await storing
+
+    with caplog.at_level(logging.INFO, logger="pacsdash.dashboard.upload"):
+        report = asyncio.run(scenario())
+    assert report.count(STORED) == 1 and report.count(FAILED) == 1
+    [missing] = [f for f in report.files if f.outcome == FAILED]
+    assert missing.name == "y.dcm" and "page was closed" in missing.reason
+    assert any("2 files received, 1 stored, 0 duplicates, 1 failed" in r.message for r in caplog.records)
+
+
+def test_same_names_from_two_folders_are_both_stored(archive):
+    panel = UploadPanel(archive=archive, user="ed", may_upload=lambda: True, limit_mb=64)
+    a, b = make_instance(PatientID="SN1"), make_instance(PatientID="SN1")
+    [first] = announce(panel.receiver, {"IM0001": a}, prefix="one")
+    [second] = announce(panel.receiver, {"IM0001": b}, prefix="two")
+    send(panel.receiver, first, a)
+    send(panel.receiver, second, b)
+    report = asyncio.run(panel.store())
+    assert report.count(STORED) == 2
 
 
 def test_a_viewer_cannot_upload_even_by_forcing_the_widget(archive, caplog):
     allowed = {"now": False}
     panel = UploadPanel(archive=archive, user="vi", may_upload=lambda: allowed["now"], limit_mb=64)
-    with caplog.at_level(logging.WARNING, logger="pacsdash.dashboard.upload"):
-        panel.dropper._process_event(upload_event("x.dcm", make_instance(PatientID="FORCED")))
-    assert panel.dropper.value == {} and "may not upload" in panel._status.object
+    raw = make_instance(PatientID="FORCED")
+    with caplog.at_level(logging.WARNING):
+        [x] = announce(panel.receiver, {"x.dcm": raw})
+        send(panel.receiver, x, raw)
+    assert panel.receiver.files == {} and "may not upload" in panel._status.object
     # Received while allowed, role taken away before storing: still refused.
     allowed["now"] = True
-    panel.dropper._process_event(upload_event("y.dcm", make_instance(PatientID="FORCED")))
+    [y] = announce(panel.receiver, {"y.dcm": raw}, prefix="y")
+    send(panel.receiver, y, raw)
     allowed["now"] = False
     report = asyncio.run(panel.store())
     assert report.refused and studies(archive) == set()
     assert any("refused dashboard upload by vi" in r.message for r in caplog.records)
 
 
-def test_the_dropper_refuses_chunks_beyond_the_limit():
-    dropper = GuardedFileDropper(lambda: True, 1000, multiple=True)
-    dropper._process_event(upload_event("a", b"x" * 600, 1, 2))
-    dropper._process_event(upload_event("a", b"x" * 600, 2, 2))
-    assert dropper.value == {} and dropper._file_buffer == {} and "larger than" in dropper.refusals[0]
-    dropper._process_event(upload_event("a", b"x" * 600, 2, 3))  # the rest of the refused file: dropped quietly
-    dropper._process_event(upload_event("a", b"x" * 600, 3, 3))
-    assert dropper.value == {} and len(dropper.refusals) == 1
-    dropper._process_event(upload_event("b", b"x" * 900))
-    assert list(dropper.value) == ["b"]
+def test_the_receiver_refuses_files_beyond_the_limit_before_they_are_sent():
+    receiver = FileReceiver(lambda: True, 1000)
+    a, b, c = announce(receiver, {"a": b"x" * 600, "b": b"y" * 600, "c": b"z" * 300})
+    assert receiver.files[b].state == "refused" and "larger than" in receiver.files[b].reason
+    assert (receiver.picked, receiver.held()) == (2, 900)
+    send(receiver, b, b"y" * 600)  # sent anyway: dropped, nothing held
+    assert receiver.files[b].received == 0
+    send(receiver, a, b"x" * 700)  # longer than announced
+    assert receiver.files[a].state == "failed" and receiver.files[a].chunks == []
+    send(receiver, c, b"z" * 300)
+    arrived, missing = receiver.take([a, b, c])
+    assert arrived == [("c", b"z" * 300)] and {m.name for m in missing} == {"a", "b"}
+
+
+def test_a_shown_again_view_resumes_where_the_server_got_to(monkeypatch):
+    receiver = FileReceiver(lambda: True, 10_000)
+    sent = []
+    monkeypatch.setattr(receiver, "_send_msg", sent.append)
+    a, b = announce(receiver, {"a": b"a" * 3000, "b": b"b" * 10})
+    receiver._handle_msg({"type": "chunk", "id": a, "offset": 0, "data": b"a" * 1000})
+    sent.clear()
+    receiver._handle_msg({"type": "resume", "files": [{"id": a, "name": "a", "size": 3000},
+                                                      {"id": "new-1", "name": "n", "size": 5}]})
+    acks = {m["id"]: m for m in sent if m["type"] == "ack"}
+    assert acks[a]["received"] == 1000 and acks[a]["rewind"] and not acks[a]["done"]
+    assert acks["new-1"]["received"] == 0 and receiver.files["new-1"].size == 5  # announced late
+    assert sent[-1] == {"type": "resumed"}
+    send(receiver, a, b"a" * 3000)  # from offset 0 again would be out of order ...
+    assert receiver.files[a].state == "failed"
+
+
+def test_an_empty_file_arrives():
+    receiver = FileReceiver(lambda: True, 1000)
+    [e] = announce(receiver, {"empty": b""})
+    send(receiver, e, b"")
+    assert receiver.arrived == 1 and receiver.take([e])[0] == [("empty", b"")]
