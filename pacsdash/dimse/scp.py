@@ -343,11 +343,12 @@ class DicomNode:
         }
         yield len(locations)
         LOGGER.info("C-MOVE of %d instances from %s to %s", len(locations), describe_peer(event), destination.name)
+        originator = MoveOriginator(aet, int(event.request.MessageID))
         for location in locations:
             if event.is_cancelled:
                 yield Status.CANCEL, None
                 return
-            yield Status.PENDING, StoredInstance(self.archive.local_path(location), location)
+            yield Status.PENDING, StoredInstance(self.archive.local_path(location), location, originator)
 
     def handle_get(self, event: Event) -> Iterator[Any]:
         """C-GET (PS3.4 C.4.3): send matches back over the same association."""
@@ -375,6 +376,17 @@ class DicomNode:
                 yield Status.PENDING, dcmread(path)
 
 
+@dataclass(frozen=True)
+class MoveOriginator:
+    """Who asked for a C-MOVE: what its C-STORE sub-operations name in Move
+    Originator Application Entity Title (0000,1030) and Move Originator
+    Message ID (0000,1031) (PS3.7 9.3.1.1), so that the destination can tell
+    which move an instance belongs to."""
+
+    aet: str
+    message_id: int
+
+
 class StoredInstance(Dataset):
     """A stand-in for a stored file, yielded to pynetdicom's C-GET/C-MOVE code.
 
@@ -384,23 +396,31 @@ class StoredInstance(Dataset):
     the identifying UIDs pynetdicom logs, plus the file's path; the patched
     ``send_c_store`` below hands the path to pynetdicom's own chunked file
     sending, which copies the stored data set bytes unchanged.
+
+    For a C-MOVE it also carries the :class:`MoveOriginator`: pynetdicom's
+    C-MOVE service names the mover itself (its own AE title) as the move
+    originator; ``send_c_store`` below names the requestor instead.
     """
 
-    def __init__(self, path: Path, location: InstanceLocation) -> None:
+    def __init__(self, path: Path, location: InstanceLocation, originator: MoveOriginator | None = None) -> None:
         super().__init__()
         self.SOPClassUID = location.SOPClassUID
         self.SOPInstanceUID = location.SOPInstanceUID
         self.__dict__["source_path"] = path
+        self.__dict__["move_originator"] = originator
 
 
 def _send_stored_file(original):
-    def send_c_store(self, dataset, *args, **kwargs):
+    def send_c_store(self, dataset, msg_id=1, priority=2, originator_aet=None, originator_id=None):
         if isinstance(dataset, StoredInstance):
+            originator = dataset.__dict__["move_originator"]
+            if originator is not None:
+                originator_aet, originator_id = originator.aet, originator.message_id
             dataset = dataset.__dict__["source_path"]
         if isinstance(dataset, (str, Path)):
             with even_length_copy(Path(dataset)) as path:
-                return original(self, path, *args, **kwargs)
-        return original(self, dataset, *args, **kwargs)
+                return original(self, path, msg_id, priority, originator_aet, originator_id)
+        return original(self, dataset, msg_id, priority, originator_aet, originator_id)
 
     send_c_store.__wrapped__ = original
     send_c_store.__doc__ = original.__doc__

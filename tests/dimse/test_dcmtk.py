@@ -10,7 +10,8 @@ from pydicom import dcmread
 
 from pacsdash.archive import Level
 from tests.conftest import SCU_AET
-from tests.helpers import VALID, StoreSCP, dataset_bytes, dcmtk_tool, sent_bytes
+from tests.factories import make_instance
+from tests.helpers import VALID, StoreSCP, dataset_bytes, dcmtk_tool, free_port, sent_bytes, wait_for_port
 
 pytestmark = pytest.mark.usefixtures("dcmtk")
 
@@ -124,6 +125,42 @@ def test_movescu_to_storescp_is_byte_identical(loaded, accounts, tmp_path):
         scp.stop()
     received = sorted(dataset_bytes(p) for p in (tmp_path / "moved").iterdir())
     assert received == sorted(sent_bytes(p) for p in VALID)
+
+
+def dimse_messages(log: str, message_type: str) -> list[dict[str, str]]:
+    """The fields of each DIMSE message of ``message_type`` a dcmtk tool logged with ``-d``."""
+    blocks = re.findall(rf"Message Type\s*: {message_type}\n(.*?)END DIMSE MESSAGE", log, re.S)
+    return [dict(re.findall(r"^D: (\S[^:]*?)\s*: (.*)$", block, re.M)) for block in blocks]
+
+
+def test_move_sub_operations_name_the_requestor_as_move_originator(node, archive, accounts, tmp_path):
+    """Each C-STORE-RQ of a C-MOVE carries the requestor's AE title and the
+    C-MOVE-RQ's Message ID (PS3.7 9.3.1.1), as dcmtk's storescp logs them."""
+    study = "1.2.826.0.1.3680043.10.1474.9.6001"
+    for _ in range(2):
+        archive.store_bytes(make_instance(StudyInstanceUID=study))
+    port = free_port()
+    accounts.add_modality("storescp", "MOVEDEST", "127.0.0.1", port)
+    (tmp_path / "moved").mkdir()
+    with open(tmp_path / "storescp.log", "w") as log:
+        scp = subprocess.Popen(
+            [dcmtk_tool("storescp"), "-d", "-aet", "MOVEDEST", "-od", str(tmp_path / "moved"), str(port)],
+            stdout=log, stderr=subprocess.STDOUT,
+        )
+    try:
+        wait_for_port(port)
+        result = run(dcmtk_tool("movescu"), "-d", "-S", "-aet", SCU_AET, "-aec", "PACSDASH", "-aem", "MOVEDEST",
+                     "-k", "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={study}", "127.0.0.1", str(node.port))
+    finally:
+        scp.terminate()
+        scp.wait(10)
+    assert result.returncode == 0, result.stderr
+    [move_request] = dimse_messages(result.stdout + result.stderr, "C-MOVE RQ")
+    stores = dimse_messages((tmp_path / "storescp.log").read_text(), "C-STORE RQ")
+    assert len(stores) == 2
+    for store in stores:
+        assert store.get("Move Originator AE Title") == SCU_AET, store
+        assert store.get("Move Originator ID") == move_request["Message ID"], (store, move_request)
 
 
 def test_movescu_to_unknown_destination_fails(loaded):
