@@ -1,0 +1,409 @@
+"""De-identify one instance: PS3.15 Annex E, Basic Application Level
+Confidentiality Profile and its options.
+
+Every attribute Table E.1-1 lists gets its action, inside sequences at any
+depth too; private attributes are removed (unless Retain Safe Private keeps
+those of Table E.3.10-1); attributes the table does not list are kept, as
+the standard says. Patient identity, dates and UIDs are replaced through one
+:class:`~pacsdash.research.pseudonyms.Pseudonymizer`, so the same patient is
+the same subject, with the same date shift, everywhere. Pixel Data is never
+touched: its bytes leave as they came.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from pydicom import dcmread
+from pydicom.dataelem import DataElement
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.sequence import Sequence
+from pydicom.tag import BaseTag, Tag
+
+from pacsdash import __version__
+from pacsdash.research.options import BASIC_PROFILE_CODE, DEFAULT_OPTIONS, Option
+from pacsdash.research.profile import ConfidentialityTable, Rule, confidentiality_table
+from pacsdash.research.pseudonyms import Pseudonymizer, Subject
+
+TEXT_VRS = frozenset({"AE", "CS", "LO", "LT", "PN", "SH", "ST", "UC", "UT"})
+NUMBER_VRS = frozenset({"US", "SS", "UL", "SL", "FL", "FD", "UV", "SV"})
+DUMMY_TEXT = "ANONYMIZED"
+DUMMY = {"DA": "19000101", "TM": "000000", "DT": "19000101000000", "AS": "000Y", "IS": "0", "DS": "0"}
+#: Identifying values shorter than this are not searched for in cleaned text.
+MIN_SCRUB_LENGTH = 3
+PIXEL_DATA = Tag(0x7FE0, 0x0010)
+PATIENT_ID, PATIENT_NAME = Tag(0x0010, 0x0020), Tag(0x0010, 0x0010)
+#: SOP classes whose images usually carry burned-in text: secondary captures
+#: (single and multi-frame), ultrasound (single and multi-frame).
+BURNED_IN_PREFIXES = ("1.2.840.10008.5.1.4.1.1.7", "1.2.840.10008.5.1.4.1.1.6.", "1.2.840.10008.5.1.4.1.1.3.")
+
+
+@dataclass(frozen=True)
+class Change:
+    """What one rule did to one attribute (for the before/after view)."""
+
+    path: str  # e.g. ``(0008,1140)[0].(0008,1155)``
+    keyword: str
+    name: str
+    action: str  # the table's code that applied (``U``, ``X/Z/D`` ...)
+    column: str  # which column of Table E.1-1 it came from
+    before: str
+    after: str | None  # None: removed
+
+
+@dataclass
+class Deidentified:
+    """One de-identified instance."""
+
+    dataset: Dataset
+    subject: Subject
+    original_sop_uid: str
+    changes: list[Change] = field(default_factory=list)
+
+    def to_bytes(self) -> bytes:
+        """Part 10 bytes, in the original transfer syntax."""
+        out = io.BytesIO()
+        self.dataset.save_as(out, enforce_file_format=True)
+        return out.getvalue()
+
+
+def patient_key(ds: Dataset) -> tuple[str, str]:
+    """Who the patient is, for the pseudonym: PatientID and IssuerOfPatientID;
+    without a PatientID, the name and birth date; without those, the study
+    (so patients with nothing to tell them apart are never merged)."""
+    patient_id = str(ds.get("PatientID", "") or "").strip()
+    if patient_id:
+        return patient_id, str(ds.get("IssuerOfPatientID", "") or "").strip()
+    name = str(ds.get("PatientName", "") or "").strip()
+    if name:
+        return "", f"name:{name}|{ds.get('PatientBirthDate', '') or ''}"
+    return "", f"study:{ds.get('StudyInstanceUID', '') or ''}"
+
+
+def burned_in_reason(ds: Dataset) -> str | None:
+    """Why an instance may show identifying text in its pixels, or None (PS3.15 E.3.1)."""
+    annotation = str(ds.get("BurnedInAnnotation", "") or "").strip().upper()
+    if annotation == "YES":
+        return "BurnedInAnnotation is YES: the pixels carry identifying text"
+    if annotation == "NO" or "PixelData" not in ds and "FloatPixelData" not in ds:
+        return None
+    sop_class = str(ds.get("SOPClassUID", ""))
+    modality = str(ds.get("Modality", "") or "").upper()
+    image_type = [str(v).upper() for v in (ds.get("ImageType") or [])]
+    kind = None
+    if modality == "US" or sop_class.startswith(BURNED_IN_PREFIXES[1:]):
+        kind = "an ultrasound image"
+    elif sop_class.startswith(BURNED_IN_PREFIXES[0]) or modality in ("SC", "OT"):
+        kind = "a secondary capture"
+    elif any("SCREEN" in value for value in image_type):
+        kind = "a screen capture"
+    if kind is None:
+        return None
+    return f"{kind}, which usually carries burned-in text (BurnedInAnnotation is not NO)"
+
+
+def _tag_text(tag: BaseTag) -> str:
+    return f"({tag.group:04X},{tag.element:04X})"
+
+
+def _shown(value: object, limit: int = 120) -> str:
+    if isinstance(value, Sequence):
+        return f"{len(value)} item{'s' if len(value) != 1 else ''}"
+    if isinstance(value, bytes | bytearray):
+        return f"{len(value)} bytes"
+    text = str(value if value is not None else "")
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+class Deidentifier:
+    """Applies Table E.1-1 under a set of options with one pseudonymizer.
+
+    Parameters
+    ----------
+    pseudonyms
+        Keys the subject pseudonyms, date shifts and UIDs.
+    options
+        Columns of Table E.1-1 to apply beside the Basic Profile.
+    table
+        The table (default: the edition shipped with pacsdash).
+    """
+
+    def __init__(self, pseudonyms: Pseudonymizer, options: Iterable[Option] = DEFAULT_OPTIONS,
+                 table: ConfidentialityTable | None = None) -> None:
+        self.pseudonyms = pseudonyms
+        self.options = frozenset(options)
+        if {Option.RETAIN_FULL_DATES, Option.RETAIN_MODIFIED_DATES} <= self.options:
+            raise ValueError("choose one of the Full Dates and Modified Dates options, not both")
+        self.table = table or confidentiality_table()
+
+    @property
+    def replaces_uids(self) -> bool:
+        return Option.RETAIN_UIDS not in self.options
+
+    @property
+    def method(self) -> str:
+        """The text of DeidentificationMethod (0012,0063): profile, options, edition."""
+        chosen = [o.value for o in Option if o in self.options]
+        text = f"PS3.15 {self.table.edition} Annex E Basic Profile" + (f" + {'; '.join(chosen)}" if chosen else "")
+        return f"{text} (pacsdash {__version__})"
+
+    # -- whole instances -----------------------------------------------------
+    def deidentify_bytes(self, raw: bytes, record: bool = False) -> Deidentified:
+        """De-identify a Part 10 instance read from ``raw``."""
+        return self.deidentify(dcmread(io.BytesIO(raw)), record)
+
+    def deidentify(self, ds: Dataset, record: bool = False) -> Deidentified:
+        """De-identify ``ds`` in place; return it with the subject and, if
+        ``record``, every change made."""
+        original_sop = str(ds.get("SOPInstanceUID", ""))
+        subject = self.pseudonyms.subject(*patient_key(ds))
+        walk = _Walk(self, subject, _identifying_values(ds, self.table), record)
+        walk.dataset(ds, "")
+        for keyword in ("PatientID", "PatientName"):  # Type 2 (PS3.3 C.7.1.1): always present, pseudonymous
+            if keyword not in ds:
+                setattr(ds, keyword, getattr(subject, keyword))
+        self._mark(ds, subject)
+        meta = getattr(ds, "file_meta", None) or FileMetaDataset()
+        if "SOPInstanceUID" in ds:
+            meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+        for keyword in ("SourceApplicationEntityTitle", "SendingApplicationEntityTitle",
+                        "ReceivingApplicationEntityTitle", "PrivateInformationCreatorUID", "PrivateInformation"):
+            if keyword in meta:
+                delattr(meta, keyword)
+        meta.ImplementationVersionName = f"PACSDASH_{__version__}"[:16]
+        ds.file_meta = meta
+        return Deidentified(ds, subject, original_sop, walk.changes)
+
+    def _mark(self, ds: Dataset, subject: Subject) -> None:
+        """PatientIdentityRemoved, DeidentificationMethod and its codes (PS3.15 E.1.1, C.7.1.1)."""
+        ds.PatientIdentityRemoved = "YES"
+        ds.DeidentificationMethod = self.method[:64]
+        items = []
+        for code in [BASIC_PROFILE_CODE, *(o.code for o in Option if o in self.options)]:
+            item = Dataset()
+            item.CodeValue, item.CodingSchemeDesignator, item.CodeMeaning = code.value, code.scheme_designator, code.meaning
+            items.append(item)
+        ds.DeidentificationMethodCodeSequence = Sequence(items)
+        if Option.RETAIN_MODIFIED_DATES in self.options:
+            ds.LongitudinalTemporalInformationModified = "MODIFIED"
+        elif Option.RETAIN_FULL_DATES in self.options:
+            ds.LongitudinalTemporalInformationModified = "UNMODIFIED"
+        else:
+            ds.LongitudinalTemporalInformationModified = "REMOVED"
+
+
+def _identifying_values(ds: Dataset, table: ConfidentialityTable) -> list[str]:
+    """Text values of the attributes the profile does not keep, to search for
+    in what it cleans (longest first): names, IDs, institutions, dates."""
+    found: set[str] = set()
+
+    def visit(data: Dataset) -> None:
+        for elem in data:
+            if elem.VR == "SQ":
+                for item in elem.value or []:
+                    visit(item)
+                continue
+            rule = table.rule(elem.tag) if not elem.tag.is_private else None
+            if rule is None or rule.basic in ("K", "U") or Option.CLEAN_DESCRIPTORS in rule.options:
+                continue
+            if elem.VR not in TEXT_VRS | {"DA", "DT"}:
+                continue
+            for value in (elem.value if elem.VM > 1 else [elem.value]):
+                text = str(value or "").strip()
+                if elem.VR == "PN":
+                    found.update(p for p in re.split(r"[\^=\s,]+", text) if p)
+                if text:
+                    found.add(text)
+                if elem.VR == "DA" and re.fullmatch(r"\d{8}", text):
+                    found.update({f"{text[:4]}-{text[4:6]}-{text[6:]}", f"{text[6:]}.{text[4:6]}.{text[:4]}",
+                                  f"{text[4:6]}/{text[6:]}/{text[:4]}"})
+
+    visit(ds)
+    return sorted((v for v in found if len(v) >= MIN_SCRUB_LENGTH), key=len, reverse=True)
+
+
+class _Walk:
+    """One pass of the table over a data set and its sequences."""
+
+    def __init__(self, owner: Deidentifier, subject: Subject, identifying: list[str], record: bool) -> None:
+        self.owner = owner
+        self.table = owner.table
+        self.options = owner.options
+        self.subject = subject
+        self.record = record
+        self.changes: list[Change] = []
+        self._scrub = (re.compile("|".join(re.escape(v) for v in identifying), re.IGNORECASE)
+                       if identifying else None)
+
+    # -- traversal -------------------------------------------------------------
+    def dataset(self, ds: Dataset, path: str) -> None:
+        kept_private_blocks: set[tuple[int, int]] = set()
+        private: list[BaseTag] = []
+        for elem in list(ds):
+            tag = elem.tag
+            if tag.group == 0x0002 or tag == PIXEL_DATA:
+                continue
+            if tag.is_private:
+                private.append(tag)
+                continue
+            rule = self.table.rule(tag)
+            if rule is None:  # not listed: kept (PS3.15 E.1.1), its items de-identified
+                if elem.VR == "SQ":
+                    self.items(elem, f"{path}{_tag_text(tag)}")
+                continue
+            action, column = rule.action(self.options)
+            self.apply(ds, elem, rule, action, column, f"{path}{_tag_text(tag)}")
+        for tag in private:
+            self.private(ds, tag, kept_private_blocks, path)
+        for tag in private:  # a creator whose block keeps nothing goes too
+            if tag.is_private_creator and (tag.group, tag.element) not in kept_private_blocks and tag in ds:
+                self.note(f"{path}{_tag_text(tag)}", ds[tag], "X", "Basic Profile", None)
+                del ds[tag]
+
+    def items(self, elem: DataElement, path: str) -> None:
+        for number, item in enumerate(elem.value or []):
+            self.dataset(item, f"{path}[{number}].")
+
+    def private(self, ds: Dataset, tag: BaseTag, kept: set[tuple[int, int]], path: str) -> None:
+        if tag not in ds or tag.is_private_creator:
+            return
+        elem = ds[tag]
+        rule = self.table.private
+        keep = False
+        if Option.RETAIN_SAFE_PRIVATE in self.options and tag.element >= 0x1000:
+            creator_tag = Tag(tag.group, tag.element >> 8)
+            creator = str(ds[creator_tag].value) if creator_tag in ds else ""
+            keep = bool(creator) and self.table.is_safe_private(tag.group, tag.element & 0xFF, creator)
+        where = f"{path}{_tag_text(tag)}"
+        if keep:
+            kept.add((tag.group, tag.element >> 8))
+            if elem.VR == "SQ":
+                self.items(elem, where)
+            return
+        self.note(where, elem, rule.basic if rule else "X", "Basic Profile", None)
+        del ds[tag]
+
+    # -- actions ---------------------------------------------------------------
+    def apply(self, ds: Dataset, elem: DataElement, rule: Rule, action: str, column: str, path: str) -> None:
+        """Carry out ``action`` on ``elem`` (PS3.15 E.1.1 and Table E.1-1's notes)."""
+        if action == "K" or action == "X/Z/U*":
+            # Kept; for X/Z/U* the UIDs inside are replaced by their own rules (U).
+            if elem.VR == "SQ":
+                self.items(elem, path)
+            return
+        if action == "X":
+            self.note(path, elem, action, column, None)
+            del ds[elem.tag]
+            return
+        if action == "U":
+            self.replace(elem, self.uids(elem.value), action, column, path)
+            return
+        if action == "C":
+            self.clean(ds, elem, action, column, path)
+            return
+        # D, Z and the combined ones (Z/D, X/Z, X/D, X/Z/D): without the IOD's
+        # attribute types, the last choice is taken: it keeps a Type 1 or 2
+        # attribute present, so the instance stays conformant.
+        final = action.split("/")[-1]
+        if elem.tag == PATIENT_ID:
+            self.replace(elem, self.subject.PatientID, action, column, path)
+        elif elem.tag == PATIENT_NAME:
+            self.replace(elem, self.subject.PatientName, action, column, path)
+        elif elem.VR == "SQ":
+            if final == "Z":
+                self.replace(elem, Sequence(), action, column, path)
+            else:
+                self.items(elem, path)
+        elif final == "Z":
+            self.replace(elem, None if elem.VR not in TEXT_VRS | {"DA", "TM", "DT", "AS", "IS", "DS", "UI"} else "",
+                         action, column, path)
+        else:
+            self.replace(elem, self.dummy(elem), action, column, path)
+
+    def dummy(self, elem: DataElement) -> object:
+        if elem.VR == "UI":
+            return self.uids(elem.value)
+        if elem.VR in DUMMY:
+            return DUMMY[elem.VR]
+        if elem.VR in TEXT_VRS:
+            return DUMMY_TEXT
+        if elem.VR in NUMBER_VRS:
+            return 0
+        if elem.VR == "AT":
+            return 0
+        return None  # OB, OW, UN, UR ...: zero length
+
+    def clean(self, ds: Dataset, elem: DataElement, action: str, column: str, path: str) -> None:
+        """C: dates shifted by the subject's whole days (times of day kept);
+        text cleared of this instance's identifying values; sequences cleaned item by item."""
+        if elem.VR == "SQ":
+            self.items(elem, path)
+        elif elem.VR in ("DA", "DT"):
+            self.replace(elem, self.shift(elem), action, column, path)
+        elif elem.VR == "TM" or elem.VR in NUMBER_VRS or elem.VR in ("IS", "DS", "AS", "US"):
+            return
+        elif elem.VR in TEXT_VRS or elem.VR == "UC":
+            values = elem.value if elem.VM > 1 else [elem.value]
+            cleaned = [self.scrub(str(v or "")) for v in values]
+            self.replace(elem, cleaned if elem.VM > 1 else cleaned[0], action, column, path)
+        else:  # overlays, graphics, binary content cannot be cleaned here: removed
+            self.note(path, elem, action, column, None)
+            del ds[elem.tag]
+
+    def scrub(self, text: str) -> str:
+        return self._scrub.sub("***", text) if self._scrub is not None else text
+
+    def shift(self, elem: DataElement) -> object:
+        values = elem.value if elem.VM > 1 else [elem.value]
+        shifted = [_shift_date(str(v or ""), self.subject.shift_days, elem.VR) for v in values]
+        return shifted if elem.VM > 1 else shifted[0]
+
+    def uids(self, value: object) -> object:
+        if isinstance(value, list | tuple) or (hasattr(value, "__iter__") and not isinstance(value, str)):
+            return [self.owner.pseudonyms.uid(str(v)) for v in value if str(v)]
+        return self.owner.pseudonyms.uid(str(value)) if str(value or "") else value
+
+    # -- recording -------------------------------------------------------------
+    def replace(self, elem: DataElement, value: object, action: str, column: str, path: str) -> None:
+        before = elem.value
+        elem.value = value
+        self.note(path, elem, action, column, elem.value, before=before)
+
+    def note(self, path: str, elem: DataElement, action: str, column: str, after: object | None,
+             before: object | None = None) -> None:
+        if not self.record:
+            return
+        self.changes.append(Change(path, elem.keyword or "", elem.name, action, column,
+                                   _shown(elem.value if before is None else before),
+                                   None if after is None and action.startswith("X") else _shown(after)))
+
+
+_DATE = re.compile(r"^(\d{4})(\d{2})?(\d{2})?(.*)$")
+
+
+def _shift_date(value: str, days: int, vr: str) -> str:
+    """``value`` (DA, or DT whose time part and offset are kept) moved by ``days``;
+    a value that is not a date becomes empty rather than leak."""
+    value = value.strip()
+    if not value:
+        return value
+    match = _DATE.match(value)
+    if not match:
+        return ""
+    year, month, day, rest = match.groups()
+    if vr == "DA" and (month is None or day is None or rest):
+        return ""
+    try:
+        moved = dt.date(int(year), int(month or 1), int(day or 1)) + dt.timedelta(days=days)
+    except (ValueError, OverflowError):
+        return ""
+    text = f"{moved.year:04d}{moved.month:02d}{moved.day:02d}"
+    if month is None:
+        return text[:4]
+    if day is None:
+        return text[:6]
+    return text + (rest or "")
