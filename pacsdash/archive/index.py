@@ -319,7 +319,7 @@ class DuckDBIndex:
         """Rows matching ``query``: keyword -> DICOM string value (or None)."""
         compiled = compile_query(query)
         rows = self._cursor().execute(compiled.sql, compiled.params).fetchall()
-        keywords = [a.keyword for a in compiled.columns]
+        keywords = [a.keyword for a in compiled.columns] + compiled.extra_keys
         return [{k: (None if v is None else str(v)) for k, v in zip(keywords, row)} for row in rows]
 
     def count(self, query: Query) -> int:

@@ -34,6 +34,9 @@ from pacsdash.archive.attributes import (
     attribute_for,
 )
 
+#: Row key of an instance's other attributes (see :attr:`Query.other_attributes`);
+#: lower case, so never a DICOM keyword.
+OTHER_ATTRIBUTES = "attributes"
 #: Longest value accepted for one matching key.
 MAX_VALUE_LENGTH = 1024
 MAX_LIST_VALUES = 1000
@@ -78,6 +81,10 @@ class Query:
     #: Also return the level's usual attributes; False returns only the
     #: unique key, the filters and ``fields`` (what C-FIND asks for).
     include_defaults: bool = True
+    #: At the IMAGE level, also return every other attribute the index keeps
+    #: of each instance: its attribute JSON (8-hex-digit tag -> DICOM text),
+    #: as text, under the row key :data:`OTHER_ATTRIBUTES`.
+    other_attributes: bool = False
 
     def __post_init__(self) -> None:
         if self.limit is not None and self.limit < 0:
@@ -285,6 +292,8 @@ class CompiledQuery:
     sql: str
     params: list
     columns: list[Attribute]
+    #: Row keys of the values that follow the columns' (before any extra_columns).
+    extra_keys: list[str] = field(default_factory=list)
 
 
 def resolve(names: list[str] | dict[str, str]) -> list[Attribute]:
@@ -361,6 +370,10 @@ def compile_query(query: Query, extra_columns: tuple[str, ...] = ()) -> Compiled
                 f"(SELECT {expr.sql} FROM {expr.via.table} x WHERE {_tie(expr.via, outer)} "
                 f"AND {expr.sql} IS NOT NULL LIMIT 1)"
             )
+    extra_keys = []
+    if query.other_attributes and level is Level.IMAGE:
+        select.append("i.attributes")
+        extra_keys.append(OTHER_ATTRIBUTES)
     select.extend(extra_columns)
 
     order: list[str] = []
@@ -377,7 +390,7 @@ def compile_query(query: Query, extra_columns: tuple[str, ...] = ()) -> Compiled
     ordered = " ORDER BY " + ", ".join(order)
     if query.limit is None and not query.offset:
         sql = f"SELECT {', '.join(select)}{filtered}{ordered}"
-        return CompiledQuery(sql, params, list(wanted.values()))
+        return CompiledQuery(sql, params, list(wanted.values()), extra_keys)
     # A page: choose its keys first, then compute the returned values (counts,
     # ModalitiesInStudy, values from other tables) for those rows only.
     page = f"SELECT {key}{filtered}{ordered}"
@@ -388,7 +401,7 @@ def compile_query(query: Query, extra_columns: tuple[str, ...] = ()) -> Compiled
         page += " OFFSET ?"
         params.append(query.offset)
     sql = f"SELECT {', '.join(select)} FROM {_FROM[level]} WHERE {key} IN ({page}){ordered}"
-    return CompiledQuery(sql, params, list(wanted.values()))
+    return CompiledQuery(sql, params, list(wanted.values()), extra_keys)
 
 
 def compile_count(query: Query) -> tuple[str, list]:

@@ -16,6 +16,8 @@ from pacsdash.web.auth import Authenticator
 from pacsdash.web.metadata_cache import MetadataCache
 
 LOGGER = logging.getLogger(__name__)
+#: The DICOM JSON media type (PS3.18 Annex F), sent exactly so: no parameters.
+DICOM_JSON = "application/dicom+json"
 
 
 @dataclass
@@ -130,8 +132,12 @@ class BaseHandler(RequestHandler):
         return f"{scheme}://{host}"
 
     def write_json(self, value: Any, status: int = 200, content_type: str = "application/json") -> None:
+        """``value`` as JSON, always UTF-8. ``application/dicom+json`` goes out
+        without a charset parameter: the media type is UTF-8 by definition
+        (PS3.18 8.7.3.1), and clients such as dicomweb-client compare it
+        exactly."""
         self.set_status(status)
-        self.set_header("Content-Type", f"{content_type}; charset=utf-8")
+        self.set_header("Content-Type", content_type if content_type == DICOM_JSON else f"{content_type}; charset=utf-8")
         self.finish(json.dumps(value, ensure_ascii=False))
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:

@@ -5,8 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from pydicom import hooks
 from pydicom.dataelem import RawDataElement, convert_raw_data_element
 from pydicom.dataset import Dataset
+from pydicom.filewriter import correct_ambiguous_vr_element
+from pydicom.sequence import Sequence
 
 from pacsdash.archive.attributes import Attribute
 
@@ -34,10 +37,18 @@ def text_to_json(vr: str, text: str | None) -> dict[str, Any]:
         return {"vr": vr}
     parts = [text] if vr in SINGLE_TEXT_VRS else text.split("\\")
     if vr == "PN":
-        return {"vr": vr, "Value": [{"Alphabetic": p} if p else {} for p in parts]}
+        return {"vr": vr, "Value": [_person_name(p) for p in parts]}
+    if vr == "AT":  # pydicom's text is "(0010,0010)"; DICOM JSON's "00100010"
+        return {"vr": vr, "Value": [p.strip("() ").replace(",", "").upper() for p in parts]}
     if vr in INTEGER_VRS or vr in FLOAT_VRS:
         return {"vr": vr, "Value": [_number(p.strip(), vr) if p.strip() else None for p in parts]}
     return {"vr": vr, "Value": parts}
+
+
+def _person_name(text: str) -> dict[str, str]:
+    """One PN value: its alphabetic, ideographic and phonetic groups (F.2.2)."""
+    groups = zip(("Alphabetic", "Ideographic", "Phonetic"), text.split("="))
+    return {name: group for name, group in groups if group}
 
 
 def row_to_json(row: dict[str, str | None], attributes: list[Attribute], omit_empty: frozenset[str] = frozenset()) -> dict:
@@ -61,7 +72,12 @@ def dataset_to_json(
 
     ``bulk_uri`` gets the element's path (``7FE00010``, or
     ``54000100/0/54001010`` inside a sequence item) and returns its URI.
-    Deferred (unread) values are never read: their length is enough.
+    Only values of a binary VR (:data:`BINARY_VRS`) longer than
+    ``threshold`` become BulkDataURIs; a sequence is always inlined, at any
+    depth (PS3.18 F.2), and so is text or numbers. A deferred (unread) value
+    of a binary VR is never read: its length is enough; any other deferred
+    value (a long sequence such as an SR's ContentSequence, a long text) is
+    read from the file and inlined.
     """
     out: dict[str, Any] = {}
     encoding = ds._character_set  # noqa: SLF001
@@ -70,10 +86,15 @@ def dataset_to_json(
         if int(tag) >> 16 == 0x0002:
             continue
         element_path = f"{path}/{key}" if path else key
-        vr = raw.VR
         if isinstance(raw, RawDataElement) and raw.value is None and raw.length not in (0, 0xFFFFFFFF):
-            out[key] = {"vr": vr if vr in BINARY_VRS else "OB", "BulkDataURI": bulk_uri(element_path)}
-            continue
+            vr = _deferred_vr(raw, ds, encoding)
+            if vr in BINARY_VRS:
+                out[key] = {"vr": vr, "BulkDataURI": bulk_uri(element_path)}
+                continue
+            try:
+                raw = ds[tag]  # not bulk data: read now (pydicom reopens the file)
+            except Exception:  # an unreadable value is left out, not a failure
+                continue
         try:
             elem = convert_raw_data_element(raw, encoding=encoding, ds=ds) if isinstance(raw, RawDataElement) else raw
         except Exception:  # an undecodable value is left out, not a failure
@@ -82,7 +103,17 @@ def dataset_to_json(
         if vr == "SQ":
             items = [dataset_to_json(item, bulk_uri, f"{element_path}/{i}", threshold) for i, item in enumerate(elem.value)]
             out[key] = {"vr": "SQ", "Value": items} if items else {"vr": "SQ"}
-        elif vr in BINARY_VRS and elem.value is not None and len(elem.value) > threshold:
+            continue
+        if " or " in vr:  # an ambiguous dictionary VR (implicit VR files): the one it has here
+            try:  # pydicom's rules (PixelRepresentation, BitsAllocated...), the value converted to match
+                elem = correct_ambiguous_vr_element(elem, ds, bool(getattr(raw, "is_little_endian", True)))
+            except Exception:
+                pass
+            vr = elem.VR
+            if " or " in vr:
+                vr = _resolved_vr(vr, ds, bool(getattr(raw, "is_implicit_VR", False)), elem.value)
+                elem.VR = vr
+        if vr in BINARY_VRS and elem.value is not None and len(elem.value) > threshold:
             out[key] = {"vr": vr, "BulkDataURI": bulk_uri(element_path)}
         else:
             try:
@@ -92,8 +123,39 @@ def dataset_to_json(
     return out
 
 
+def _deferred_vr(raw: RawDataElement, ds: Dataset, encoding: Any) -> str:
+    """The VR an unread element will have once read (pydicom's own lookup:
+    the dictionary's for implicit VR, a known VR instead of UN)."""
+    data: dict[str, Any] = {}
+    try:
+        hooks.hooks.raw_element_vr(raw, data, encoding=encoding, ds=ds)
+    except Exception:  # no VR to be found: bytes
+        return "UN"
+    vr = str(data.get("VR") or "UN")
+    return _resolved_vr(vr, ds, raw.is_implicit_VR, None) if " or " in vr else vr
+
+
+def _resolved_vr(vr: str, ds: Dataset, implicit: bool, value: Any) -> str:
+    """One VR for an ambiguous dictionary VR (``OB or OW``, ``US or SS``...).
+
+    Word data (``OW``) when the value is bytes or unread, as PS3.5 A.1 has
+    it for implicit VR; else ``SS`` if the image's pixels are signed, ``US``
+    otherwise.
+    """
+    options = vr.split(" or ")
+    binary = [o for o in options if o in BINARY_VRS]
+    if binary and (value is None or isinstance(value, bytes)):
+        if "OW" in binary and (implicit or ds.get("BitsAllocated", 16) != 8):
+            return "OW"
+        return binary[0]
+    if "US" in options and "SS" in options:
+        return "SS" if ds.get("PixelRepresentation", 0) == 1 else "US"
+    return next((o for o in options if o not in BINARY_VRS), options[0])
+
+
 def find_element(ds: Dataset, path: str) -> Any:
-    """The element at a bulk data ``path`` (``7FE00010``, ``54000100/0/54001010``).
+    """The element at a bulk data ``path`` (``7FE00010``, ``54000100/0/54001010``),
+    raw (its value the bytes as stored) unless it was read already.
 
     Raises
     ------
@@ -109,9 +171,12 @@ def find_element(ds: Dataset, path: str) -> Any:
             tag = int(part, 16)
             if tag not in current:
                 raise KeyError(f"no element {part}")
-            current = current[tag]
             if depth < len(parts) - 1:
-                current = current.value
+                current = current[tag].value
+                if not isinstance(current, Sequence):
+                    raise KeyError(f"{part} is not a sequence")
+            else:
+                current = current.get_item(tag)
         else:
             if not part.isdigit() or int(part) >= len(current):
                 raise KeyError(f"no item {part}")

@@ -5,6 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 
+#: Longest boundary accepted. RFC 2046 allows 70 characters, but real clients
+#: send longer ones (Orthanc's DICOMweb plugin: two UUIDs, 73 characters);
+#: anything far beyond that is refused.
+MAX_BOUNDARY = 256
+
+
 class MalformedMultipart(ValueError):
     """The body is not a well-formed multipart body; the message says where."""
 
@@ -40,8 +46,10 @@ def split_parts(body: bytes, boundary: str, max_parts: int = 100_000) -> list[Pa
     MalformedMultipart
         If a delimiter, a part's headers or the closing delimiter is missing.
     """
-    if not boundary or len(boundary) > 70:
-        raise MalformedMultipart("the boundary parameter is missing or longer than 70 characters")
+    if not boundary:
+        raise MalformedMultipart("the boundary parameter is missing")
+    if len(boundary) > MAX_BOUNDARY:
+        raise MalformedMultipart(f"the boundary parameter is {len(boundary)} characters long; at most {MAX_BOUNDARY} are accepted")
     delimiter = b"--" + boundary.encode("latin-1")
     position = body.find(delimiter)
     if position < 0:

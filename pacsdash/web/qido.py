@@ -3,11 +3,14 @@
 Requests are parsed into the archive's one :class:`Query`, so QIDO-RS and
 C-FIND match alike. Each result carries the attributes PS3.18 Table
 10.6.3-3/-4/-5 requires at its level, plus the matching keys and
-``includefield`` ones, and a RetrieveURL (0008,1190).
+``includefield`` ones (``all``: everything the index keeps of the level
+and the levels above), and a RetrieveURL (0008,1190).
 """
 
 from __future__ import annotations
 
+import functools
+import json
 from typing import Any
 from urllib.parse import quote
 
@@ -17,8 +20,9 @@ from pacsdash.access import Action
 from pacsdash.archive import InvalidQuery, Level, Query
 from pacsdash.archive.attributes import BY_KEYWORD, TABLE_ATTRIBUTES, Attribute, attribute_for
 from pacsdash.archive.parsing import UID_PATTERN
-from pacsdash.web.base import ApiError, BaseHandler, bad_request
-from pacsdash.web.dicomjson import row_to_json
+from pacsdash.archive.query import OTHER_ATTRIBUTES
+from pacsdash.web.base import DICOM_JSON, ApiError, BaseHandler, bad_request
+from pacsdash.web.dicomjson import BINARY_VRS, row_to_json, text_to_json
 
 #: PS3.18 Table 10.6.3-3 (study), -4 (series), -5 (instance): returned always.
 REQUIRED = {
@@ -36,12 +40,21 @@ REQUIRED = {
         "StudyInstanceUID", "SeriesInstanceUID",
     ),
 }
+#: What ``includefield=all`` returns (PS3.18 10.6.1.2.1: every available
+#: attribute of the level and the levels above): the index's columns of the
+#: level and above; at the instance level also every other attribute the
+#: index keeps of the instance (see :func:`other_attributes`). The patient's
+#: attributes are columns of the study table.
+ALL_COLUMNS = {
+    Level.STUDY: TABLE_ATTRIBUTES[Level.STUDY],
+    Level.SERIES: TABLE_ATTRIBUTES[Level.SERIES] + TABLE_ATTRIBUTES[Level.STUDY],
+    Level.IMAGE: TABLE_ATTRIBUTES[Level.IMAGE] + TABLE_ATTRIBUTES[Level.SERIES] + TABLE_ATTRIBUTES[Level.STUDY],
+}
 #: Left out when empty: OHIF's study list breaks on an empty ModalitiesInStudy.
 OMIT_EMPTY = frozenset({"ModalitiesInStudy"})
 CONTROL_PARAMETERS = {"limit", "offset", "includefield", "fuzzymatching"}
 #: Most results one request returns; more are asked for with offset.
 MAX_LIMIT = 5000
-DICOM_JSON = "application/dicom+json"
 
 
 def check_uid_path(value: str, name: str) -> str:
@@ -108,13 +121,14 @@ def build_query(handler: BaseHandler, level: Level, path_keys: dict[str, str]) -
         limit = MAX_LIMIT
     returned = [BY_KEYWORD[k] for k in REQUIRED[level]]
     if include_all:
-        returned += [a for a in TABLE_ATTRIBUTES[level] if a not in returned]
+        returned += [a for a in dict.fromkeys(ALL_COLUMNS[level]) if a not in returned]
     for keyword in list(filters) + fields:
         attr = attribute_for(keyword)
         if attr not in returned:
             returned.append(attr)
     try:
-        query = Query(level, filters, [a.keyword for a in returned], limit=limit, offset=offset, include_defaults=False)
+        query = Query(level, filters, [a.keyword for a in returned], limit=limit, offset=offset, include_defaults=False,
+                      other_attributes=include_all and level is Level.IMAGE)
     except InvalidQuery as exc:
         raise bad_request(str(exc)) from None
     return query, returned, lowered and limit is not None
@@ -154,6 +168,9 @@ class QidoHandler(BaseHandler):
         results = []
         for row in rows:
             item = row_to_json(row, returned, OMIT_EMPTY)
+            if query.other_attributes:
+                for key, value in other_attributes(row.get(OTHER_ATTRIBUTES)).items():
+                    item.setdefault(key, value)
             item["00080005"] = {"vr": "CS", "Value": ["ISO_IR 192"]}
             item["00080056"] = {"vr": "CS", "Value": ["ONLINE"]}
             item["00081190"] = {"vr": "UR", "Value": [retrieve_url(base, self.level, row)]}
@@ -165,6 +182,46 @@ class QidoHandler(BaseHandler):
                 'Additional results can be requested."',
             )
         self.write_json(results, content_type=DICOM_JSON)
+
+
+def other_attributes(text: str | None) -> dict[str, dict[str, Any]]:
+    """An instance's attribute JSON from the index (tag -> DICOM text) in the
+    DICOM JSON model, each with its dictionary VR.
+
+    Private attributes are left out: the index keeps their text, not their VR
+    nor their creator's meaning. An ambiguous VR (``US or SS``) is the one
+    the instance's PixelRepresentation implies.
+    """
+    if not text:
+        return {}
+    try:
+        stored = json.loads(text)
+    except ValueError:
+        return {}
+    signed = stored.get("00280103") == "1"
+    out: dict[str, dict[str, Any]] = {}
+    for key, value in stored.items():
+        vr = _public_vr(key, signed)
+        if vr is not None:
+            out[key] = text_to_json(vr, value)
+    return out
+
+
+@functools.lru_cache(maxsize=4096)
+def _public_vr(key: str, signed: bool) -> str | None:
+    """The VR of a public, non-binary attribute's 8-hex-digit tag; None for
+    any other (private, unknown, binary)."""
+    try:
+        tag = int(key, 16)
+        vr = attribute_for(key).vr
+    except (KeyError, ValueError):
+        return None
+    if (tag >> 16) % 2:
+        return None
+    if " or " in vr:
+        options = vr.split(" or ")
+        vr = "SS" if signed and "SS" in options else options[0]
+    return None if vr in BINARY_VRS or vr == "SQ" else vr
 
 
 def retrieve_url(base: str, level: Level, row: dict[str, str | None]) -> str:

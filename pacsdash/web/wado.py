@@ -164,7 +164,7 @@ class MetadataHandler(_InstancesHandler):
             return b"[" + b",".join(parts) + b"]"
 
         body = await IOLoop.current().run_in_executor(None, build)
-        self.set_header("Content-Type", f"{DICOM_JSON}; charset=utf-8")
+        self.set_header("Content-Type", DICOM_JSON)  # UTF-8 by definition, no parameter
         self.finish(body)
 
     def _encode(self, location: InstanceLocation) -> bytes:

@@ -9,6 +9,7 @@ every step are left under the test's tmp_path.
 from __future__ import annotations
 
 import re
+import time
 from urllib.parse import unquote
 
 import pytest
@@ -227,4 +228,73 @@ def test_ecg_waveform_is_fetched_from_its_bulk_data_uri(ohif, deployment, studie
     stats = ohif.wait_for_canvas(min_colours=16, min_chromatic=1000)  # red grid, yellow lead names
     ohif.screenshot("ecg")
     assert stats["lit"] > 10000, stats
+    check_traffic(ohif, deployment)
+
+
+#: OHIF 3.13's SR viewport reads ConceptNameCodeSequence from every content
+#: item (OHIFCornerstoneSRContentItem destructures it unconditionally), but it
+#: is Type 1C (PS3.3 C.17.3): test-SR.dcm has CONTAINER, COMPOSITE, IMAGE and
+#: by-reference items without one, and OHIF throws this while drawing them.
+OHIF_SR_CONCEPT_NAME_BUG = "Cannot destructure property 'CodeValue' of 'ConceptNameCodeSequence'"
+
+
+#: Notes every display set OHIF adds, as it adds it: the SR viewport's error
+#: (above) makes OHIF drop its display sets right after.
+RECORD_DISPLAY_SETS = """
+(() => {
+  window.__displaySetsAdded = [];
+  const timer = setInterval(() => {
+    const service = window.__pacsdash?.servicesManager.services.displaySetService;
+    if (!service) return;
+    clearInterval(timer);
+    service.subscribe(service.EVENTS.DISPLAY_SETS_ADDED, ({ displaySetsAdded }) => {
+      for (const d of displaySetsAdded) {
+        const instances = d.instances || (d.instance ? [d.instance] : []);
+        const content = instances[0]?.ContentSequence;
+        window.__displaySetsAdded.push({
+          modality: d.Modality, handler: d.SOPClassHandlerId,
+          sopInstanceUIDs: instances.map(i => i.SOPInstanceUID),
+          contentItems: Array.isArray(content) ? content.length : (content ? 1 : 0),
+        });
+      }
+    });
+  }, 5);
+})();
+"""
+
+
+def test_comprehensive_sr_opens_without_a_failed_request(ohif, deployment, studies):
+    """test-SR.dcm, a Comprehensive SR: its ContentSequence (5 kB, 7 levels
+    deep) comes inlined in the series metadata; it was handed out as an
+    ``"vr": "OB"`` BulkDataURI that answered 404. OHIF gets every answer it
+    asks for and builds the SR display set from the inlined content; then
+    its SR viewport trips over its own bug above (nothing pacsdash serves can
+    avoid it: the content items are valid as they are)."""
+    study = study_of(studies, "test-SR.dcm")
+    ds = dcmread(next(p for p in VALID if p.name == "test-SR.dcm"))
+    ohif.page.add_init_script(RECORD_DISPLAY_SETS)
+    ohif.goto(f"/viewer?StudyInstanceUIDs={study.uid}")
+    metadata = ohif.wait_for_response("/metadata").response
+    assert metadata.status == 200
+    [item] = metadata.json()
+    assert item["0040A730"]["vr"] == "SQ"
+    assert len(item["0040A730"]["Value"]) == len(ds.ContentSequence)
+    ohif._wait_js("the SR display set", "() => (window.__displaySetsAdded || []).length >= 1")
+    (display_set,) = ohif.page.evaluate("() => window.__displaySetsAdded")
+    assert display_set["modality"] == "SR"
+    assert display_set["handler"].endswith("dicom-sr")
+    assert display_set["sopInstanceUIDs"] == list(study.sop_instance_uids)
+    assert display_set["contentItems"] == len(ds.ContentSequence)  # OHIF read the inlined content
+    # OHIF draws the report, or throws its known error, once the display set is
+    # in the viewport: wait for either, then look at everything it asked for.
+    deadline = time.monotonic() + 20
+    while not any(OHIF_SR_CONCEPT_NAME_BUG in e for e in ohif.console_errors):
+        if ohif.page.locator("text=Diagnosis").count():  # the report's title, drawn
+            break
+        assert time.monotonic() < deadline, f"OHIF neither drew the SR nor failed: {ohif.console_errors[-3:]}"
+        ohif.page.wait_for_timeout(200)
+    ohif.screenshot("comprehensive-sr")
+    unexpected = [e for e in ohif.console_errors if "pageerror" in e and OHIF_SR_CONCEPT_NAME_BUG not in e]
+    assert not unexpected, unexpected
+    assert not any("/bulkdata/" in url for url in ohif.dicomweb_urls()), "a sequence was fetched as bulk data"
     check_traffic(ohif, deployment)

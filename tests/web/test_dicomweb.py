@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import copy
 import io
 import secrets
 
 import pytest
 import requests
 from dicomweb_client.api import DICOMwebClient
-from pydicom import dcmread
+from pydicom import Dataset, dcmread
 
 from tests.helpers import BROKEN, VALID, manifest
 from tests.web.conftest import USERS, session_for
@@ -375,3 +376,189 @@ def test_request_line_bytes_are_never_reflected(base_url, web_server):
         sock.sendall(b"GET /dicom-web/studies?PatientName=%0d%0aX-Injected:%20yes HTTP/1.1\r\nHost: x\r\n\r\n")
         head = sock.recv(4096).split(b"\r\n\r\n")[0]
     assert b"X-Injected" not in head
+
+
+# -- interop fixes: exact media type, inlined sequences, includefield=all, boundaries -----------
+
+def test_every_dicom_json_answer_is_exactly_application_dicom_json(stored, base_url):
+    """dicomweb-client compares the media type exactly (INTEROP.md): no charset parameter."""
+    session = session_for("viewer")
+    ds = dcmread(next(p for p in VALID if p.name == "CT_small.dcm"), stop_before_pixels=True)
+    study = f"{base_url}/dicom-web/studies/{ds.StudyInstanceUID}"
+    series = f"{study}/series/{ds.SeriesInstanceUID}"
+    for url in (f"{base_url}/dicom-web/studies", f"{base_url}/dicom-web/series", f"{base_url}/dicom-web/instances",
+                f"{study}/series", f"{series}/instances", f"{study}/metadata", f"{series}/metadata",
+                f"{series}/instances/{ds.SOPInstanceUID}/metadata"):
+        response = session.get(url)
+        assert response.status_code == 200, url
+        assert response.headers["Content-Type"] == "application/dicom+json", url
+    good = next(p for p in VALID if p.name == "CT_small.dcm").read_bytes()
+    bad = next(p for p in BROKEN if p.name == "not_dicom.dcm").read_bytes()
+    for files, status in (([good], 200), ([good, bad], 202), ([bad], 409)):
+        body, content_type = multipart(files)
+        response = session_for("editor").post(f"{base_url}/dicom-web/studies", data=body,
+                                              headers={"Content-Type": content_type})
+        assert response.status_code == status
+        assert response.headers["Content-Type"] == "application/dicom+json", status
+
+
+def test_dicomweb_client_reads_the_stow_response(stored, base_url):
+    """dicomweb-client's store_instances returns the STOW-RS response as a
+    Dataset (it returned an empty one while the media type had a charset)."""
+    from pydicom.uid import generate_uid
+
+    client = DICOMwebClient(f"{base_url}/dicom-web", session=session_for("editor"))
+    fresh = [dcmread(next(p for p in VALID if p.name == name)) for name in ("CT_small.dcm", "MR_small.dcm")]
+    for ds in fresh:  # new instances of a new study, so that other tests' counts hold
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+        ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
+    answer = client.store_instances(fresh)
+    assert [item.ReferencedSOPInstanceUID for item in answer.ReferencedSOPSequence] == [ds.SOPInstanceUID for ds in fresh]
+    assert [item.ReferencedSOPClassUID for item in answer.ReferencedSOPSequence] == [ds.SOPClassUID for ds in fresh]
+    assert "FailedSOPSequence" not in answer
+
+    refused, accepted = copy.deepcopy(fresh[0]), copy.deepcopy(fresh[0])
+    refused.SOPInstanceUID = refused.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    refused.StudyInstanceUID = "1.2.not-a-uid"
+    accepted.SOPInstanceUID = accepted.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    answer = client.store_instances([accepted, refused])
+    assert [item.ReferencedSOPInstanceUID for item in answer.ReferencedSOPSequence] == [accepted.SOPInstanceUID]
+    [failed] = answer.FailedSOPSequence
+    assert failed.ReferencedSOPInstanceUID == refused.SOPInstanceUID
+    assert failed.FailureReason == 0xC000
+
+
+VRS = set("AE AS AT CS DA DS DT FL FD IS LO LT OB OD OF OL OV OW PN SH SL SQ SS ST SV TM UC UI UL UN UR US UT UV".split())
+
+
+def _check_json_against(item: dict, ds, where: str, bulk: list) -> None:
+    """``item`` (DICOM JSON) holds exactly the elements of ``ds``, each
+    sequence inlined as a sequence, at every depth; BulkDataURIs collected."""
+    expected = {f"{int(tag):08X}" for tag in ds.keys() if int(tag) >> 16 != 0x0002}
+    assert set(item) - {"00020010"} == expected, where
+    for key, value in item.items():
+        assert value["vr"] in VRS, (where, key, value["vr"])
+        if key == "00020010":
+            continue
+        elem = ds[int(key, 16)]
+        if elem.VR == "SQ":
+            assert value["vr"] == "SQ", (where, key, value)
+            assert "BulkDataURI" not in value, (where, key)
+            assert len(value.get("Value", [])) == len(elem.value), (where, key)
+            for index, (sub, sub_ds) in enumerate(zip(value.get("Value", []), elem.value)):
+                _check_json_against(sub, sub_ds, f"{where}/{key}/{index}", bulk)
+        elif "BulkDataURI" in value:
+            assert value["vr"] in ("OB", "OD", "OF", "OL", "OV", "OW", "UN"), (where, key, value["vr"])
+            bulk.append((f"{where}/{key}", value["BulkDataURI"], elem.value))
+
+
+@pytest.mark.parametrize("path", VALID, ids=lambda p: p.name)
+def test_metadata_inlines_every_sequence_and_every_bulk_data_uri_answers(stored, base_url, path):
+    """PS3.18 F.2: a sequence is always inlined in DICOM JSON, at any depth;
+    only binary values are bulk data, and every BulkDataURI handed out answers
+    with the value. test-SR.dcm's ContentSequence (5 kB) was handed out as an
+    OB BulkDataURI that answered 404, and OHIF could not open the SR."""
+    ds = dcmread(path)
+    url = f"{instance_url(base_url, path).rsplit('/instances/', 1)[0]}/metadata"
+    session = session_for("viewer")
+    response = session.get(url)
+    assert response.status_code == 200, response.text
+    [item] = [i for i in response.json() if i["00080018"]["Value"] == [ds.SOPInstanceUID]]
+    bulk: list = []
+    _check_json_against(item, ds, path.name, bulk)
+    for where, uri, value in bulk:
+        for accept in ("application/octet-stream", "*/*"):
+            answer = session.get(uri, headers={"Accept": accept})
+            assert answer.status_code == 200, (where, accept, uri, answer.text[:200])
+            got = answer.content if accept == "application/octet-stream" else parts_of(answer)[0]
+            if isinstance(value, bytes):
+                assert got == value, (where, accept)
+
+
+def test_sr_content_sequence_is_inlined(stored, base_url):
+    path = next(p for p in VALID if p.name == "test-SR.dcm")
+    ds = dcmread(path)
+    [item] = session_for("viewer").get(f"{instance_url(base_url, path)}/metadata").json()
+    content = item["0040A730"]
+    assert content["vr"] == "SQ"
+    assert len(content["Value"]) == len(ds.ContentSequence)
+    texts = [c["0040A160"]["Value"][0] for c in content["Value"] if "0040A160" in c]
+    assert texts == [c.TextValue for c in ds.ContentSequence if "TextValue" in c]
+
+
+def _instance_with_all(base_url: str, name: str) -> tuple[dict, object]:
+    path = next(p for p in VALID if p.name == name)
+    ds = dcmread(path, stop_before_pixels=True)
+    response = session_for("viewer").get(
+        f"{base_url}/dicom-web/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}/instances",
+        params={"SOPInstanceUID": ds.SOPInstanceUID, "includefield": "all"})
+    assert response.status_code == 200, response.text
+    [item] = response.json()
+    return item, ds
+
+
+def test_includefield_all_at_instance_level_returns_every_indexed_attribute(stored, base_url):
+    """PS3.18 10.6.1.2.1: ``all`` is every available attribute of the level
+    and above: instance, series, study and patient attributes, including
+    those the index keeps outside its columns."""
+    item, ds = _instance_with_all(base_url, "examples_overlay.dcm")
+    assert item["00280102"] == {"vr": "US", "Value": [ds.HighBit]}  # instance, in the attribute JSON
+    assert item["0008103E"] == {"vr": "LO", "Value": [ds.SeriesDescription]}  # series column
+    assert item["00081030"] == {"vr": "LO", "Value": [ds.StudyDescription]}  # study column
+    assert item["00100010"]["Value"] == [{"Alphabetic": str(ds.PatientName)}]  # patient
+    assert item["00080080"]["Value"] == [ds.InstitutionName]
+    assert item["00200032"]["Value"] == pytest.approx([float(v) for v in ds.ImagePositionPatient])
+    assert item["00280010"]["Value"] == [ds.Rows]
+    assert not any(int(key[:4], 16) % 2 for key in item), "private attributes have no known VR here"
+    assert "00880200" not in item  # sequences are not kept in the index
+    # An ambiguous dictionary VR takes the image's pixel representation.
+    signed, mr = _instance_with_all(base_url, "MR_small.dcm")
+    assert mr.PixelRepresentation == 1
+    assert signed["00280106"] == {"vr": "SS", "Value": [mr.SmallestImagePixelValue]}
+    # Without "all", only the required attributes and those asked for.
+    [plain] = session_for("viewer").get(f"{base_url}/dicom-web/instances",
+                                        params={"SOPInstanceUID": ds.SOPInstanceUID}).json()
+    assert "00280102" not in plain and "0008103E" not in plain
+    assert plain["00080018"] == item["00080018"]
+
+
+def test_includefield_all_at_series_and_study_levels(stored, base_url):
+    ds = dcmread(next(p for p in VALID if p.name == "examples_overlay.dcm"), stop_before_pixels=True)
+    session = session_for("viewer")
+    [series] = session.get(f"{base_url}/dicom-web/studies/{ds.StudyInstanceUID}/series",
+                           params={"includefield": "all"}).json()
+    assert series["0008103E"]["Value"] == [ds.SeriesDescription]
+    assert series["00081030"]["Value"] == [ds.StudyDescription]  # the study's, above
+    assert series["00100020"]["Value"] == [ds.PatientID]  # the patient's, above
+    assert series["00080070"]["Value"] == [ds.Manufacturer]
+    [study] = session.get(f"{base_url}/dicom-web/studies", params={"StudyInstanceUID": ds.StudyInstanceUID,
+                                                                    "includefield": "all"}).json()
+    assert study["00081030"]["Value"] == [ds.StudyDescription]
+    assert study["00100010"]["Value"] == [{"Alphabetic": str(ds.PatientName)}]
+    assert "0008103E" not in study  # a series attribute is below the study level
+
+
+def test_includefield_all_with_dicomweb_client(stored, client):
+    """dicomweb-client sends ``fields=["all"]`` as ``includefield=all``."""
+    ds = dcmread(next(p for p in VALID if p.name == "examples_overlay.dcm"), stop_before_pixels=True)
+    [item] = client.search_for_instances(ds.StudyInstanceUID, ds.SeriesInstanceUID, fields=["all"])
+    found = Dataset.from_json(item)
+    assert found.HighBit == ds.HighBit
+    assert found.SeriesDescription == ds.SeriesDescription
+    assert found.BitsStored == ds.BitsStored
+    assert found.PatientName == ds.PatientName
+
+
+def test_stow_boundary_length(stored, base_url):
+    """Boundaries longer than RFC 2046's 70 characters are common (Orthanc
+    sends 73); up to 256 are accepted, absurd ones refused with a clear 400."""
+    good = next(p for p in VALID if p.name == "CT_small.dcm").read_bytes()
+    session = session_for("editor")
+    for boundary in ("a" * 73, "b" * 256):
+        body, content_type = multipart([good], boundary)
+        response = session.post(f"{base_url}/dicom-web/studies", data=body, headers={"Content-Type": content_type})
+        assert response.status_code == 200, (len(boundary), response.text)
+    body, content_type = multipart([good], "c" * 257)
+    response = session.post(f"{base_url}/dicom-web/studies", data=body, headers={"Content-Type": content_type})
+    assert response.status_code == 400
+    assert "boundary" in response.json()["error"] and "256" in response.json()["error"]
