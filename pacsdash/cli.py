@@ -63,10 +63,36 @@ def build_parser() -> argparse.ArgumentParser:
     _add_home(imp)
     imp.add_argument("paths", nargs="+", type=Path)
 
-    export = sub.add_parser("export", help="write a study's original files to a ZIP")
+    export = sub.add_parser("export", help="write studies, or a cohort matching conditions, out of the archive")
     _add_home(export)
-    export.add_argument("study")
-    export.add_argument("--out", type=Path, required=True, help="the ZIP file to write")
+    export.add_argument("studies", nargs="*", metavar="STUDY_UID", help="studies to export")
+    export.add_argument("--where", action="append", default=[], metavar="KEY=VALUE",
+                        help="a condition as in QIDO (any attribute, by keyword or tag; wildcards, ranges); repeatable")
+    export.add_argument("--out", type=Path, required=True, help="a path that does not exist yet (a file for zip)")
+    export.add_argument("--format", choices=["zip", "folder", "dicomdir", "nifti"], default=None,
+                        help="default: zip when OUT ends in .zip, else folder")
+    export.add_argument("--anonymize", action="store_true", help="de-identify (PS3.15 Annex E) what is exported")
+    export.add_argument("--option", action="append", default=None, metavar="NAME",
+                        help="a de-identification option (default: retain-longitudinal-temporal-information-with-"
+                             "modified-dates); repeatable")
+    export.add_argument("--include-burned-in", action="store_true",
+                        help="also export instances that may show identifying text in their pixels")
+
+    anonymize = sub.add_parser("anonymize", help="store a de-identified copy of a study (PS3.15 Annex E)")
+    _add_home(anonymize)
+    anonymize.add_argument("study", metavar="STUDY_UID")
+    anonymize.add_argument("--profile", choices=["basic"], default="basic",
+                           help="the Basic Application Level Confidentiality Profile")
+    anonymize.add_argument("--option", action="append", default=None, metavar="NAME",
+                           help="an option of the profile, as named in Table E.1-1 (e.g. retain-patient-"
+                                "characteristics); default: retain-longitudinal-temporal-information-with-modified-"
+                                "dates; repeatable")
+    anonymize.add_argument("--include-burned-in", action="store_true",
+                           help="also anonymize instances that may show identifying text in their pixels")
+
+    pseudonym = sub.add_parser("pseudonym", help="look up whom a subject pseudonym stands for (admin)")
+    _add_home(pseudonym)
+    pseudonym.add_argument("pseudonym")
 
     users = sub.add_parser("users", help="manage users")
     _add_home(users)
@@ -237,40 +263,177 @@ def _import_via_server(server, files: list[Path], batch: int = 64) -> Iterable[t
             yield Path(item["path"]), item.get("outcome", ""), item.get("error", "")
 
 
-def cmd_export(args: argparse.Namespace) -> int:
-    """The study's original files into a ZIP, through the running server if any."""
+def _local_api(server, method: str, path: str, body: dict | None = None, timeout: float = 3600) -> dict:
+    """Call the running server's JSON API as the local command line.
+
+    Raises
+    ------
+    RuntimeError
+        With the server's error message.
+    """
+    request = urllib.request.Request(
+        f"{server.base_url}{path}", method=method,
+        data=None if body is None else json.dumps(body).encode(),
+        headers={"Authorization": f"Bearer {server.token}", "Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return json.loads(response.read() or b"{}")
+    except urllib.error.HTTPError as exc:
+        try:
+            message = json.loads(exc.read() or b"{}").get("error", exc.reason)
+        except ValueError:
+            message = exc.reason
+        raise RuntimeError(message) from None
+    except (urllib.error.URLError, OSError) as exc:
+        raise RuntimeError(f"the running server did not answer: {exc}") from None
+
+
+def _offline_actions(settings: Settings):
+    """The archive's actions on a home no server runs on (the home locked meanwhile)."""
+    from contextlib import contextmanager
+
+    from pacsdash.archive import Archive
+    from pacsdash.archive.actions import StudyActions
+    from pacsdash.config import init_home
+    from pacsdash.runtime import HomeLock
+
+    @contextmanager
+    def opened():
+        if not (settings.home / "pacsdash.toml").exists() and not settings.index_path.exists():
+            raise SystemExit(f"error: {settings.home} holds no pacsdash archive")
+        init_home(settings.home)
+        with HomeLock(settings.run_path), Archive.open_home(settings.store_path, settings.index_path) as archive:
+            yield StudyActions(archive, settings.home)
+
+    return opened()
+
+
+def _actor():
+    from pacsdash.archive.actions import Actor
+
+    try:
+        name = getpass.getuser()
+    except (KeyError, OSError):
+        name = "unknown"
+    return Actor(name=f"cli:{name}", kind="local")
+
+
+def cmd_anonymize(args: argparse.Namespace) -> int:
+    """Store a de-identified copy of a study; print its StudyInstanceUID last."""
+    from pacsdash.archive.actions import ActionError
     from pacsdash.runtime import running_server
 
     settings = _settings(args)
     server = running_server(settings.run_path)
-    tmp = args.out.with_name(args.out.name + ".part")
     try:
         if server is not None:
-            request = urllib.request.Request(f"{server.base_url}/api/studies/{urllib.request.quote(args.study)}/archive",
-                                             headers={"Authorization": f"Bearer {server.token}"})
-            try:
-                with urllib.request.urlopen(request, timeout=600) as response, open(tmp, "wb") as out:
-                    while chunk := response.read(1 << 20):
-                        out.write(chunk)
-            except urllib.error.HTTPError as exc:
-                print(f"error: {json.loads(exc.read() or b'{}').get('error', exc.reason)}", file=sys.stderr)
-                return EXIT_FAILED
+            result = _local_api(server, "POST", f"/api/studies/{urllib.request.quote(args.study, safe='')}/anonymize",
+                                {"options": args.option, "include_burned_in": args.include_burned_in})
         else:
-            from pacsdash.archive import Archive, Level
-            from pacsdash.archive.export import write_zip
-            from pacsdash.runtime import HomeLock
+            with _offline_actions(settings) as actions, tqdm(unit="instance", desc="anonymize", disable=None) as bar:
+                def progress(done: int, total: int) -> None:
+                    bar.total = total
+                    bar.n = done
+                    bar.refresh()
 
-            with HomeLock(settings.run_path), Archive.open_home(settings.store_path, settings.index_path) as archive:
-                locations = archive.locate(Level.STUDY, args.study)
-                if not locations:
-                    print(f"error: no study {args.study[:80]!r} in {settings.home}", file=sys.stderr)
-                    return EXIT_FAILED
-                with open(tmp, "wb") as out:
-                    write_zip(out, [(loc, archive.local_path(loc)) for loc in locations])
-        tmp.replace(args.out)
-    finally:
-        tmp.unlink(missing_ok=True)
-    print(f"wrote {args.out}")
+                result = actions.anonymize(args.study, _actor(), args.option, args.include_burned_in,
+                                           progress).as_json()
+    except (ActionError, RuntimeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    for excluded in result.get("excluded", []):
+        print(f"left out {excluded['SOPInstanceUID']}: {excluded['reason']}", file=sys.stderr)
+    print(f"stored {result.get('stored', 0)} de-identified instances "
+          f"({result.get('duplicates', 0)} already there, {len(result.get('excluded', []))} left out) "
+          f"as patient {result.get('PatientID', '')}", file=sys.stderr)
+    print(result["StudyInstanceUID"])
+    return EXIT_OK
+
+
+def _export_request(args: argparse.Namespace):
+    from pacsdash.research.export import ExportFormat, ExportRequest
+    from pacsdash.research.options import DEFAULT_OPTIONS, Option
+
+    where = {}
+    for condition in args.where:
+        key, sep, value = condition.partition("=")
+        if not sep or not key.strip():
+            raise SystemExit(f"error: --where takes KEY=VALUE, got {condition[:80]!r}")
+        where[key.strip()] = value
+    name = args.format or ("zip" if args.out.suffix.lower() == ".zip" else "folder")
+    try:
+        options = DEFAULT_OPTIONS if args.option is None else frozenset(Option.parse(o) for o in args.option)
+    except ValueError as exc:
+        raise SystemExit(f"error: {exc}") from None
+    return ExportRequest(out=args.out.resolve(), studies=list(args.studies), where=where, format=ExportFormat(name),
+                         anonymize=args.anonymize, options=options if args.anonymize else frozenset(),
+                         include_burned_in=args.include_burned_in)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """Studies or a cohort out of the archive, through the running server if any."""
+    import time
+
+    from pacsdash.archive.actions import ActionError
+    from pacsdash.runtime import running_server
+
+    settings = _settings(args)
+    request = _export_request(args)
+    server = running_server(settings.run_path)
+    with tqdm(unit="instance", desc="export", disable=None) as bar:
+        def progress(done: int, total: int) -> None:
+            bar.total = total
+            bar.n = done
+            bar.refresh()
+
+        try:
+            if server is not None:
+                job = _local_api(server, "POST", "/api/exports", {**request_json(request), "out": str(request.out)})
+                while job.get("state") in ("queued", "running"):
+                    progress(job.get("done", 0), job.get("total", 0))
+                    time.sleep(0.5)
+                    job = _local_api(server, "GET", f"/api/exports/{job['id']}")
+                if job.get("state") != "done":
+                    raise RuntimeError(job.get("error") or "the export failed")
+                summary = job["summary"]
+            else:
+                with _offline_actions(settings) as actions:
+                    summary = actions.export(request, _actor(), progress).as_json()
+        except (ActionError, RuntimeError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_FAILED
+    print(f"wrote {summary['out']}: {summary['files']} files from {len(summary['studies'])} studies"
+          + (f", {summary['left_out']} left out (see manifest.csv)" if summary["left_out"] else ""))
+    return EXIT_OK
+
+
+def request_json(request) -> dict:
+    """An export request as the JSON API takes it."""
+    return {"studies": request.studies, "where": request.where, "format": request.format.value,
+            "anonymize": request.anonymize, "options": [o.value for o in request.options],
+            "include_burned_in": request.include_burned_in}
+
+
+def cmd_pseudonym(args: argparse.Namespace) -> int:
+    """Print whom a pseudonym stands for (the home's owner only)."""
+    from pacsdash.runtime import running_server
+
+    settings = _settings(args)
+    server = running_server(settings.run_path)
+    try:
+        if server is not None:
+            found = _local_api(server, "GET", f"/api/pseudonyms/{urllib.request.quote(args.pseudonym, safe='')}")
+        else:
+            with _offline_actions(settings) as actions:
+                found = actions.lookup(args.pseudonym)
+                if found is None:
+                    raise RuntimeError(f"no subject {args.pseudonym[:80]!r} in this home")
+    except RuntimeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    print(f"{found['pseudonym']}\tPatientID={found['PatientID']}\tIssuerOfPatientID={found['IssuerOfPatientID']}"
+          f"\tfirst seen {found['first_seen']}")
     return EXIT_OK
 
 
@@ -326,6 +489,8 @@ COMMANDS = {
     "echo": cmd_echo,
     "import": cmd_import,
     "export": cmd_export,
+    "anonymize": cmd_anonymize,
+    "pseudonym": cmd_pseudonym,
     "users": cmd_users,
     "modalities": cmd_modalities,
 }

@@ -17,10 +17,12 @@ from tornado.ioloop import IOLoop  # noqa: E402
 from pacsdash import __version__  # noqa: E402
 from pacsdash.access import Accounts  # noqa: E402
 from pacsdash.archive import Archive  # noqa: E402
+from pacsdash.archive.actions import StudyActions  # noqa: E402
 from pacsdash.config import Settings, init_home  # noqa: E402
 from pacsdash.dashboard.app import dashboard  # noqa: E402
 from pacsdash.dashboard.auth import cookie_secret, make_auth_provider  # noqa: E402
 from pacsdash.dimse.scp import DicomNode  # noqa: E402
+from pacsdash.dimse.scu import send_files  # noqa: E402
 from pacsdash.dimse.workers import DicomWorkers  # noqa: E402
 from pacsdash.logs import configure_logging as _configure_logging  # noqa: E402
 from pacsdash.runtime import HomeLock, ServerInfo, new_token, write_server_info  # noqa: E402
@@ -100,7 +102,8 @@ def start_server(settings: Settings) -> RunningServer:
     accounts = Accounts(settings.accounts_path, settings.modalities)
     if settings.auth.enabled and not accounts.users():
         LOGGER.warning("no users yet: add one with `pacsdash users add NAME --role admin --password-stdin`")
-    app = AppContext(settings=settings, archive=archive, accounts=accounts, local_token=new_token())
+    actions = StudyActions(archive, settings.home, accounts, settings.server.aet, sender=send_files)
+    app = AppContext(settings=settings, archive=archive, accounts=accounts, local_token=new_token(), actions=actions)
     if settings.server.dicom_workers > 0:
         node: DicomNode | DicomWorkers = DicomWorkers(settings, archive, settings.server.dicom_workers)
         dicom_port = node.start()

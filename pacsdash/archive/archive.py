@@ -41,6 +41,7 @@ from pacsdash.archive.index import DuckDBIndex, Index, InstanceLocation
 from pacsdash.archive.journal import Journal, UidFilter
 from pacsdash.archive.parsing import InstanceRecord, InvalidInstance, parse_instance
 from pacsdash.archive.query import Query
+from pacsdash.archive.records import ActionRecord
 from pacsdash.archive.store import LocalStore, Store
 
 LOGGER = logging.getLogger(__name__)
@@ -611,6 +612,24 @@ class Archive:
         for key in files:
             self.store.delete(key)
         return len(files)
+
+    # -- records of actions ------------------------------------------------------
+    def record(self, record: ActionRecord) -> int:
+        """Keep a record of an action on studies (append-only); return its id."""
+        return self._writer.call(lambda: self._index.add_record(record))
+
+    def records(self, action: str | None = None, actor: str | None = None, study: str | None = None,
+                limit: int = 100, offset: int = 0) -> list[ActionRecord]:
+        """Records of actions, newest first."""
+        return self.index.records(action=action, actor=actor, study=study, limit=limit, offset=offset)
+
+    def remember_subjects(self, subjects: list[tuple[str, str, str]]) -> None:
+        """Keep whom each ``(pseudonym, PatientID, IssuerOfPatientID)`` stands for."""
+        self._writer.call(lambda: self._index.remember_subjects(subjects))
+
+    def subject(self, pseudonym: str) -> dict[str, str] | None:
+        """Whom a pseudonym stands for, or None."""
+        return self.index.subject(pseudonym)
 
     # -- consistency -----------------------------------------------------------
     def reconcile(self, full: bool = False, progress: Callable[[int], None] | None = None) -> dict[str, int]:

@@ -17,7 +17,7 @@ from typing import Any, Protocol
 import duckdb
 
 from pacsdash.archive.attributes import TABLE_ATTRIBUTES, Level
-from pacsdash.archive import summaries
+from pacsdash.archive import records, summaries
 from pacsdash.archive.parsing import InstanceRecord
 from pacsdash.archive.query import Query, compile_count, compile_query
 
@@ -69,6 +69,11 @@ class Index(Protocol):
     def all_sop_uids(self) -> Iterator[str]: ...
     def mark_closed(self) -> None: ...
     def files(self) -> set[str]: ...
+    def add_record(self, record: records.ActionRecord) -> int: ...
+    def records(self, action: str | None = None, actor: str | None = None, study: str | None = None,
+                limit: int = 100, offset: int = 0) -> list[records.ActionRecord]: ...
+    def remember_subjects(self, subjects: list[tuple[str, str, str]]) -> None: ...
+    def subject(self, pseudonym: str) -> dict[str, str] | None: ...
     def close(self) -> None: ...
 
 
@@ -123,6 +128,7 @@ class DuckDBIndex:
             ) from None
         for statement in _schema():
             self._con.execute(statement)
+        records.create(self._con)
         if summaries.add_missing_columns(self._con):  # an index written by an older pacsdash
             summaries.refresh(self._con, None, None)
         self._local = threading.local()
@@ -389,6 +395,24 @@ class DuckDBIndex:
     def files(self) -> set[str]:
         """Every file key the index refers to."""
         return {r[0] for r in self._cursor().execute("SELECT file FROM instances").fetchall()}
+
+    # -- records of actions (see :mod:`pacsdash.archive.records`) ----------------
+    def add_record(self, record: records.ActionRecord) -> int:
+        """Append an action record (writer thread); return its id."""
+        return records.append(self._cursor(), record)
+
+    def records(self, action: str | None = None, actor: str | None = None, study: str | None = None,
+                limit: int = 100, offset: int = 0) -> list[records.ActionRecord]:
+        return records.select(self._cursor(), action, actor, study, limit, offset)
+
+    def remember_subjects(self, subjects: list[tuple[str, str, str]]) -> None:
+        """Keep whom each pseudonym stands for (writer thread)."""
+        cur = self._cursor()
+        for pseudonym, patient_id, issuer in subjects:
+            records.remember_subject(cur, pseudonym, patient_id, issuer)
+
+    def subject(self, pseudonym: str) -> dict[str, str] | None:
+        return records.subject(self._cursor(), pseudonym)
 
     def totals(self) -> dict[str, int]:
         """Number of patients, studies, series and instances."""

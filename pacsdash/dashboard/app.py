@@ -72,7 +72,7 @@ def dashboard(context: Any) -> pn.viewable.Viewable:
     pn.extension("tabulator")  # the upload's drop zone is a JSComponent of ours: no extension
     search = StudySearch(archive=context.archive)
     study = StudyPanel(archive=context.archive, role=role, accounts=context.accounts, user=user,
-                       calling_aet=context.settings.server.aet)
+                       actions=context.actions, current_role=lambda: current_role(context, login))
     patient = PatientView(archive=context.archive)
     overview = Overview(archive=context.archive)
     pages: list[tuple[str, Any]] = [("Studies", search), ("Study", study), ("Patient", patient)]

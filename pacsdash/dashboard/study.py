@@ -14,6 +14,7 @@ import param
 
 from pacsdash.access import Action, Role
 from pacsdash.archive import Level, Query
+from pacsdash.archive.actions import ActionError, Actor
 from pacsdash.dashboard.search import person_name
 from pacsdash.dashboard.series_list import SeriesList
 
@@ -28,9 +29,10 @@ class StudyPanel(pn.viewable.Viewer):
 
     archive = param.Parameter()
     accounts = param.Parameter()
+    actions = param.Parameter(doc="The archive's StudyActions (send, delete).")
+    current_role = param.Callable(default=None, doc="The user's role now (None: gone); default: ``role``.")
     role = param.ClassSelector(class_=Role, default=Role.VIEWER)
     user = param.String(default="anonymous", doc="Who acts (for the log).")
-    calling_aet = param.String(default="PACSDASH", doc="Our AE title when sending to a peer.")
     study_uid = param.String(default="")
     message = param.String(default="")
     patient = param.String(default="", doc="PatientID asked for with \"All studies of this patient\".")
@@ -101,39 +103,46 @@ class StudyPanel(pn.viewable.Viewer):
             self.patient = self._patient_id
 
     async def _on_send(self, *_: Any) -> None:
-        from pacsdash.dimse.scu import AssociationFailed, send_files
-
-        peer = self.accounts.modality(self._peer.value) if self._peer.value else None
-        if peer is None or not self.study_uid:
+        if not self._may(Action.SEND):
+            self.message = "Your role may not send."
+            return
+        if not self._peer.value or not self.study_uid:
             self.message = "Choose a peer."
             return
-        paths = [self.archive.local_path(loc) for loc in self.archive.locate(Level.STUDY, self.study_uid)]
+        name, uid = self._peer.value, self.study_uid
         self._progress.visible = self._progress.value = True
         try:
-            results = await asyncio.get_running_loop().run_in_executor(
-                None, lambda: send_files(peer.host, peer.port, paths, peer.aet, self.calling_aet))
-            failed = sum(not r.ok for r in results)
-            self.message = f"Sent {len(results) - failed} of {len(results)} instances to {peer.name}."
-            LOGGER.info("dashboard send by %s of study %s to %s: %d sent, %d failed", self.user, self.study_uid,
-                        peer.name, len(results) - failed, failed)
-        except AssociationFailed as exc:
-            self.message = f"Could not send to {peer.name}: {exc}"
+            summary = await asyncio.get_running_loop().run_in_executor(
+                None, lambda: self.actions.send(uid, name, Actor(self.user)))
+            total = summary.sent + summary.failed
+            self.message = f"Sent {summary.sent} of {total} instances to {summary.modality}."
+        except ActionError as exc:
+            self.message = f"Could not send to {name}: {exc}"
         finally:
             self._progress.visible = self._progress.value = False
 
     async def _on_delete(self, *_: Any) -> None:
-        if not self.role.may(Action.DELETE):
+        if not self._may(Action.DELETE):
             self.message = "Your role may not delete."
             return
         if not self._confirm.value:
             self.message = "Tick the box to confirm the deletion."
             return
         uid = self.study_uid
-        removed = await asyncio.get_running_loop().run_in_executor(None, self.archive.delete_study, uid)
-        LOGGER.info("dashboard delete by %s of study %s: %d instances", self.user, uid, removed)
+        try:
+            removed = await asyncio.get_running_loop().run_in_executor(
+                None, lambda: self.actions.delete(uid, Actor(self.user)))
+        except ActionError as exc:
+            self.message = f"Could not delete: {exc}"
+            return
         self.message = f"Deleted {removed} instances."
         self.study_uid = ""
         self.deleted = True
+
+    def _may(self, action: Action) -> bool:
+        """The role as the accounts say now (a role changed since the page opened counts)."""
+        now = self.current_role() if self.current_role is not None else self.role
+        return now is not None and now.may(action)
 
     def __panel__(self) -> pn.viewable.Viewable:
         actions: list[Any] = [self._to_patient, self._download]

@@ -19,7 +19,7 @@ from pydicom import dcmread
 from pydicom.errors import InvalidDicomError
 
 from pacsdash.archive import InvalidInstance, Level, Outcome
-from pacsdash.research.deidentify import Deidentified, Deidentifier, burned_in_reason
+from pacsdash.research.deidentify import Deidentified, Deidentifier, burned_in_reason, patient_key
 
 LOGGER = logging.getLogger(__name__)
 #: Instances de-identified at once (pydicom holds the GIL most of the time;
@@ -57,9 +57,16 @@ class AnonymizedStudy:
                 "excluded": [{"SOPInstanceUID": e.SOPInstanceUID, "reason": e.reason} for e in self.excluded]}
 
 
-def deidentify_instance(raw: bytes, deidentifier: Deidentifier,
-                        include_burned_in: bool) -> tuple[Deidentified | None, str]:
-    """``(the de-identified instance, "")``, or ``(None, reason)`` when left out."""
+SubjectSeen = Callable[[str, str, str], None]
+
+
+def deidentify_instance(raw: bytes, deidentifier: Deidentifier, include_burned_in: bool,
+                        seen: SubjectSeen | None = None) -> tuple[Deidentified | None, str]:
+    """``(the de-identified instance, "")``, or ``(None, reason)`` when left out.
+
+    ``seen(pseudonym, PatientID, IssuerOfPatientID)`` learns whom each
+    pseudonym stands for (for an admin's look-up; never exported).
+    """
     try:
         ds = dcmread(io.BytesIO(raw))
     except (InvalidDicomError, ValueError, EOFError, OSError) as exc:
@@ -67,7 +74,11 @@ def deidentify_instance(raw: bytes, deidentifier: Deidentifier,
     reason = None if include_burned_in else burned_in_reason(ds)
     if reason:
         return None, reason
-    return deidentifier.deidentify(ds), ""
+    patient = patient_key(ds)
+    done = deidentifier.deidentify(ds)
+    if seen is not None:
+        seen(done.subject.PatientID, *patient)
+    return done, ""
 
 
 def anonymize_study(
@@ -77,6 +88,7 @@ def anonymize_study(
     origin: str,
     include_burned_in: bool = False,
     progress: Callable[[int, int], None] | None = None,
+    seen: SubjectSeen | None = None,
 ) -> AnonymizedStudy:
     """Store a de-identified copy of ``study_uid`` in ``archive``.
 
@@ -94,7 +106,7 @@ def anonymize_study(
     def one(location: Any) -> tuple[Any, str, str]:
         with archive.open(location) as handle:
             raw = handle.read()
-        done, reason = deidentify_instance(raw, deidentifier, include_burned_in)
+        done, reason = deidentify_instance(raw, deidentifier, include_burned_in, seen)
         if done is None:
             return location, "", reason
         try:

@@ -38,7 +38,7 @@ from pydicom import dcmread
 from pydicom.errors import InvalidDicomError
 
 from pacsdash.archive import InstanceLocation, Level, Query
-from pacsdash.research.anonymize import deidentify_instance
+from pacsdash.research.anonymize import SubjectSeen, deidentify_instance
 from pacsdash.research.deidentify import Deidentifier
 from pacsdash.research.options import Option
 
@@ -173,13 +173,14 @@ class Exporter:
     """Runs one :class:`ExportRequest` against an archive."""
 
     def __init__(self, archive: Any, request: ExportRequest, deidentifier: Deidentifier | None = None,
-                 progress: Callable[[int, int], None] | None = None) -> None:
+                 progress: Callable[[int, int], None] | None = None, seen: SubjectSeen | None = None) -> None:
         if request.anonymize and deidentifier is None:
             raise ExportError("an anonymized export needs a de-identifier")
         self.archive = archive
         self.request = request
         self.deidentifier = deidentifier if request.anonymize else None
         self.progress = progress or (lambda done, total: None)
+        self.seen = seen
         self.out = Path(request.out)
         self.work = self.out.with_name(self.out.name + ".part")
 
@@ -249,7 +250,7 @@ class Exporter:
             return raw, {"subject": str(ds.get("PatientID", "") or ""), "study": location.StudyInstanceUID,
                          "series": location.SeriesInstanceUID, "sop_instance": location.SOPInstanceUID,
                          "modality": str(ds.get("Modality", "") or "")}, ""
-        done, reason = deidentify_instance(raw, self.deidentifier, self.request.include_burned_in)
+        done, reason = deidentify_instance(raw, self.deidentifier, self.request.include_burned_in, self.seen)
         if done is None:
             return None, self._pseudonymous_identity(location), reason
         ds = done.dataset

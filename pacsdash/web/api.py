@@ -14,8 +14,10 @@ from pacsdash import __version__
 from pacsdash.access import Action
 from pacsdash.archive import InvalidQuery, Level, Query, store_many
 from pacsdash.archive.export import zip_name
+from pacsdash.archive.actions import ActionError
 from pacsdash.web.base import ApiError, BaseHandler, bad_request
 from pacsdash.web.qido import check_uid_path, parse_int
+from pacsdash.web.research import research_routes
 
 #: Most paths one import request may name.
 MAX_IMPORT_PATHS = 1000
@@ -71,9 +73,11 @@ class StudyHandler(BaseHandler):
     async def delete(self, study: str) -> None:
         self.require(Action.DELETE)
         check_uid_path(study, "StudyInstanceUID")
-        removed = await IOLoop.current().run_in_executor(None, self.app.archive.delete_study, study)
-        if not removed:
-            raise ApiError(404, "no such study")
+        actor = self.actor
+        try:
+            removed = await IOLoop.current().run_in_executor(None, self.app.actions.delete, study, actor)
+        except ActionError as exc:
+            raise ApiError(exc.status, str(exc)) from None
         self.write_json({"StudyInstanceUID": study, "deleted_instances": removed})
 
 
@@ -132,42 +136,19 @@ class SendHandler(BaseHandler):
     """``POST /api/studies/{uid}/send`` with ``{"modality": NAME}`` (editor)."""
 
     async def post(self, study: str) -> None:
-        from pacsdash.dimse.scu import AssociationFailed, send_files
-
         self.require(Action.SEND)
         check_uid_path(study, "StudyInstanceUID")
         try:
             name = json.loads(self.request.body or b"{}")["modality"]
         except (ValueError, KeyError, TypeError):
             raise bad_request('the body must be {"modality": NAME}') from None
-        peer = self.app.accounts.modality(str(name))
-        if peer is None:
-            raise ApiError(404, f"no modality named {str(name)[:64]!r}")
-        locations = self.app.archive.locate(Level.STUDY, study)
-        if not locations:
-            raise ApiError(404, "no such study")
-        paths = [self.app.archive.local_path(loc) for loc in locations]
-        aet = self.app.settings.server.aet
-
-        def send() -> list:
-            return send_files(peer.host, peer.port, paths, peer.aet, aet)
-
+        actor = self.actor
         try:
-            results = await IOLoop.current().run_in_executor(None, send)
-        except AssociationFailed as exc:
-            raise ApiError(502, f"{peer.name}: {exc}") from None
-        failed = [r for r in results if not r.ok]
-        self.write_json({"modality": peer.name, "sent": len(results) - len(failed), "failed": len(failed),
-                         "errors": [r.error or f"status 0x{r.status:04X}" for r in failed][:20]})
-
-
-class AnonymizeHandler(BaseHandler):
-    """``POST /api/studies/{uid}/anonymize`` (editor): not available yet."""
-
-    async def post(self, study: str) -> None:
-        self.require(Action.ANONYMIZE)
-        check_uid_path(study, "StudyInstanceUID")
-        raise ApiError(501, "anonymization is not available in this version")
+            summary = await IOLoop.current().run_in_executor(
+                None, lambda: self.app.actions.send(study, str(name), actor))
+        except ActionError as exc:
+            raise ApiError(exc.status, str(exc)) from None
+        self.write_json(summary.as_json())
 
 
 class LocalImportHandler(BaseHandler):
@@ -208,6 +189,6 @@ def api_routes(app: Any) -> list:
         (rf"/api/studies/{uid}/?", StudyHandler, {"app": app}),
         (rf"/api/studies/{uid}/archive", ArchiveHandler, {"app": app}),
         (rf"/api/studies/{uid}/send", SendHandler, {"app": app}),
-        (rf"/api/studies/{uid}/anonymize", AnonymizeHandler, {"app": app}),
         (r"/api/local/import", LocalImportHandler, {"app": app}),
+        *research_routes(app),
     ]

@@ -11,6 +11,7 @@ from tornado.web import HTTPError, RequestHandler
 
 from pacsdash.access import Accounts, Action, Role, User
 from pacsdash.archive import Archive
+from pacsdash.archive.actions import Actor, StudyActions
 from pacsdash.config import Settings
 from pacsdash.web.auth import Authenticator
 from pacsdash.web.metadata_cache import MetadataCache
@@ -34,9 +35,13 @@ class AppContext:
     authenticator: Authenticator = field(init=False)
     #: Encoded DICOM JSON of instances (see :mod:`pacsdash.web.metadata_cache`).
     metadata_cache: MetadataCache = field(default_factory=MetadataCache)
+    #: Send, delete, anonymize, export (see :mod:`pacsdash.archive.actions`).
+    actions: StudyActions | None = None
 
     def __post_init__(self) -> None:
         self.authenticator = Authenticator(self.accounts, self.settings.auth.enabled, self.local_token)
+        if self.actions is None:
+            self.actions = StudyActions(self.archive, self.settings.home, self.accounts, self.settings.server.aet)
 
 
 class BaseHandler(RequestHandler):
@@ -64,6 +69,12 @@ class BaseHandler(RequestHandler):
             raise ApiError(403, f"the {user.role.value} role may not {action.value}")
         self.user = user
         return user
+
+    @property
+    def actor(self) -> Actor:
+        """Who asks, for the archive's actions (call :meth:`require` first)."""
+        name = self.user.name if self.user is not None else "anonymous"
+        return Actor(name=name, kind="local" if name == "local-cli" else "user", address=self.request.remote_ip or "")
 
     def _dashboard_user(self) -> User | None:
         """The user logged in to the dashboard (its signed cookie), for the

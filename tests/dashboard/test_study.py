@@ -9,6 +9,7 @@ import pytest
 
 from pacsdash.access import Role
 from pacsdash.archive import Level, Query
+from pacsdash.archive.actions import StudyActions
 from pacsdash.dashboard.series_list import middle_instances, series_table, thumbnail_html, thumbnail_url
 from pacsdash.dashboard.study import CANVAS_HEIGHT, StudyPanel
 from tests.dashboard.viewer.conftest import CINE_FRAMES, CT_SLICES, make_viewer_study
@@ -81,18 +82,20 @@ def test_an_admin_deletes_with_confirmation_and_it_is_logged(tmp_path, caplog):
 
     study = make_viewer_study(tmp_path / "home")
     try:
-        panel = StudyPanel(archive=study.archive, role=Role.ADMIN, user="ad", study_uid=study.study_uid)
+        actions = StudyActions(study.archive, tmp_path / "home")
+        panel = StudyPanel(archive=study.archive, role=Role.ADMIN, user="ad", study_uid=study.study_uid,
+                           actions=actions)
         deleted = []
         panel.param.watch(lambda e: deleted.append(True), "deleted")
         asyncio.run(panel._on_delete())
         assert "Tick the box" in panel.message and study.archive.locate(Level.STUDY, study.study_uid)
         panel._confirm.value = True
-        with caplog.at_level(logging.INFO, logger="pacsdash.dashboard.study"):
+        with caplog.at_level(logging.INFO, logger="pacsdash.archive.actions"):
             asyncio.run(panel._on_delete())
         assert not study.archive.locate(Level.STUDY, study.study_uid) and deleted == [True]
-        assert panel.study_uid == "" and any(f"dashboard delete by ad of study {study.study_uid}" in r.message
+        assert panel.study_uid == "" and any(f"delete by user:ad of study {study.study_uid}" in r.message
                                              for r in caplog.records)
-        viewer = StudyPanel(archive=study.archive, role=Role.VIEWER)
+        viewer = StudyPanel(archive=study.archive, role=Role.VIEWER, actions=actions)
         viewer._confirm.value = True
         viewer.study_uid = "1.2.3"
         asyncio.run(viewer._on_delete())
@@ -108,6 +111,7 @@ def test_send_goes_to_the_chosen_peer_under_our_own_ae_title(tmp_path):
 
     from pacsdash.access import Accounts
     from pacsdash.archive import Archive
+    from pacsdash.dimse.scu import send_files
 
     received: list[tuple[str, str]] = []
 
@@ -123,8 +127,9 @@ def test_send_goes_to_the_chosen_peer_under_our_own_ae_title(tmp_path):
         stored = archive.store_bytes(make_instance())
         accounts = Accounts(tmp_path / "accounts.sqlite")
         accounts.add_modality("peer", "PEERSCP", "127.0.0.1", server.server_address[1])
+        actions = StudyActions(archive, tmp_path, accounts, "OURS", sender=send_files)
         panel = StudyPanel(archive=archive, accounts=accounts, role=Role.EDITOR, study_uid=stored.StudyInstanceUID,
-                           calling_aet="OURS")
+                           actions=actions)
         panel._peer.value = "peer"  # noqa: SLF001
         asyncio.run(panel._on_send())  # noqa: SLF001
         assert received == [("OURS", stored.SOPInstanceUID)]

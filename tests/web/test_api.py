@@ -102,11 +102,6 @@ def test_send_to_a_registered_peer(loaded, base_url, web_server, tmp_path):
     assert len(list((tmp_path / "received").iterdir())) == 7
 
 
-def test_anonymize_route_exists_but_is_not_available_yet(loaded, base_url):
-    response = session_for("editor").post(f"{base_url}/api/studies/{loaded}/anonymize")
-    assert response.status_code == 501
-
-
 def test_delete_removes_the_study_everywhere(base_url, web_server):
     path = next(p for p in VALID if p.name == "CT_small.dcm")
     body, content_type = multipart([path.read_bytes()])
