@@ -19,7 +19,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
 
-from pacsdash.archive import InvalidInstance, Outcome
+from pacsdash.archive.outcomes import OUTCOMES, StoreOutcome, classify
 
 LOGGER = logging.getLogger(__name__)
 #: Most members one ZIP may have.
@@ -160,15 +160,16 @@ def store_item(archive: Any, item: _Item, origin: str) -> FileOutcome:
         return FileOutcome(item.name, FAILED, f"cannot be read from the ZIP: {exc}")
     try:
         result = archive.store_bytes(raw, origin=origin)
-    except InvalidInstance as exc:
-        return FileOutcome(item.name, FAILED, str(exc))
-    except OSError as exc:
-        LOGGER.warning("upload of %r could not be written: %s", item.name[:200], exc)
-        return FileOutcome(item.name, FAILED, "could not be written to the archive (disk full or unavailable)")
-    except Exception:  # logged and reported, never a crash of the session
-        LOGGER.exception("upload of %r could not be stored", item.name[:200])
-        return FileOutcome(item.name, FAILED, "internal error while storing; see the server log")
-    outcome = STORED if result.outcome is Outcome.STORED else DUPLICATE
+    except Exception as exc:  # every failure becomes a reason (archive/outcomes.py), never a crash
+        outcome = classify(exc)
+        if outcome is StoreOutcome.CANNOT_UNDERSTAND:
+            return FileOutcome(item.name, FAILED, str(exc))
+        if outcome is StoreOutcome.OUT_OF_RESOURCES:
+            LOGGER.warning("upload of %r could not be written: %s", item.name[:200], exc)
+        else:
+            LOGGER.exception("upload of %r could not be stored", item.name[:200])
+        return FileOutcome(item.name, FAILED, OUTCOMES[outcome].text)
+    outcome = STORED if classify(outcome=result.outcome) is StoreOutcome.STORED else DUPLICATE
     return FileOutcome(item.name, outcome, study_uid=result.StudyInstanceUID)
 
 

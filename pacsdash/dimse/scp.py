@@ -41,7 +41,8 @@ from pynetdicom.sop_class import (
 from pynetdicom.transport import ThreadedAssociationServer
 
 from pacsdash.access import Accounts
-from pacsdash.archive import Archive, InstanceLocation, InvalidInstance, InvalidQuery, Level, Outcome
+from pacsdash.archive import Archive, InstanceLocation, InvalidQuery, Level
+from pacsdash.archive.outcomes import OUTCOMES, StoreOutcome, classify
 from pacsdash.archive.query import Query
 from pacsdash.config import ModalitySettings, ServerSettings
 from pacsdash.dimse import contexts, identifiers
@@ -49,7 +50,7 @@ from pacsdash.dimse.identifiers import ResponseBuilder, query_from_identifier
 from pacsdash.dimse.files import even_length_copy
 from pacsdash.dimse import reactor
 from pacsdash.dimse.sockets import NODELAY_HANDLERS
-from pacsdash.dimse.status import DUPLICATE_STATUS, Status
+from pacsdash.dimse.status import Status
 from pacsdash.dimse.storelane import StoreLane
 
 LOGGER = logging.getLogger(__name__)
@@ -261,22 +262,26 @@ class DicomNode:
         peer = describe_requestor(assoc)
         if not self._store_allowed(assoc):
             LOGGER.warning("refused C-STORE from %s: peer not allowed to store", peer)
-            return _status(Status.NOT_AUTHORIZED, "this peer may not store here")
+            return _status(OUTCOMES[StoreOutcome.NOT_AUTHORIZED].dimse_status, "this peer may not store here")
         try:
             result = self.archive.store_bytes(raw, origin=f"dicom:{peer}", data_set=data_set)
-        except InvalidInstance as exc:
-            LOGGER.warning("refused C-STORE from %s: %s", peer, exc)
-            return _status(Status.STORE_CANNOT_UNDERSTAND, str(exc))
-        except OSError as exc:
-            LOGGER.error("C-STORE from %s could not be written: %s", peer, exc)
-            return _status(Status.STORE_OUT_OF_RESOURCES, "the archive cannot write the instance")
+        except Exception as exc:  # every failure becomes its status (archive/outcomes.py)
+            outcome = classify(exc)
+            if outcome is StoreOutcome.CANNOT_UNDERSTAND:
+                LOGGER.warning("refused C-STORE from %s: %s", peer, exc)
+                return _status(OUTCOMES[outcome].dimse_status, str(exc))
+            if outcome is StoreOutcome.OUT_OF_RESOURCES:
+                LOGGER.error("C-STORE from %s could not be written: %s", peer, exc)
+            else:
+                LOGGER.exception("C-STORE from %s could not be stored", peer)
+            return _status(OUTCOMES[outcome].dimse_status, OUTCOMES[outcome].text)
         affected = affected.rstrip("\x00 ")
         if affected and affected != result.SOPInstanceUID:
             LOGGER.warning("C-STORE AffectedSOPInstanceUID %s differs from the data set's", affected)
-        if result.outcome is Outcome.DUPLICATE:
+        outcome = classify(outcome=result.outcome)
+        if outcome is StoreOutcome.DUPLICATE:
             LOGGER.info("C-STORE of %s from %s: already archived, first copy kept", result.SOPInstanceUID, peer)
-            return DUPLICATE_STATUS
-        return Status.SUCCESS
+        return OUTCOMES[outcome].dimse_status
 
     # -- C-FIND ------------------------------------------------------------
     def handle_find(self, event: Event) -> Iterator[tuple[int, Dataset | None]]:

@@ -40,7 +40,5 @@ class Status(enum.IntEnum):
     SUBOPERATIONS_FAILED = 0xB000
 
 
-#: Storing an instance already archived answers success: the archive has it
-#: and keeps the first copy ("Warning: Elements Discarded" would misdescribe
-#: what happened).
-DUPLICATE_STATUS = Status.SUCCESS
+# The C-STORE statuses of each storage outcome (stored, duplicate, refused ...)
+# are in one table shared with STOW-RS and uploads: pacsdash/archive/outcomes.py.

@@ -19,20 +19,13 @@ from pydicom import dcmread
 from tornado.ioloop import IOLoop
 
 from pacsdash.access import Action
-from pacsdash.archive import InvalidInstance, StoreResult
-from pacsdash.archive.archive import StudyMismatch
+from pacsdash.archive import StoreResult
+from pacsdash.archive.outcomes import OUTCOMES, StoreOutcome, classify
 from pacsdash.web.base import ApiError, bad_request
 from pacsdash.web.multipart import MalformedMultipart, Part, parameters, split_parts
 from pacsdash.web.qido import DICOM_JSON, check_uid_path
 
 LOGGER = logging.getLogger(__name__)
-#: FailureReason values (PS3.4 Annex B statuses, as PS3.18 10.5.3 uses them).
-PROCESSING_FAILURE = 0x0110
-OUT_OF_RESOURCES = 0xA700
-SOP_CLASS_NOT_SUPPORTED = 0x0122
-CANNOT_UNDERSTAND = 0xC000
-#: "Referenced SOP Instance UID does not match the study" (PS3.18 10.5.3).
-STUDY_MISMATCH = 0xA900
 
 
 class StowMixin:
@@ -93,18 +86,14 @@ class StowMixin:
 
     def _store_part(self: Any, part: Part, origin: str, study: str | None) -> StoreResult | tuple[str, str, int]:
         if part.content_type not in ("", "application/dicom"):
-            return "", "", SOP_CLASS_NOT_SUPPORTED
+            return "", "", OUTCOMES[StoreOutcome.UNSUPPORTED].failure_reason
         try:
             return self.app.archive.store_bytes(part.content, origin=origin, expect_study=study)
-        except StudyMismatch:
-            return (*_identity(part.content), STUDY_MISMATCH)
-        except InvalidInstance:
-            return (*_identity(part.content), CANNOT_UNDERSTAND)
-        except OSError:
-            return (*_identity(part.content), OUT_OF_RESOURCES)
-        except Exception:  # anything else: logged, reported, never a crash
-            LOGGER.exception("STOW-RS part could not be stored")
-            return (*_identity(part.content), PROCESSING_FAILURE)
+        except Exception as exc:  # every failure becomes its FailureReason (archive/outcomes.py)
+            outcome = classify(exc)
+            if outcome is StoreOutcome.PROCESSING_FAILURE:
+                LOGGER.exception("STOW-RS part could not be stored")
+            return (*_identity(part.content), OUTCOMES[outcome].failure_reason)
 
 
 def _identity(raw: bytes) -> tuple[str, str]:
