@@ -13,7 +13,12 @@ Matching follows PS3.4 C.2.2.2:
 - list of UID matching (C.2.2.2.2): ``uid1\\uid2`` for UI; code strings (CS)
   take a list the same way (``ModalitiesInStudy=CT\\MR``);
 - a multi-valued stored attribute (CS such as ImageType) matches when any of
-  its values matches.
+  its values matches;
+- a pacsdash extension for numbers (IS, DS and the binary VRs), which DICOM
+  matches by single value only: ``<=1``, ``<1``, ``>=1.5``, ``>1.5`` and
+  ``!=0`` compare numerically (so a notebook can ask for every series with
+  SliceThickness <= 1); such a value can never be a stored number, so no
+  standard query changes meaning.
 
 Values never reach SQL text: they are bound parameters. Only column names
 from the fixed table in :mod:`pacsdash.archive.attributes` and tag numbers
@@ -46,6 +51,9 @@ _DA = re.compile(r"^\d{8}$")
 _TM = re.compile(r"^\d{2}(\d{2}(\d{2}(\.\d{1,6})?)?)?$")
 _DT = re.compile(r"^\d{4}(\d{2}(\d{2}(\d{2}(\d{2}(\d{2}(\.\d{1,6})?)?)?)?)?)?([+-]\d{4})?$")
 _PATTERNS = {"DA": (_DA, "YYYYMMDD"), "TM": (_TM, "HHMMSS.FFFFFF"), "DT": (_DT, "YYYYMMDDHHMMSS")}
+NUMBER_VRS = frozenset({"IS", "DS", "US", "SS", "UL", "SL", "UV", "SV", "FL", "FD"})
+COMPARISON = re.compile(r"^\s*(<=|>=|<|>|!=)\s*([+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?)\s*$")
+_SQL_OPERATORS = {"<=": "<=", ">=": ">=", "<": "<", ">": ">", "!=": "<>"}
 
 
 class InvalidQuery(ValueError):
@@ -262,6 +270,10 @@ def match_condition(sql: str, attr: Attribute, value: str, params: list) -> str 
     value = value.strip(" ") if attr.vr not in ("LT", "ST", "UT") else value
     if value in ("", "*"):
         return None
+    comparison = COMPARISON.match(value) if attr.vr in NUMBER_VRS else None
+    if comparison:
+        params.append(float(comparison.group(2)))
+        return f"TRY_CAST({sql} AS DOUBLE) {_SQL_OPERATORS[comparison.group(1)]} ?"
     if attr.vr in RANGE_VRS:
         if "-" in value and not (attr.vr == "DT" and value.count("-") != 1):
             return _range_condition(sql, attr, value, params)

@@ -143,6 +143,10 @@ def _attribute(name: str, what: str) -> Attribute:
         raise bad_request(f"{what} {name!r} is neither a DICOM keyword nor a tag") from None
 
 
+#: Matching beyond PS3.4 C.2.2.2 that this server does, named in a response header.
+MATCHING_EXTENSIONS = "numeric-comparison"
+
+
 class QidoHandler(BaseHandler):
     """GET on the six QIDO-RS resources."""
 
@@ -181,6 +185,9 @@ class QidoHandler(BaseHandler):
                 '299 pacsdash "The number of results exceeded the maximum supported by the server. '
                 'Additional results can be requested."',
             )
+        # Tells a client (pacsdash.client) that numeric comparisons such as
+        # SliceThickness=<=1 are matched here (see pacsdash.archive.query).
+        self.set_header("X-Matching-Extensions", MATCHING_EXTENSIONS)
         self.write_json(results, content_type=DICOM_JSON)
 
 

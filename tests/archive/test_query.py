@@ -134,3 +134,27 @@ def test_negative_paging_is_refused():
         Query(Level.STUDY, limit=-1)
     with pytest.raises(InvalidQuery, match="offset"):
         Query(Level.STUDY, offset=-5)
+
+
+def test_numeric_comparisons_extend_single_value_matching(archive):
+    """``<=1``, ``>1.5``, ``!=0`` compare numerically on numeric VRs (a pacsdash
+    extension: DICOM matches numbers by single value only)."""
+    from tests.factories import make_instance
+
+    for thickness in ("0.625", "1", "1.5", "5.000000"):
+        archive.store_bytes(make_instance(PatientID="NUM", SliceThickness=thickness))
+    archive.store_bytes(make_instance(PatientID="NUM"))  # no SliceThickness: never matches a comparison
+
+    def found(value: str, level: Level = Level.IMAGE) -> list[str]:
+        rows = archive.find(Query(level, {"PatientID": "NUM", "SliceThickness": value}, ["SliceThickness"]))
+        return sorted(str(r.get("SliceThickness")) for r in rows)
+
+    assert found("<=1") == ["0.625", "1"]
+    assert found("<1") == ["0.625"]
+    assert found(">1.5") == ["5.000000"]
+    assert found(">=1.5") == ["1.5", "5.000000"]
+    assert found("!=1") == ["0.625", "1.5", "5.000000"]
+    assert found("1") == ["1"]  # single value matching is unchanged
+    assert len(archive.find(Query(Level.SERIES, {"PatientID": "NUM", "SliceThickness": "<=1"}))) == 2
+    with pytest.raises(InvalidQuery):  # not a number for a date
+        archive.find(Query(Level.STUDY, {"StudyDate": "<=1"}))

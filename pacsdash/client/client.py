@@ -1,0 +1,263 @@
+"""A Python client of ANY DICOMweb server, for notebooks (PS3.18).
+
+Built on dicomweb-client (its HTTP and multipart code); this adds pandas
+tables, paging with a progress bar, numpy frames and volumes, and cohorts
+on any attribute. Against pacsdash every condition is evaluated in the
+server; against another server what QIDO-RS cannot be relied on to match
+is checked here, and the result says so.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import requests
+from dicomweb_client.api import DICOMwebClient
+from pydicom.dataset import Dataset
+from tqdm.auto import tqdm
+
+from pacsdash.client import conditions as cond
+from pacsdash.client.tables import to_frame
+from pacsdash.client.volume import Volume, stack
+
+LOGGER = logging.getLogger(__name__)
+#: Results asked for per QIDO-RS request.
+PAGE = 1000
+#: Frames fetched at once by :meth:`Client.volume`.
+THREADS = 8
+UNCOMPRESSED = "1.2.840.10008.1.2.1"
+DTYPES = {(8, 0): np.uint8, (8, 1): np.int8, (16, 0): np.uint16, (16, 1): np.int16, (32, 0): np.uint32,
+          (32, 1): np.int32}
+
+
+class ClientError(RuntimeError):
+    """A request the server refused or failed; names the URL and the status."""
+
+    def __init__(self, url: str, status: int | None, message: str) -> None:
+        super().__init__(f"{status or 'no answer'} from {url}: {message}")
+        self.url = url
+        self.status = status
+
+
+def connect(url: str, *, user: str | None = None, password: str | None = None, token: str | None = None,
+            verify: bool | str = True) -> Client:
+    """A :class:`Client` of the DICOMweb service at ``url`` (e.g.
+    ``http://127.0.0.1:8042/dicom-web``), with Basic credentials or a bearer token."""
+    return Client(url, user=user, password=password, token=token, verify=verify)
+
+
+class Client:
+    """Query and fetch from a DICOMweb server; see :func:`connect`."""
+
+    def __init__(self, url: str, *, user: str | None = None, password: str | None = None,
+                 token: str | None = None, verify: bool | str = True) -> None:
+        self.url = url.rstrip("/")
+        self._auth = (user, password, token, verify)
+        self._local = threading.local()
+        self._extensions: set[str] | None = None
+        self.last_note = ""
+
+    # -- plumbing ----------------------------------------------------------------
+    def _session(self) -> requests.Session:
+        user, password, token, verify = self._auth
+        session = requests.Session()
+        session.verify = verify
+        if user is not None:
+            session.auth = (user, password or "")
+        if token is not None:
+            session.headers["Authorization"] = f"Bearer {token}"
+        return session
+
+    @property
+    def web(self) -> DICOMwebClient:
+        """This thread's dicomweb-client (sessions are not shared between threads)."""
+        client = getattr(self._local, "web", None)
+        if client is None:
+            client = self._local.web = DICOMwebClient(self.url, session=self._session(), timeout=120)
+        return client
+
+    def _call(self, what: str, function: Callable[[], Any]) -> Any:
+        try:
+            return function()
+        except requests.HTTPError as exc:
+            response = exc.response
+            detail = ""
+            if response is not None:
+                try:
+                    detail = response.json().get("error", "")
+                except ValueError:
+                    detail = (response.text or "")[:200]
+            raise ClientError(getattr(response, "url", self.url), getattr(response, "status_code", None),
+                              detail or what) from None
+        except requests.RequestException as exc:
+            raise ClientError(self.url, None, f"{what}: {exc}") from None
+
+    @property
+    def extensions(self) -> set[str]:
+        """Matching extensions the server says it has (pacsdash: ``numeric-comparison``)."""
+        if self._extensions is None:
+            response = self._call("QIDO-RS", lambda: self._session().get(
+                f"{self.url}/studies", params={"limit": "1"}, headers={"Accept": "application/dicom+json"},
+                timeout=30))
+            if response.status_code >= 400:
+                raise ClientError(f"{self.url}/studies", response.status_code, response.text[:200])
+            self._extensions = {e.strip() for e in response.headers.get("X-Matching-Extensions", "").split(",")
+                                if e.strip()}
+        return self._extensions
+
+    # -- QIDO-RS --------------------------------------------------------------------
+    def _search(self, level: str, filters: dict[str, Any], fields: list[str] | None = None,
+                **path: str | None) -> list[dict]:
+        """Every result of a QIDO-RS search, page by page (``limit``/``offset``)."""
+        search = {"study": self.web.search_for_studies, "series": self.web.search_for_series,
+                  "instance": self.web.search_for_instances}[level]
+        found: list[dict] = []
+        with tqdm(desc=f"QIDO-RS {level}", unit=" results", disable=None, leave=False) as bar:
+            while True:
+                page = self._call(f"QIDO-RS {level} search", lambda: search(
+                    **{k: v for k, v in path.items() if v}, search_filters={k: str(v) for k, v in filters.items()},
+                    fields=fields, limit=PAGE, offset=len(found)))
+                found.extend(page)
+                bar.update(len(page))
+                if len(page) < PAGE:
+                    return found
+
+    def studies(self, **filters: Any) -> pd.DataFrame:
+        """Studies matching ``filters`` (keyword or tag -> DICOM matching value)."""
+        return to_frame(self._search("study", filters))
+
+    def series(self, study_uid: str | None = None, **filters: Any) -> pd.DataFrame:
+        """Series, of one study or of all, matching ``filters``."""
+        return to_frame(self._search("series", filters, study_instance_uid=study_uid))
+
+    def instances(self, study_uid: str | None = None, series_uid: str | None = None, **filters: Any) -> pd.DataFrame:
+        """Instances matching ``filters``."""
+        return to_frame(self._search("instance", filters, study_instance_uid=study_uid,
+                                     series_instance_uid=series_uid))
+
+    # -- WADO-RS ---------------------------------------------------------------------
+    def dataset(self, study: str, series: str, instance: str) -> Dataset:
+        """One instance, whole, as pydicom reads it."""
+        return self._call("WADO-RS instance", lambda: self.web.retrieve_instance(study, series, instance))
+
+    def metadata(self, study: str, series: str) -> list[Dataset]:
+        """The headers of a series' instances (one request; bulk data left out)."""
+        items = self._call("WADO-RS metadata", lambda: self.web.retrieve_series_metadata(study, series))
+        return [Dataset.from_json(item, bulk_data_uri_handler=lambda *_: b"") for item in items]
+
+    def _frame_bytes(self, study: str, series: str, instance: str, number: int) -> bytes:
+        frames = self._call(f"WADO-RS frame {number}", lambda: self.web.retrieve_instance_frames(
+            study, series, instance, [number], media_types=(("application/octet-stream", UNCOMPRESSED),)))
+        return frames[0]
+
+    def frame(self, study: str, series: str, instance: str, number: int = 1, rescale: bool = False,
+              header: Dataset | None = None) -> np.ndarray:
+        """Frame ``number`` (1-based) of an instance: stored values (rows, columns[, samples]);
+        modality values (float32) when ``rescale``."""
+        if header is None:
+            header = next(h for h in self.metadata(study, series) if h.SOPInstanceUID == instance)
+        return _pixels(self._frame_bytes(study, series, instance, number), header, rescale)
+
+    def volume(self, study: str, series: str, rescale: bool = True) -> Volume:
+        """A series as a :class:`~pacsdash.client.volume.Volume`: one metadata
+        request, then every frame, uncompressed, several at a time."""
+        headers = [h for h in self.metadata(study, series) if "Rows" in h]
+        with ThreadPoolExecutor(THREADS, thread_name_prefix="pacsdash-client") as pool:
+            raw = list(tqdm(pool.map(lambda h: self._frame_bytes(study, series, h.SOPInstanceUID, 1), headers),
+                            total=len(headers), desc="frames", unit=" frames", disable=None, leave=False))
+        pixels = [_pixels(data, h, rescale=False) for data, h in zip(raw, headers)]
+        return stack(headers, pixels, rescale)
+
+    # -- cohorts ----------------------------------------------------------------------
+    def cohort(self, level: str = "series", **conditions: Any) -> pd.DataFrame:
+        """Studies, series or instances meeting every condition, on any attribute.
+
+        A condition is an exact value, a QIDO wildcard or range
+        (``StudyDate="20230101-20231231"``) or a numeric comparison
+        (``SliceThickness="<=1"``, ``">1.5"``, ``"!=0"``). The DataFrame's
+        ``attrs["filtered_here"]`` lists the conditions this client had to
+        check itself (none against pacsdash).
+        """
+        if level not in cond.LEVELS:
+            raise ValueError(f"level must be one of {', '.join(cond.LEVELS)}")
+        parsed = cond.parse(conditions)
+        in_server = "numeric-comparison" in self.extensions
+        sent = {c.keyword: c.value for c in parsed if in_server or c.standard_at(level)}
+        rest = [c for c in parsed if c.keyword not in sent]
+        fields = [c.keyword for c in parsed]
+        results = self._search(level, sent, fields)
+        if rest:
+            results = self._filter_here(level, results, rest)
+            self.last_note = (f"{self.url} cannot be relied on to match {', '.join(c.keyword for c in rest)}: "
+                              f"checked in this client on what the server returned")
+            LOGGER.warning(self.last_note)
+        else:
+            self.last_note = ""
+        frame = to_frame(results)
+        frame.attrs["filtered_here"] = [f"{c.keyword}={c.value}" for c in rest]
+        return frame
+
+    def _filter_here(self, level: str, results: list[dict], rest: list[cond.Condition]) -> list[dict]:
+        """Keep the results whose attributes (or, for series and studies, any
+        of whose instances' headers) meet ``rest``."""
+        from pydicom.datadict import tag_for_keyword
+
+        def value(item: dict, keyword: str) -> Any:
+            element = item.get(f"{tag_for_keyword(keyword) or 0:08X}") or item.get(keyword.upper())
+            return (element or {}).get("Value")
+
+        def item_meets(item: dict) -> bool | None:
+            verdicts = []
+            for c in rest:
+                got = value(item, c.keyword)
+                if got is None:
+                    return None  # not returned at this level: look at the instances
+                verdicts.append(cond.matches(c, got))
+            return all(verdicts)
+
+        kept = []
+        for item in tqdm(results, desc="checking", unit=" results", disable=None, leave=False):
+            verdict = item_meets(item)
+            if verdict is None and level != "instance":
+                study = (value(item, "StudyInstanceUID") or [None])[0]
+                series = (value(item, "SeriesInstanceUID") or [None])[0]
+                headers = self._headers_below(level, study, series)
+                verdict = any(all(cond.matches(c, h.get(c.keyword).value if c.keyword in h else None) for c in rest)
+                              for h in headers)
+            if verdict:
+                kept.append(item)
+        return kept
+
+    def _headers_below(self, level: str, study: str | None, series: str | None) -> list[Dataset]:
+        if level == "series" and study and series:
+            return self.metadata(study, series)
+        if level == "study" and study:
+            items = self._call("WADO-RS metadata", lambda: self.web.retrieve_study_metadata(study))
+            return [Dataset.from_json(i, bulk_data_uri_handler=lambda *_: b"") for i in items]
+        return []
+
+
+def _pixels(data: bytes, header: Dataset, rescale: bool) -> np.ndarray:
+    """Stored values of one uncompressed frame, shaped by its header."""
+    bits = int(header.get("BitsAllocated", 16))
+    signed = int(header.get("PixelRepresentation", 0))
+    dtype = np.dtype(DTYPES.get((bits, signed), np.uint16)).newbyteorder("<")
+    rows, columns = int(header.Rows), int(header.Columns)
+    samples = int(header.get("SamplesPerPixel", 1) or 1)
+    count = rows * columns * samples
+    values = np.frombuffer(data, dtype=dtype, count=count)
+    shape = (rows, columns, samples) if samples > 1 else (rows, columns)
+    if samples > 1 and int(header.get("PlanarConfiguration", 0) or 0) == 1:
+        values = values.reshape(samples, rows, columns).transpose(1, 2, 0)
+    values = values.reshape(shape).astype(dtype.newbyteorder("="))
+    if rescale:
+        slope = float(header.get("RescaleSlope", 1) or 1)
+        intercept = float(header.get("RescaleIntercept", 0) or 0)
+        return values.astype(np.float32) * np.float32(slope) + np.float32(intercept)
+    return values
