@@ -1,4 +1,4 @@
-"""The three benchmark phases: ingest, C-FIND latency, server memory.
+"""The benchmark phases: ingest, C-FIND latency, server memory, DICOMweb, dashboard, research.
 
 Every measurement uses a fresh server (for C-FIND, one per server with the
 index loaded once) and ends with the server stopped and its folder removed.
@@ -17,7 +17,7 @@ from benchmarks.guard import Guard, say
 from benchmarks.report import Results
 from benchmarks.servers import SERVERS, WEB_PASSWORD, WEB_USER, OrthancServer, PacsdashServer, Server
 
-PHASES = ("ingest", "find", "memory", "dicomweb", "dashboard")
+PHASES = ("ingest", "find", "memory", "dicomweb", "dashboard", "research")
 
 
 @dataclass(frozen=True)
@@ -39,6 +39,12 @@ class Plan:
     dash_studies: int = 100_000
     #: Times the browser opens the study (first frame) and scrolls the series.
     browser_repetitions: int = 5
+    #: CT 512x512 instances of the study anonymized and exported (research).
+    research_instances: int = 100
+    #: CT 128x128 instances of the cohort exported while pacsdash's RSS is sampled (research).
+    research_cohort: int = 2000
+    #: Times the study is anonymized and exported (research).
+    research_repetitions: int = 3
 
 
 def record_server(results: Results, server: Server, where: str) -> None:
@@ -350,5 +356,13 @@ def run_dashboard(plan: Plan, results: Results, guard: Guard) -> None:
     dashboard.run(plan, results, guard)
 
 
+# -- 6. research -------------------------------------------------------------
+def run_research(plan: Plan, results: Results, guard: Guard) -> None:
+    """Anonymize a CT study and export it anonymized (ZIP, NIfTI) beside Orthanc; RSS of a cohort export."""
+    from benchmarks import research
+
+    research.run(plan, results, guard)
+
+
 PHASE_FUNCTIONS = {"ingest": run_ingest, "find": run_find, "memory": run_memory, "dicomweb": run_dicomweb,
-                   "dashboard": run_dashboard}
+                   "dashboard": run_dashboard, "research": run_research}

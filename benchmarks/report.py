@@ -136,7 +136,9 @@ def markdown(results: Results) -> str:
         f"{counts['find_repetitions']} repetitions per query; memory run {counts['memory_ct_128']} CT 128x128"
         + (f"; DICOMweb and viewer study {counts['web_ct_512']} CT 512x512; dashboard index "
            f"{counts['dash_studies']:,} generated studies, {counts['browser_repetitions']} browser sessions"
-           if "web_ct_512" in counts else ""),
+           if "web_ct_512" in counts else "")
+        + (f"; research study {counts['research_ct_512']} CT 512x512 ({counts['research_repetitions']} repetitions), "
+           f"cohort {counts['research_cohort_ct_128']:,} CT 128x128" if "research_ct_512" in counts else ""),
         "",
         table(results),
         "",
@@ -199,9 +201,29 @@ def markdown(results: Results) -> str:
                        f" {pc.get('fps', '')} | {pc.get('max_gap_ms', '')} |"
                        f" {b['key_presses_per_s']} | {sc['slices_drawn']} | {sc['slices_skipped']} | {sc['fps']} |")
         out.append("")
+    research = results.details.get("research", {})
+    runs = {server: r["runs"] for server, r in research.items() if isinstance(r, dict) and "runs" in r}
+    if runs:
+        out += ["## Research details (seconds per repetition)", "",
+                "| Server | # | anonymize s | ZIP s (job done) | ZIP bytes | ZIP entries stored as | NIfTI s | NIfTI files |",
+                "|---|---:|---:|---:|---:|---|---:|---:|"]
+        for server, rows in runs.items():
+            for k, r in enumerate(rows, 1):
+                done = f" ({r['zip_to_done_s']})" if "zip_to_done_s" in r else ""
+                out.append(f"| {server} | {k} | {r['anonymize_s']} | {r['zip_s']}{done} | {r['zip_bytes']:,} | "
+                           f"{r['compression']} | {r.get('nifti_s', 'n/a')} | {r.get('nifti_files', 'n/a')} |")
+        methods = {s: rows[0].get("deidentification_method") for s, rows in runs.items() if rows}
+        out += [""] + [f"- {server}: DeidentificationMethod `{m or '(none)'}`" for server, m in methods.items()] + [""]
+    cohort = research.get("cohort_memory")
+    if cohort:
+        out += ["## Research: RSS during the cohort export", ""] if not runs else []
+        out += [f"- Cohort export (pacsdash): {cohort['instances']:,} instances in {cohort['studies']} studies, "
+                f"{cohort['seconds']} s, RSS {cohort['start_mib']} -> peak {cohort['peak_mib']} -> end "
+                f"{cohort['end_mib']} MiB over {cohort['samples']} samples ({'flat' if cohort['flat'] else 'GROWING'}, "
+                f"limit {cohort['flat_limit']:.0%}); process tree peak {cohort['process_tree']['peak_mib']} MiB", ""]
     setup = results.details.get("setup", {})
     if setup:
-        out += ["## Loading the C-FIND index (setup, not a comparable metric)", ""]
+        out += ["## Loading the servers (setup, not a comparable metric)", ""]
         out += [f"- {server}: {text}" for server, text in setup.items()] + [""]
     loads = results.details.get("foreign_load", {})
     if loads:

@@ -42,6 +42,15 @@ def parse_args(argv: list[str] | None) -> tuple[Plan, argparse.Namespace]:
                         help="studies in the generated dashboard search index (default 100000, quick 10000)")
     parser.add_argument("--browser-repetitions", type=int,
                         help="times the browser opens the study and scrolls it (default 5, quick 2)")
+    parser.add_argument("--research-instances", type=int,
+                        help="CT 512x512 instances of the study anonymized and exported (default 100, quick 20)")
+    parser.add_argument("--research-cohort", type=int,
+                        help="CT 128x128 instances of the cohort exported while pacsdash's RSS is sampled "
+                        "(default 2000, quick 200)")
+    parser.add_argument("--research-repetitions", type=int,
+                        help="times the study is anonymized and exported (default 3, quick 2)")
+    parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR,
+                        help="where latest.json and latest.md are written (default benchmarks/results)")
     parser.add_argument("--servers", default="pacsdash,orthanc,bare", help="comma-separated subset of pacsdash,orthanc,bare")
     parser.add_argument("--only", default=",".join(PHASES), help="comma-separated subset of " + ",".join(PHASES))
     parser.add_argument("--tmp-dir", type=Path, default=WORK_DIR / "tmp", help="where server folders are made")
@@ -64,9 +73,12 @@ def parse_args(argv: list[str] | None) -> tuple[Plan, argparse.Namespace]:
     studies = args.find_studies or (200 if args.quick else 2000)
     for value, what in ((args.instances, "--instances"), (studies, "--find-studies"),
                         (args.memory_instances, "--memory-instances"), (args.web_instances, "--web-instances"),
-                        (args.dash_studies, "--dash-studies")):
+                        (args.dash_studies, "--dash-studies"), (args.research_instances, "--research-instances"),
+                        (args.research_cohort, "--research-cohort")):
         if value is not None and value < 4:
             parser.error(f"{what} must be at least 4")
+    if args.research_repetitions is not None and args.research_repetitions < 1:
+        parser.error("--research-repetitions must be at least 1")
     plan = Plan(
         quick=args.quick,
         instances=args.instances or (100 if args.quick else 1000),
@@ -80,6 +92,9 @@ def parse_args(argv: list[str] | None) -> tuple[Plan, argparse.Namespace]:
         web_instances=args.web_instances or (30 if args.quick else 100),
         dash_studies=args.dash_studies or (10_000 if args.quick else 100_000),
         browser_repetitions=args.browser_repetitions or (2 if args.quick else 5),
+        research_instances=args.research_instances or (20 if args.quick else 100),
+        research_cohort=args.research_cohort or (200 if args.quick else 2000),
+        research_repetitions=args.research_repetitions or (2 if args.quick else 3),
     )
     return plan, args
 
@@ -126,6 +141,31 @@ def notes(plan: Plan) -> list[str]:
             "Scrolling: arrow-down from the first slice to the last once the browser holds every slice; fps = "
             "distinct slices drawn per second (slices skipped when keys come faster than the screen refreshes are "
             "listed in the details).")
+    if "research" in plan.phases:
+        from benchmarks import research
+
+        out.append(
+            f"Research: both servers hold one study of {plan.research_instances} CT 512x512 (pacsdash by `pacsdash "
+            "import`, Orthanc by storescu); each of "
+            f"{plan.research_repetitions} repetitions, after one untimed, anonymizes it (timed to the answer), exports it, "
+            "then deletes the copy (untimed); rates are at the median time. pacsdash: POST /api/studies/{uid}/anonymize as an editor "
+            "(answers once the copy is stored; PS3.15 Annex E with pacsdash's default options); anonymized export = "
+            "POST /api/exports {\"studies\": [uid], \"format\": \"zip\"|\"nifti\", \"anonymize\": true}, "
+            f"GET /api/exports/{{id}} polled every {research.POLL_INTERVAL * 1000:.0f} ms until done; the ZIP row "
+            "includes downloading it (/download), so that it ends, like Orthanc's, with the ZIP in the client's "
+            "hands; NIfTI (dcm2niix) is timed to done. Orthanc 1.10.1: POST /studies/{id}/anonymize with "
+            f"{research.ORTHANC_ANONYMIZE_BODY} (synchronous; Orthanc's default basic profile), then GET "
+            "/studies/{new id}/archive. The ZIPs are not the same work: pacsdash's anonymized export de-identifies "
+            "every instance on the way (from the original study) while Orthanc's /archive zips its already "
+            "anonymized copy; but Orthanc deflates the entries while pacsdash stores them uncompressed (the research "
+            "details give each ZIP's size and entry compression). The profiles differ too (DeidentificationMethod "
+            "of each ZIP's first file, in the details). Orthanc has no NIfTI export: that row is pacsdash's alone, "
+            "without a ratio. Target: pacsdash at least Orthanc's rate (ratio >= 1), noted on pacsdash's value.")
+        out.append(
+            f"Research memory (pacsdash only): {plan.research_cohort} CT 128x128 in studies of 100, exported as one "
+            f"anonymized ZIP job after an untimed export of one study (so the start includes what any export loads "
+            f"once); VmRSS of the server every {research.SAMPLE_INTERVAL} s from the request to the job done. Growth "
+            f"is end and peak relative to the start; flat if both are under {research.FLAT_LIMIT:.0%}.")
     return out
 
 
@@ -162,6 +202,9 @@ def main(argv: list[str] | None = None) -> int:
                 "web_ct_512": plan.web_instances,
                 "dash_studies": plan.dash_studies,
                 "browser_repetitions": plan.browser_repetitions,
+                "research_ct_512": plan.research_instances,
+                "research_cohort_ct_128": plan.research_cohort,
+                "research_repetitions": plan.research_repetitions,
             },
         }
     )
@@ -174,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         results.meta["duration_s"] = round(time.monotonic() - started, 1)
         _conditions(results)
-        json_path, md_path = report.write(results, RESULTS_DIR)
+        json_path, md_path = report.write(results, args.results_dir)
     print()
     print(report.table(results))
     print(f"\nwrote {json_path} and {md_path} ({results.meta['duration_s']} s)")

@@ -6,7 +6,7 @@ import datetime as dt
 
 import pytest
 
-from benchmarks import dashboard, dicomweb
+from benchmarks import dashboard, dicomweb, research
 from benchmarks.common import BenchError
 from benchmarks.report import Results
 
@@ -86,3 +86,59 @@ def test_generated_index_answers_what_the_generator_says(tmp_path):
     finally:
         archive.close()
     assert dt.date(2020, 1, 1) in dashboard.SEARCH_DATES
+
+
+def _zip(entries: dict[str, bytes], compression: int) -> bytes:
+    import io
+    import zipfile
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=compression) as bundle:
+        for name, data in entries.items():
+            bundle.writestr(name, data)
+    return buffer.getvalue()
+
+
+def test_research_counts_dicom_files_in_a_zip_and_checks_jobs():
+    import zipfile
+
+    dicom = b"\0" * 128 + b"DICM" + b"rest"
+    stored = _zip({"a/1.dcm": dicom, "a/2": dicom, "manifest.csv": b"subject,study\n" * 20, "tiny": b"x"},
+                  zipfile.ZIP_STORED)
+    assert research.dicom_entries(stored) == ["a/1.dcm", "a/2"]
+    assert research.zip_compression(stored) == "stored"
+    assert research.zip_compression(_zip({"x": dicom}, zipfile.ZIP_DEFLATED)) == "deflated"
+    assert research._check_zip(stored, 2, "x")["dicom_files"] == 2
+    with pytest.raises(BenchError):
+        research._check_zip(stored, 3, "x")
+    assert not research.job_finished({"state": "running"}) and research.job_finished({"state": "done"})
+    with pytest.raises(BenchError, match="no space"):
+        research.job_finished({"state": "failed", "error": "no space"})
+    with pytest.raises(BenchError):
+        research._check_export({"summary": {"instances": 20, "left_out": 1, "files": 20}}, 20, "zip")
+    assert research.median_rate(100, [2.0, 1.0, 4.0]) == 50.0
+
+
+def test_research_memory_verdict_and_target():
+    flat = research.memory_verdict([(0.0, 100 * 1024), (1.0, 118 * 1024), (2.0, 110 * 1024)])
+    assert flat["flat"] and flat["growth"] == 0.1 and flat["peak_mib"] == 118.0
+    assert not research.memory_verdict([(0.0, 100 * 1024), (1.0, 125 * 1024), (2.0, 105 * 1024)])["flat"]  # the peak
+    assert not research.memory_verdict([(0.0, 100 * 1024), (2.0, 121 * 1024)])["flat"]
+    assert research.ratio_target_note(10.0, 10.0) == "meets target"
+    assert research.ratio_target_note(9.9, 10.0) == "MISSES target"
+
+
+def test_research_phase_is_planned_with_quick_counts():
+    from benchmarks import run
+    from benchmarks.phases import PHASE_FUNCTIONS, PHASES
+
+    assert "research" in PHASES and "research" in PHASE_FUNCTIONS
+    plan, _ = run.parse_args(["--quick", "--only", "research"])
+    assert plan.phases == ("research",)
+    assert (plan.research_instances, plan.research_cohort, plan.research_repetitions) == (20, 200, 2)
+    plan, _ = run.parse_args([])
+    assert (plan.research_instances, plan.research_cohort, plan.research_repetitions) == (100, 2000, 3)
+    results = Results(meta={})
+    research._rows(results, 20, 2, 200)
+    assert results.metrics["research_nifti"].applies == ("pacsdash",)  # Orthanc has no NIfTI: no ratio
+    assert results.metrics["research_anonymize"].applies == ("pacsdash", "orthanc")
