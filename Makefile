@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 HOME_DIR ?= demo-home
 
-.PHONY: demo test bench venv clean
+.PHONY: demo test bench notebooks venv clean
 
 venv: $(VENV)/.installed
 
@@ -19,6 +19,10 @@ demo: venv
 
 test: venv
 	$(PY) -m pytest
+
+notebooks: venv
+	$(PY) -m pip install --quiet -e '.[test,notebooks]'
+	$(VENV)/bin/jupyter lab notebooks/
 
 bench: venv
 	$(PY) -m benchmarks.run $(BENCH_ARGS)

@@ -18,7 +18,8 @@ Matching follows PS3.4 C.2.2.2:
   matches by single value only: ``<=1``, ``<1``, ``>=1.5``, ``>1.5`` and
   ``!=0`` compare numerically (so a notebook can ask for every series with
   SliceThickness <= 1); such a value can never be a stored number, so no
-  standard query changes meaning.
+  standard query changes meaning. A single number matches by value too:
+  ``KVP=120`` finds a stored ``120.0``.
 
 Values never reach SQL text: they are bound parameters. Only column names
 from the fixed table in :mod:`pacsdash.archive.attributes` and tag numbers
@@ -53,6 +54,7 @@ _DT = re.compile(r"^\d{4}(\d{2}(\d{2}(\d{2}(\d{2}(\d{2}(\.\d{1,6})?)?)?)?)?)?([+
 _PATTERNS = {"DA": (_DA, "YYYYMMDD"), "TM": (_TM, "HHMMSS.FFFFFF"), "DT": (_DT, "YYYYMMDDHHMMSS")}
 NUMBER_VRS = frozenset({"IS", "DS", "US", "SS", "UL", "SL", "UV", "SV", "FL", "FD"})
 COMPARISON = re.compile(r"^\s*(<=|>=|<|>|!=)\s*([+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?)\s*$")
+NUMBER = re.compile(r"^\s*[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?\s*$")
 _SQL_OPERATORS = {"<=": "<=", ">=": ">=", "<": "<", ">": ">", "!=": "<>"}
 
 
@@ -274,6 +276,10 @@ def match_condition(sql: str, attr: Attribute, value: str, params: list) -> str 
     if comparison:
         params.append(float(comparison.group(2)))
         return f"TRY_CAST({sql} AS DOUBLE) {_SQL_OPERATORS[comparison.group(1)]} ?"
+    if attr.vr in NUMBER_VRS and NUMBER.match(value):
+        # A number matches its value however it was written: KVP=120 finds "120.0".
+        params.extend([value, float(value)])
+        return f"({sql} = ? OR TRY_CAST({sql} AS DOUBLE) = ?)"
     if attr.vr in RANGE_VRS:
         if "-" in value and not (attr.vr == "DT" and value.count("-") != 1):
             return _range_condition(sql, attr, value, params)

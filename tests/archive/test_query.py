@@ -154,7 +154,8 @@ def test_numeric_comparisons_extend_single_value_matching(archive):
     assert found(">1.5") == ["5.000000"]
     assert found(">=1.5") == ["1.5", "5.000000"]
     assert found("!=1") == ["0.625", "1.5", "5.000000"]
-    assert found("1") == ["1"]  # single value matching is unchanged
+    assert found("1") == ["1"] and found("1.0") == ["1"]  # a number matches by value
+    assert found("5") == ["5.000000"] and found("0.6250") == ["0.625"]
     assert len(archive.find(Query(Level.SERIES, {"PatientID": "NUM", "SliceThickness": "<=1"}))) == 2
     with pytest.raises(InvalidQuery):  # not a number for a date
         archive.find(Query(Level.STUDY, {"StudyDate": "<=1"}))
