@@ -16,15 +16,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pydicom import dcmread
+from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
+from pydicom.uid import ExplicitVRBigEndian, ImplicitVRLittleEndian
 
 from pacsdash.archive import InvalidInstance, Level, Outcome
-from pacsdash.research.deidentify import Deidentified, Deidentifier, burned_in_reason, patient_key
+from pacsdash.research.deidentify import Deidentifier, burned_in_reason, patient_key
+from pacsdash.research.pseudonyms import Subject
 
 LOGGER = logging.getLogger(__name__)
 #: Instances de-identified at once (pydicom holds the GIL most of the time;
-#: two overlap the reading and the durable write).
-THREADS = 2
+#: several overlap it with the durable writes).
+THREADS = 4
 
 
 class NoSuchStudy(LookupError):
@@ -58,27 +61,85 @@ class AnonymizedStudy:
 
 
 SubjectSeen = Callable[[str, str, str], None]
+PIXEL_TAGS = {b"\xe0\x7f\x10\x00", b"\x7f\xe0\x00\x10"}  # (7FE0,0010), little and big endian
+DEFLATED = "1.2.840.10008.1.2.1.99"
+
+
+@dataclass
+class Prepared:
+    """A de-identified instance ready to store or write: its Part 10 bytes,
+    its header (pixel data aside) and its subject."""
+
+    data: bytes
+    dataset: Dataset
+    subject: Subject
+
+
+def _pixel_element_end(raw: bytes, offset: int, little: bool, implicit: bool) -> int | None:
+    """Where the Pixel Data element starting at ``offset`` ends, or None if it cannot be told."""
+    order = "little" if little else "big"
+    if implicit:
+        length, value = int.from_bytes(raw[offset + 4:offset + 8], order), offset + 8
+    else:
+        length, value = int.from_bytes(raw[offset + 8:offset + 12], order), offset + 12
+    if length != 0xFFFFFFFF:
+        return value + length if value + length <= len(raw) else None
+    position = value  # encapsulated: items up to the sequence delimiter (PS3.5 A.4)
+    while position + 8 <= len(raw):
+        group, element = (int.from_bytes(raw[position + i:position + i + 2], order) for i in (0, 2))
+        item_length = int.from_bytes(raw[position + 4:position + 8], order)
+        if (group, element) == (0xFFFE, 0xE0DD):
+            return position + 8
+        if (group, element) != (0xFFFE, 0xE000):
+            return None
+        position += 8 + item_length
+    return None
+
+
+def _split(raw: bytes) -> tuple[Dataset, bytes] | None:
+    """The header of ``raw`` (everything before Pixel Data) and the Pixel Data
+    element's bytes as stored, when nothing follows it; else None."""
+    handle = io.BytesIO(raw)
+    ds = dcmread(handle, stop_before_pixels=True)
+    offset = handle.tell()
+    syntax = str(ds.file_meta.get("TransferSyntaxUID", ""))
+    if offset >= len(raw) or raw[offset:offset + 4] not in PIXEL_TAGS or syntax == DEFLATED:
+        return (ds, b"") if offset >= len(raw) and syntax != DEFLATED else None
+    end = _pixel_element_end(raw, offset, syntax != ExplicitVRBigEndian, syntax == ImplicitVRLittleEndian)
+    if end is None or end != len(raw):
+        return None  # attributes after the pixel data (private groups, padding): the whole way
+    return ds, raw[offset:]
 
 
 def deidentify_instance(raw: bytes, deidentifier: Deidentifier, include_burned_in: bool,
-                        seen: SubjectSeen | None = None) -> tuple[Deidentified | None, str]:
+                        seen: SubjectSeen | None = None) -> tuple[Prepared | None, str]:
     """``(the de-identified instance, "")``, or ``(None, reason)`` when left out.
 
+    The header alone is read and de-identified; the Pixel Data element is
+    appended to it as stored, so its bytes cannot change (and 512 KB per
+    CT slice are neither decoded nor copied by pydicom). An instance with
+    attributes after its pixel data is read and written whole.
     ``seen(pseudonym, PatientID, IssuerOfPatientID)`` learns whom each
     pseudonym stands for (for an admin's look-up; never exported).
     """
     try:
-        ds = dcmread(io.BytesIO(raw))
-    except (InvalidDicomError, ValueError, EOFError, OSError) as exc:
+        split = _split(raw)
+        ds, pixels = split if split is not None else (dcmread(io.BytesIO(raw)), b"")
+    except (InvalidDicomError, ValueError, EOFError, OSError, KeyError, AttributeError) as exc:
         return None, f"cannot be read: {exc}"
-    reason = None if include_burned_in else burned_in_reason(ds)
-    if reason:
-        return None, reason
+    if not include_burned_in:
+        if pixels:
+            ds.PixelData = b""  # so that the burned-in check sees an image; removed below
+        reason = burned_in_reason(ds)
+        if pixels:
+            del ds.PixelData
+        if reason:
+            return None, reason
     patient = patient_key(ds)
     done = deidentifier.deidentify(ds)
     if seen is not None:
         seen(done.subject.PatientID, *patient)
-    return done, ""
+    return Prepared(done.to_bytes() + pixels, done.dataset, done.subject), ""
 
 
 def anonymize_study(
@@ -110,7 +171,7 @@ def anonymize_study(
         if done is None:
             return location, "", reason
         try:
-            stored = archive.store_bytes(done.to_bytes(), origin=origin)
+            stored = archive.store_bytes(done.data, origin=origin)
         except InvalidInstance as exc:
             return location, "", f"the de-identified copy could not be stored: {exc}"
         return location, done.subject.PatientID, stored.outcome.value

@@ -254,7 +254,7 @@ class Exporter:
         if done is None:
             return None, self._pseudonymous_identity(location), reason
         ds = done.dataset
-        return done.to_bytes(), {"subject": done.subject.PatientID, "study": str(ds.get("StudyInstanceUID", "")),
+        return done.data, {"subject": done.subject.PatientID, "study": str(ds.get("StudyInstanceUID", "")),
                                  "series": str(ds.get("SeriesInstanceUID", "")),
                                  "sop_instance": str(ds.get("SOPInstanceUID", "")),
                                  "modality": str(ds.get("Modality", "") or "")}, ""
