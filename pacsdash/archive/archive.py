@@ -36,6 +36,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+
 from pacsdash.archive.attributes import Level
 from pacsdash.archive.index import DuckDBIndex, Index, InstanceLocation
 from pacsdash.archive.journal import Journal, UidFilter
@@ -599,6 +602,15 @@ class Archive:
     def open(self, location: InstanceLocation) -> BinaryIO:
         """The stored bytes of an instance, as received."""
         return self.store.open(location.file)
+
+    def read_dataset(self, location: InstanceLocation, stop_before_pixels: bool = False) -> Dataset:
+        """The stored instance, read by pydicom."""
+        with self.open(location) as handle:
+            return dcmread(handle, stop_before_pixels=stop_before_pixels)
+
+    def summary(self) -> dict[str, Any]:
+        """Totals, studies per modality and studies per month (for an overview)."""
+        return self.index.summary()
 
     def local_path(self, location: InstanceLocation) -> Path:
         """A local file holding the instance's stored bytes."""

@@ -74,6 +74,7 @@ class Index(Protocol):
                 limit: int = 100, offset: int = 0) -> list[records.ActionRecord]: ...
     def remember_subjects(self, subjects: list[tuple[str, str, str]]) -> None: ...
     def subject(self, pseudonym: str) -> dict[str, str] | None: ...
+    def summary(self) -> dict[str, Any]: ...
     def close(self) -> None: ...
 
 
@@ -413,6 +414,19 @@ class DuckDBIndex:
 
     def subject(self, pseudonym: str) -> dict[str, str] | None:
         return records.subject(self._cursor(), pseudonym)
+
+    def summary(self) -> dict[str, Any]:
+        """Totals; ``by_modality`` as (modality, studies); ``by_month`` as (YYYYMM, studies)."""
+        cursor = self._cursor()
+        by_modality = cursor.execute(
+            'SELECT coalesce("Modality", \'(none)\') AS modality, count(DISTINCT "StudyInstanceUID") AS studies '
+            "FROM series GROUP BY 1 ORDER BY 2 DESC"
+        ).fetchall()
+        by_month = cursor.execute(
+            'SELECT substr("StudyDate", 1, 6) AS month, count(*) AS studies FROM studies '
+            "WHERE regexp_full_match(\"StudyDate\", '[0-9]{8}') GROUP BY 1 ORDER BY 1"
+        ).fetchall()
+        return {"totals": self.totals(), "by_modality": by_modality, "by_month": by_month}
 
     def totals(self) -> dict[str, int]:
         """Number of patients, studies, series and instances."""

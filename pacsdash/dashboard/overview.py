@@ -1,34 +1,55 @@
-"""Counts and simple plots of what the archive holds."""
+"""Counts and plots of what the archive (or any DICOMweb server) holds."""
 
 from __future__ import annotations
 
 from typing import Any
 
+import hvplot.pandas  # noqa: F401 - registers DataFrame.hvplot
 import pandas as pd
 import panel as pn
 import param
-from bokeh.plotting import figure
+from bokeh.models import SingleIntervalTicker
+
+from pacsdash.dashboard.sources import as_source
 
 
 def archive_summary(archive: Any) -> dict[str, Any]:
-    """Totals, studies per modality and per month, straight from the index."""
-    cursor = archive.index._cursor()  # noqa: SLF001 - read-only summary queries
-    totals = archive.index.totals()
-    by_modality = cursor.execute(
-        'SELECT coalesce("Modality", \'(none)\') AS modality, count(DISTINCT "StudyInstanceUID") AS studies '
-        "FROM series GROUP BY 1 ORDER BY 2 DESC"
-    ).fetchall()
-    by_month = cursor.execute(
-        'SELECT substr("StudyDate", 1, 6) AS month, count(*) AS studies FROM studies '
-        "WHERE regexp_full_match(\"StudyDate\", '[0-9]{8}') GROUP BY 1 ORDER BY 1"
-    ).fetchall()
-    return {"totals": totals, "by_modality": by_modality, "by_month": by_month}
+    """Totals, studies per modality and per month, from the data source."""
+    return as_source(archive).summary()
+
+
+def _integer_ticks(plot: Any, element: Any) -> None:
+    """Counts are whole numbers: no 0.5 ticks on a count axis."""
+    axis = plot.state.yaxis[0] if plot.state.yaxis else None
+    top = max([1] + [float(v) for v in element.dimension_values(1)])
+    if axis is not None and top <= 10:
+        axis.ticker = SingleIntervalTicker(interval=1)
+
+
+def modality_plot(by_modality: list[tuple[str, int]]) -> Any:
+    frame = pd.DataFrame(by_modality, columns=["modality", "studies"])
+    return frame.hvplot.bar(x="modality", y="studies", title="Studies per modality", height=280, responsive=True,
+                            hover_cols=["studies"], ylabel="studies", xlabel="").opts(hooks=[_integer_ticks],
+                                                                                      toolbar=None)
+
+
+def month_plot(by_month: list[tuple[str, int]]) -> Any:
+    """Studies per month on a real time axis (months without studies included)."""
+    frame = pd.DataFrame(by_month, columns=["month", "studies"])
+    frame["month"] = pd.to_datetime(frame["month"], format="%Y%m", errors="coerce")
+    frame = frame.dropna()
+    if not frame.empty:
+        months = pd.date_range(frame["month"].min(), frame["month"].max(), freq="MS")
+        frame = frame.set_index("month").reindex(months, fill_value=0).rename_axis("month").reset_index()
+    return frame.hvplot.step(x="month", y="studies", where="mid", title="Studies per month", height=280,
+                             responsive=True, hover_cols=["studies"], xlabel="", ylabel="studies").opts(
+        hooks=[_integer_ticks], toolbar=None)
 
 
 class Overview(pn.viewable.Viewer):
     """Totals and plots; ``refresh`` re-reads them."""
 
-    archive = param.Parameter()
+    archive = param.Parameter(doc="A pacsdash Archive, a pacsdash.client.Client or a DataSource.")
 
     def __init__(self, **params: Any) -> None:
         super().__init__(**params)
@@ -42,14 +63,10 @@ class Overview(pn.viewable.Viewer):
             pn.indicators.Number(name=label, value=totals[key], format="{value:,}", font_size="28pt", title_size="11pt")
             for key, label in (("patients", "Patients"), ("studies", "Studies"), ("series", "Series"), ("instances", "Instances"))
         ])
-        modality = pd.DataFrame(summary["by_modality"], columns=["modality", "studies"])
-        plot_m = figure(x_range=list(modality["modality"]), height=260, title="Studies per modality", toolbar_location=None)
-        plot_m.vbar(x=modality["modality"], top=modality["studies"], width=0.8)
-        month = pd.DataFrame(summary["by_month"], columns=["month", "studies"])
-        plot_t = figure(x_range=list(month["month"]), height=260, title="Studies per month", toolbar_location=None)
-        plot_t.vbar(x=month["month"], top=month["studies"], width=0.8)
-        plot_t.xaxis.major_label_orientation = 0.8
-        self._body[:] = [numbers, pn.Row(pn.pane.Bokeh(plot_m), pn.pane.Bokeh(plot_t), sizing_mode="stretch_width")]
+        plots = pn.Row(pn.pane.HoloViews(modality_plot(summary["by_modality"]), sizing_mode="stretch_width"),
+                       pn.pane.HoloViews(month_plot(summary["by_month"]), sizing_mode="stretch_width"),
+                       sizing_mode="stretch_width")
+        self._body[:] = [numbers, plots]
 
     def __panel__(self) -> pn.viewable.Viewable:
         button = pn.widgets.Button(name="Refresh", width=100)

@@ -14,6 +14,7 @@ import panel as pn
 import param
 
 from pacsdash.archive import Level, Query
+from pacsdash.dashboard.sources import as_source
 from pacsdash.dashboard.search import COLUMNS, person_name
 
 #: Most studies shown for one patient.
@@ -34,7 +35,7 @@ def patient_record(archive: Any, patient_id: str) -> dict[str, Any] | None:
     """The patient's attributes from the index, or None."""
     if not patient_id:
         return None
-    rows = archive.find(Query(Level.PATIENT, {"PatientID": patient_id}, PATIENT_FIELDS, include_defaults=False))
+    rows = as_source(archive).find(Query(Level.PATIENT, {"PatientID": patient_id}, PATIENT_FIELDS, include_defaults=False))
     return next((r for r in rows if r.get("PatientID") == patient_id), None)
 
 
@@ -42,7 +43,7 @@ def patient_studies(archive: Any, patient_id: str) -> list[dict[str, Any]]:
     """The patient's studies, newest first."""
     if not patient_id:
         return []
-    rows = archive.find(Query(Level.STUDY, {"PatientID": patient_id}, ["PatientID", *STUDY_COLUMNS],
+    rows = as_source(archive).find(Query(Level.STUDY, {"PatientID": patient_id}, ["PatientID", *STUDY_COLUMNS],
                               limit=MAX_STUDIES, order_by=[("StudyDate", True), ("StudyTime", True)],
                               include_defaults=False))
     return [r for r in rows if r.get("PatientID") == patient_id]

@@ -13,6 +13,7 @@ import panel as pn
 import param
 
 from pacsdash.archive import InvalidQuery, Level, Query
+from pacsdash.dashboard.sources import as_source
 
 COLUMNS = {
     "PatientName": "Patient",
@@ -49,7 +50,7 @@ def wildcard(text: str) -> str:
 class StudySearch(pn.viewable.Viewer):
     """Filters and a paged table of studies; ``selected`` is the chosen study."""
 
-    archive = param.Parameter(doc="The pacsdash Archive to search.")
+    archive = param.Parameter(doc="What to search: a pacsdash Archive, a pacsdash.client.Client or a DataSource.")
     patient_name = param.String(default="", doc="Name; wildcards, case and accents as people expect.")
     patient_id = param.String(default="")
     accession = param.String(default="")
@@ -117,8 +118,9 @@ class StudySearch(pn.viewable.Viewer):
         """Read the current page (and the total) from the index."""
         try:
             query = self.query()
-            rows = self.archive.find(query)
-            self.total = self.archive.count(query)
+            source = as_source(self.archive)
+            rows = source.find(query)
+            self.total = source.count(query)
             self.error = ""
         except InvalidQuery as exc:
             rows, self.total, self.error = [], 0, str(exc)

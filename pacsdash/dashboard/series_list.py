@@ -18,6 +18,7 @@ import panel as pn
 import param
 
 from pacsdash.archive import Level, Query
+from pacsdash.dashboard.sources import as_source
 from pacsdash.dashboard.viewer.viewer import NON_IMAGE_MODALITIES
 
 #: Longest side of a thumbnail, in pixels.
@@ -43,7 +44,7 @@ def middle_instances(archive: Any, study_uid: str) -> dict[str, str]:
     """Series UID -> SOP Instance UID of the middle image (by Instance Number)
     of each series of the study that has images."""
     fields = ["SeriesInstanceUID", "SOPInstanceUID", "InstanceNumber", "Rows"]
-    rows = archive.find(Query(Level.IMAGE, {"StudyInstanceUID": study_uid}, fields, include_defaults=False))
+    rows = as_source(archive).find(Query(Level.IMAGE, {"StudyInstanceUID": study_uid}, fields, include_defaults=False))
     by_series: dict[str, list[tuple[float, str]]] = defaultdict(list)
     for row in rows:
         if row.get("Rows"):  # an image, not a report or a waveform
@@ -58,20 +59,24 @@ def thumbnail_url(study: str, series: str, instance: str, size: int = THUMBNAIL_
             f"/instances/{quote(instance, safe='')}/thumbnail?viewport={size},{size}")
 
 
-def thumbnail_html(study: str, series: str, instance: str | None, modality: str) -> str:
-    """An <img> of the thumbnail, or a box naming the modality when the series has no image."""
-    if not instance:
+def thumbnail_html(study: str, series: str, instance: str | None, modality: str, src: str | None = None) -> str:
+    """An <img> of the thumbnail (``src``, default the local WADO-RS route), or a
+    box naming the modality when the series has no image."""
+    if src is None and instance:
+        src = thumbnail_url(study, series, instance)
+    if not instance or not src:
         return f'<div class="pd-thumb-none">{html.escape(modality or "no image")}</div>'
-    return (f'<img class="pd-thumb" loading="lazy" alt="series thumbnail" '
-            f'src="{html.escape(thumbnail_url(study, series, instance))}">')
+    return f'<img class="pd-thumb" loading="lazy" alt="series thumbnail" src="{html.escape(src)}">'
+
 
 
 def series_table(archive: Any, study_uid: str) -> pd.DataFrame:
     """One row per series, ordered by Series Number; every DICOM value is plain text
     (the table escapes it), only the thumbnail cell is HTML, built here."""
-    rows = archive.find(Query(Level.SERIES, {"StudyInstanceUID": study_uid}, SERIES_FIELDS, include_defaults=False))
+    source = as_source(archive)
+    rows = source.find(Query(Level.SERIES, {"StudyInstanceUID": study_uid}, SERIES_FIELDS, include_defaults=False))
     rows.sort(key=lambda r: (_number(r.get("SeriesNumber")), str(r.get("SeriesInstanceUID"))))
-    middles = middle_instances(archive, study_uid) if rows else {}
+    middles = middle_instances(source, study_uid) if rows else {}
     records = []
     for row in rows:
         uid = str(row["SeriesInstanceUID"])
@@ -82,7 +87,8 @@ def series_table(archive: Any, study_uid: str) -> pd.DataFrame:
             description = f"{description} ({row['BodyPartExamined']})" if description else str(row["BodyPartExamined"])
         records.append({
             "SeriesInstanceUID": uid,
-            "Thumbnail": thumbnail_html(study_uid, uid, middle, modality),
+            "Thumbnail": thumbnail_html(study_uid, uid, middle, modality,
+                                        source.thumbnail_src(study_uid, uid, middle) if middle else None),
             "#": str(row.get("SeriesNumber") or ""),
             "Modality": modality,
             "Description": description,

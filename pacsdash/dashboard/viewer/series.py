@@ -224,23 +224,25 @@ class SeriesFrames:
     # -- constructors ----------------------------------------------------------
     @classmethod
     def from_archive(cls, archive: Any, series_uid: str, **kwargs: Any) -> SeriesFrames:
-        """The image instances of an archived series, ordered by Instance Number.
+        """The image instances of a series, ordered by Instance Number.
 
         Parameters
         ----------
-        archive : pacsdash.archive.Archive
-            Where the series is stored.
+        archive : DataSource, pacsdash.archive.Archive or pacsdash.client.Client
+            Where the series is (see :mod:`pacsdash.dashboard.sources`).
         series_uid : str
             (0020,000E) *Series Instance UID*.
         **kwargs
             Passed to :class:`SeriesFrames`.
         """
         from pacsdash.archive import Level, Query
+        from pacsdash.dashboard.sources import as_source
 
-        locations = archive.locate(Level.SERIES, series_uid)
+        source = as_source(archive)
+        locations = source.locate(Level.SERIES, series_uid)
         fields = ["NumberOfFrames", "Rows", "Columns", "BitsAllocated", "PhotometricInterpretation", "InstanceNumber"]
         query = Query(Level.IMAGE, {"SeriesInstanceUID": series_uid}, fields)
-        rows = {r["SOPInstanceUID"]: r for r in archive.find(query)}
+        rows = {r["SOPInstanceUID"]: r for r in source.find(query)}
         instances = []
         for location in locations:
             row = rows.get(location.SOPInstanceUID, {})
@@ -256,7 +258,7 @@ class SeriesFrames:
                 Columns=_int(row.get("Columns"), 0) or 0,
                 SamplesPerPixel=1 if photometric.startswith("MONOCHROME") or not photometric else 3,
                 BitsAllocated=_int(row.get("BitsAllocated"), 16) or 16,
-                open=partial(_read_location, archive, location),
+                open=partial(source.read_dataset, location),
             ))
         return cls(instances, series_uid, **kwargs)
 
@@ -362,6 +364,3 @@ class SeriesFrames:
 def _same(ds: Dataset) -> Dataset:
     return ds
 
-
-def _read_location(archive: Any, location: Any) -> Dataset:
-    return pydicom.dcmread(archive.local_path(location))

@@ -9,6 +9,7 @@ from typing import Any
 import panel as pn
 import param
 
+from pacsdash.dashboard.sources import as_source
 from pacsdash.dashboard.viewer.canvas import FrameCanvas
 from pacsdash.dashboard.viewer.frames import VOIWindow
 from pacsdash.dashboard.viewer.series import LOAD_ERRORS, SeriesFrames
@@ -61,13 +62,16 @@ def _link(
 class SeriesViewer(pn.viewable.Viewer):
     """View a study's series: frame slider, window presets and sliders, attributes.
 
-    Usable in the dashboard and in a notebook cell (after ``pn.extension()``)::
+    Usable in the dashboard and in a notebook cell (after ``pn.extension()``),
+    on the local archive or on any DICOMweb server (also pacsdash while it serves)::
 
-        SeriesViewer(archive=archive, study_uid="1.2.3...")
+        from pacsdash.client import connect
+        SeriesViewer(archive=connect("http://127.0.0.1:8042/dicom-web", user=..., password=...),
+                     study_uid="1.2.3...")
 
     Parameters
     ----------
-    archive : pacsdash.archive.Archive
+    archive : DataSource, pacsdash.archive.Archive or pacsdash.client.Client
         Where the study is stored.
     study_uid : str
         (0020,000D); its first image series is shown unless `series_uid` is given.
@@ -77,7 +81,8 @@ class SeriesViewer(pn.viewable.Viewer):
         Synced with the canvas: set them from Python, or read what the user did.
     """
 
-    archive = param.Parameter(default=None, doc="The pacsdash.archive.Archive to read from.")
+    archive = param.Parameter(default=None, doc="Where to read from: a pacsdash Archive, a pacsdash.client.Client "
+                                                "(any DICOMweb server) or a DataSource.")
     study_uid = param.String(default="", doc="Study Instance UID.")
     series_uid = param.String(default="", doc="Series Instance UID shown.")
     frame_index = param.Integer(default=0, bounds=(0, None), doc="Series-wide 0-based frame shown.")
@@ -165,7 +170,7 @@ class SeriesViewer(pn.viewable.Viewer):
     def _find_study(self) -> None:
         from pacsdash.archive import Level, Query
 
-        rows = self.archive.find(Query(Level.SERIES, {"SeriesInstanceUID": self.series_uid}))
+        rows = as_source(self.archive).find(Query(Level.SERIES, {"SeriesInstanceUID": self.series_uid}))
         if rows:
             self.study_uid = str(rows[0].get("StudyInstanceUID") or "")
 
@@ -176,9 +181,10 @@ class SeriesViewer(pn.viewable.Viewer):
         rows: list[dict[str, Any]] = []
         self._study_row = {}
         if self.archive is not None and self.study_uid:
-            studies = self.archive.find(Query(Level.STUDY, {"StudyInstanceUID": self.study_uid}))
+            source = as_source(self.archive)
+            studies = source.find(Query(Level.STUDY, {"StudyInstanceUID": self.study_uid}))
             self._study_row = studies[0] if studies else {}
-            rows = self.archive.find(Query(Level.SERIES, {"StudyInstanceUID": self.study_uid}, SERIES_FIELDS))
+            rows = source.find(Query(Level.SERIES, {"StudyInstanceUID": self.study_uid}, SERIES_FIELDS))
             rows.sort(key=lambda r: (_number(r.get("SeriesNumber")), str(r.get("SeriesInstanceUID"))))
         self._series_rows = {str(r["SeriesInstanceUID"]): r for r in rows}
         chosen = self.series_uid
