@@ -23,7 +23,7 @@ from pydicom.dataset import Dataset
 from tqdm.auto import tqdm
 
 from pacsdash.client import conditions as cond
-from pacsdash.client.tables import to_frame
+from pacsdash.client.tables import keyword, to_frame
 from pacsdash.client.volume import Volume, stack
 
 LOGGER = logging.getLogger(__name__)
@@ -32,6 +32,9 @@ PAGE = 1000
 #: Frames fetched at once by :meth:`Client.volume`.
 THREADS = 8
 UNCOMPRESSED = "1.2.840.10008.1.2.1"
+#: Columns of every table of a level, even an empty one.
+KEYS = {"study": ["StudyInstanceUID"], "series": ["StudyInstanceUID", "SeriesInstanceUID"],
+        "instance": ["StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"]}
 DTYPES = {(8, 0): np.uint8, (8, 1): np.int8, (16, 0): np.uint16, (16, 1): np.int16, (32, 0): np.uint32,
           (32, 1): np.int32}
 
@@ -87,14 +90,8 @@ class Client:
             return function()
         except requests.HTTPError as exc:
             response = exc.response
-            detail = ""
-            if response is not None:
-                try:
-                    detail = response.json().get("error", "")
-                except ValueError:
-                    detail = (response.text or "")[:200]
             raise ClientError(getattr(response, "url", self.url), getattr(response, "status_code", None),
-                              detail or what) from None
+                              _detail(response) or what) from None
         except requests.RequestException as exc:
             raise ClientError(self.url, None, f"{what}: {exc}") from None
 
@@ -106,7 +103,7 @@ class Client:
                 f"{self.url}/studies", params={"limit": "1"}, headers={"Accept": "application/dicom+json"},
                 timeout=30))
             if response.status_code >= 400:
-                raise ClientError(f"{self.url}/studies", response.status_code, response.text[:200])
+                raise ClientError(f"{self.url}/studies", response.status_code, _detail(response) or "QIDO-RS")
             self._extensions = {e.strip() for e in response.headers.get("X-Matching-Extensions", "").split(",")
                                 if e.strip()}
         return self._extensions
@@ -130,16 +127,16 @@ class Client:
 
     def studies(self, **filters: Any) -> pd.DataFrame:
         """Studies matching ``filters`` (keyword or tag -> DICOM matching value)."""
-        return to_frame(self._search("study", filters))
+        return to_frame(self._search("study", filters), KEYS["study"])
 
     def series(self, study_uid: str | None = None, **filters: Any) -> pd.DataFrame:
         """Series, of one study or of all, matching ``filters``."""
-        return to_frame(self._search("series", filters, study_instance_uid=study_uid))
+        return to_frame(self._search("series", filters, study_instance_uid=study_uid), KEYS["series"])
 
     def instances(self, study_uid: str | None = None, series_uid: str | None = None, **filters: Any) -> pd.DataFrame:
         """Instances matching ``filters``."""
         return to_frame(self._search("instance", filters, study_instance_uid=study_uid,
-                                     series_instance_uid=series_uid))
+                                     series_instance_uid=series_uid), KEYS["instance"])
 
     # -- WADO-RS ---------------------------------------------------------------------
     def dataset(self, study: str, series: str, instance: str) -> Dataset:
@@ -161,7 +158,10 @@ class Client:
         """Frame ``number`` (1-based) of an instance: stored values (rows, columns[, samples]);
         modality values (float32) when ``rescale``."""
         if header is None:
-            header = next(h for h in self.metadata(study, series) if h.SOPInstanceUID == instance)
+            header = next((h for h in self.metadata(study, series) if h.get("SOPInstanceUID") == instance), None)
+            if header is None:
+                raise ClientError(f"{self.url}/studies/{study}/series/{series}/instances/{instance}", 404,
+                                  "no such instance in the series' metadata")
         return _pixels(self._frame_bytes(study, series, instance, number), header, rescale)
 
     def volume(self, study: str, series: str, rescale: bool = True) -> Volume:
@@ -182,7 +182,10 @@ class Client:
         (``StudyDate="20230101-20231231"``) or a numeric comparison
         (``SliceThickness="<=1"``, ``">1.5"``, ``"!=0"``). The DataFrame's
         ``attrs["filtered_here"]`` lists the conditions this client had to
-        check itself (none against pacsdash).
+        check itself (none against pacsdash): those another server cannot be
+        relied on to match, and date/time ranges it was asked to match but
+        answered results outside of (Orthanc matches a study without a date
+        to ``StudyDate="-20040120"``), which are left out.
         """
         if level not in cond.LEVELS:
             raise ValueError(f"level must be one of {', '.join(cond.LEVELS)}")
@@ -192,25 +195,31 @@ class Client:
         rest = [c for c in parsed if c.keyword not in sent]
         fields = [c.keyword for c in parsed]
         results = self._search(level, sent, fields)
+        corrected: list[cond.Condition] = []
+        ranges = [c for c in parsed if c.keyword in sent and c.is_range]
+        if not in_server and ranges:
+            results, corrected = _recheck(results, ranges)
         if rest:
             results = self._filter_here(level, results, rest)
-            self.last_note = (f"{self.url} cannot be relied on to match {', '.join(c.keyword for c in rest)}: "
-                              f"checked in this client on what the server returned")
+        notes = []
+        if rest:
+            notes.append(f"{self.url} cannot be relied on to match {', '.join(c.keyword for c in rest)}: "
+                         f"checked in this client on what the server returned")
+        if corrected:
+            notes.append(f"{self.url} returned results that do not meet {', '.join(c.keyword for c in corrected)}: "
+                         f"left out in this client")
+        self.last_note = "; ".join(notes)
+        if self.last_note:
             LOGGER.warning(self.last_note)
-        else:
-            self.last_note = ""
-        frame = to_frame(results)
-        frame.attrs["filtered_here"] = [f"{c.keyword}={c.value}" for c in rest]
+        frame = to_frame(results, KEYS[level] + [keyword(c.keyword) for c in parsed])
+        frame.attrs["filtered_here"] = [f"{c.keyword}={c.value}" for c in parsed if c in rest or c in corrected]
         return frame
 
     def _filter_here(self, level: str, results: list[dict], rest: list[cond.Condition]) -> list[dict]:
         """Keep the results whose attributes (or, for series and studies, any
         of whose instances' headers) meet ``rest``."""
-        from pydicom.datadict import tag_for_keyword
-
         def value(item: dict, keyword: str) -> Any:
-            element = item.get(f"{tag_for_keyword(keyword) or 0:08X}") or item.get(keyword.upper())
-            return (element or {}).get("Value")
+            return (_json_element(item, keyword) or {}).get("Value")
 
         def item_meets(item: dict) -> bool | None:
             verdicts = []
@@ -228,8 +237,7 @@ class Client:
                 study = (value(item, "StudyInstanceUID") or [None])[0]
                 series = (value(item, "SeriesInstanceUID") or [None])[0]
                 headers = self._headers_below(level, study, series)
-                verdict = any(all(cond.matches(c, h.get(c.keyword).value if c.keyword in h else None) for c in rest)
-                              for h in headers)
+                verdict = any(all(cond.matches(c, _header_value(h, c.keyword)) for c in rest) for h in headers)
             if verdict:
                 kept.append(item)
         return kept
@@ -243,19 +251,99 @@ class Client:
         return []
 
 
+def _json_element(item: dict, keyword: str) -> dict | None:
+    """An attribute of a DICOM JSON result, by keyword or 8-hex-digit tag; None when not returned."""
+    from pydicom.datadict import tag_for_keyword
+
+    tag = tag_for_keyword(keyword)
+    return item.get(f"{tag:08X}" if tag is not None else keyword.upper())
+
+
+def _recheck(results: list[dict], sent: list[cond.Condition]) -> tuple[list[dict], list[cond.Condition]]:
+    """The results that meet the ranges a server was asked to match, judged
+    on the attributes it returned with them (a result without the attribute
+    is taken on trust; one with it empty fails), and the conditions some
+    result failed."""
+    kept, failed = [], []
+    for item in results:
+        missed = []
+        for c in sent:
+            element = _json_element(item, c.keyword)
+            if element is not None and not cond.matches(c, element.get("Value")):
+                missed.append(c)
+        if missed:
+            failed.extend(c for c in missed if c not in failed)
+        else:
+            kept.append(item)
+    return kept, failed
+
+
+def _detail(response: requests.Response | None) -> str:
+    """What a refusal says: the ``error`` of a JSON object, else the start of the text."""
+    if response is None:
+        return ""
+    try:
+        body = response.json()
+    except ValueError:
+        return (response.text or "")[:200]
+    if isinstance(body, dict):
+        return str(body.get("error") or body.get("Message") or body.get("Details") or "")[:200]
+    return str(body)[:200]
+
+
+def _header_value(header: Dataset, keyword: str) -> Any:
+    """An attribute's value in a pydicom header, by keyword or 8-hex-digit tag; None when absent."""
+    from pydicom.datadict import tag_for_keyword
+
+    tag = tag_for_keyword(keyword)
+    if tag is None:
+        try:
+            tag = int(keyword, 16)
+        except ValueError:
+            return None
+    element = header.get(tag)
+    return None if element is None else element.value
+
+
 def _pixels(data: bytes, header: Dataset, rescale: bool) -> np.ndarray:
-    """Stored values of one uncompressed frame, shaped by its header."""
+    """Stored values of one uncompressed frame, shaped by its header.
+
+    As pydicom's ``pixel_array`` gives them: 1-bit frames (segmentations)
+    unpacked to 0/1 ``uint8``; YBR_FULL_422 served as stored (chroma
+    subsampled, 2 bytes a pixel) upsampled and converted to RGB.
+    """
     bits = int(header.get("BitsAllocated", 16))
     signed = int(header.get("PixelRepresentation", 0))
-    dtype = np.dtype(DTYPES.get((bits, signed), np.uint16)).newbyteorder("<")
     rows, columns = int(header.Rows), int(header.Columns)
     samples = int(header.get("SamplesPerPixel", 1) or 1)
-    count = rows * columns * samples
-    values = np.frombuffer(data, dtype=dtype, count=count)
-    shape = (rows, columns, samples) if samples > 1 else (rows, columns)
-    if samples > 1 and int(header.get("PlanarConfiguration", 0) or 0) == 1:
-        values = values.reshape(samples, rows, columns).transpose(1, 2, 0)
-    values = values.reshape(shape).astype(dtype.newbyteorder("="))
+    photometric = str(header.get("PhotometricInterpretation", "")).strip().upper()
+    if bits == 1:
+        if len(data) * 8 < rows * columns * samples:
+            raise ValueError(f"a 1-bit frame of {rows}x{columns} needs {rows * columns * samples} bits, "
+                             f"the server sent {len(data)} bytes")
+        bits_ = np.unpackbits(np.frombuffer(data, dtype=np.uint8), bitorder="little")[: rows * columns * samples]
+        values = bits_.reshape((rows, columns, samples) if samples > 1 else (rows, columns))
+    elif (samples == 3 and bits == 8 and photometric == "YBR_FULL_422" and columns % 2 == 0
+          and rows * columns * 2 <= len(data) < rows * columns * 3):
+        from pydicom.pixels.processing import convert_color_space
+
+        pairs = np.frombuffer(data, dtype=np.uint8, count=rows * columns * 2).reshape(-1, 4)  # Y1 Y2 Cb Cr
+        ybr = np.empty((rows * columns, 3), dtype=np.uint8)
+        ybr[0::2, 0], ybr[1::2, 0] = pairs[:, 0], pairs[:, 1]
+        ybr[0::2, 1] = ybr[1::2, 1] = pairs[:, 2]
+        ybr[0::2, 2] = ybr[1::2, 2] = pairs[:, 3]
+        values = convert_color_space(ybr.reshape(rows, columns, 3), "YBR_FULL", "RGB")
+    else:
+        dtype = np.dtype(DTYPES.get((bits, signed), np.uint16)).newbyteorder("<")
+        count = rows * columns * samples
+        if len(data) < count * dtype.itemsize:
+            raise ValueError(f"a frame of {rows}x{columns}x{samples} at {bits} bits needs {count * dtype.itemsize} "
+                             f"bytes, the server sent {len(data)} ({photometric or 'no photometric interpretation'})")
+        values = np.frombuffer(data, dtype=dtype, count=count)
+        shape = (rows, columns, samples) if samples > 1 else (rows, columns)
+        if samples > 1 and int(header.get("PlanarConfiguration", 0) or 0) == 1:
+            values = values.reshape(samples, rows, columns).transpose(1, 2, 0)
+        values = values.reshape(shape).astype(dtype.newbyteorder("="))
     if rescale:
         slope = float(header.get("RescaleSlope", 1) or 1)
         intercept = float(header.get("RescaleIntercept", 0) or 0)

@@ -14,7 +14,7 @@ import fnmatch
 import operator
 import re
 import unicodedata
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +25,7 @@ OPERATORS: dict[str, Callable[[float, float], bool]] = {
     "<=": operator.le, ">=": operator.ge, "<": operator.lt, ">": operator.gt, "!=": operator.ne}
 NUMBER_VRS = frozenset({"IS", "DS", "US", "SS", "UL", "SL", "UV", "SV", "FL", "FD"})
 RANGE_VRS = frozenset({"DA", "TM", "DT"})
+OLD_DATE = re.compile(r"^\d{4}\.\d{2}\.\d{2}$")
 #: Attributes every QIDO-RS server must match, per level (PS3.18 Table 10.6.1-5).
 STANDARD_KEYS = {
     "study": {"StudyDate", "StudyTime", "AccessionNumber", "ModalitiesInStudy", "ReferringPhysicianName",
@@ -47,6 +48,11 @@ class Condition:
     @property
     def is_comparison(self) -> bool:
         return self.vr in NUMBER_VRS and COMPARISON.match(self.value) is not None
+
+    @property
+    def is_range(self) -> bool:
+        """A date, time or date-time range (``lo-hi``, ``lo-``, ``-hi``)."""
+        return self.vr in RANGE_VRS and "-" in self.value.strip()
 
     def standard_at(self, level: str) -> bool:
         """Whether every QIDO-RS server matches it at ``level`` (and the levels above)."""
@@ -84,7 +90,8 @@ def _texts(value: Any) -> list[str]:
     """Each value as text; a person name's alphabetic group."""
     if value is None:
         return []
-    items = value if isinstance(value, list | tuple) else [value]
+    # pydicom's MultiValue is a sequence but neither a list nor a tuple
+    items = list(value) if isinstance(value, Sequence) and not isinstance(value, str | bytes) else [value]
     return [v.get("Alphabetic", "") if isinstance(v, dict) else str(v) for v in items]
 
 
@@ -101,6 +108,8 @@ def _one(condition: Condition, value: str) -> bool:
             return OPERATORS[op](float(value), float(number))
         except ValueError:
             return False
+    if condition.vr == "DA" and OLD_DATE.match(value):
+        value = value.replace(".", "")  # ACR-NEMA's YYYY.MM.DD, as archives read it
     if condition.vr in RANGE_VRS and "-" in wanted:
         low, _, high = wanted.partition("-")
         return (not low or value >= low) and (not high or value <= high or value.startswith(high))

@@ -15,6 +15,8 @@ from typing import Any
 import pandas as pd
 from pydicom.datadict import keyword_for_tag
 
+from pacsdash.client.conditions import OLD_DATE
+
 NUMBER_VRS = {"IS": int, "DS": float, "US": int, "SS": int, "UL": int, "SL": int, "UV": int, "SV": int,
               "FL": float, "FD": float}
 
@@ -82,15 +84,21 @@ def rows(results: Iterable[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict[
     return out, vrs
 
 
-def to_frame(results: Iterable[dict[str, Any]]) -> pd.DataFrame:
-    """A DataFrame of QIDO-RS results, typed by each column's VR."""
+def to_frame(results: Iterable[dict[str, Any]], columns: Iterable[str] = ()) -> pd.DataFrame:
+    """A DataFrame of QIDO-RS results, typed by each column's VR; ``columns``
+    are there even when no result has them (an empty result has them all)."""
     plain, vrs = rows(results)
     frame = pd.DataFrame(plain)
+    for column in columns:
+        if column not in frame:
+            frame[column] = pd.Series([None] * len(frame), dtype=object)
     for column, vr in vrs.items():
         if column not in frame:
             continue
         if vr == "DA":
-            frame[column] = pd.to_datetime(frame[column], format="%Y%m%d", errors="coerce")
+            # ACR-NEMA's YYYY.MM.DD still found in old files reads as the date it is
+            text = frame[column].map(lambda v: v.replace(".", "") if isinstance(v, str) and OLD_DATE.match(v) else v)
+            frame[column] = pd.to_datetime(text, format="%Y%m%d", errors="coerce")
         elif vr == "DT":
             frame[column] = pd.to_datetime(frame[column].astype("string").str.slice(0, 14), format="mixed",
                                            errors="coerce")
