@@ -508,8 +508,9 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except Exception as exc:  # a clear line, not a traceback, for expected failures
         from pacsdash.runtime import HomeBusy
+        from pacsdash.server import PortTaken
 
-        if isinstance(exc, HomeBusy):
+        if isinstance(exc, HomeBusy | PortTaken):
             print(f"error: {exc}", file=sys.stderr)
             return EXIT_FAILED
         raise

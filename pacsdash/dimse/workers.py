@@ -33,6 +33,10 @@ READY_TIMEOUT = 60
 def worker_main(settings: Settings, connection: Connection, handoff: Connection, port: int, number: int,
                 ready: Any) -> None:
     """Entry point of one worker process."""
+    import signal
+
+    # Ctrl-C reaches the whole process group: the server stops its workers itself.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     from pacsdash.access import Accounts
     from pacsdash.archive.archive import Archive
     from pacsdash.archive.remote import RemoteIndex
