@@ -3,7 +3,9 @@
 The table is not typed here: ``data/ps315_<edition>.json`` was generated
 from the standard's own DocBook source (part15.xml; its sha256 is in the
 file) and ``data/safe_private_<edition>.csv`` lists Table E.3.10-1 (Safe
-Private Attributes); ``data/README.md`` says where each comes from. Actions
+Private Attributes); the same JSON file holds Table E.3.4-1 (the content
+items the Clean Structured Content Option protects); ``data/README.md`` says
+where each comes from. Actions
 (PS3.15 E.1.1): D dummy, Z zero length or dummy, X remove, K keep, C clean,
 U replace the UID, and the combined ones (``Z/D``, ``X/Z``, ``X/D``,
 ``X/Z/D``, ``X/Z/U*``).
@@ -44,6 +46,16 @@ _PRECEDENCE = [
 ]
 
 
+def _choose(basic: str, options: dict[Option, str], chosen: Iterable[Option]) -> tuple[str, str]:
+    """``(action, column)`` of a row under the chosen options (:data:`_PRECEDENCE` decides between two)."""
+    action, column = basic, "Basic Profile"
+    chosen = set(chosen)
+    for option in _PRECEDENCE:
+        if option in chosen and option in options:
+            action, column = options[option], option.value
+    return action, column
+
+
 @dataclass(frozen=True)
 class Rule:
     """One row of Table E.1-1."""
@@ -55,12 +67,24 @@ class Rule:
 
     def action(self, chosen: Iterable[Option]) -> tuple[str, str]:
         """``(action, column)``: what to do with this attribute under the chosen options."""
-        action, column = self.basic, "Basic Profile"
-        chosen = set(chosen)
-        for option in _PRECEDENCE:
-            if option in chosen and option in self.options:
-                action, column = self.options[option], option.value
-        return action, column
+        return _choose(self.basic, self.options, chosen)
+
+
+@dataclass(frozen=True)
+class ContentRule:
+    """One row of Table E.3.4-1: a content item (by its concept name) that the
+    Clean Structured Content Option protects, with its action per column."""
+
+    code: str
+    scheme: str
+    meaning: str
+    value_type: str
+    basic: str
+    options: dict[Option, str] = field(default_factory=dict)
+
+    def action(self, chosen: Iterable[Option]) -> tuple[str, str]:
+        """``(action, column)``: what to do with the content item's value under the chosen options."""
+        return _choose(self.basic, self.options, chosen)
 
 
 @dataclass(frozen=True)
@@ -76,7 +100,8 @@ class SafePrivate:
 class ConfidentialityTable:
     """Table E.1-1 of one edition, looked up by tag."""
 
-    def __init__(self, edition: str, rules: list[Rule], safe_private: list[SafePrivate]) -> None:
+    def __init__(self, edition: str, rules: list[Rule], safe_private: list[SafePrivate],
+                 content: Iterable[ContentRule] = ()) -> None:
         self.edition = edition
         self._exact: dict[int, Rule] = {}
         self._repeating: list[tuple[int, int, Rule]] = []
@@ -91,6 +116,7 @@ class ConfidentialityTable:
             else:
                 self._exact[int(rule.tag, 16)] = rule
         self._safe = {(s.group, s.element, s.creator.strip().upper()): s for s in safe_private}
+        self._content = {(c.code.strip(), c.scheme.strip().upper(), c.value_type.strip().upper()): c for c in content}
 
     def __len__(self) -> int:
         return len(self._exact) + len(self._repeating) + (self.private is not None)
@@ -108,6 +134,15 @@ class ConfidentialityTable:
     def rules(self) -> list[Rule]:
         return [*self._exact.values(), *(r for _, _, r in self._repeating)]
 
+    def content_rule(self, code: str, scheme: str, value_type: str) -> ContentRule | None:
+        """The row of Table E.3.4-1 for a content item: its concept name and
+        value type (a few concepts have rows for two value types; a "Finding"
+        that is a code is not the free text the TEXT row is about)."""
+        return self._content.get((str(code).strip(), str(scheme).strip().upper(), str(value_type).strip().upper()))
+
+    def content_rules(self) -> list[ContentRule]:
+        return list(self._content.values())
+
     def is_safe_private(self, group: int, element_low: int, creator: str) -> bool:
         """Whether Table E.3.10-1 lists ``(group, xx<element_low>)`` of ``creator``."""
         return (group, element_low, creator.strip().upper()) in self._safe
@@ -123,4 +158,8 @@ def confidentiality_table() -> ConfidentialityTable:
     text = resources.files("pacsdash.research").joinpath("data", SAFE_PRIVATE_FILE).read_text("utf-8")
     safe = [SafePrivate(int(row["group"], 16), int(row["element"][-2:], 16), row["private_creator"], row["name"])
             for row in csv.DictReader(text.splitlines())]
-    return ConfidentialityTable(data["source"]["edition"], rules, safe)
+    content = [ContentRule(code=c["code"], scheme=c["scheme"], meaning=c["meaning"], value_type=c["value_type"],
+                           basic=c["basic"], options={_OPTION_KEYS[k]: v for k, v in c.get("options", {}).items()
+                                                      if k in _OPTION_KEYS})
+               for c in data.get("content_items", [])]
+    return ConfidentialityTable(data["source"]["edition"], rules, safe, content)

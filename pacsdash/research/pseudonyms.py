@@ -39,7 +39,17 @@ class Subject:
 
 
 def load_secret(home: Path) -> bytes:
-    """The home's project secret, made on first use (folder 0700, file 0600)."""
+    """The home's project secret, made on first use (folder 0700, file 0600).
+
+    Made whole before it appears: written and synced under a name of its own,
+    then linked to its place, which fails if another process got there first
+    (whose secret is then read). A reader never sees a half-written secret.
+
+    Raises
+    ------
+    ValueError
+        If the file there is not a secret of :data:`SECRET_BYTES` bytes.
+    """
     path = Path(home) / SECRET_NAME
     try:
         secret = path.read_bytes()
@@ -47,16 +57,21 @@ def load_secret(home: Path) -> bytes:
         path.parent.mkdir(parents=True, exist_ok=True)
         os.chmod(path.parent, 0o700)
         fresh = secrets.token_bytes(SECRET_BYTES)
-        try:  # O_EXCL: two processes making it at once keep one secret
-            handle = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            secret = path.read_bytes()
-        else:
+        partial = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+        handle = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
             with os.fdopen(handle, "wb") as out:
                 out.write(fresh)
                 out.flush()
                 os.fsync(out.fileno())
-            secret = fresh
+            try:
+                os.link(partial, path)
+            except FileExistsError:  # another process made it first: theirs counts
+                secret = path.read_bytes()
+            else:
+                secret = fresh
+        finally:
+            partial.unlink(missing_ok=True)
     if len(secret) != SECRET_BYTES:
         raise ValueError(f"{path} is not a pacsdash project secret ({len(secret)} bytes, expected {SECRET_BYTES})")
     return secret
@@ -76,8 +91,11 @@ class Pseudonymizer:
         return cls(load_secret(home))
 
     def _digest(self, purpose: str, *values: str) -> bytes:
-        message = "\x1f".join((purpose, *values)).encode("utf-8", "surrogateescape")
-        return hmac.new(self._secret, message, hashlib.sha256).digest()
+        # Values are joined by U+001F; a backslash or a U+001F inside one is
+        # escaped first, so two different lists never make one message (DICOM
+        # text has neither, so real values hash as they always did).
+        message = "\x1f".join((purpose, *(v.replace("\\", "\\\\").replace("\x1f", "\\x1f") for v in values)))
+        return hmac.new(self._secret, message.encode("utf-8", "surrogateescape"), hashlib.sha256).digest()
 
     def subject(self, patient_id: str, issuer: str = "") -> Subject:
         """The pseudonym and date shift of the patient ``(PatientID, IssuerOfPatientID)``."""
