@@ -2,7 +2,9 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-HOME_DIR ?= demo-home
+HOME_DIR ?= pacsdash-demo
+HTTP_PORT ?= 8042
+DICOM_PORT ?= 4242
 
 .PHONY: demo test bench notebooks venv clean
 
@@ -15,7 +17,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 demo: venv
-	$(VENV)/bin/pacsdash demo --home $(HOME_DIR)
+	$(VENV)/bin/pacsdash demo --home $(HOME_DIR) --http-port $(HTTP_PORT) --dicom-port $(DICOM_PORT)
 
 test: venv
 	$(PY) -m pytest

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import shlex
 import json
 import sys
 import urllib.error
@@ -39,7 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--aet", help="our AE title (default PACSDASH)")
 
     demo = sub.add_parser("demo", help="make a home with sample studies, then serve it")
-    _add_home(demo)
+    demo.add_argument("--home", type=Path, default=None, help="home folder (default ./pacsdash-demo)")
+    demo.add_argument("--config", type=Path, default=None, help="config file (default HOME/pacsdash.toml)")
     demo.add_argument("--host")
     demo.add_argument("--http-port", type=int)
     demo.add_argument("--dicom-port", type=int)
@@ -153,10 +155,19 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    from pacsdash.config import DEMO_HOME
     from pacsdash.demo import make_demo_home
 
-    settings = _settings(args, host=args.host, http_port=args.http_port, dicom_port=args.dicom_port, aet=args.aet)
+    settings = load_settings(args.home if args.home is not None else DEMO_HOME, args.config, host=args.host,
+                             http_port=args.http_port, dicom_port=args.dicom_port, aet=args.aet)
     make_demo_home(settings)
+    home = shlex.quote(str(settings.home))
+    print(f"""
+The demo home is {settings.home}. Every command takes --home; for this one:
+  add a user:      pacsdash users add NAME --role admin|editor|viewer --password-stdin --home {home}
+  register a peer: pacsdash modalities add NAME --aet AET --host HOST --port N --home {home}
+  import files:    pacsdash import PATH... --home {home}
+""", flush=True)
     if args.no_serve:
         return EXIT_OK
     from pacsdash.server import configure_logging, serve
@@ -437,10 +448,25 @@ def cmd_pseudonym(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _note_new_home(settings: Settings) -> None:
+    """Say so when a command is about to make a home where there was none
+    (a newcomer may be pointing at the wrong folder)."""
+    if not (settings.home / "pacsdash.toml").exists() and not settings.accounts_path.exists() \
+            and not settings.index_path.exists():
+        print(f"note: {settings.home} holds no pacsdash home yet: a new one is made there. If a server already "
+              f"runs elsewhere (the demo uses ./pacsdash-demo), give its folder with --home.", file=sys.stderr)
+
+
 def cmd_users(args: argparse.Namespace) -> int:
     from pacsdash.access import AccountError, Accounts
 
     settings = _settings(args)
+    if args.action in ("add", "passwd"):
+        _note_new_home(settings)
+    elif not settings.accounts_path.exists():
+        print(f"error: {settings.home} holds no pacsdash home (no accounts); give the right one with --home",
+              file=sys.stderr)
+        return EXIT_FAILED
     accounts = Accounts(settings.accounts_path, settings.modalities)
     try:
         if args.action == "add":
@@ -465,6 +491,11 @@ def cmd_modalities(args: argparse.Namespace) -> int:
     from pacsdash.access import AccountError, Accounts
 
     settings = _settings(args)
+    if args.action == "add":
+        _note_new_home(settings)
+    elif not settings.accounts_path.exists() and not (settings.home / "pacsdash.toml").exists():
+        print(f"error: {settings.home} holds no pacsdash home; give the right one with --home", file=sys.stderr)
+        return EXIT_FAILED
     accounts = Accounts(settings.accounts_path, settings.modalities)
     try:
         if args.action == "add":

@@ -14,6 +14,8 @@ from typing import Any
 
 CONFIG_NAME = "pacsdash.toml"
 DEFAULT_HOME = Path("pacsdash-home")
+#: Where ``pacsdash demo`` puts its home unless told: never the home of a real server.
+DEMO_HOME = Path("pacsdash-demo")
 RETRIEVE_ACTIONS = ("store", "find", "move", "get")
 
 

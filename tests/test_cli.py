@@ -157,8 +157,12 @@ def test_export_offline_and_through_the_server(home, tmp_path):
     assert run_cli("import", "--home", str(home), str(SAMPLES / "valid")).returncode == 0
 
     def contents(path):
+        """The DICOM files of the ZIP (each listed in its manifest.csv)."""
         with zipfile.ZipFile(path) as archive:
-            return sorted(archive.read(info) for info in archive.infolist())
+            listed = archive.read("manifest.csv").decode()
+            files = [info for info in archive.infolist() if info.filename != "manifest.csv"]
+            assert all(info.filename in listed for info in files)
+            return sorted(archive.read(info) for info in files)
 
     offline = tmp_path / "offline.zip"
     result = run_cli("export", study, "--home", str(home), "--out", str(offline))
@@ -175,3 +179,31 @@ def test_export_offline_and_through_the_server(home, tmp_path):
         assert run_cli("export", "1.2.3", "--home", str(home), "--out", str(tmp_path / "x.zip")).returncode == 1
     finally:
         server.stop()
+
+
+def test_demo_defaults_to_its_own_home_and_prints_the_commands_for_it(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-m", "pacsdash", "demo", "--no-serve"], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=300, env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    assert result.returncode == 0, result.stderr
+    home = (tmp_path / "pacsdash-demo").resolve()
+    assert (home / "index.duckdb").exists() and not (tmp_path / "pacsdash-home").exists()
+    assert f"pacsdash users add NAME --role admin|editor|viewer --password-stdin --home {home}" in result.stdout
+    assert f"pacsdash modalities add NAME --aet AET --host HOST --port N --home {home}" in result.stdout
+
+
+def test_account_commands_say_when_the_home_holds_nothing(tmp_path):
+    empty = tmp_path / "nothing-here"
+    listed = run_cli("users", "list", "--home", str(empty))
+    assert listed.returncode == 1 and "holds no pacsdash home" in listed.stderr and not empty.exists()
+    peers = run_cli("modalities", "list", "--home", str(empty))
+    assert peers.returncode == 1 and "holds no pacsdash home" in peers.stderr
+    added = run_cli("users", "add", "first", "--role", "admin", "--password-stdin", "--home", str(empty),
+                    input="a-long-password\n")
+    assert added.returncode == 0 and "holds no pacsdash home yet: a new one is made there" in added.stderr
+    again = run_cli("users", "add", "second", "--role", "viewer", "--password-stdin", "--home", str(empty),
+                    input="a-long-password\n")
+    assert again.returncode == 0 and "note:" not in again.stderr
