@@ -180,6 +180,14 @@ class LocalImportHandler(BaseHandler):
         self.write_json({"results": results})
 
 
+class NoRouteHandler(BaseHandler):
+    """Any other ``/api/...`` path: a JSON 404, as every API error is JSON."""
+
+    def prepare(self) -> None:
+        if self.request.method != "OPTIONS":
+            raise ApiError(404, "no such API route")
+
+
 def api_routes(app: Any) -> list:
     """Tornado routes of the JSON API."""
     uid = r"([^/]+)"
@@ -191,4 +199,5 @@ def api_routes(app: Any) -> list:
         (rf"/api/studies/{uid}/send", SendHandler, {"app": app}),
         (r"/api/local/import", LocalImportHandler, {"app": app}),
         *research_routes(app),
+        (r"/api/.*", NoRouteHandler, {"app": app}),
     ]

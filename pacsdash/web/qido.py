@@ -168,6 +168,8 @@ class QidoHandler(BaseHandler):
             rows = await IOLoop.current().run_in_executor(None, self.app.archive.find, query)
         except InvalidQuery as exc:
             raise bad_request(str(exc)) from None
+        if not rows and path_keys and not query.offset:
+            await self._check_exists(path_keys)
         base = f"{self.base_url()}/dicom-web"
         results = []
         for row in rows:
@@ -189,6 +191,17 @@ class QidoHandler(BaseHandler):
         # SliceThickness=<=1 are matched here (see pacsdash.archive.query).
         self.set_header("X-Matching-Extensions", MATCHING_EXTENSIONS)
         self.write_json(results, content_type=DICOM_JSON)
+
+    async def _check_exists(self, path_keys: dict[str, str]) -> None:
+        """A search under a study or series that does not exist is a 404, not
+        an empty result (PS3.18 10.6.3: the target resource is unknown)."""
+        level = Level.SERIES if "SeriesInstanceUID" in path_keys else Level.STUDY
+        if not await _exists(self.app.archive, level, path_keys):
+            raise ApiError(404, f"no such {'series' if level is Level.SERIES else 'study'}")
+
+
+async def _exists(archive: Any, level: Level, keys: dict[str, str]) -> bool:
+    return bool(await IOLoop.current().run_in_executor(None, archive.count, Query(level, dict(keys))))
 
 
 def other_attributes(text: str | None) -> dict[str, dict[str, Any]]:

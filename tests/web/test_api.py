@@ -142,3 +142,20 @@ def test_dashboard_websocket_refuses_foreign_origins(web_server):
             return sock.recv(200)
 
     assert handshake("http://evil.example").startswith(b"HTTP/1.1 403")
+
+
+def test_unknown_api_routes_answer_json_404(base_url):
+    for method in ("get", "post", "delete"):
+        response = getattr(session_for("viewer"), method)(f"{base_url}/api/no/such/route")
+        assert response.status_code == 404 and response.json()["error"] == "no such API route"
+        assert response.headers["Content-Type"].startswith("application/json")
+
+
+def test_searching_under_an_unknown_study_or_series_is_404(loaded, base_url):
+    viewer = session_for("viewer")
+    assert viewer.get(f"{base_url}/dicom-web/studies/1.2.3.4/series").status_code == 404
+    assert viewer.get(f"{base_url}/dicom-web/studies/1.2.3.4/instances").status_code == 404
+    series = viewer.get(f"{base_url}/dicom-web/studies/{loaded}/series").json()
+    assert series  # the study exists: its series
+    assert viewer.get(f"{base_url}/dicom-web/studies/{loaded}/series", params={"Modality": "XX"}).json() == []
+    assert viewer.get(f"{base_url}/dicom-web/studies/{loaded}/series/1.2.3/instances").status_code == 404
