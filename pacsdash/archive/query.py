@@ -91,6 +91,9 @@ class Query:
     #: Also return the level's usual attributes; False returns only the
     #: unique key, the filters and ``fields`` (what C-FIND asks for).
     include_defaults: bool = True
+    #: Text (LO, SH, ST, LT, UT, UC) matches regardless of case and accents,
+    #: as names always do: what people typing in a search box expect.
+    fold_text: bool = False
     #: At the IMAGE level, also return every other attribute the index keeps
     #: of each instance: its attribute JSON (8-hex-digit tag -> DICOM text),
     #: as text, under the row key :data:`OTHER_ATTRIBUTES`.
@@ -246,9 +249,12 @@ def _range_condition(sql: str, attr: Attribute, value: str, params: list) -> str
     return "(" + " AND ".join(parts) + ")"
 
 
-def _value_condition(sql: str, attr: Attribute, value: str, params: list) -> str:
+FOLDED_VRS = frozenset({"LO", "SH", "ST", "LT", "UT", "UC"})
+
+
+def _value_condition(sql: str, attr: Attribute, value: str, params: list, fold: bool = False) -> str:
     """SQL matching ``sql`` against one non-range value (single or wildcard)."""
-    if attr.vr == "PN":
+    if attr.vr == "PN" or (fold and attr.vr in FOLDED_VRS):
         sql = _normalise_pn(sql)
         value = _pn_value(value)
     if attr.vr != "UI" and ("*" in value or "?" in value):
@@ -262,11 +268,12 @@ def _value_condition(sql: str, attr: Attribute, value: str, params: list) -> str
     return f"{sql} = ?"
 
 
-def match_condition(sql: str, attr: Attribute, value: str, params: list) -> str | None:
+def match_condition(sql: str, attr: Attribute, value: str, params: list, fold: bool = False) -> str | None:
     """Parameterised SQL matching the expression ``sql`` with ``value``.
 
     Returns None for universal matching. Raises :class:`InvalidQuery` when the
-    value breaks the rules of its VR.
+    value breaks the rules of its VR. ``fold``: text matches regardless of
+    case and accents (see :attr:`Query.fold_text`).
     """
     _check_value(attr, value)
     value = value.strip(" ") if attr.vr not in ("LT", "ST", "UT") else value
@@ -297,7 +304,7 @@ def match_condition(sql: str, attr: Attribute, value: str, params: list) -> str 
                 raise InvalidQuery(f"{attr.keyword} {uid[:80]!r} is not a valid UID")
         params.extend(values)
         return f"{sql} IN ({', '.join('?' * len(values))})"
-    parts = [_value_condition(sql, attr, v, params) for v in values if v != ""]
+    parts = [_value_condition(sql, attr, v, params, fold) for v in values if v != ""]
     if not parts:
         return None
     return parts[0] if len(parts) == 1 else "(" + " OR ".join(parts) + ")"
@@ -363,7 +370,7 @@ def compile_query(query: Query, extra_columns: tuple[str, ...] = ()) -> Compiled
             continue
         expr = _locate(level, attr)
         sub_params = []
-        cond = match_condition(expr.sql, attr, value, sub_params)
+        cond = match_condition(expr.sql, attr, value, sub_params, query.fold_text)
         if cond is None:
             continue
         if expr.via is None:
@@ -424,6 +431,6 @@ def compile_query(query: Query, extra_columns: tuple[str, ...] = ()) -> Compiled
 
 def compile_count(query: Query) -> tuple[str, list]:
     """SQL counting every match of ``query``, ignoring paging."""
-    unpaged = Query(query.level, dict(query.filters), include_defaults=False)
+    unpaged = Query(query.level, dict(query.filters), include_defaults=False, fold_text=query.fold_text)
     compiled = compile_query(unpaged)
     return f"SELECT count(*) FROM ({compiled.sql})", compiled.params

@@ -6,6 +6,8 @@ Patients are keyed by Patient ID, as in the index. An ID holding ``*`` or
 
 from __future__ import annotations
 
+import datetime as dt
+
 import html
 from typing import Any
 
@@ -15,7 +17,7 @@ import param
 
 from pacsdash.archive import Level, Query
 from pacsdash.dashboard.sources import as_source
-from pacsdash.dashboard.search import COLUMNS, person_name
+from pacsdash.dashboard.search import COLUMNS, display_date, person_name
 
 #: Most studies shown for one patient.
 MAX_STUDIES = 1000
@@ -27,8 +29,18 @@ STUDY_COLUMNS = {k: v for k, v in COLUMNS.items() if k not in ("PatientName", "P
 
 def dicom_date(value: Any) -> str:
     """``19700131`` -> ``1970-01-31``; anything else as it is."""
-    text = str(value or "")
-    return f"{text[:4]}-{text[4:6]}-{text[6:]}" if len(text) == 8 and text.isdigit() else text
+    return display_date(value)
+
+
+def age(birth: Any, on: Any = None) -> str:
+    """Whole years from a DA birth date to ``on`` (a DA, default today), or ``""``."""
+    try:
+        born = dt.datetime.strptime(str(birth or ""), "%Y%m%d").date()
+        day = dt.datetime.strptime(str(on), "%Y%m%d").date() if on else dt.date.today()
+    except ValueError:
+        return ""
+    years = day.year - born.year - ((day.month, day.day) < (born.month, born.day))
+    return str(years) if years >= 0 else ""
 
 
 def patient_record(archive: Any, patient_id: str) -> dict[str, Any] | None:
@@ -56,8 +68,10 @@ def patient_html(patient: dict[str, Any] | None, patient_id: str) -> str:
         return "<p>Choose a patient: click a name or a patient ID in the studies table.</p>"
     if patient is None:
         return f"<p>No patient with the ID <b>{e(patient_id)}</b> in the archive.</p>"
+    years = age(patient.get("PatientBirthDate"))
     facts = [("Patient ID", patient_id), ("Issuer", patient.get("IssuerOfPatientID")),
-             ("Other IDs", patient.get("OtherPatientIDs")), ("Birth date", dicom_date(patient.get("PatientBirthDate"))),
+             ("Other IDs", patient.get("OtherPatientIDs")),
+             ("Birth date", dicom_date(patient.get("PatientBirthDate")) + (f" (age {years})" if years else "")),
              ("Sex", patient.get("PatientSex")), ("Studies", patient.get("NumberOfPatientRelatedStudies"))]
     items = "".join(f"<dt>{e(label)}</dt><dd>{e(str(value))}</dd>" for label, value in facts if value not in (None, ""))
     return (f'<h3 class="pd-patient-name">{e(person_name(patient.get("PatientName")) or "(no name)")}</h3>'
@@ -81,7 +95,7 @@ class PatientView(pn.viewable.Viewer):
         super().__init__(**params)
         self._info = pn.pane.HTML("", sizing_mode="stretch_width", stylesheets=[CSS])
         self._table = pn.widgets.Tabulator(
-            pd.DataFrame(columns=["StudyInstanceUID", *STUDY_COLUMNS.values()]),
+            pd.DataFrame(columns=["StudyInstanceUID", *STUDY_COLUMNS.values(), "Age then"]),
             hidden_columns=["StudyInstanceUID"], show_index=False, disabled=True, selectable=1,
             sizing_mode="stretch_width", max_height=480, sorters=[], css_classes=["pd-patient-studies"],
         )
@@ -92,11 +106,14 @@ class PatientView(pn.viewable.Viewer):
     def refresh(self) -> None:
         """Re-read the patient and their studies."""
         self._info.object = patient_html(patient_record(self.archive, self.patient_id), self.patient_id)
+        record = patient_record(self.archive, self.patient_id) or {}
         self._table.value = pd.DataFrame(
-            [{"StudyInstanceUID": r["StudyInstanceUID"], **{label: str(r.get(key) or "")
-                                                             for key, label in STUDY_COLUMNS.items()}}
+            [{"StudyInstanceUID": r["StudyInstanceUID"],
+              **{label: display_date(r.get(key)) if key == "StudyDate" else str(r.get(key) or "")
+                 for key, label in STUDY_COLUMNS.items()},
+              "Age then": age(record.get("PatientBirthDate"), r.get("StudyDate"))}
              for r in patient_studies(self.archive, self.patient_id)],
-            columns=["StudyInstanceUID", *STUDY_COLUMNS.values()],
+            columns=["StudyInstanceUID", *STUDY_COLUMNS.values(), "Age then"],
         )
 
     def open_row(self, row: int) -> None:

@@ -30,6 +30,22 @@ PATIENT_COLUMNS = ("Patient", "Patient ID")
 MODALITIES = ["", "CT", "MR", "US", "CR", "DX", "MG", "NM", "PT", "XA", "RF", "OT", "SR", "SEG", "RTDOSE", "RTPLAN", "ECG"]
 
 
+#: Table column -> the attribute a click on its header sorts by (in the index, across pages).
+SORT_KEYS = {label: key for key, label in COLUMNS.items() if key != "ModalitiesInStudy"}
+#: Rows shown without scrolling.
+VISIBLE_ROWS = 15
+ROW_HEIGHT = 30
+
+
+def display_date(value: str | None) -> str:
+    """``20261102`` (DA) or ``1997.04.24`` (ACR-NEMA) -> ``2026-11-02``; anything else as it is."""
+    text = str(value or "").strip()
+    digits = text.replace(".", "") if len(text) == 10 and text[4] == "." and text[7] == "." else text
+    if len(digits) == 8 and digits.isdigit():
+        return f"{digits[:4]}-{digits[4:6]}-{digits[6:]}"
+    return text
+
+
 def person_name(value: str | None) -> str:
     """``DOE^JANE`` -> ``DOE, JANE`` for display."""
     if not value:
@@ -51,10 +67,13 @@ class StudySearch(pn.viewable.Viewer):
     """Filters and a paged table of studies; ``selected`` is the chosen study."""
 
     archive = param.Parameter(doc="What to search: a pacsdash Archive, a pacsdash.client.Client or a DataSource.")
-    patient_name = param.String(default="", doc="Name; wildcards, case and accents as people expect.")
-    patient_id = param.String(default="")
-    accession = param.String(default="")
-    description = param.String(default="")
+    patient_name = param.String(default="", label="Patient name",
+                                doc="Name; wildcards, case and accents as people expect.")
+    patient_id = param.String(default="", label="Patient ID")
+    accession = param.String(default="", label="Accession number")
+    description = param.String(default="", label="Study description")
+    order_by = param.List(default=[("StudyDate", True), ("StudyTime", True)],
+                          doc="(keyword, descending) pairs: the order of the whole result, kept in the index.")
     modality = param.Selector(default="", objects=MODALITIES)
     date_from = param.Date(default=None, allow_None=True)
     date_to = param.Date(default=None, allow_None=True)
@@ -74,10 +93,13 @@ class StudySearch(pn.viewable.Viewer):
             disabled=True,
             selectable=1,
             sizing_mode="stretch_width",
-            height=330,
+            height=ROW_HEIGHT * VISIBLE_ROWS + 40,
+            min_width=560,
             sorters=[],
+            formatters={"Description": {"type": "textarea"}},
         )
         self._table.on_click(self._on_click)
+        self._table.param.watch(self._on_sort, "sorters")
         self._pager = pn.pane.Markdown("", margin=(8, 10))
         self.refresh()
 
@@ -100,8 +122,9 @@ class StudySearch(pn.viewable.Viewer):
             fields=list(COLUMNS),
             limit=self.page_size,
             offset=self.page * self.page_size,
-            order_by=[("StudyDate", True), ("StudyTime", True)],
+            order_by=list(self.order_by),
             include_defaults=False,
+            fold_text=True,
         )
 
     @param.depends(
@@ -112,6 +135,15 @@ class StudySearch(pn.viewable.Viewer):
             self.page = 0  # triggers refresh
         else:
             self.refresh()
+
+    def _on_sort(self, event: Any) -> None:
+        """A click on a column header sorts the whole result, in the index, from its first page."""
+        order = [(SORT_KEYS[s["field"]], s.get("dir") == "desc") for s in event.new or [] if s.get("field") in SORT_KEYS]
+        order = order or [("StudyDate", True), ("StudyTime", True)]
+        if order != list(self.order_by):
+            self.param.update(order_by=order, page=0)
+            if not self.page:
+                self.refresh()
 
     @param.depends("page", "page_size", watch=True)
     def refresh(self) -> None:
@@ -127,7 +159,8 @@ class StudySearch(pn.viewable.Viewer):
         frame = pd.DataFrame(
             [
                 {"StudyInstanceUID": r["StudyInstanceUID"],
-                 **{label: person_name(r.get(key)) if key == "PatientName" else (r.get(key) or "")
+                 **{label: person_name(r.get(key)) if key == "PatientName"
+                    else display_date(r.get(key)) if key == "StudyDate" else (r.get(key) or "")
                     for key, label in COLUMNS.items()}}
                 for r in rows
             ],
@@ -177,11 +210,11 @@ class StudySearch(pn.viewable.Viewer):
                 "date_to": pn.widgets.DatePicker,
             },
             show_name=False,
-            width=260,
+            width=250,
         )
         error = pn.pane.Alert(self.param.error, alert_type="danger", visible=self.param.error.rx.bool())
         return pn.Row(
-            pn.Column("### Find studies", filters),
+            pn.Column("### Find studies", filters, width=270, margin=(0, 20, 0, 5)),
             pn.Column(error, self._table, pn.Row(previous, following, self._pager),
                       pn.pane.HTML("<small>Click a study to open it; a name or patient ID to see all the "
                                    "patient's studies.</small>", margin=(0, 10)),

@@ -27,7 +27,8 @@ def archive(tmp_path_factory):
 def test_a_patients_studies_together_newest_first(archive):
     view = PatientView(archive=archive, patient_id="PAT-7")
     assert list(view._table.value["Description"]) == ["CT CHEST", "CT HEAD", "MR KNEE"]
-    assert list(view._table.value["Date"]) == ["20250720", "20240105", "20230301"]
+    assert list(view._table.value["Date"]) == ["2025-07-20", "2024-01-05", "2023-03-01"]
+    assert list(view._table.value["Age then"]) == ["45", "43", "43"]  # born 1980-01-31
     info = view._info.object
     assert "DOE, JANE" in info and "1980-01-31" in info and "<dd>F</dd>" in info and "<dd>3</dd>" in info
     view.patient_id = "PAT-8"

@@ -49,10 +49,10 @@ def test_filters(archive):
     assert search.total == 20
     search.modality = ""
     search.date_from, search.date_to = dt.date(2024, 1, 1), dt.date(2024, 1, 31)
-    assert set(search._table.value["Date"]) <= {f"202401{d:02d}" for d in range(1, 32)} and search.total == 5
+    assert set(search._table.value["Date"]) <= {f"2024-01-{d:02d}" for d in range(1, 32)} and search.total == 5
     search.date_from = search.date_to = None
     search.patient_id = "id0?"
-    assert search.total == 0  # single value matching of LO is case-sensitive
+    assert search.total == 10  # every text filter matches as people type: case does not matter
     search.patient_id = "ID0?"
     assert search.total == 10
 
@@ -78,3 +78,31 @@ def test_a_bad_date_range_is_shown_not_raised(archive):
     search = StudySearch(archive=archive)
     search.date_from, search.date_to = dt.date(2024, 5, 1), dt.date(2024, 1, 1)
     assert "ends before" in search.error and search.total == 0
+
+
+def test_descriptions_match_as_people_type_them(archive):
+    search = StudySearch(archive=archive)
+    search.description = "chest"  # stored as CHEST: case does not matter in a search box
+    assert search.total == 30 and set(search._table.value["Description"]) == {"CHEST"}
+
+
+def test_a_header_click_sorts_the_whole_result_in_the_index(archive):
+    """The table's sort arrow sorts every page, not just the one shown."""
+    search = StudySearch(archive=archive, page_size=25)
+    search._table.sorters = [{"field": "Patient ID", "dir": "asc"}]  # what a header click sends
+    assert search.page == 0 and search.order_by == [("PatientID", False)]
+    seen = list(search._table.value["Patient ID"])
+    for _ in range(2):
+        search.next_page()
+        seen += list(search._table.value["Patient ID"])
+    assert seen == sorted(seen) and len(seen) == 62  # across the three pages
+    search._table.sorters = [{"field": "Patient ID", "dir": "desc"}]
+    assert search.page == 0 and list(search._table.value["Patient ID"])[0] == "XSS"
+
+
+def test_dates_are_shown_as_dates():
+    from pacsdash.dashboard.search import display_date
+
+    assert display_date("20261102") == "2026-11-02"
+    assert display_date("1997.04.24") == "1997-04-24"  # ACR-NEMA style, as some old files have
+    assert display_date("2026") == "2026" and display_date(None) == ""
