@@ -219,6 +219,8 @@ class Deidentifier:
         meta = getattr(ds, "file_meta", None) or FileMetaDataset()
         if "SOPInstanceUID" in ds:
             meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+        elif "MediaStorageSOPInstanceUID" in meta and self.replaces_uids:  # U (Table E.1-1), even alone
+            meta.MediaStorageSOPInstanceUID = self.pseudonyms.uid(str(meta.MediaStorageSOPInstanceUID))
         for keyword in ("SourceApplicationEntityTitle", "SendingApplicationEntityTitle",
                         "ReceivingApplicationEntityTitle", "PrivateInformationCreatorUID", "PrivateInformation"):
             if keyword in meta:

@@ -33,26 +33,42 @@ def is_private(tag: int) -> bool:
     return bool((tag >> 16) & 1)
 
 
+#: Text that C cleans and keeps (binary, dates and UIDs it removes or moves).
+CLEANED_TEXT_VRS = frozenset({"AE", "CS", "LO", "LT", "PN", "SH", "ST", "UC", "UT", "UR"})
+
+
 def passes_through(tag: int, table: ConfidentialityTable, options: Iterable[Option]) -> bool:
-    """Whether what is inside sequence ``tag`` can stay as it was (not
-    listed, kept, or cleaned item by item); not so for a removed, emptied or
-    dummy sequence, nor a private one."""
+    """Whether sequence ``tag`` keeps its items (not listed, kept, cleaned,
+    X/Z/U* or a dummy); not so for a removed or emptied one, nor a private one."""
     if is_private(tag):
         return False
     rule = table.rule(tag)
-    return rule is None or rule.action(options)[0] in ("K", "X/Z/U*", "C")
+    if rule is None:
+        return True
+    action = rule.action(options)[0]
+    return action in ("K", "X/Z/U*", "C") or action.split("/")[-1] == "D"
+
+
+def is_dummy(tag: int, table: ConfidentialityTable, options: Iterable[Option]) -> bool:
+    """Whether sequence ``tag`` is replaced by a dummy (D, X/D, X/Z/D): what
+    its items hold that the table does not list must go too."""
+    rule = table.rule(tag)
+    return rule is not None and rule.action(options)[0] != "X/Z/U*" and rule.action(options)[0].split("/")[-1] == "D"
 
 
 def may_survive(placed: Placed, table: ConfidentialityTable, options: Iterable[Option]) -> bool:
-    """Whether the table lets this value stay: untouched (not listed) or K,
-    and inside nothing that goes."""
+    """Whether the table lets this value stay: inside nothing removed or
+    emptied, and kept (K), cleaned text (C: a token is no identifying value
+    to strike out), or not listed and inside no dummy sequence."""
     options = frozenset(options)
-    if not all(passes_through(tag, table, options) for tag, _ in placed.path):
-        return False
-    if is_private(placed.tag):
+    if not all(passes_through(tag, table, options) for tag, _ in placed.path) or is_private(placed.tag):
         return False
     rule = table.rule(placed.tag)
-    return rule is None or rule.action(options)[0] == "K"
+    if rule is None:
+        return not any(is_dummy(tag, table, options) for tag, _ in placed.path)
+    action = rule.action(options)[0]
+    cleaned_text = action == "C" and placed.vr in CLEANED_TEXT_VRS and placed.tag != 0x00080201  # not a timezone
+    return action == "K" or cleaned_text
 
 
 def shifted(day: str, days: int) -> str:

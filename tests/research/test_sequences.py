@@ -133,3 +133,14 @@ def test_the_record_of_changes():
     assert changes["StudyDate"].path == "(0008,0020)"
     assert done.original_sop_uid and done.original_sop_uid != done.dataset.SOPInstanceUID
     assert Deidentifier(Pseudonymizer(SECRET)).deidentify_bytes(raw).changes == []  # only when asked
+
+
+def test_the_file_meta_uid_is_replaced_without_a_sop_instance_uid():
+    """(0002,0003) is U in Table E.1-1 whether or not the data set has its own copy."""
+    raw = make_instance(SOPInstanceUID=None)
+    original = dcmread(io.BytesIO(raw)).file_meta.MediaStorageSOPInstanceUID
+    out = Deidentifier(Pseudonymizer(SECRET)).deidentify_bytes(raw).to_bytes()
+    assert original.encode() not in out
+    assert dcmread(io.BytesIO(out)).file_meta.MediaStorageSOPInstanceUID == Pseudonymizer(SECRET).uid(original)
+    kept = Deidentifier(Pseudonymizer(SECRET), {Option.RETAIN_UIDS}).deidentify_bytes(raw).to_bytes()
+    assert dcmread(io.BytesIO(kept)).file_meta.MediaStorageSOPInstanceUID == original
