@@ -231,13 +231,31 @@ class DicomWebSource:
         """A DICOMweb server does not announce arrivals: refresh by hand."""
 
 
+def _wrap_dicomweb_client(web: Any) -> Any:
+    """A pacsdash Client that sends through a dicomweb-client the caller made
+    (its session, credentials and settings), from every thread."""
+    from pacsdash.client import Client
+
+    class Wrapped(Client):
+        @property
+        def web(self) -> Any:
+            return web
+
+    return Wrapped(web.base_url)
+
+
 def as_source(source: Any) -> DataSource:
-    """A :class:`DataSource` of an Archive, a pacsdash Client, or a source already."""
+    """A :class:`DataSource` of an Archive, a pacsdash Client, a dicomweb-client
+    ``DICOMwebClient``, or a source already."""
     if source is None:
         raise ValueError("no data source: give a pacsdash Archive, a pacsdash.client.Client or a DataSource")
+    from dicomweb_client.api import DICOMwebClient
+
     from pacsdash.archive import Archive
     from pacsdash.client import Client
 
+    if isinstance(source, DICOMwebClient):
+        source = _wrap_dicomweb_client(source)
     if isinstance(source, Archive):
         cached = getattr(source, "_dashboard_source", None)
         if cached is None:
