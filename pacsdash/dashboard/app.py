@@ -1,4 +1,4 @@
-"""The dashboard page served at ``/``: who is logged in, overview, search."""
+"""The dashboard page served at ``/``: who is logged in, overview, search, export."""
 
 from __future__ import annotations
 
@@ -10,9 +10,11 @@ import panel as pn
 from pacsdash.access import Action, Role
 from pacsdash.dashboard.overview import Overview
 from pacsdash.dashboard.patient import PatientView
+from pacsdash.dashboard.research import ExportPanel
 from pacsdash.dashboard.search import StudySearch
 from pacsdash.dashboard.study import StudyPanel
 from pacsdash.dashboard.upload import UploadPanel
+from pacsdash.web.research import export_jobs  # the API's export jobs: its download route serves ours
 
 
 def current_role(context: Any, user: str | None = None) -> Role | None:
@@ -62,8 +64,8 @@ def watch_arrivals(archive: Any, refreshers: list, period_ms: int = 2000) -> Non
 
 
 def dashboard(context: Any) -> pn.viewable.Viewable:
-    """One session's page: tabs for the search, a study, a patient, upload
-    (editor, admin) and the overview."""
+    """One session's page: tabs for the search, a study, a patient, the export
+    of the search's studies, upload (editor, admin) and the overview."""
     role = current_role(context)
     if role is None:  # logged in, then removed: nothing of the archive
         return pn.pane.HTML('<p>Your account no longer exists. <a href="/logout">Log out</a></p>')
@@ -75,7 +77,9 @@ def dashboard(context: Any) -> pn.viewable.Viewable:
                        actions=context.actions, current_role=lambda: current_role(context, login))
     patient = PatientView(archive=context.archive)
     overview = Overview(archive=context.archive)
-    pages: list[tuple[str, Any]] = [("Studies", search), ("Study", study), ("Patient", patient)]
+    export = ExportPanel(archive=context.archive, search=search, jobs=export_jobs(context), role=role, user=user,
+                         current_role=lambda: current_role(context, login))
+    pages: list[tuple[str, Any]] = [("Studies", search), ("Study", study), ("Patient", patient), ("Export", export)]
     if role.may(Action.UPLOAD):  # never shown to a viewer; the upload itself checks again
         pages.append(("Upload", UploadPanel(
             archive=context.archive, user=user, limit_mb=context.settings.server.max_upload_mb,
@@ -108,7 +112,7 @@ def dashboard(context: Any) -> pn.viewable.Viewable:
     search.param.watch(open_patient, "patient")
     study.param.watch(open_patient, "patient")
     study.param.watch(after_delete, "deleted")
-    watch_arrivals(context.archive, [search.refresh, patient.refresh, overview.refresh])
+    watch_arrivals(context.archive, [search.refresh, patient.refresh, overview.refresh, export.refresh])
     who = pn.pane.HTML(
         f'<span class="pd-user">{html.escape(user)} ({role.value})</span>'
         + (' · <a href="/logout">Log out</a>' if context.settings.auth.enabled else ""),

@@ -1,5 +1,6 @@
 """One study: its series with thumbnails beside the viewer, and the actions
-the user's role allows. Laid out to fit a 1366 x 768 screen without scrolling."""
+the user's role allows. Laid out to fit a 1366 x 768 screen without scrolling
+(the anonymization section, opened with "Anonymize…", comes in above the viewer)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import param
 from pacsdash.access import Action, Role
 from pacsdash.archive import Level, Query
 from pacsdash.archive.actions import ActionError, Actor
+from pacsdash.dashboard.research import AnonymizePanel, OptionsPicker, TagComparison
 from pacsdash.dashboard.search import person_name
 from pacsdash.dashboard.series_list import SeriesList
 
@@ -25,11 +27,11 @@ SERIES_LIST_WIDTH = 400
 
 
 class StudyPanel(pn.viewable.Viewer):
-    """The selected study's series and actions (download, send, delete)."""
+    """The selected study's series and actions (download, send, delete, anonymize)."""
 
     archive = param.Parameter()
     accounts = param.Parameter()
-    actions = param.Parameter(doc="The archive's StudyActions (send, delete).")
+    actions = param.Parameter(doc="The archive's StudyActions (send, delete, anonymize).")
     current_role = param.Callable(default=None, doc="The user's role now (None: gone); default: ``role``.")
     role = param.ClassSelector(class_=Role, default=Role.VIEWER)
     user = param.String(default="anonymous", doc="Who acts (for the log).")
@@ -56,13 +58,27 @@ class StudyPanel(pn.viewable.Viewer):
         self._delete.on_click(self._on_delete)
         self._progress = pn.indicators.LoadingSpinner(value=False, size=24, visible=False)
         self._viewer_slot = pn.Column(sizing_mode="stretch_width")
+        # Anonymize (editor, admin): the options are shared by the anonymization
+        # and the before/after view, so the view shows what the button would do.
+        self._options = OptionsPicker()
+        shared = {"actions": self.actions, "picker": self._options, "current_role": self.current_role,
+                  "role": self.role}
+        self._anonymize = AnonymizePanel(user=self.user, **shared)
+        self._anonymize.param.watch(self._on_open_new, "opened")
+        self._compare = TagComparison(archive=self.archive, shown_instance=self._shown_instance, **shared)
+        self._research_toggle = pn.widgets.Toggle(label="Anonymize…", width=120, css_classes=["pd-anonymize-toggle"])
+        self._research_toggle.param.watch(lambda e: self._show_research(e.new), "value")
+        self._research = pn.Row(pn.Column(self._anonymize, width=470), self._compare, visible=False,
+                                sizing_mode="stretch_width", css_classes=["pd-research"])
         self._load()
 
     @param.depends("study_uid", watch=True)
     def _load(self) -> None:
         self.message = ""
         self._confirm.value = False
+        self._research_toggle.value = False
         self._series.study_uid = self.study_uid
+        self._anonymize.study_uid = self._compare.study_uid = self.study_uid
         if not self.study_uid:
             self._title.object = "<p>Choose a study in the Studies tab.</p>"
             self._patient_id = ""
@@ -91,6 +107,30 @@ class StudyPanel(pn.viewable.Viewer):
         self._viewer.param.watch(lambda e: self._series.highlight(e.new), "series_uid")
         self._series.highlight(self._viewer.series_uid)
         self._viewer_slot[:] = [self._viewer]
+
+    def _shown_instance(self) -> tuple[str, str]:
+        """``(series_uid, sop_uid)`` of the image in the viewer (empty without one)."""
+        if self._viewer is None:
+            return "", ""
+        return self._viewer.series_uid, self._viewer.current_instance
+
+    def _show_research(self, shown: bool) -> None:
+        """Open or close the anonymization section; the before/after view
+        starts at the instance shown in the viewer."""
+        self._research.visible = shown
+        if shown:
+            self._compare.follow()
+        self._compare.active = shown
+
+    def _on_open_new(self, event: Any) -> None:
+        if event.new:
+            self.study_uid = event.new
+
+    async def _on_anonymize(self, *_: Any) -> Any:
+        """Anonymize the study shown with the options chosen (see :class:`AnonymizePanel`)."""
+        if not self._may(Action.ANONYMIZE):
+            self.message = "Your role may not anonymize."
+        return await self._anonymize.anonymize()
 
     def _on_series(self, event: Any) -> None:
         if self._viewer is not None and event.new:
@@ -148,12 +188,15 @@ class StudyPanel(pn.viewable.Viewer):
         actions: list[Any] = [self._to_patient, self._download]
         if self.role.may(Action.SEND):
             actions += [self._peer, self._send]
+        if self.role.may(Action.ANONYMIZE):  # never shown to a viewer; the anonymization checks again
+            actions.append(self._research_toggle)
         if self.role.may(Action.DELETE):
             actions += [self._confirm, self._delete]
         message = pn.pane.Alert(self.param.message, alert_type="info", visible=self.param.message.rx.bool(),
                                 margin=(0, 10))
+        research = [self._research] if self.role.may(Action.ANONYMIZE) else []
         return pn.Column(
-            self._title, pn.Row(*actions, self._progress), message,
+            self._title, pn.Row(*actions, self._progress), message, *research,
             pn.Row(self._series, self._viewer_slot, sizing_mode="stretch_width"),
             sizing_mode="stretch_width",
         )

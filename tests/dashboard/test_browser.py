@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 import time
 import zipfile
 from pathlib import Path
@@ -261,10 +262,12 @@ def test_store_pressed_early_stores_every_picked_file(browser, server, tmp_path)
         paths.append(path)
     context, page = log_in(browser, server, "editor", tmp_path)
     open_tab(page, "Upload")
-    cdp = context.new_cdp_session(page)  # a slow uplink: ~1 MB/s, so the upload takes a few seconds
+    # A slow uplink (~256 KB/s): the upload takes several seconds, so Store is
+    # pressed early even when the machine is busy (at 512 KB/s it was not).
+    cdp = context.new_cdp_session(page)
     cdp.send("Network.enable")
     cdp.send("Network.emulateNetworkConditions", {"offline": False, "latency": 20, "downloadThroughput": -1,
-                                                  "uploadThroughput": 512 * 1024})
+                                                  "uploadThroughput": 256 * 1024})
     page.locator("input.pd-input-files").set_input_files([str(p) for p in paths])
     store = page.get_by_role("button", name="Store 10 files in the archive")
     expect(store).to_be_enabled(timeout=30_000)
@@ -404,4 +407,107 @@ def test_the_patient_view_lists_the_patients_studies(browser, server, tmp_path):
     expect(page.locator(".pd-study-title")).to_contain_text("CT HEAD", timeout=30_000)
     page.get_by_role("button", name="All studies of this patient").click()
     expect(page.locator(".pd-patient-studies .tabulator-row")).to_have_count(2, timeout=30_000)
+    context.close()
+
+
+def export_zip(page) -> dict[str, bytes]:
+    """Wait for the export's download link, download it, return the ZIP's members."""
+    link = page.locator("a.pd-export-download")
+    expect(link).to_be_visible(timeout=120_000)
+    with page.expect_download() as download:
+        link.click()
+    with zipfile.ZipFile(io.BytesIO(Path(download.value.path()).read_bytes())) as bundle:
+        return {name: bundle.read(name) for name in bundle.namelist()}
+
+
+def test_an_editor_anonymizes_a_study_opens_it_and_exports_a_cohort(browser, server, tmp_path):
+    import csv
+
+    from tests.factories import make_instance
+
+    original = "1.2.826.0.1.3680043.10.1474.88.1"
+    stow(server, [make_instance(PatientName="TEACHING^TESSA", PatientID="TEACH1", StudyInstanceUID=original,
+                                SeriesInstanceUID=f"{original}.1", SOPInstanceUID=f"{original}.1.{k}", InstanceNumber=k,
+                                StudyDescription="TEACHING CASE", StudyDate="20240301",
+                                InstitutionName="Teaching Hospital") for k in (1, 2, 3)])
+    context, page = log_in(browser, server, "editor", tmp_path)
+    search_name(page, "teaching^tessa", 1)
+    open_first_study(page)
+    expect(page.locator(".pd-study-title")).to_contain_text("TEACHING CASE", timeout=30_000)
+    page.get_by_role("button", name="Anonymize…").click()
+    # The before/after view of the instance in the viewer: the rule of each change.
+    compare = page.locator("table.pd-compare")
+    expect(compare.locator("tr[data-keyword='PatientName']")).to_contain_text("Basic Profile", timeout=30_000)
+    expect(compare.locator("tr[data-keyword='PatientName'] .pd-code")).to_have_text("Z")
+    expect(compare.locator("tr[data-keyword='StudyDate']")).to_contain_text("with Modified Dates")
+    expect(compare.locator("tr[data-keyword='StudyDescription']")).to_contain_text("removed")
+    expect(compare.locator("tr[data-keyword='Modality']")).to_have_count(0)  # unchanged: hidden
+    page.locator(".pd-show-unchanged input[type=checkbox]").click()
+    expect(compare.locator("tr[data-keyword='Modality']")).to_have_count(1, timeout=30_000)
+    expect(page.locator(".pd-options input[type=checkbox]:checked")).to_have_count(1)  # the default option
+    page.screenshot(path=tmp_path / "anonymize-before-after.png", full_page=True)
+    # Both date options: said, and the button is disabled.
+    page.locator(".pd-options label", has_text="with Full Dates").click()
+    expect(page.locator(".pd-options-problem")).to_contain_text("not both", timeout=30_000)
+    expect(page.get_by_role("button", name="Anonymize this study")).to_be_disabled()
+    page.screenshot(path=tmp_path / "anonymize-both-dates.png")
+    page.locator(".pd-options label", has_text="with Full Dates").click()
+    start = page.get_by_role("button", name="Anonymize this study")
+    expect(start).to_be_enabled(timeout=30_000)
+    start.click()
+    expect(page.locator(".pd-anon-result")).to_contain_text("3 instances stored", timeout=60_000)
+    new_uid = page.locator(".pd-new-study").inner_text().strip()
+    assert new_uid.startswith("2.25.")
+    page.screenshot(path=tmp_path / "anonymize-done.png", full_page=True)
+    page.get_by_role("button", name="Open the new study").click()
+    title = page.locator(".pd-study-title")
+    expect(title).to_contain_text("SUBJ-", timeout=30_000)
+    expect(title).not_to_contain_text("TEACHING")
+    subject = re.search(r"SUBJ-[A-Z0-9]+", title.inner_text()).group()
+    expect(page.get_by_text(f"{subject} {subject}")).to_be_visible(timeout=30_000)  # the viewer shows it too
+    page.screenshot(path=tmp_path / "anonymize-new-study.png")
+    # The cohort: every study matching the search, anonymized with the default options, as a ZIP.
+    open_tab(page, "Studies")
+    search_name(page, "teaching^tessa", 1)
+    open_tab(page, "Export")
+    expect(page.locator(".pd-export-matching")).to_have_text("1", timeout=30_000)
+    page.get_by_text("Every study matching the current search").click()
+    page.locator(".pd-export-anonymize input[type=checkbox]").click()
+    expect(page.locator(".pd-export .pd-options")).to_be_visible(timeout=30_000)
+    page.get_by_role("button", name="Export", exact=True).click()
+    members = export_zip(page)
+    page.screenshot(path=tmp_path / "export-anonymized.png", full_page=True)
+    manifest = list(csv.DictReader(io.StringIO(members["manifest.csv"].decode())))
+    assert len(manifest) == 3 and all(row["path"] in members for row in manifest)
+    for row in manifest:
+        data = members[row["path"]]
+        ds = dcmread(io.BytesIO(data))
+        assert ds.PatientIdentityRemoved == "YES" and str(ds.PatientName).startswith("SUBJ-")
+        assert ds.StudyInstanceUID == new_uid  # the same pseudonyms as the copy in the archive
+        assert b"TEACH" not in data.upper() and original.encode() not in data
+    context.close()
+
+
+def test_a_viewer_sees_no_anonymize_and_exports_originals(browser, server, tmp_path):
+    import csv
+
+    context, page = log_in(browser, server, "viewer", tmp_path)
+    search_name(page, "compressed*mr1", 1)
+    open_first_study(page)
+    page.wait_for_selector("text=Download the study (ZIP)", timeout=30_000)
+    assert page.get_by_role("button", name="Anonymize…").count() == 0
+    assert page.locator(".pd-research, .pd-anonymize, .pd-compare-panel").count() == 0
+    open_tab(page, "Export")
+    expect(page.get_by_text("anonymized exports are for editors")).to_be_visible(timeout=30_000)
+    assert page.get_by_text("Anonymize (PS3.15 Annex E").count() == 0 and page.locator(".pd-options").count() == 0
+    assert page.locator(".pd-export-anonymize").count() == 0
+    page.locator(".pd-export-table .tabulator-row").first.locator("input[type=checkbox]").click()
+    expect(page.locator(".pd-export-ticked")).to_have_text("1", timeout=30_000)
+    page.screenshot(path=tmp_path / "viewer-export.png", full_page=True)
+    page.get_by_role("button", name="Export", exact=True).click()
+    members = export_zip(page)
+    manifest = list(csv.DictReader(io.StringIO(members["manifest.csv"].decode())))
+    mr_study = dcmread(next(p for p in VALID if p.name == "MR_small.dcm"), stop_before_pixels=True).StudyInstanceUID
+    expected = sorted(p.read_bytes() for p in VALID if dcmread(p, stop_before_pixels=True).StudyInstanceUID == mr_study)
+    assert sorted(members[row["path"]] for row in manifest) == expected  # the originals, unchanged
     context.close()
