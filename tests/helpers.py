@@ -189,7 +189,9 @@ class OrthancProcess:
     process: subprocess.Popen
 
     @classmethod
-    def start(cls, folder: Path) -> OrthancProcess:
+    def start(cls, folder: Path, dicomweb_servers: dict | None = None) -> OrthancProcess:
+        """Start Orthanc; ``dicomweb_servers`` registers DICOMweb servers it may
+        reach as a client (its ``DicomWeb.Servers`` setting)."""
         folder.mkdir(parents=True, exist_ok=True)
         http_port, dicom_port = free_port(), free_port()
         config = {
@@ -201,7 +203,7 @@ class OrthancProcess:
             "RemoteAccessAllowed": False,
             "AuthenticationEnabled": False,
             "Plugins": [str(ORTHANC_DICOMWEB)],
-            "DicomWeb": {"Enable": True, "Root": "/dicom-web/"},
+            "DicomWeb": {"Enable": True, "Root": "/dicom-web/", "Servers": dict(dicomweb_servers or {})},
         }
         (folder / "orthanc.json").write_text(json.dumps(config))
         log = open(folder / "orthanc.log", "ab")

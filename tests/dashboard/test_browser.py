@@ -250,24 +250,37 @@ def test_a_zip_bomb_is_refused(browser, server, tmp_path):
     context.close()
 
 
-def test_store_pressed_early_stores_every_picked_file(browser, server, tmp_path):
-    """10 files picked on a slow link, Store pressed after the first arrived:
-    all 10 are stored and reported (an early Store once dropped the other 8)."""
+def upload_files(folder: Path, stem: str, patient_id: str, count: int) -> list[Path]:
+    """``count`` 128 KB instances of one patient, as files to pick."""
     from tests.factories import make_instance
 
     paths = []
-    for k in range(10):
-        path = tmp_path / f"early-{k:02d}.dcm"
-        path.write_bytes(make_instance(PatientName="EARLY^STORE", PatientID="EARLY10", Rows=256, Columns=256, PixelData=bytes(256 * 256 * 2)))
+    for k in range(count):
+        path = folder / f"{stem}-{k:02d}.dcm"
+        path.write_bytes(make_instance(PatientName=f"{stem.upper()}^UPLOAD", PatientID=patient_id, Rows=256,
+                                       Columns=256, PixelData=bytes(256 * 256 * 2)))
         paths.append(path)
+    return paths
+
+
+def slow_uplink(context, page, bytes_per_second: int):
+    """Emulate a slow upload link (-1: back to full speed); returns the CDP session."""
+    cdp = context.new_cdp_session(page)
+    cdp.send("Network.enable")
+    cdp.send("Network.emulateNetworkConditions", {"offline": False, "latency": 20 if bytes_per_second > 0 else 0,
+                                                  "downloadThroughput": -1, "uploadThroughput": bytes_per_second})
+    return cdp
+
+
+def test_store_pressed_early_stores_every_picked_file(browser, server, tmp_path):
+    """10 files picked on a slow link, Store pressed after the first arrived:
+    all 10 are stored and reported (an early Store once dropped the other 8)."""
+    paths = upload_files(tmp_path, "early", "EARLY10", 10)
     context, page = log_in(browser, server, "editor", tmp_path)
     open_tab(page, "Upload")
     # A slow uplink (~256 KB/s): the upload takes several seconds, so Store is
     # pressed early even when the machine is busy (at 512 KB/s it was not).
-    cdp = context.new_cdp_session(page)
-    cdp.send("Network.enable")
-    cdp.send("Network.emulateNetworkConditions", {"offline": False, "latency": 20, "downloadThroughput": -1,
-                                                  "uploadThroughput": 256 * 1024})
+    slow_uplink(context, page, 256 * 1024)
     page.locator("input.pd-input-files").set_input_files([str(p) for p in paths])
     store = page.get_by_role("button", name="Store 10 files in the archive")
     expect(store).to_be_enabled(timeout=30_000)
@@ -287,19 +300,10 @@ def test_store_pressed_early_stores_every_picked_file(browser, server, tmp_path)
 
 def test_an_upload_survives_switching_tabs(browser, server, tmp_path):
     """Switching to another tab mid-upload (the drop zone is unmounted) and back loses nothing."""
-    from tests.factories import make_instance
-
-    paths = []
-    for k in range(6):
-        path = tmp_path / f"tabs-{k:02d}.dcm"
-        path.write_bytes(make_instance(PatientName="TAB^SWITCH", PatientID="TABS6", Rows=256, Columns=256, PixelData=bytes(256 * 256 * 2)))
-        paths.append(path)
+    paths = upload_files(tmp_path, "tabs", "TABS6", 6)
     context, page = log_in(browser, server, "editor", tmp_path)
     open_tab(page, "Upload")
-    cdp = context.new_cdp_session(page)
-    cdp.send("Network.enable")
-    cdp.send("Network.emulateNetworkConditions", {"offline": False, "latency": 20, "downloadThroughput": -1,
-                                                  "uploadThroughput": 256 * 1024})
+    cdp = slow_uplink(context, page, 256 * 1024)
     page.locator("input.pd-input-files").set_input_files([str(p) for p in paths])
     expect(page.locator(".pd-upload-waiting")).to_contain_text("still uploading", timeout=30_000)
     open_tab(page, "Studies")

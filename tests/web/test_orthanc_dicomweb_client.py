@@ -8,17 +8,13 @@ it with a 400.
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import urllib.request
 
 import pytest
 import requests
 from pydicom import dcmread
 
 from tests.conftest import require_tool
-from tests.helpers import ORTHANC, ORTHANC_DICOMWEB, VALID, OrthancProcess, free_port, have_orthanc, wait_until
+from tests.helpers import VALID, OrthancProcess, have_orthanc
 from tests.web.conftest import USERS, session_for
 from tests.web.test_dicomweb import multipart, parts_of
 
@@ -31,40 +27,7 @@ PULLED = next(p for p in VALID if p.name == "CT_small.dcm")
 def start_orthanc(folder, pacsdash_url: str, user: str, password: str) -> OrthancProcess:
     """Orthanc (own config, loopback, TCP_NODELAY=1) with pacsdash registered
     as a DICOMweb server, as an Orthanc administrator would."""
-    folder.mkdir(parents=True, exist_ok=True)
-    http_port, dicom_port = free_port(), free_port()
-    config = {
-        "Name": "interop-client",
-        "StorageDirectory": str(folder / "storage"),
-        "IndexDirectory": str(folder / "index"),
-        "HttpPort": http_port,
-        "DicomPort": dicom_port,
-        "RemoteAccessAllowed": False,
-        "AuthenticationEnabled": False,
-        "Plugins": [str(ORTHANC_DICOMWEB)],
-        "DicomWeb": {
-            "Enable": True,
-            "Root": "/dicom-web/",
-            "Servers": {"pacsdash": {"Url": pacsdash_url, "Username": user, "Password": password}},
-        },
-    }
-    (folder / "orthanc.json").write_text(json.dumps(config))
-    log = open(folder / "orthanc.log", "ab")
-    process = subprocess.Popen([str(ORTHANC), str(folder / "orthanc.json")], stdout=log, stderr=subprocess.STDOUT,
-                               env=dict(os.environ, TCP_NODELAY="1"))
-    orthanc = OrthancProcess(folder, http_port, dicom_port, process)
-
-    def ready() -> bool:
-        if process.poll() is not None:
-            raise RuntimeError(f"Orthanc exited with {process.returncode}; see {folder / 'orthanc.log'}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/system", timeout=2) as r:
-                return r.status == 200
-        except OSError:
-            return False
-
-    wait_until(ready, 60, interval=0.2, what="Orthanc")
-    return orthanc
+    return OrthancProcess.start(folder, {"pacsdash": {"Url": pacsdash_url, "Username": user, "Password": password}})
 
 
 @pytest.fixture(scope="module")
