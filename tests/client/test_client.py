@@ -363,6 +363,8 @@ FRAMES = [
     ("SC_rgb_jpeg_dcmtk.dcm", 1, 3),                    # YBR_FULL JPEG baseline, decoded to RGB
     ("SC_rgb_jpeg_gdcm.dcm", 1, "exact"),               # RGB, lossless JPEG
     ("examples_rgb_color.dcm", 1, "exact"),             # RGB, uncompressed
+    ("ExplVR_BigEnd.dcm", 1, "exact"),                  # RGB, planar configuration 1, big endian
+    ("examples_palette.dcm", 1, "exact"),               # PALETTE COLOR: the indices
     ("SC_rgb_rle_2frame.uidfix.dcm", 2, "exact"),       # second frame
     ("SC_rgb_rle_16bit.uidfix.dcm", 1, "exact"),        # 16 bits a sample
     ("SC_ybr_full_422_uncompressed.dcm", 1, "may refuse"),
