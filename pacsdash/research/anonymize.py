@@ -21,6 +21,7 @@ from pydicom.errors import InvalidDicomError
 from pydicom.uid import ExplicitVRBigEndian, ImplicitVRLittleEndian
 
 from pacsdash.archive import InvalidInstance, Level, Outcome
+from pacsdash.research import workers
 from pacsdash.research.deidentify import Deidentifier, burned_in_reason, patient_key
 from pacsdash.research.pseudonyms import Subject
 
@@ -73,6 +74,8 @@ class Prepared:
     data: bytes
     dataset: Dataset
     subject: Subject
+    #: Where the Pixel Data element starts in the original (appended as stored), or -1.
+    pixels_at: int = -1
 
 
 def _pixel_element_end(raw: bytes, offset: int, little: bool, implicit: bool) -> int | None:
@@ -139,7 +142,20 @@ def deidentify_instance(raw: bytes, deidentifier: Deidentifier, include_burned_i
     done = deidentifier.deidentify(ds)
     if seen is not None:
         seen(done.subject.PatientID, *patient)
-    return Prepared(done.to_bytes() + pixels, done.dataset, done.subject), ""
+    return Prepared(done.to_bytes() + pixels, done.dataset, done.subject, len(raw) - len(pixels) if pixels else -1), ""
+
+
+def _read(archive: Any, location: Any) -> bytes:
+    with archive.open(location) as handle:
+        return handle.read()
+
+
+def _local_file(archive: Any, location: Any) -> str | None:
+    """The stored file's path when the store is on this machine's disk, else None."""
+    try:
+        return str(archive.local_path(location))
+    except (AttributeError, NotImplementedError, OSError):
+        return None
 
 
 def anonymize_study(
@@ -164,17 +180,34 @@ def anonymize_study(
     new_study = deidentifier.pseudonyms.uid(study_uid) if deidentifier.replaces_uids else study_uid
     result = AnonymizedStudy(original=study_uid, StudyInstanceUID=new_study, PatientID="")
 
+    in_processes = len(locations) >= workers.PROCESS_THRESHOLD
+    options = tuple(sorted(o.value for o in deidentifier.options))
+
+    def deidentified(location: Any) -> tuple[bytes | None, str, str]:
+        """``(bytes or None, reason, pseudonym)``: in a worker process for a large study
+        (which reads a local file itself and sends back the header only)."""
+        if in_processes:
+            local = _local_file(archive, location)
+            data, pixels_at, reason, pseudonym, patient = workers.pool().submit(
+                workers.deidentify_in_worker, local or _read(archive, location), deidentifier.pseudonyms.secret,
+                options, include_burned_in).result()
+            if data is not None and pixels_at >= 0:
+                data += _read(archive, location)[pixels_at:]  # the Pixel Data element, as stored
+            if data is not None and seen is not None:
+                seen(pseudonym, *patient)
+            return data, reason, pseudonym
+        done, reason = deidentify_instance(_read(archive, location), deidentifier, include_burned_in, seen)
+        return (done.data, "", done.subject.PatientID) if done is not None else (None, reason, "")
+
     def one(location: Any) -> tuple[Any, str, str]:
-        with archive.open(location) as handle:
-            raw = handle.read()
-        done, reason = deidentify_instance(raw, deidentifier, include_burned_in, seen)
-        if done is None:
+        data, reason, pseudonym = deidentified(location)
+        if data is None:
             return location, "", reason
         try:
-            stored = archive.store_bytes(done.data, origin=origin)
+            stored = archive.store_bytes(data, origin=origin)
         except InvalidInstance as exc:
             return location, "", f"the de-identified copy could not be stored: {exc}"
-        return location, done.subject.PatientID, stored.outcome.value
+        return location, pseudonym, stored.outcome.value
 
     count = 0
     with ThreadPoolExecutor(THREADS, thread_name_prefix="pacsdash-anonymize") as pool:

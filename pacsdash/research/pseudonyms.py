@@ -86,6 +86,11 @@ class Pseudonymizer:
         self._secret = secret
         self._uids: dict[str, str] = {}
 
+    @property
+    def secret(self) -> bytes:
+        """The project secret (to hand to a de-identification worker process; never exported)."""
+        return self._secret
+
     @classmethod
     def for_home(cls, home: Path) -> Pseudonymizer:
         return cls(load_secret(home))

@@ -221,3 +221,30 @@ def test_the_header_only_path_gives_the_same_bytes_as_reading_everything():
         whole = deidentifier.deidentify(dcmread(io.BytesIO(raw))).to_bytes()
         assert done.data == whole, path.name
     assert fast >= len(VALID) // 2  # most samples take the header-only path
+
+
+def test_large_studies_are_deidentified_in_worker_processes_with_the_same_result(tmp_path, monkeypatch):
+    """A study of 16 or more instances goes to worker processes (which read the
+    stored file and send back the header only); the copy must be the same bytes."""
+    from pacsdash.archive import Level
+    from pacsdash.research import workers
+
+    archive = Archive.open_home(tmp_path / "store", tmp_path / "index.duckdb")
+    try:
+        volume = ct_volume("WORKERS") + ct_volume("WORKERS")[:4]
+        for raw in volume:
+            archive.store_bytes(raw)
+        study = dcmread(io.BytesIO(volume[0])).StudyInstanceUID
+        actions = StudyActions(archive, tmp_path / "home")
+        copies = {}
+        for threshold in (10**9, workers.PROCESS_THRESHOLD):
+            monkeypatch.setattr(workers, "PROCESS_THRESHOLD", threshold)
+            result = actions.anonymize(study, ACTOR)
+            assert result.stored == SLICES and result.excluded == []
+            copies[threshold] = sorted(archive.open(l).read() for l in archive.locate(Level.STUDY, result.StudyInstanceUID))
+            archive.delete_study(result.StudyInstanceUID)
+        assert copies[10**9] == copies[workers.PROCESS_THRESHOLD]
+        assert archive.subject(dcmread(io.BytesIO(copies[10**9][0])).PatientID)["PatientID"] == "WORKERS"
+    finally:
+        archive.close()
+        workers.shutdown()
