@@ -139,7 +139,8 @@ def deidentify_instance(raw: bytes, deidentifier: Deidentifier, include_burned_i
         if reason:
             return None, reason
     patient = patient_key(ds)
-    done = deidentifier.deidentify(ds)
+    # The original read again only if some text is cleaned (whole when attributes follow the pixels).
+    done = deidentifier.deidentify(ds, original=lambda: dcmread(io.BytesIO(raw), stop_before_pixels=split is not None))
     if seen is not None:
         seen(done.subject.PatientID, *patient)
     return Prepared(done.to_bytes() + pixels, done.dataset, done.subject, len(raw) - len(pixels) if pixels else -1), ""

@@ -19,7 +19,7 @@ from __future__ import annotations
 import datetime as dt
 import io
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from pydicom import dcmread
@@ -205,12 +205,23 @@ class Deidentifier:
         """De-identify a Part 10 instance read from ``raw``."""
         return self.deidentify(dcmread(io.BytesIO(raw)), record)
 
-    def deidentify(self, ds: Dataset, record: bool = False) -> Deidentified:
+    def deidentify(self, ds: Dataset, record: bool = False,
+                   original: Callable[[], Dataset] | None = None) -> Deidentified:
         """De-identify ``ds`` in place; return it with the subject and, if
-        ``record``, every change made."""
+        ``record``, every change made.
+
+        ``original`` reads ``ds`` again as it was (its header is enough): the
+        values to scrub from cleaned text are then gathered only if some text
+        is cleaned, which most instances never need.
+        """
         original_sop = str(ds.get("SOPInstanceUID", ""))
         subject = self.pseudonyms.subject(*patient_key(ds))
-        walk = _Walk(self, subject, _identifying_values(ds, self.table, self.options), record)
+        if original is None:
+            found = _identifying_values(ds, self.table, self.options)
+            identifying: Callable[[], list[str]] = lambda: found  # noqa: E731
+        else:
+            identifying = lambda: _identifying_values(original(), self.table, self.options)  # noqa: E731
+        walk = _Walk(self, subject, identifying, record)
         walk.dataset(ds, "")
         for keyword in ("PatientID", "PatientName"):  # Type 2 (PS3.3 C.7.1.1): always present, pseudonymous
             if keyword not in ds:
@@ -298,15 +309,17 @@ class _Walk:
     text, must not stay behind the dummy).
     """
 
-    def __init__(self, owner: Deidentifier, subject: Subject, identifying: list[str], record: bool) -> None:
+    def __init__(self, owner: Deidentifier, subject: Subject, identifying: Callable[[], list[str]],
+                 record: bool) -> None:
         self.owner = owner
         self.table = owner.table
         self.options = owner.options
         self.subject = subject
         self.record = record
         self.changes: list[Change] = []
-        self._scrub = (re.compile("|".join(re.escape(v) for v in identifying), re.IGNORECASE)
-                       if identifying else None)
+        self._identifying = identifying
+        self._pattern: re.Pattern[str] | None = None
+        self._compiled = False
 
     # -- traversal -------------------------------------------------------------
     def dataset(self, ds: Dataset, path: str, mode: int = KEEP, structured: bool = False) -> bool:
@@ -493,7 +506,11 @@ class _Walk:
             del ds[elem.tag]
 
     def scrub(self, text: str) -> str:
-        return self._scrub.sub("***", text) if self._scrub is not None else text
+        if not self._compiled:  # on first use: most instances clean no text at all
+            values = self._identifying()
+            self._pattern = re.compile("|".join(re.escape(v) for v in values), re.IGNORECASE) if values else None
+            self._compiled = True
+        return self._pattern.sub("***", text) if self._pattern is not None else text
 
     def shift(self, elem: DataElement) -> object:
         values = elem.value if elem.VM > 1 else [elem.value]
