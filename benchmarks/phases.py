@@ -1,4 +1,4 @@
-"""The benchmark phases: ingest, C-FIND latency, server memory, DICOMweb, dashboard, research.
+"""The benchmark phases: ingest, C-FIND latency, server memory, DICOMweb, dashboard, research, notebook.
 
 Every measurement uses a fresh server (for C-FIND, one per server with the
 index loaded once) and ends with the server stopped and its folder removed.
@@ -17,7 +17,7 @@ from benchmarks.guard import Guard, say
 from benchmarks.report import Results
 from benchmarks.servers import SERVERS, WEB_PASSWORD, WEB_USER, OrthancServer, PacsdashServer, Server
 
-PHASES = ("ingest", "find", "memory", "dicomweb", "dashboard", "research")
+PHASES = ("ingest", "find", "memory", "dicomweb", "dashboard", "research", "notebook")
 
 
 @dataclass(frozen=True)
@@ -45,6 +45,12 @@ class Plan:
     research_cohort: int = 2000
     #: Times the study is anonymized and exported (research).
     research_repetitions: int = 3
+    #: CT 512x512 slices of the series fetched as a volume by pacsdash.client and the plain way (notebook).
+    notebook_slices: int = 100
+    #: Instances of each generated index searched with pacsdash.client's cohort() (notebook).
+    cohort_sizes: tuple[int, ...] = (20_000, 1_000_000)
+    #: Which parts of the notebook phase run: "volume", "cohort".
+    notebook_parts: tuple[str, ...] = ("volume", "cohort")
 
 
 def record_server(results: Results, server: Server, where: str) -> None:
@@ -364,5 +370,13 @@ def run_research(plan: Plan, results: Results, guard: Guard) -> None:
     research.run(plan, results, guard)
 
 
+# -- 7. notebook --------------------------------------------------------------
+def run_notebook(plan: Plan, results: Results, guard: Guard) -> None:
+    """pacsdash.client: volume() beside dicomweb-client + pydicom, cohort() on non-indexed tags of large indexes."""
+    from benchmarks import notebook
+
+    notebook.run(plan, results, guard)
+
+
 PHASE_FUNCTIONS = {"ingest": run_ingest, "find": run_find, "memory": run_memory, "dicomweb": run_dicomweb,
-                   "dashboard": run_dashboard, "research": run_research}
+                   "dashboard": run_dashboard, "research": run_research, "notebook": run_notebook}

@@ -138,7 +138,10 @@ def markdown(results: Results) -> str:
            f"{counts['dash_studies']:,} generated studies, {counts['browser_repetitions']} browser sessions"
            if "web_ct_512" in counts else "")
         + (f"; research study {counts['research_ct_512']} CT 512x512 ({counts['research_repetitions']} repetitions), "
-           f"cohort {counts['research_cohort_ct_128']:,} CT 128x128" if "research_ct_512" in counts else ""),
+           f"cohort {counts['research_cohort_ct_128']:,} CT 128x128" if "research_ct_512" in counts else "")
+        + (f"; notebook volume {counts['notebook_ct_512']} CT 512x512, cohort indexes "
+           + ", ".join(f"{n:,}" for n in counts.get("notebook_cohort_sizes", [])) + " generated instances"
+           if "notebook_ct_512" in counts else ""),
         "",
         table(results),
         "",
@@ -221,6 +224,7 @@ def markdown(results: Results) -> str:
                 f"{cohort['seconds']} s, RSS {cohort['start_mib']} -> peak {cohort['peak_mib']} -> end "
                 f"{cohort['end_mib']} MiB over {cohort['samples']} samples ({'flat' if cohort['flat'] else 'GROWING'}, "
                 f"limit {cohort['flat_limit']:.0%}); process tree peak {cohort['process_tree']['peak_mib']} MiB", ""]
+    out += _notebook_details(results.details.get("notebook", {}))
     setup = results.details.get("setup", {})
     if setup:
         out += ["## Loading the servers (setup, not a comparable metric)", ""]
@@ -242,6 +246,34 @@ def markdown(results: Results) -> str:
             out += [f"    - `{ln[:300]}`" for ln in lines[:8]]
         out.append("")
     return "\n".join(out)
+
+
+def _notebook_details(notebook: dict[str, Any]) -> list[str]:
+    """The notebook phase's runs: volume per repetition, cohort per index size with where the time goes."""
+    out: list[str] = []
+    volume = notebook.get("volume")
+    if volume:
+        out += ["## Notebook: volume (ms per repetition)", "",
+                f"- Client.volume(): {volume['client_ms']} (median {volume['client_median_ms']})",
+                f"- plain way (dicomweb-client retrieve_series + pydicom): {volume['plain_ms']} "
+                f"(median {volume['plain_median_ms']})",
+                f"- ratio {volume['ratio']}; arrays equal: {volume['arrays_equal']}, shape {volume['shape']}, "
+                f"{volume['dtype']}",
+                "- Client.volume()'s stages and the plain way's request alone, medians (ms): "
+                + ", ".join(f"{k} {v}" for k, v in volume.get("breakdown_ms", {}).items()), ""]
+    cohorts = {k: v for k, v in notebook.get("cohort", {}).items() if "http" in v or "index" in v}
+    if cohorts:
+        out += ["## Notebook: cohort (where the time goes)", "",
+                "| Instances | series | matches | index MiB | cohort() median ms | runs ms | index queries ms "
+                "(pages) | cohort() minus index ms (HTTP, DICOM JSON, DataFrame) | server start s |",
+                "|---:|---:|---:|---:|---:|---|---:|---:|---:|"]
+        for size, c in cohorts.items():
+            http, index = c.get("http", {}), c.get("index", {})
+            out.append(f"| {int(size):,} | {c['series']:,} | {c['expected']:,} | {c.get('index_mib', '')} | "
+                       f"{http.get('median_ms', '')} | {http.get('runs_ms', '')} | {index.get('median_ms', '')} "
+                       f"({index.get('pages', '')}) | {c.get('outside_index_ms', '')} | {c.get('server_start_s', '')} |")
+        out.append("")
+    return out
 
 
 def write(results: Results, folder: Path) -> tuple[Path, Path]:

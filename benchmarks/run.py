@@ -49,6 +49,14 @@ def parse_args(argv: list[str] | None) -> tuple[Plan, argparse.Namespace]:
                         "(default 2000, quick 200)")
     parser.add_argument("--research-repetitions", type=int,
                         help="times the study is anonymized and exported (default 3, quick 2)")
+    parser.add_argument("--notebook-slices", type=int,
+                        help="CT 512x512 slices of the series fetched as a volume by pacsdash.client and by "
+                        "dicomweb-client + pydicom (default 100, quick 30)")
+    parser.add_argument("--cohort-sizes",
+                        help="comma-separated instance counts of the generated indexes searched with "
+                        "pacsdash.client's cohort() (default 20000,1000000, quick 2000,20000)")
+    parser.add_argument("--notebook-parts", default="volume,cohort",
+                        help="which parts of the notebook phase run: volume, cohort or both (default both)")
     parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR,
                         help="where latest.json and latest.md are written (default benchmarks/results)")
     parser.add_argument("--servers", default="pacsdash,orthanc,bare", help="comma-separated subset of pacsdash,orthanc,bare")
@@ -79,6 +87,19 @@ def parse_args(argv: list[str] | None) -> tuple[Plan, argparse.Namespace]:
             parser.error(f"{what} must be at least 4")
     if args.research_repetitions is not None and args.research_repetitions < 1:
         parser.error("--research-repetitions must be at least 1")
+    if args.notebook_slices is not None and args.notebook_slices < 2:
+        parser.error("--notebook-slices must be at least 2")
+    try:
+        cohort_sizes = tuple(int(v.replace("_", "")) for v in args.cohort_sizes.split(",") if v.strip()) \
+            if args.cohort_sizes else ((2_000, 20_000) if args.quick else (20_000, 1_000_000))
+    except ValueError:
+        parser.error("--cohort-sizes takes whole numbers separated by commas")
+    if not cohort_sizes or any(n < 100 for n in cohort_sizes):
+        parser.error("--cohort-sizes must each be at least 100")
+    notebook_parts = tuple(p for p in args.notebook_parts.split(",") if p)
+    for part in notebook_parts:
+        if part not in ("volume", "cohort"):
+            parser.error(f"unknown notebook part {part!r} (volume, cohort)")
     plan = Plan(
         quick=args.quick,
         instances=args.instances or (100 if args.quick else 1000),
@@ -95,6 +116,9 @@ def parse_args(argv: list[str] | None) -> tuple[Plan, argparse.Namespace]:
         research_instances=args.research_instances or (20 if args.quick else 100),
         research_cohort=args.research_cohort or (200 if args.quick else 2000),
         research_repetitions=args.research_repetitions or (2 if args.quick else 3),
+        notebook_slices=args.notebook_slices or (30 if args.quick else 100),
+        cohort_sizes=cohort_sizes,
+        notebook_parts=notebook_parts,
     )
     return plan, args
 
@@ -166,6 +190,25 @@ def notes(plan: Plan) -> list[str]:
             f"anonymized ZIP job after an untimed export of one study (so the start includes what any export loads "
             f"once); VmRSS of the server every {research.SAMPLE_INTERVAL} s from the request to the job done. Growth "
             f"is end and peak relative to the start; flat if both are under {research.FLAT_LIMIT:.0%}.")
+    if "notebook" in plan.phases:
+        from benchmarks import notebook
+
+        out.append(
+            f"Notebook (pacsdash only; targets printed with each row): pacsdash.client against `pacsdash serve`, HTTP "
+            f"Basic auth. Volume: Client.volume() of {plan.notebook_slices} CT 512x512 slices beside the plain way "
+            "(dicomweb-client's DICOMwebClient.retrieve_series, the series as multipart DICOM, then pydicom: sorted by "
+            "ImagePositionPatient along the slice normal, pixel_array * RescaleSlope + RescaleIntercept stacked as "
+            f"float32), alternately, {notebook.VOLUME_REPS} timed after {notebook.VOLUME_WARMUP} untimed each; every "
+            f"array checked equal to the first. Target: volume() at most {notebook.TARGET_RATIO:g}x the plain way's "
+            "time. Orthanc is not needed: the reference is the plain way on the same server. Cohort: "
+            "Client.cohort('series', Modality='CT', SliceThickness='<=1', ConvolutionKernel='B30f') on generated "
+            "indexes (" + ", ".join(f"{n:,}" for n in plan.cohort_sizes) + " instances in series of 100, 4 series a "
+            "study, 1 series in 7 MR; no DICOM files) whose instances carry a realistic CT attribute JSON "
+            "(47 tags, as pacsdash's parser writes them; SliceThickness and ConvolutionKernel are not columns), "
+            f"{notebook.COHORT_REPS} timed after {notebook.COHORT_WARMUP} untimed, end to end (QIDO-RS pages of "
+            "1,000, DICOM JSON, the DataFrame); the series returned are checked against the generator's. The index "
+            "row times the same page queries in pacsdash's DuckDBIndex.find in this process on the same file "
+            f"before the server opens it. Target < {notebook.TARGET_COHORT_MS:g} ms.")
     return out
 
 
@@ -205,6 +248,9 @@ def main(argv: list[str] | None = None) -> int:
                 "research_ct_512": plan.research_instances,
                 "research_cohort_ct_128": plan.research_cohort,
                 "research_repetitions": plan.research_repetitions,
+                "notebook_ct_512": plan.notebook_slices,
+                "notebook_cohort_sizes": list(plan.cohort_sizes),
+                "notebook_parts": list(plan.notebook_parts),
             },
         }
     )

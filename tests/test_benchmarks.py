@@ -6,7 +6,7 @@ import datetime as dt
 
 import pytest
 
-from benchmarks import dashboard, dicomweb, research
+from benchmarks import dashboard, dicomweb, notebook, research
 from benchmarks.common import BenchError
 from benchmarks.report import Results
 
@@ -142,3 +142,82 @@ def test_research_phase_is_planned_with_quick_counts():
     research._rows(results, 20, 2, 200)
     assert results.metrics["research_nifti"].applies == ("pacsdash",)  # Orthanc has no NIfTI: no ratio
     assert results.metrics["research_anonymize"].applies == ("pacsdash", "orthanc")
+
+
+def test_notebook_index_holds_what_pacsdash_would_store_and_the_cohort_the_generator_says(tmp_path):
+    import json
+
+    import duckdb
+
+    from pacsdash.archive.index import DuckDBIndex
+    from pacsdash.archive.parsing import COLUMN_TAGS
+
+    plan = notebook.CohortIndexPlan(1450, per_series=100)  # 15 series, the last one short
+    assert (plan.series, plan.size_of(14), plan.modality(3), plan.expected()) == (15, 50, "MR", 2)
+    notebook.check_against_parser(plan)  # pacsdash's parser stores a CT and an MR instance's JSON as generated
+    attributes = json.loads(notebook.attribute_json(notebook.ct_attributes(plan, 0, 0)))
+    assert 40 <= len(attributes) <= 50 and not {int(t, 16) for t in attributes} & COLUMN_TAGS
+    path = tmp_path / "index.duckdb"
+    notebook.write_index(path, plan)
+    con = duckdb.connect(str(path))
+    try:
+        rows = con.execute('SELECT "SOPInstanceUID", attributes FROM instances').fetchall()
+    finally:
+        con.close()
+    assert len(rows) == 1450
+    for uid, text in rows[::37] + rows[-1:]:  # the SQL writes what the Python reference writes
+        s, k = (int(v) for v in uid.rsplit(".", 2)[1:])
+        assert text == notebook.attribute_json(notebook.ct_attributes(plan, s, k - 1)), uid
+    index = DuckDBIndex(path)
+    try:
+        found = [r["SeriesInstanceUID"] for q in notebook.page_queries(plan.expected()) for r in index.find(q)]
+    finally:
+        index.close()
+    assert sorted(found) == sorted(plan.matching())
+
+
+def test_notebook_plain_volume_sorts_along_the_normal_and_rescales():
+    import numpy as np
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian
+
+    def slice_(z: float, value: int) -> Dataset:
+        ds = Dataset()
+        ds.file_meta = FileMetaDataset()
+        ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds.ImagePositionPatient, ds.ImageOrientationPatient = [0, 0, z], [1, 0, 0, 0, 1, 0]
+        ds.Rows = ds.Columns = 2
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
+        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+        ds.RescaleSlope, ds.RescaleIntercept = 2, -1024
+        ds.PixelData = np.full((2, 2), value, dtype="<u2").tobytes()
+        return ds
+
+    volume = notebook.plain_volume([slice_(-5.0, 3), slice_(-10.0, 1), slice_(0.0, 5)])
+    assert volume.dtype == np.float32 and volume.shape == (3, 2, 2)
+    assert list(volume[:, 0, 0]) == [-1022.0, -1018.0, -1014.0]  # z -10, -5, 0
+    assert notebook.same_array(volume, volume.copy()) == ""
+    other = volume.copy()
+    other[1, 1, 1] += 1
+    assert notebook.same_array(volume, other).startswith("1 voxels differ")
+    assert "shapes differ" in notebook.same_array(volume, volume[:2])
+
+
+def test_notebook_phase_is_planned_with_quick_counts_and_targets():
+    from benchmarks import run
+    from benchmarks.phases import PHASE_FUNCTIONS, PHASES
+
+    assert "notebook" in PHASES and "notebook" in PHASE_FUNCTIONS
+    plan, _ = run.parse_args(["--quick", "--only", "notebook"])
+    assert (plan.notebook_slices, plan.cohort_sizes, plan.notebook_parts) == (30, (2000, 20000), ("volume", "cohort"))
+    plan, _ = run.parse_args(["--only", "notebook", "--notebook-parts", "cohort", "--cohort-sizes", "1_000_000"])
+    assert (plan.notebook_slices, plan.cohort_sizes, plan.notebook_parts) == (100, (1_000_000,), ("cohort",))
+    assert run.parse_args([])[0].cohort_sizes == (20_000, 1_000_000)
+    results = Results(meta={})
+    notebook._rows(results, plan)
+    assert list(results.metrics) == notebook.cohort_ids(1_000_000)
+    assert results.metrics["notebook_cohort_1000000"].applies == ("pacsdash",)
+    assert "1,144 match" in results.metrics["notebook_cohort_1000000"].label
+    assert [notebook.ratio_note(0.5), notebook.ratio_note(0.51)] == ["meets target", "MISSES target"]
+    assert [notebook.cohort_note(999.9), notebook.cohort_note(1000.0)] == ["meets target", "MISSES target"]
+    assert len(notebook.page_queries(999)) == 1 and len(notebook.page_queries(1000)) == 2  # a full page asks again
