@@ -1,0 +1,1 @@
+"""Tests of pacsdash.widgets: the Explorer and the SeriesViewer on a DICOMweb server."""
