@@ -48,6 +48,25 @@ class ClientError(RuntimeError):
         self.status = status
 
 
+class QuerySession(requests.Session):
+    """A session that sends ``*``, ``?``, ``,`` and ``^`` in query strings as
+    themselves: DICOM matching values are made of them (``PatientName=doe*``,
+    ``Doe^John``, ``viewport=64,64``), RFC 3986 allows them in a query (``^``
+    is passed by every server met), and some servers do not percent-decode
+    query values: Orthanc 1.10's DICOMweb plugin matched ``%2Adoe%2A``
+    literally and refused ``viewport=64%2C64``."""
+
+    RAW = {"%2A": "*", "%3F": "?", "%2C": ",", "%5E": "^"}
+
+    def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
+        path, mark, query = (request.url or "").partition("?")
+        if mark:
+            for encoded, raw in self.RAW.items():
+                query = query.replace(encoded, raw).replace(encoded.lower(), raw)
+            request.url = f"{path}?{query}"
+        return super().send(request, **kwargs)
+
+
 def connect(url: str, *, user: str | None = None, password: str | None = None, token: str | None = None,
             verify: bool | str = True) -> Client:
     """A :class:`Client` of the DICOMweb service at ``url`` (e.g.
@@ -69,7 +88,7 @@ class Client:
     # -- plumbing ----------------------------------------------------------------
     def _session(self) -> requests.Session:
         user, password, token, verify = self._auth
-        session = requests.Session()
+        session = QuerySession()
         session.verify = verify
         if user is not None:
             session.auth = (user, password or "")

@@ -30,6 +30,12 @@ class Explorer(pn.viewable.Viewer):
     message = param.String(default="")
 
     def __init__(self, client: Any = None, **params: Any) -> None:
+        from dicomweb_client.api import DICOMwebClient
+
+        if isinstance(client, DICOMwebClient):  # a dicomweb-client of the caller's own
+            from pacsdash.dashboard.sources import _wrap_dicomweb_client
+
+            client = _wrap_dicomweb_client(client)
         super().__init__(client=client, **params)
         self._url = pn.widgets.TextInput(name="DICOMweb URL", placeholder="http://127.0.0.1:8042/dicom-web",
                                          width=320)

@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import requests
 from pydicom import dcmread
 
 from pacsdash.archive import Archive
@@ -19,39 +18,6 @@ from tests.conftest import require_tool
 from tests.helpers import VALID, OrthancProcess, ServerProcess, have_orthanc, run_cli
 
 USER, PASSWORD = "viewer", "viewer-password"
-
-
-class OrthancQuerySession(requests.Session):
-    """Sends ``*``, ``?``, ``,`` and ``^`` in query strings as themselves.
-
-    Debian's Orthanc 1.10.1 with its DICOMweb plugin 1.7 does not
-    percent-decode query values: ``PatientName=%2Alestrade%2A`` (what
-    requests sends for ``*lestrade*``) matches nothing, and
-    ``/rendered?viewport=64%2C64`` is refused with 400. pacsdash.client sends
-    them encoded (see test_plain_client_* in test_explorer.py, which fail
-    until the client works around it); this session lets the other Orthanc
-    tests check the widgets themselves.
-    """
-
-    RAW = {"%2A": "*", "%3F": "?", "%2C": ",", "%5E": "^"}
-
-    def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
-        path, mark, query = request.url.partition("?")
-        if mark:
-            for encoded, raw in self.RAW.items():
-                query = query.replace(encoded, raw).replace(encoded.lower(), raw)
-            request.url = f"{path}?{query}"
-        return super().send(request, **kwargs)
-
-
-class OrthancClient(Client):
-    """A pacsdash Client whose requests Orthanc 1.10.1's DICOMweb plugin understands."""
-
-    def _session(self) -> requests.Session:
-        plain = super()._session()
-        session = OrthancQuerySession()
-        session.verify, session.auth, session.headers = plain.verify, plain.auth, plain.headers
-        return session
 
 
 @dataclass
@@ -70,9 +36,7 @@ class Server:
         return connect(self.url, user=user, password=password)
 
     def widget_client(self) -> Client:
-        """The client the widget tests use (Orthanc: with :class:`OrthancQuerySession`)."""
-        if self.name == "orthanc":
-            return OrthancClient(self.url)
+        """The client the widget tests use: the one a notebook user makes."""
         return self.client()
 
 
