@@ -57,3 +57,23 @@ def require_tool(available: bool, reason: str) -> None:
 def dcmtk() -> None:
     """dcmtk's command-line tools, needed as real DICOM peers."""
     require_tool(have_dcmtk(), "dcmtk is not installed (/usr/bin/echoscu missing); .ci/run installs it")
+
+
+#: Debian's chromium, which the browser tests drive (Playwright's own download is not used).
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Headless Debian chromium, one per test module (Playwright)."""
+    try:
+        from playwright.sync_api import sync_playwright  # noqa: F401
+    except ImportError:
+        require_tool(False, "playwright is not installed (pip install -e '.[test]')")
+    require_tool(CHROMIUM.exists(), "Debian's chromium is not installed; .ci/run installs it")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), headless=True,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        yield browser
+        browser.close()

@@ -12,7 +12,6 @@ import pytest
 import requests
 from pydicom import dcmread
 
-from tests.conftest import require_tool
 from tests.dashboard.viewer.conftest import CINE_FRAMES
 from tests.helpers import VALID, ServerProcess, run_cli
 from tests.web.test_dicomweb import multipart
@@ -22,27 +21,11 @@ try:
 except ImportError:  # the fixture below skips (or fails in CI) with the reason
     expect = None
 
-CHROMIUM = Path("/usr/bin/chromium")
 #: Where the page may fetch from: this machine only.
 LOCAL = ("http://127.0.0.1", "ws://127.0.0.1", "data:", "blob:")
 #: [server] max_upload_mb of the test server.
 UPLOAD_LIMIT_MB = 8
 pytestmark = pytest.mark.browser
-
-
-@pytest.fixture(scope="module")
-def browser():
-    try:
-        from playwright.sync_api import sync_playwright  # noqa: F401
-    except ImportError:
-        require_tool(False, "playwright is not installed (pip install -e '.[test]')")
-    require_tool(CHROMIUM.exists(), "Debian's chromium is not installed; .ci/run installs it")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=str(CHROMIUM), headless=True,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
-        yield browser
-        browser.close()
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,6 @@ from panel.io.state import state
 from pydicom import dcmread
 
 from pacsdash.widgets import Explorer
-from tests.conftest import require_tool
 from tests.helpers import VALID, wait_until
 from tests.widgets.conftest import Server
 
@@ -24,7 +23,6 @@ except ImportError:  # the browser fixture skips (or fails in CI) saying why
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = Path("/usr/bin/chromium")
 #: Where the page may fetch from: this machine only.
 LOCAL = ("http://127.0.0.1", "ws://127.0.0.1", "data:", "blob:")
 CT = next(p for p in VALID if p.name == "CT_small.dcm")
@@ -37,21 +35,6 @@ NOT_BLANK = """canvas => {
   for (let i = 0; i < data.length; i += 4) if (data[i] || data[i + 1] || data[i + 2]) return true
   return false
 }"""
-
-
-@pytest.fixture(scope="module")
-def browser():
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        require_tool(False, "playwright is not installed (pip install -e '.[test]')")
-    require_tool(CHROMIUM.exists(), "Debian's chromium is not installed; .ci/run installs it")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=str(CHROMIUM), headless=True,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
-        yield browser
-        browser.close()
 
 
 @pytest.fixture
