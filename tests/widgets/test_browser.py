@@ -5,7 +5,6 @@ on the viewer's canvas; once against pacsdash, once against Orthanc."""
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import panel as pn
 import pytest
