@@ -261,9 +261,9 @@ def test_store_pressed_early_stores_every_picked_file(browser, server, tmp_path)
     paths = upload_files(tmp_path, "early", "EARLY10", 10)
     context, page = log_in(browser, server, "editor", tmp_path)
     open_tab(page, "Upload")
-    # A slow uplink (~256 KB/s): the upload takes several seconds, so Store is
+    # A slow uplink (~64 KB/s): the upload takes several seconds, so Store is
     # pressed early even when the machine is busy (at 512 KB/s it was not).
-    slow_uplink(context, page, 256 * 1024)
+    slow_uplink(context, page, 64 * 1024)
     page.locator("input.pd-input-files").set_input_files([str(p) for p in paths])
     store = page.get_by_role("button", name="Store 10 files in the archive")
     expect(store).to_be_enabled(timeout=30_000)
