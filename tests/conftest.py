@@ -77,3 +77,18 @@ def browser():
             args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
         yield browser
         browser.close()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_teardown(item, nextitem):
+    """A module must not leave an asyncio loop running in the main thread once its
+    fixtures are torn down: Playwright's sync API (and anything else that runs a loop)
+    refuses to start in every later module. Fail the module that did it, by name."""
+    yield
+    if nextitem is not None and nextitem.path == item.path:
+        return
+    import asyncio
+
+    if asyncio._get_running_loop() is not None:  # noqa: SLF001
+        pytest.fail(f"{item.path.name} left an asyncio loop running in the main thread "
+                    "(a session-scoped Playwright or event loop?)", pytrace=False)

@@ -56,8 +56,10 @@ def ohif_dist() -> Path:
         require_tool(False, f"cannot get OHIF {OHIF_VERSION}: {exc}")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser(ohif_dist):
+    """One chromium per module: a Playwright left open for the session keeps its asyncio
+    loop running in this thread, and the next module's sync Playwright refuses to start."""
     with sync_playwright() as playwright:
         chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
         yield chromium

@@ -60,19 +60,6 @@ def served_explorer(server: Server):
         running.join(timeout=10)
 
 
-@pytest.fixture(autouse=True)
-def _no_running_loop():
-    """Known issue: after the full suite an asyncio loop is left running in this
-    thread (cause not found yet) and Playwright's sync API refuses to start."""
-    import asyncio
-
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return
-    pytest.skip("an asyncio loop left running by an earlier test (known issue; run tests/widgets alone)")
-
-
 def test_explorer_drives_a_query_in_a_browser(browser, server: Server, served_explorer, tmp_path):
     url, explorers = served_explorer
     shots = tmp_path / server.name
