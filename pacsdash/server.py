@@ -19,7 +19,7 @@ from pacsdash.access import Accounts  # noqa: E402
 from pacsdash.archive import Archive  # noqa: E402
 from pacsdash.archive.actions import StudyActions  # noqa: E402
 from pacsdash.config import Settings, init_home  # noqa: E402
-from pacsdash.dashboard.app import dashboard  # noqa: E402
+from pacsdash.dashboard.pages import served_pages  # noqa: E402
 from pacsdash.dashboard.auth import cookie_secret, make_auth_provider  # noqa: E402
 from pacsdash.dimse.scp import DicomNode  # noqa: E402
 from pacsdash.dimse.scu import send_files  # noqa: E402
@@ -116,7 +116,7 @@ def start_server(settings: Settings) -> RunningServer:
     if settings.auth.enabled:
         auth = {"auth_provider": make_auth_provider(accounts), "cookie_secret": cookie_secret(settings.run_path)}
     http = pn.serve(
-        {"/": lambda: dashboard(app)},
+        served_pages(app),
         port=settings.server.http_port,
         address=settings.server.host,
         websocket_origin=["localhost"],  # completed below, once the port is known

@@ -34,6 +34,13 @@ def may(context: Any, user: str | None, action: Action) -> bool:
     return role is not None and role.may(action)
 
 
+def only_admins(context: Any) -> pn.viewable.Viewable | None:
+    """A refusal for anyone but an admin (checked when the page opens), or None."""
+    if current_role(context) is Role.ADMIN:
+        return None
+    return pn.pane.HTML('<p class="pd-refused">This page is for administrators. <a href="/">Back to the archive</a></p>')
+
+
 class ArrivalCounter:
     """Counts committed instances, so sessions can tell that something arrived."""
 
