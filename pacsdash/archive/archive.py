@@ -488,7 +488,7 @@ class Archive:
 
     # -- ingest ------------------------------------------------------------------
     def store_bytes(self, raw: bytes, origin: str = "", expect_study: str | None = None,
-                    data_set: tuple[str, int] | None = None) -> StoreResult:
+                    data_set: tuple[str, int] | None = None, record: InstanceRecord | None = None) -> StoreResult:
         """Archive one Part 10 instance; return once it is durable.
 
         Parameters
@@ -503,6 +503,10 @@ class Archive:
         data_set
             The data set's transfer syntax and offset in ``raw``, when the
             caller wrote the file meta itself (the C-STORE lane).
+        record
+            The index record of exactly these bytes, when the caller parsed
+            them already (:func:`~pacsdash.archive.parsing.parse_instance`, in
+            a worker process that made them); ``raw`` is then not read again.
 
         Raises
         ------
@@ -512,7 +516,8 @@ class Archive:
         key = self.store.new_key()
         writing = self._files.submit(self.store.write, raw, key)
         try:
-            record = parse_instance(raw, origin, data_set)
+            if record is None or record.size != len(raw):
+                record = parse_instance(raw, origin, data_set)
             if expect_study is not None and record.StudyInstanceUID != expect_study:
                 raise StudyMismatch(
                     f"StudyInstanceUID {record.StudyInstanceUID} is not the study {expect_study} it was sent to"

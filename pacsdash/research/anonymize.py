@@ -146,8 +146,11 @@ def deidentify_instance(raw: bytes, deidentifier: Deidentifier, include_burned_i
     return Prepared(done.to_bytes() + pixels, done.dataset, done.subject, len(raw) - len(pixels) if pixels else -1), ""
 
 
-def _read(archive: Any, location: Any) -> bytes:
+def _read(archive: Any, location: Any, start: int = 0) -> bytes:
+    """The stored instance's bytes from ``start`` on."""
     with archive.open(location) as handle:
+        if start:
+            handle.seek(start)
         return handle.read()
 
 
@@ -184,28 +187,29 @@ def anonymize_study(
     in_processes = len(locations) >= workers.PROCESS_THRESHOLD
     options = tuple(sorted(o.value for o in deidentifier.options))
 
-    def deidentified(location: Any) -> tuple[bytes | None, str, str]:
-        """``(bytes or None, reason, pseudonym)``: in a worker process for a large study
-        (which reads a local file itself and sends back the header only)."""
+    def deidentified(location: Any) -> tuple[bytes | None, str, str, Any]:
+        """``(bytes or None, reason, pseudonym, index record or None)``: in a worker
+        process for a large study (which reads a local file itself, parses its
+        copy for the index and sends back the header only)."""
         if in_processes:
             local = _local_file(archive, location)
-            data, pixels_at, reason, pseudonym, patient = workers.pool().submit(
+            data, pixels_at, reason, pseudonym, patient, record = workers.pool().submit(
                 workers.deidentify_in_worker, local or _read(archive, location), deidentifier.pseudonyms.secret,
-                options, include_burned_in).result()
+                options, include_burned_in, origin).result()
             if data is not None and pixels_at >= 0:
-                data += _read(archive, location)[pixels_at:]  # the Pixel Data element, as stored
+                data += _read(archive, location, pixels_at)  # the Pixel Data element, as stored
             if data is not None and seen is not None:
                 seen(pseudonym, *patient)
-            return data, reason, pseudonym
+            return data, reason, pseudonym, record
         done, reason = deidentify_instance(_read(archive, location), deidentifier, include_burned_in, seen)
-        return (done.data, "", done.subject.PatientID) if done is not None else (None, reason, "")
+        return (done.data, "", done.subject.PatientID, None) if done is not None else (None, reason, "", None)
 
     def one(location: Any) -> tuple[Any, str, str]:
-        data, reason, pseudonym = deidentified(location)
+        data, reason, pseudonym, record = deidentified(location)
         if data is None:
             return location, "", reason
         try:
-            stored = archive.store_bytes(data, origin=origin)
+            stored = archive.store_bytes(data, origin=origin, record=record)
         except InvalidInstance as exc:
             return location, "", f"the de-identified copy could not be stored: {exc}"
         return location, pseudonym, stored.outcome.value

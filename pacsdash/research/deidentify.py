@@ -25,8 +25,11 @@ from dataclasses import dataclass, field
 from pydicom import dcmread
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.filebase import DicomBytesIO
+from pydicom.filewriter import write_dataset, write_file_meta_info
 from pydicom.sequence import Sequence
 from pydicom.tag import BaseTag, Tag
+from pydicom.uid import UID, DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian, ImplicitVRLittleEndian
 
 from pacsdash import __version__
 from pacsdash.research.options import BASIC_PROFILE_CODE, DEFAULT_OPTIONS, Option
@@ -96,10 +99,36 @@ class Deidentified:
     changes: list[Change] = field(default_factory=list)
 
     def to_bytes(self) -> bytes:
-        """Part 10 bytes, in the original transfer syntax."""
+        """Part 10 bytes (PS3.10 7.1), in the original transfer syntax."""
+        return part10_bytes(self.dataset)
+
+
+#: Transfer syntaxes whose data set is written as it is (not deflated), by encoding: (implicit VR, little endian).
+_PLAIN_ENCODINGS = {ImplicitVRLittleEndian: (True, True), ExplicitVRBigEndian: (False, False)}
+
+
+def part10_bytes(ds: Dataset) -> bytes:
+    """``ds`` as a Part 10 file: preamble, its file meta (PS3.10 7.1) and the data set.
+
+    The same bytes as pydicom's ``save_as(enforce_file_format=True)`` without
+    its deep copy of the file meta, which is completed here in place, and
+    with an empty preamble whatever the original's held (PS3.10 7.1: it is
+    for applications, and nothing of the original goes out unread); a
+    deflated or unknown transfer syntax goes through ``save_as`` itself.
+    """
+    meta = ds.file_meta
+    syntax = UID(str(meta.get("TransferSyntaxUID", "")))
+    if syntax == DeflatedExplicitVRLittleEndian or not syntax.is_transfer_syntax:
         out = io.BytesIO()
-        self.dataset.save_as(out, enforce_file_format=True)
+        ds.save_as(out, enforce_file_format=True)
         return out.getvalue()
+    implicit, little = _PLAIN_ENCODINGS.get(syntax, (False, True))
+    out = DicomBytesIO()
+    out.write(b"\0" * 128 + b"DICM")
+    write_file_meta_info(out, meta, enforce_standard=True)
+    out.is_implicit_VR, out.is_little_endian = implicit, little
+    write_dataset(out, ds)
+    return out.getvalue()
 
 
 def patient_key(ds: Dataset) -> tuple[str, str]:
@@ -267,12 +296,15 @@ def _identifying_values(ds: Dataset, table: ConfidentialityTable, options: Itera
     found: set[str] = set()
 
     def visit(data: Dataset) -> None:
-        for elem in data:
+        for tag in sorted(data.keys()):
+            rule = table.rule(tag) if not tag.is_private else None
+            if rule is None and data.get_item(tag).VR not in (None, "SQ", "UN"):
+                continue  # not listed, not a sequence: nothing to search for (and left undecoded)
+            elem = data[tag]
             if elem.VR == "SQ":
                 for item in elem.value or []:
                     visit(item)
                 continue
-            rule = table.rule(elem.tag) if not elem.tag.is_private else None
             if rule is None or rule.basic in ("K", "U") or Option.CLEAN_DESCRIPTORS in rule.options:
                 continue  # descriptions are what gets cleaned, not what is searched for
             action = rule.action(options)[0]
@@ -332,14 +364,16 @@ class _Walk:
             handled = found
         kept_private_blocks: set[tuple[int, int]] = set()
         private: list[BaseTag] = []
-        for elem in list(ds):
-            tag = elem.tag
+        for tag in sorted(ds.keys()):
             if tag.group == 0x0002 or tag == PIXEL_DATA or tag in handled:
                 continue
             if tag.is_private:
                 private.append(tag)
                 continue
             rule = self.table.rule(tag)
+            if rule is None and mode == KEEP and ds.get_item(tag).VR not in (None, "SQ", "UN"):
+                continue  # kept as it is: never decoded, written back byte for byte
+            elem = ds[tag]
             where = f"{path}{_tag_text(tag)}"
             if rule is None:  # not listed: kept (PS3.15 E.1.1), its items de-identified
                 if elem.VR == "SQ":

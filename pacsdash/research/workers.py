@@ -43,16 +43,22 @@ def shutdown() -> None:
             _POOL = None
 
 
-def deidentify_in_worker(source: bytes | str, secret: bytes, options: tuple[str, ...],
-                         include_burned_in: bool) -> tuple[bytes | None, int, str, str, tuple[str, str]]:
+def deidentify_in_worker(source: bytes | str, secret: bytes, options: tuple[str, ...], include_burned_in: bool,
+                         origin: str = "") -> tuple[bytes | None, int, str, str, tuple[str, str], Any]:
     """In a worker, one instance given as bytes or as the path of its stored file:
-    ``(de-identified bytes or None, pixels, reason, pseudonym, (PatientID, Issuer))``.
+    ``(de-identified bytes or None, pixels, reason, pseudonym, (PatientID, Issuer), record)``.
 
     When the instance ends with its Pixel Data element, only the de-identified
     header comes back and ``pixels`` is where that element starts in the
     stored file: the caller appends it from there (no 512 KB through a pipe
     twice per CT slice). Otherwise ``pixels`` is -1 and the bytes are whole.
+    ``record`` is the archive's index record of the whole de-identified
+    instance (:func:`~pacsdash.archive.parsing.parse_instance`), parsed here
+    so that the server process, which stores it, does not read it again; None
+    if it cannot be parsed (the server's own parse then says why).
     """
+    from pacsdash.archive import InvalidInstance
+    from pacsdash.archive.parsing import parse_instance
     from pacsdash.research.anonymize import deidentify_instance
     from pacsdash.research.deidentify import Deidentifier
     from pacsdash.research.options import Option
@@ -70,9 +76,13 @@ def deidentify_in_worker(source: bytes | str, secret: bytes, options: tuple[str,
     seen: list[tuple[str, str, str]] = []
     done, reason = deidentify_instance(raw, deidentifier, include_burned_in, lambda *who: seen.append(who))
     if done is None:
-        return None, -1, reason, "", ("", "")
+        return None, -1, reason, "", ("", ""), None
     pseudonym, patient_id, issuer = seen[0] if seen else (done.subject.PatientID, "", "")
+    try:
+        record = parse_instance(done.data, origin)
+    except InvalidInstance:
+        record = None
     if isinstance(source, str) and done.pixels_at >= 0:
         header = done.data[: len(done.data) - (len(raw) - done.pixels_at)]
-        return header, done.pixels_at, "", pseudonym, (patient_id, issuer)
-    return done.data, -1, "", pseudonym, (patient_id, issuer)
+        return header, done.pixels_at, "", pseudonym, (patient_id, issuer), record
+    return done.data, -1, "", pseudonym, (patient_id, issuer), record
