@@ -31,6 +31,7 @@ from pacsdash.imaging.errors import (
     ImagingError,
     InvalidParameter,
     NoPixelData,
+    OverBudget,
     UnsupportedEncoding,
     UnsupportedMediaType,
 )
@@ -45,6 +46,7 @@ __all__ = [
     "ImagingError",
     "InvalidParameter",
     "NoPixelData",
+    "OverBudget",
     "UnsupportedEncoding",
     "UnsupportedMediaType",
     "Window",

@@ -13,12 +13,28 @@ from pydicom.dataset import Dataset
 from pydicom.pixels import get_decoder, pixel_array
 
 from pacsdash.imaging.attributes import ImagePixel, check_frame, transfer_syntax
-from pacsdash.imaging.errors import CorruptPixelData, UnsupportedEncoding
+from pacsdash.imaging.errors import CorruptPixelData, OverBudget, UnsupportedEncoding
 from pacsdash.imaging.native import is_encapsulated, native_frame
 
 #: Colour spaces pydicom converts to RGB, or whose decoders already do
 #: (YBR_RCT / YBR_ICT: the JPEG 2000 inverse component transform, PS3.5 8.2.4).
 YBR_PHOTOMETRICS = frozenset({"YBR_FULL", "YBR_FULL_422", "YBR_RCT", "YBR_ICT", "YBR_PARTIAL_420", "YBR_PARTIAL_422"})
+
+
+#: The most samples (Rows x Columns x Samples per Pixel) one frame may decode to:
+#: 36 M, a 6000 x 6000 radiograph or a 4000 x 3000 colour photograph.
+MAX_FRAME_SAMPLES = 36_000_000
+
+
+def check_budget(image: ImagePixel) -> None:
+    """Raise :class:`OverBudget` before decoding a frame larger than
+    :data:`MAX_FRAME_SAMPLES` (its header says how large, PS3.3 C.7.6.3)."""
+    samples = image.Rows * image.Columns * image.SamplesPerPixel
+    if samples > MAX_FRAME_SAMPLES:
+        raise OverBudget(
+            f"a frame of {image.Columns} x {image.Rows} x {image.SamplesPerPixel} samples is more than the "
+            f"{MAX_FRAME_SAMPLES:,} this server decodes; its stored bytes can still be retrieved"
+        )
 
 
 def check_decodable(ds: Dataset) -> None:
@@ -83,9 +99,12 @@ def decode_frame(ds: Dataset, index: int = 0) -> np.ndarray:
         When the transfer syntax cannot be decoded here.
     CorruptPixelData
         When the data is truncated, inconsistent or the codec fails.
+    OverBudget
+        When the frame is larger than :data:`MAX_FRAME_SAMPLES`.
     """
     check_frame(ds, index)
     image = ImagePixel.from_dataset(ds)
+    check_budget(image)
     check_decodable(ds)
     uid = transfer_syntax(ds)
     if image.BitsAllocated == 1 and not is_encapsulated(image, uid):

@@ -30,6 +30,9 @@ from pacsdash.imaging.decoding import YBR_PHOTOMETRICS
 from pacsdash.imaging.errors import CorruptPixelData, InvalidParameter, UnsupportedEncoding
 from pacsdash.imaging.window import Window, apply_window, make_window, normalize_function
 
+#: Display arithmetic is float32: a 4096x4096 frame is then 64 MB a copy, not 128.
+DISPLAY_FLOAT = np.float32
+
 #: Photometric interpretations of three-sample frames that decode to RGB.
 RGB_PHOTOMETRICS = frozenset({"RGB"}) | YBR_PHOTOMETRICS
 
@@ -62,7 +65,7 @@ def modality_lut(ds: Dataset, pixels: np.ndarray, index: int = 0) -> np.ndarray:
     Returns
     -------
     numpy.ndarray
-        ``float64`` modality values (float pixel data is passed through:
+        ``float32`` modality values (float pixel data is passed through:
         it already holds real-world values).
 
     Raises
@@ -71,15 +74,15 @@ def modality_lut(ds: Dataset, pixels: np.ndarray, index: int = 0) -> np.ndarray:
         When a (0028,3000) *Modality LUT Sequence* is present but unusable.
     """
     if pixels.dtype.kind == "f":
-        return pixels.astype(np.float64)
+        return pixels.astype(DISPLAY_FLOAT)
     if _lut_items(ds, "ModalityLUTSequence") is not None:
         try:
-            return apply_modality_lut(pixels, ds).astype(np.float64)
+            return apply_modality_lut(pixels, ds).astype(DISPLAY_FLOAT)
         except (ValueError, TypeError, AttributeError, IndexError, KeyError) as exc:
             raise CorruptPixelData(f"(0028,3000) Modality LUT Sequence cannot be applied: {exc}") from exc
     slope = first_number(frame_value(ds, "PixelValueTransformationSequence", "RescaleSlope", index))
     intercept = first_number(frame_value(ds, "PixelValueTransformationSequence", "RescaleIntercept", index))
-    values = pixels.astype(np.float64)
+    values = pixels.astype(DISPLAY_FLOAT)
     if slope not in (None, 0.0, 1.0):
         values *= slope
     if intercept:
@@ -129,7 +132,7 @@ def _voi_lut_sequence(ds: Dataset, values: np.ndarray) -> np.ndarray | None:
     # PS3.3 C.11.2.1.1: the third descriptor value is the bit depth of the
     # LUT output; some writers declare fewer bits than their entries use.
     bits = max(depth, int(mapped.max(initial=0)).bit_length())
-    return mapped.astype(np.float64) * (255.0 / (2**bits - 1))
+    return mapped.astype(DISPLAY_FLOAT) * (255.0 / (2**bits - 1))
 
 
 def padding_mask(ds: Dataset, stored: np.ndarray) -> np.ndarray | None:
@@ -150,10 +153,10 @@ def _min_max(values: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
     selected = values if mask is None else values[~mask]
     selected = selected[np.isfinite(selected)]
     if selected.size == 0:
-        return np.zeros(values.shape, dtype=np.float64)
+        return np.zeros(values.shape, dtype=DISPLAY_FLOAT)
     low, high = float(selected.min()), float(selected.max())
     if high <= low:
-        return np.zeros(values.shape, dtype=np.float64)
+        return np.zeros(values.shape, dtype=DISPLAY_FLOAT)
     return np.clip((values - low) * (255.0 / (high - low)), 0.0, 255.0)
 
 
@@ -179,7 +182,7 @@ def voi_lut(
     Returns
     -------
     numpy.ndarray
-        ``float64`` display values in ``[0, 255]``.
+        ``float32`` display values in ``[0, 255]``.
 
     Raises
     ------
@@ -229,7 +232,7 @@ def palette_to_rgb(ds: Dataset, pixels: np.ndarray) -> np.ndarray:
         ) from exc
     rgb = rgb[..., :3]
     if rgb.dtype != np.uint8:
-        rgb = np.rint(rgb.astype(np.float64) / 257.0)
+        rgb = np.rint(rgb.astype(DISPLAY_FLOAT) / 257.0)
     return to_uint8(rgb)
 
 
@@ -251,7 +254,7 @@ def rgb_to_8bit(pixels: np.ndarray, bits_stored: int) -> np.ndarray:
     bits = min(max(int(bits_stored), 1), pixels.dtype.itemsize * 8)
     if pixels.dtype == np.uint8 and bits == 8:
         return np.ascontiguousarray(pixels)
-    scaled = pixels.astype(np.float64) * (255.0 / (2**bits - 1))
+    scaled = pixels.astype(DISPLAY_FLOAT) * (255.0 / (2**bits - 1))
     return to_uint8(scaled)
 
 

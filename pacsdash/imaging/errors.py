@@ -49,6 +49,17 @@ class UnsupportedEncoding(ImagingError):
     http_status = 406
 
 
+class OverBudget(ImagingError):
+    """One frame would decode to more samples than the pixel budget allows
+    (:data:`~pacsdash.imaging.decoding.MAX_FRAME_SAMPLES`): a few hundred KB
+    of JPEG can declare 8192 x 8192, and decoding it would take gigabytes.
+    The stored bytes are still retrievable as they are; a rendering of them
+    cannot be produced here (406, as for any representation that cannot be).
+    """
+
+    http_status = 406
+
+
 class UnsupportedMediaType(ImagingError):
     """The requested rendered media type cannot be produced (PS3.18 8.3.5.1.1)."""
 

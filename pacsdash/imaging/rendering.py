@@ -158,9 +158,19 @@ def render_array(
         for the dashboard viewer which draws arrays itself.
     """
     pixels = decode_frame(ds, index)
-    display = to_display(ds, pixels, window, index=index)
-    rows, columns = display.shape[:2]
-    return resize(display, fit_viewport(columns, rows, viewport))
+    rows, columns = pixels.shape[:2]
+    size = fit_viewport(columns, rows, viewport)
+    step = decimation(columns, rows, size)
+    if step > 1:  # a thumbnail of a large frame: the display arithmetic on what will be seen
+        pixels = pixels[::step, ::step]
+    return resize(to_display(ds, pixels, window, index=index), size)
+
+
+def decimation(columns: int, rows: int, size: tuple[int, int]) -> int:
+    """The step that takes every n-th stored pixel of a frame shown at
+    ``size`` and still leaves at least twice the pixels shown, for the
+    resampling filter to smooth: 1 unless the frame is 4x larger or more."""
+    return max(1, min(columns // max(size[0], 1), rows // max(size[1], 1)) // 2)
 
 
 def render(

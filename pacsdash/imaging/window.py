@@ -141,7 +141,7 @@ def apply_window(values: np.ndarray, window: Window, y_min: float = 0.0, y_max: 
     Returns
     -------
     numpy.ndarray
-        ``float64`` values in ``[y_min, y_max]``:
+        ``float32`` values in ``[y_min, y_max]``:
 
         * linear, PS3.3 C.11.2.1.2.1: ``x <= c - 0.5 - (w-1)/2`` gives
           ``y_min``, ``x > c - 0.5 + (w-1)/2`` gives ``y_max``, else
@@ -149,7 +149,7 @@ def apply_window(values: np.ndarray, window: Window, y_min: float = 0.0, y_max: 
         * linear-exact, C.11.2.1.3.2: the same with ``c`` and ``w`` unaltered;
         * sigmoid, C.11.2.1.3.1: ``(y_max - y_min) / (1 + exp(-4 (x - c) / w)) + y_min``.
     """
-    x = np.asarray(values, dtype=np.float64)
+    x = np.asarray(values, dtype=np.float32)
     center, width = window.center, window.width
     span = y_max - y_min
     if window.function == "sigmoid":
@@ -160,7 +160,7 @@ def apply_window(values: np.ndarray, window: Window, y_min: float = 0.0, y_max: 
     low, high = center - width / 2.0, center + width / 2.0
     if width <= 0:
         # linear with width 1: a threshold at c - 0.5
-        return np.where(x <= low, y_min, y_max).astype(np.float64)
+        return np.where(x <= low, y_min, y_max).astype(np.float32)
     # The linear ramp is y_min at x = low and y_max at x = high: clipping it
     # gives the piecewise definition in two passes over the frame.
     out = x - center
