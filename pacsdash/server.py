@@ -26,10 +26,15 @@ from pacsdash.dimse.scu import send_files  # noqa: E402
 from pacsdash.dimse.workers import DicomWorkers  # noqa: E402
 from pacsdash.logs import configure_logging as _configure_logging  # noqa: E402
 from pacsdash.runtime import HomeLock, ServerInfo, new_token, write_server_info  # noqa: E402
+from pacsdash.traffic.http import record_requests  # noqa: E402
+from pacsdash.traffic.recorder import TrafficRecorder  # noqa: E402
 from pacsdash.web.routes import http_routes  # noqa: E402
 from pacsdash.web.base import AppContext  # noqa: E402
 
 LOGGER = logging.getLogger("pacsdash")
+#: ``PACSDASH_TRAFFIC=off`` starts the server without its traffic record
+#: (the /activity page then says so): to measure what recording costs.
+TRAFFIC_VARIABLE = "PACSDASH_TRAFFIC"
 
 
 def configure_logging(settings: Settings, verbose: bool = False) -> None:
@@ -103,15 +108,20 @@ def start_server(settings: Settings) -> RunningServer:
     if settings.auth.enabled and not accounts.users():
         LOGGER.warning("no users yet: add one with `pacsdash users add NAME --role admin --password-stdin`")
     actions = StudyActions(archive, settings.home, accounts, settings.server.aet, sender=send_files)
-    app = AppContext(settings=settings, archive=archive, accounts=accounts, local_token=new_token(), actions=actions)
+    traffic = None if os.environ.get(TRAFFIC_VARIABLE, "").lower() == "off" else TrafficRecorder()
+    app = AppContext(settings=settings, archive=archive, accounts=accounts, local_token=new_token(), actions=actions,
+                     traffic=traffic)
+    if traffic is not None:
+        archive.subscribe(traffic.on_commit)  # which association brought which patient's study
     if settings.server.dicom_workers > 0:
-        node: DicomNode | DicomWorkers = DicomWorkers(settings, archive, settings.server.dicom_workers)
+        node: DicomNode | DicomWorkers = DicomWorkers(settings, archive, settings.server.dicom_workers, traffic=traffic)
         dicom_port = node.start()
     else:
-        node = DicomNode(archive, accounts, settings.server)
+        node = DicomNode(archive, accounts, settings.server, traffic=traffic)
         node.start()
         dicom_port = node.port
     app.dicom_port = dicom_port
+    routes = http_routes(app)
     auth: dict = {}
     if settings.auth.enabled:
         auth = {"auth_provider": make_auth_provider(accounts), "cookie_secret": cookie_secret(settings.run_path)}
@@ -123,13 +133,15 @@ def start_server(settings: Settings) -> RunningServer:
         show=False,
         start=False,
         title="pacsdash",
-        extra_patterns=http_routes(app),
+        extra_patterns=routes,
         **auth,
         http_server_kwargs={
             "max_body_size": settings.server.max_upload_mb * 2**20,
             "max_buffer_size": settings.server.max_upload_mb * 2**20,
         },
     )
+    if traffic is not None:
+        record_requests(http._tornado, traffic, routes)  # noqa: SLF001 - the Tornado application
     http.start()
     allow_dashboard_origins(http, settings, int(http.port))
     app.ready = True

@@ -52,6 +52,8 @@ from pacsdash.dimse import reactor
 from pacsdash.dimse.sockets import NODELAY_HANDLERS
 from pacsdash.dimse.status import Status
 from pacsdash.dimse.storelane import StoreLane
+from pacsdash.traffic.dimse import DimseTap
+from pacsdash.traffic.recorder import TrafficSink
 
 LOGGER = logging.getLogger(__name__)
 
@@ -150,7 +152,8 @@ class DicomNode:
     """The DIMSE listener of one pacsdash server (or of one of its workers)."""
 
     def __init__(
-        self, archive: Archive, accounts: Accounts, server: ServerSettings, handoff: Connection | None = None
+        self, archive: Archive, accounts: Accounts, server: ServerSettings, handoff: Connection | None = None,
+        traffic: TrafficSink | None = None, traffic_prefix: str | None = None,
     ) -> None:
         reactor.install()
         identifiers.install()
@@ -174,6 +177,8 @@ class DicomNode:
             for model in models:
                 self.ae.add_supported_context(model, TRANSFER_SYNTAXES)
         self.server: ThreadedAssociationServer | None = None
+        #: Records associations and DIMSE messages (:mod:`pacsdash.traffic`), or None.
+        self.tap = DimseTap(traffic, traffic_prefix) if traffic is not None else None
 
     @property
     def port(self) -> int:
@@ -193,6 +198,8 @@ class DicomNode:
             (evt.EVT_C_MOVE, self.handle_move),
             (evt.EVT_C_GET, self.handle_get),
         ]
+        if self.tap is not None:
+            handlers += self.tap.handlers()
         self.server = self.ae.start_server(
             (self.settings.host, self.settings.dicom_port), block=False, evt_handlers=handlers
         )
@@ -223,6 +230,8 @@ class DicomNode:
             assoc.requestor.address,
             len(proposed),
         )
+        if self.tap is not None:
+            self.tap.rejected(assoc, "calling AE title not recognised")
         # Rejected permanent, by the service user: calling AE title not recognised.
         assoc.acse.send_reject(0x01, 0x01, 0x03)
         assoc.kill()
@@ -241,7 +250,7 @@ class DicomNode:
         """EVT_ESTABLISHED: let an accepted association receive C-STOREs in its DUL thread."""
         dul = event.assoc.dul
         if event.assoc.is_acceptor and isinstance(dul, reactor.EventDrivenDUL):
-            dul.store_lane = StoreLane(dul, self.store_received)
+            dul.store_lane = StoreLane(dul, self.store_received, self.tap)
 
     def _store_allowed(self, assoc: Association) -> bool:
         """Whether the association's peer may store: looked up once per

@@ -73,6 +73,8 @@ class _Message:
         self.sop_instance = sop_instance
         self.context = context
         self.fragments: list[memoryview] = []
+        #: P-DATA-TF PDUs that carried it (PS3.8 9.3.5).
+        self.pdus = 1
 
 
 def _command_elements(command: memoryview) -> dict[int, memoryview] | None:
@@ -142,10 +144,12 @@ def _items(pdu: bytearray) -> list[tuple[int, int, memoryview]] | None:
 class StoreLane:
     """Receives the C-STORE requests of one association (see the module docstring)."""
 
-    def __init__(self, dul: Any, store: StoreCallable) -> None:
+    def __init__(self, dul: Any, store: StoreCallable, tap: Any = None) -> None:
         self.dul = dul
         self.assoc = dul.assoc
         self.store = store
+        #: A :class:`~pacsdash.traffic.dimse.DimseTap` told of each request and response, or None.
+        self.tap = tap
         self._message: _Message | None = None
         #: C-STORE requests the lane has received and answered.
         self.received = 0
@@ -266,6 +270,7 @@ class StoreLane:
             self._message = None
             self.dul.event_queue.put("Evt19")
             return
+        message.pdus += 1
         self._add(items)
 
     def _add(self, items: list[tuple[int, int, memoryview]]) -> None:
@@ -290,6 +295,9 @@ class StoreLane:
             meta = encoding.file_meta(sop_class, sop_instance, syntax)
             raw = b"".join((_PREAMBLE, meta, *message.fragments))
             message.fragments.clear()
+            if self.tap is not None:
+                self.tap.store_request(self.assoc, message.message_id, context.context_id, sop_class, sop_instance,
+                                       message.pdus, len(raw) - len(_PREAMBLE) - len(meta))
             status = self.store(self.assoc, raw, sop_instance, (syntax, len(_PREAMBLE) + len(meta)))
         except Exception:  # as pynetdicom does for a failing handler
             LOGGER.exception("Exception in the C-STORE lane")
@@ -298,6 +306,9 @@ class StoreLane:
         if not self.assoc.is_established:
             return
         fields = _response_status(status)
+        if self.tap is not None:
+            self.tap.store_response(self.assoc, message.message_id, context.context_id, sop_class,
+                                    int(status.Status) if isinstance(status, Dataset) else int(status))
         if fields is None:  # more than a Status and an ErrorComment: pynetdicom encodes it
             rsp = C_STORE()
             rsp.MessageIDBeingRespondedTo = message.message_id

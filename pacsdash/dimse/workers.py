@@ -11,12 +11,18 @@ keeps the only index connection and its single writer.
 
 A worker stops when the server process closes its pipe, including when the
 server is killed: its pending C-STOREs then fail, unacknowledged.
+
+When the server keeps a traffic record (:mod:`pacsdash.traffic`), each
+worker gets a third pipe, one way, on which its
+:class:`~pacsdash.traffic.channel.TrafficForwarder` sends batches of
+events; the DICOM data never waits for them.
 """
 
 from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
 import socket
 import threading
 from multiprocessing import reduction
@@ -31,8 +37,8 @@ READY_TIMEOUT = 60
 
 
 def worker_main(settings: Settings, connection: Connection, handoff: Connection, port: int, number: int,
-                ready: Any) -> None:
-    """Entry point of one worker process."""
+                ready: Any, traffic: Connection | None = None) -> None:
+    """Entry point of one worker process; ``traffic``: where to send its traffic events, if anywhere."""
     import signal
 
     # Ctrl-C reaches the whole process group: the server stops its workers itself.
@@ -43,16 +49,21 @@ def worker_main(settings: Settings, connection: Connection, handoff: Connection,
     from pacsdash.archive.store import LocalStore
     from pacsdash.dimse.scp import DicomNode
     from pacsdash.logs import configure_logging
+    from pacsdash.traffic.channel import TrafficForwarder
 
     configure_logging(settings.log_path, f"dicom-worker-{number}")
     index = RemoteIndex(connection)
     archive = Archive(LocalStore(settings.store_path), index)
+    forwarder = TrafficForwarder(traffic).start() if traffic is not None else None
     node = DicomNode(archive, Accounts(settings.accounts_path, settings.modalities),
-                     replace(settings.server, dicom_port=port), handoff=handoff)
+                     replace(settings.server, dicom_port=port), handoff=handoff,
+                     traffic=forwarder, traffic_prefix=f"w{number}-{os.getpid()}")
     node.start()
     ready.set()
     index.gone.wait()
     node.stop()
+    if forwarder is not None:
+        forwarder.stop()
     archive.close()
     index.close()
 
@@ -60,10 +71,13 @@ def worker_main(settings: Settings, connection: Connection, handoff: Connection,
 class DicomWorkers:
     """Worker processes serving the DICOM port for one server process."""
 
-    def __init__(self, settings: Settings, archive: Any, count: int) -> None:
+    def __init__(self, settings: Settings, archive: Any, count: int, traffic: Any = None) -> None:
         self.settings = settings
         self.archive = archive
         self.count = count
+        #: The server's :class:`~pacsdash.traffic.recorder.TrafficRecorder`, or None (nothing recorded).
+        self.traffic = traffic
+        self._receivers: list[Any] = []
         self.port = 0
         self._context = multiprocessing.get_context("spawn")
         self._processes: list[Any] = []
@@ -87,15 +101,21 @@ class DicomWorkers:
             parent, child = self._context.Pipe(duplex=True)
             handoff_parent, handoff_child = self._context.Pipe(duplex=True)  # a Unix socket: can carry fds
             ready = self._context.Event()
+            traffic_parent, traffic_child = self._context.Pipe(duplex=False) if self.traffic is not None else (None, None)
             process = self._context.Process(
                 target=worker_main,
-                args=(self.settings, child, handoff_child, self.port, number, ready),
+                args=(self.settings, child, handoff_child, self.port, number, ready, traffic_child),
                 name=f"pacsdash-dicom-worker-{number}",
                 daemon=True,
             )
             process.start()
             child.close()
             handoff_child.close()
+            if traffic_parent is not None:
+                from pacsdash.traffic.channel import TrafficReceiver
+
+                traffic_child.close()
+                self._receivers.append(TrafficReceiver(traffic_parent, self.traffic, f"worker{number}").start())
             self._handoffs.append((process, handoff_parent))
             service = IndexService(self.archive, parent, f"worker{number}")
             service.start()
@@ -157,6 +177,9 @@ class DicomWorkers:
                 process.join(5)
         for service in self._services:
             service.join(5)
+        for receiver in self._receivers:
+            receiver.join(2)  # ends when its worker's pipe closes
+        self._receivers.clear()
         self._processes.clear()
         self._services.clear()
         if self._listener is not None:

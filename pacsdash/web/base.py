@@ -13,6 +13,7 @@ from pacsdash.access import Accounts, Action, Role, User
 from pacsdash.archive import Archive
 from pacsdash.archive.actions import Actor, StudyActions
 from pacsdash.config import Settings
+from pacsdash.traffic.recorder import TrafficRecorder
 from pacsdash.web.auth import Authenticator
 from pacsdash.web.metadata_cache import MetadataCache
 
@@ -37,6 +38,8 @@ class AppContext:
     metadata_cache: MetadataCache = field(default_factory=MetadataCache)
     #: Send, delete, anonymize, export (see :mod:`pacsdash.archive.actions`).
     actions: StudyActions | None = None
+    #: The server's record of DICOM and HTTP traffic (see :mod:`pacsdash.traffic`), or None when off.
+    traffic: TrafficRecorder | None = None
 
     def __post_init__(self) -> None:
         self.authenticator = Authenticator(self.accounts, self.settings.auth.enabled, self.local_token)
