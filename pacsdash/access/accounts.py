@@ -34,6 +34,9 @@ CREATE TABLE IF NOT EXISTS modalities (
 );
 """
 MAX_NAME = 64
+#: SQL condition, checked in the same statement as the change: the row is not
+#: the only admin (so no change, from any process, leaves the server without one).
+_NOT_LAST_ADMIN = "(role != 'admin' OR (SELECT count(*) FROM users WHERE role = 'admin') > 1)"
 
 
 class AccountError(ValueError):
@@ -107,16 +110,26 @@ class Accounts:
             raise AccountError(f"no user named {name!r}")
 
     def set_role(self, name: str, role: Role | str) -> None:
-        """Change a user's role."""
-        cur = self._con().execute("UPDATE users SET role = ? WHERE name = ?", (Role.parse(role).value, name))
+        """Change a user's role; the last admin cannot be demoted."""
+        role = Role.parse(role)
+        cur = self._con().execute(
+            f"UPDATE users SET role = ? WHERE name = ? AND (? = 'admin' OR {_NOT_LAST_ADMIN})",
+            (role.value, name, role.value),
+        )
         if cur.rowcount == 0:
-            raise AccountError(f"no user named {name!r}")
+            self._why_unchanged(name, f"demoted to {role.value}")
 
     def remove_user(self, name: str) -> None:
-        """Delete a user."""
-        cur = self._con().execute("DELETE FROM users WHERE name = ?", (name,))
+        """Delete a user; the last admin cannot be removed."""
+        cur = self._con().execute(f"DELETE FROM users WHERE name = ? AND {_NOT_LAST_ADMIN}", (name,))
         if cur.rowcount == 0:
+            self._why_unchanged(name, "removed")
+
+    def _why_unchanged(self, name: str, what: str) -> None:
+        """Raise the reason a guarded change of ``name`` touched no row."""
+        if self.credential_stamp(name) is None:
             raise AccountError(f"no user named {name!r}")
+        raise AccountError(f"{name!r} is the last admin and cannot be {what}; make another user admin first")
 
     def users(self) -> list[User]:
         """Every user, by name."""
@@ -144,6 +157,31 @@ class Accounts:
     # -- modalities ----------------------------------------------------------
     def add_modality(self, name: str, aet: str, host: str, port: int, allow: str | list[str] | None = None) -> ModalitySettings:
         """Register a DICOM peer."""
+        peer = self._checked_modality(name, aet, host, port, allow)
+        try:
+            self._con().execute(
+                "INSERT INTO modalities (name, aet, host, port, allow) VALUES (?, ?, ?, ?, ?)",
+                (peer.name, peer.aet, peer.host, peer.port, ",".join(peer.allow)),
+            )
+        except sqlite3.IntegrityError:
+            raise AccountError(f"modality {name!r} exists already") from None
+        return peer
+
+    def update_modality(self, name: str, aet: str, host: str, port: int,
+                        allow: str | list[str] | None = None) -> ModalitySettings:
+        """Change a CLI-registered peer's AE title, address and permissions (checked as when added)."""
+        peer = self._checked_modality(name, aet, host, port, allow)
+        cur = self._con().execute(
+            "UPDATE modalities SET aet = ?, host = ?, port = ?, allow = ? WHERE name = ?",
+            (peer.aet, peer.host, peer.port, ",".join(peer.allow), peer.name),
+        )
+        if cur.rowcount == 0:
+            raise AccountError(f"no modality named {name!r}")
+        return peer
+
+    def _checked_modality(self, name: str, aet: str, host: str, port: int,
+                          allow: str | list[str] | None) -> ModalitySettings:
+        """The peer as given, if every value is acceptable and it is not one of pacsdash.toml's."""
         if not name or len(name) > MAX_NAME or not all(c.isalnum() or c in "._-" for c in name):
             raise AccountError(f"modality name {name[:80]!r} must be 1 to {MAX_NAME} letters, digits or . _ -")
         if any(m.name == name for m in self.configured):
@@ -160,13 +198,6 @@ class Accounts:
             raise AccountError(str(exc)) from None
         if not host or any(c.isspace() for c in host):
             raise AccountError(f"host {host!r} is not a host name or address")
-        try:
-            self._con().execute(
-                "INSERT INTO modalities (name, aet, host, port, allow) VALUES (?, ?, ?, ?, ?)",
-                (peer.name, peer.aet, peer.host, peer.port, ",".join(peer.allow)),
-            )
-        except sqlite3.IntegrityError:
-            raise AccountError(f"modality {name!r} exists already") from None
         return peer
 
     def remove_modality(self, name: str) -> None:

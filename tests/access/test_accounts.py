@@ -70,3 +70,52 @@ def test_modalities(tmp_path):
         accounts.add_modality("bad", "BAD", "127.0.0.1", 0)
     accounts.remove_modality("ws")
     assert accounts.modality_by_aet("WS1") is None
+
+
+def test_the_last_admin_is_neither_removed_nor_demoted(accounts):
+    accounts.add_user("root", "admin", "x")
+    accounts.add_user("bob", "viewer", "x")
+    with pytest.raises(AccountError, match="last admin"):
+        accounts.remove_user("root")
+    with pytest.raises(AccountError, match="last admin"):
+        accounts.set_role("root", "editor")
+    accounts.set_role("root", "admin")  # no change is no demotion
+    assert accounts.credential_stamp("root")[0] == "admin"
+    accounts.set_role("bob", "admin")
+    accounts.set_role("root", "viewer")  # another admin exists now
+    with pytest.raises(AccountError, match="last admin"):
+        accounts.remove_user("bob")
+    accounts.remove_user("root")
+    assert [(u.name, u.role) for u in accounts.users()] == [("bob", Role.ADMIN)]
+    with pytest.raises(AccountError, match="no user named"):
+        accounts.set_role("root", "admin")
+
+
+def test_the_last_admin_holds_across_connections(tmp_path):
+    """Two processes (the page and the CLI) each demoting one of two admins: one must fail."""
+    first, second = Accounts(tmp_path / "a.sqlite"), Accounts(tmp_path / "a.sqlite")
+    first.add_user("a", "admin", "x")
+    first.add_user("b", "admin", "x")
+    first.set_role("a", "viewer")
+    with pytest.raises(AccountError, match="last admin"):
+        second.set_role("b", "viewer")
+    assert [u.role for u in second.users()] == [Role.VIEWER, Role.ADMIN]
+
+
+def test_update_modality(tmp_path):
+    configured = (ModalitySettings("pacs", "OTHERPACS", "127.0.0.1", 104),)
+    accounts = Accounts(tmp_path / "a.sqlite", configured)
+    accounts.add_modality("ws", "WS1", "127.0.0.1", 11112)
+    changed = accounts.update_modality("ws", " WS2 ", "10.0.0.5", 2104, ["store"])
+    assert changed == ModalitySettings("ws", "WS2", "10.0.0.5", 2104, ("store",))
+    assert Accounts(tmp_path / "a.sqlite", configured).modality("ws") == changed
+    assert accounts.modality_by_aet("WS1") is None
+    with pytest.raises(AccountError, match="pacsdash.toml"):
+        accounts.update_modality("pacs", "X", "127.0.0.1", 104)
+    with pytest.raises(AccountError, match="no modality named"):
+        accounts.update_modality("nope", "X", "127.0.0.1", 104)
+    with pytest.raises(AccountError, match="AE title"):
+        accounts.update_modality("ws", "A" * 17, "127.0.0.1", 104)
+    with pytest.raises(AccountError, match="host"):
+        accounts.update_modality("ws", "WS", "two words", 104)
+    assert accounts.modality("ws") == changed  # a refused change changes nothing
