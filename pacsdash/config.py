@@ -7,6 +7,7 @@ value is checked when the settings are built; a bad one raises
 
 from __future__ import annotations
 
+import os
 import tomllib
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -305,9 +306,22 @@ path = "index.duckdb"   # metadata index
 """
 
 
+#: The home and what is written in it are its owner's alone: health records.
+HOME_MODE, PRIVATE_UMASK = 0o700, 0o077
+
+
 def init_home(home: Path) -> None:
-    """Create the home folder and a commented default config if absent."""
-    home.mkdir(parents=True, exist_ok=True)
+    """Create the home folder (0700) and a commented default config if absent.
+
+    From here on this process writes files only its user may read (umask
+    077: the store's instances, the index, logs, exports are 0600), and a
+    home created earlier with looser permissions is narrowed to 0700.
+    """
+    os.umask(PRIVATE_UMASK)
+    home.mkdir(mode=HOME_MODE, parents=True, exist_ok=True)
+    status = home.stat()
+    if status.st_mode & 0o077 and status.st_uid == os.getuid():
+        home.chmod(HOME_MODE)
     config = home / CONFIG_NAME
     if not config.exists():
         config.write_text(DEFAULT_CONFIG, encoding="utf-8")

@@ -31,11 +31,20 @@ STUDY_FIELDS = (
 
 
 class HealthHandler(BaseHandler):
-    """``GET /api/health``: 200 once every listener is up (no login needed)."""
+    """``GET /api/health``: 200 once every listener is up (no login needed).
+
+    Anyone learns the status; only a logged-in caller also learns the
+    version, AE title and DICOM port (what an attacker would look up first).
+    """
 
     def get(self) -> None:
         if not self.app.ready:
             self.write_json({"status": "starting"}, status=503)
+            return
+        try:
+            self.require(Action.VIEW)
+        except ApiError:
+            self.write_json({"status": "ok"})
             return
         self.write_json(
             {"status": "ok", "version": __version__, "aet": self.app.settings.server.aet, "dicom_port": self.app.dicom_port}

@@ -57,9 +57,12 @@ def test_every_role_against_every_route(loaded, base_url):
                 assert status not in (401, 403), (role, method, path, status)
 
 
-def test_health_needs_no_login(base_url):
-    body = requests.get(f"{base_url}/api/health").json()
-    assert body["status"] == "ok" and body["dicom_port"] > 0
+def test_health_needs_no_login_and_tells_strangers_only_the_status(base_url, web_server):
+    assert requests.get(f"{base_url}/api/health").json() == {"status": "ok"}
+    wrong = requests.get(f"{base_url}/api/health", auth=("viewer", "not-the-password"))
+    assert wrong.status_code == 200 and wrong.json() == {"status": "ok"}
+    body = session_for("viewer").get(f"{base_url}/api/health").json()
+    assert body["status"] == "ok" and body["dicom_port"] == web_server.dicom_port and body["aet"] and body["version"]
 
 
 def test_study_list_filters_and_pages(loaded, base_url):
