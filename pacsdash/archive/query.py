@@ -232,6 +232,8 @@ def _pn_value(value: str) -> str:
 def _range_condition(sql: str, attr: Attribute, value: str, params: list) -> str:
     low, _, high = value.partition("-")
     pattern, form = _PATTERNS[attr.vr]
+    if not low and not high:  # PS3.4 C.2.2.2.5: a range has at least one end
+        raise InvalidQuery(f"{attr.keyword} '{value}' is a range with neither end ({form}-{form})")
     for bound in (low, high):
         if bound and not pattern.match(bound):
             raise InvalidQuery(f"{attr.keyword} '{value}' is not a valid {attr.vr} range ({form}-{form})")
