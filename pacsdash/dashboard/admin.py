@@ -49,7 +49,7 @@ def admin_page(context: Any) -> pn.viewable.Viewable:
         ("Users", UsersView(actions)),
         ("Peers", PeersView(actions)),
         ("Settings", SettingsView(context.settings, context.dicom_port)),
-        ("Log", LogView(context.settings, context.archive)),
+        ("Log", LogView(context.settings, context.archive, actions.still_admin)),
         dynamic=True, sizing_mode="stretch_width", margin=(0, 5),
     )
     return pn.Column(header(context, login or "anonymous"), tabs, sizing_mode="stretch_width")

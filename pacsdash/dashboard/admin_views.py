@@ -96,8 +96,8 @@ class UsersView(pn.viewable.Viewer):
         return [self.role, self.role_button, self.password, self.again, self.password_button, self.remove_button]
 
     def refresh(self) -> None:
-        """Read the users again; keep the chosen one if it still exists."""
-        users = self.actions.accounts.users()
+        """Read the users again (none for someone no longer admin); keep the chosen one if it still exists."""
+        users = self.actions.accounts.users() if self.actions.still_admin() else []
         self.table.value = pd.DataFrame([(u.name, u.role.value) for u in users], columns=["Name", "Role"])
         names = [u.name for u in users]
         self.table.selection = [names.index(self.selected)] if self.selected in names else []
@@ -192,10 +192,11 @@ class PeersView(pn.viewable.Viewer):
         self.refresh()
 
     def refresh(self) -> None:
-        """Read the peers again."""
+        """Read the peers again (none for someone no longer admin)."""
         configured = {m.name for m in self.actions.accounts.configured}
+        peers = self.actions.accounts.modalities() if self.actions.still_admin() else []
         rows = [(p.name, p.aet, p.host, str(p.port), ",".join(p.allow), "pacsdash.toml" if p.name in configured else "added")
-                for p in self.actions.accounts.modalities()]
+                for p in peers]
         self.table.value = pd.DataFrame(rows, columns=PEER_COLUMNS)
         self.table.selection = []
 
@@ -273,10 +274,12 @@ class SettingsView(pn.viewable.Viewer):
 class LogView(pn.viewable.Viewer):
     """The server's log and the records of actions on studies, with filters."""
 
-    def __init__(self, settings: Settings, archive: Any, **params: Any) -> None:
+    def __init__(self, settings: Settings, archive: Any, still_admin: Callable[[], bool] = lambda: True,
+                 **params: Any) -> None:
         super().__init__(**params)
         self.settings = settings
         self.archive = archive
+        self.still_admin = still_admin
         self.level = pn.widgets.Select(name="Level at least", options=list(LEVELS), value="INFO", width=130)
         self.text = pn.widgets.TextInput(name="Text", placeholder="any part, any case", width=220)
         self.period = pn.widgets.Select(name="When", options=list(PERIODS), value="last 24 hours", width=150)
@@ -302,13 +305,13 @@ class LogView(pn.viewable.Viewer):
         self.refresh_records()
 
     def refresh_log(self) -> None:
-        """Read the log files again and filter them."""
-        entries = read_logs(self.settings.log_path)
+        """Read the log files again (not for someone no longer admin) and filter them."""
+        entries = read_logs(self.settings.log_path) if self.still_admin() else []
         self.log.value = filter_log(entries, self.level.value, self.text.value, since(self.period.value))
 
     def refresh_records(self) -> None:
-        """Read the action records again and filter them."""
-        found = self.archive.records(action=self.action.value or None, limit=10_000)
+        """Read the action records again (not for someone no longer admin) and filter them."""
+        found = self.archive.records(action=self.action.value or None, limit=10_000) if self.still_admin() else []
         self.records.value = filter_records(found, self.user.value, "", self.records_text.value,
                                             since(self.records_period.value))
 

@@ -301,3 +301,23 @@ def test_layout_fits(browser, server, tmp_path, size):
             assert box["x"] >= 0 and box["x"] + box["width"] <= size[0], f"{name}: a part is cut at the side"
     print(f"screenshots in {tmp_path}")
     context.close()
+
+
+def test_an_admin_demoted_while_the_page_is_open_changes_nothing(browser, server, tmp_path):
+    accounts(server).add_user("boss", "admin", "boss-pw")
+    try:
+        context, page = open_page(browser, server, "boss", "boss-pw")
+        page.wait_for_selector("text=Administration", timeout=60_000)
+        expect(row(page, "viewer")).to_be_visible(timeout=30_000)
+        accounts(server).set_role("boss", "viewer")  # from elsewhere (the CLI, another admin)
+        field(page, "Name", "Add a user").fill("mallory")
+        field(page, "Password", "Add a user").fill("m")
+        field(page, "Password again", "Add a user").fill("m")
+        click_button(page, "Add user")
+        notice(page, "you are no longer an admin: nothing was changed")
+        assert accounts(server).credential_stamp("mallory") is None
+        expect(row(page, "viewer")).to_have_count(0)  # the list is gone too
+        page.screenshot(path=tmp_path / "demoted.png")
+        context.close()
+    finally:
+        accounts(server).remove_user("boss")
