@@ -10,9 +10,10 @@ is checked here, and the result says so.
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -23,15 +24,22 @@ from pydicom.dataset import Dataset
 from tqdm.auto import tqdm
 
 from pacsdash.client import conditions as cond
+from pacsdash.client.headers import LazyHeaders, full_header, geometry_header, has_pixels, sop_instance_uid
 from pacsdash.client.tables import keyword, to_frame
 from pacsdash.client.volume import Volume, stack
+from pacsdash.web.multipart import MalformedMultipart, parameters, split_part_views
 
 LOGGER = logging.getLogger(__name__)
 #: Results asked for per QIDO-RS request.
 PAGE = 1000
-#: Frames fetched at once by :meth:`Client.volume`.
+#: Frames fetched at once by :meth:`Client.volume` from a server without the Series Pixel Data resource.
 THREADS = 8
 UNCOMPRESSED = "1.2.840.10008.1.2.1"
+#: What a server without the Pixel Data resources (PS3.18 10.4.1.1.6) answers for one: unknown path,
+#: bad request, method or media type, not implemented.
+NOT_OFFERED = {400, 404, 405, 406, 415, 501}
+#: ``.../instances/{uid}/...`` in a part's Content-Location.
+INSTANCE_IN_URL = re.compile(r"/instances/([0-9.]{1,64})(?:/|$)")
 #: Columns of every table of a level, even an empty one.
 KEYS = {"study": ["StudyInstanceUID"], "series": ["StudyInstanceUID", "SeriesInstanceUID"],
         "instance": ["StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"]}
@@ -83,6 +91,8 @@ class Client:
         self._auth = (user, password, token, verify)
         self._local = threading.local()
         self._extensions: set[str] | None = None
+        #: Whether the server offers the Series Pixel Data resource (None: not tried yet).
+        self.series_pixel_data: bool | None = None
         self.last_note = ""
 
     # -- plumbing ----------------------------------------------------------------
@@ -101,8 +111,15 @@ class Client:
         """This thread's dicomweb-client (sessions are not shared between threads)."""
         client = getattr(self._local, "web", None)
         if client is None:
-            client = self._local.web = DICOMwebClient(self.url, session=self._session(), timeout=120)
+            self._local.http = self._session()
+            client = self._local.web = DICOMwebClient(self.url, session=self._local.http, timeout=120)
         return client
+
+    @property
+    def http(self) -> requests.Session:
+        """This thread's session, the one its :attr:`web` client uses."""
+        self.web  # noqa: B018 - makes both
+        return self._local.http
 
     def _call(self, what: str, function: Callable[[], Any]) -> Any:
         try:
@@ -164,8 +181,11 @@ class Client:
 
     def metadata(self, study: str, series: str) -> list[Dataset]:
         """The headers of a series' instances (one request; bulk data left out)."""
-        items = self._call("WADO-RS metadata", lambda: self.web.retrieve_series_metadata(study, series))
-        return [Dataset.from_json(item, bulk_data_uri_handler=lambda *_: b"") for item in items]
+        return [full_header(item) for item in self._metadata_items(study, series)]
+
+    def _metadata_items(self, study: str, series: str) -> list[dict]:
+        """The series' metadata as DICOM JSON (WADO-RS, PS3.18 10.4.1.1.2)."""
+        return self._call("WADO-RS metadata", lambda: self.web.retrieve_series_metadata(study, series))
 
     def _frame_bytes(self, study: str, series: str, instance: str, number: int) -> bytes:
         frames = self._call(f"WADO-RS frame {number}", lambda: self.web.retrieve_instance_frames(
@@ -177,21 +197,91 @@ class Client:
         """Frame ``number`` (1-based) of an instance: stored values (rows, columns[, samples]);
         modality values (float32) when ``rescale``."""
         if header is None:
-            header = next((h for h in self.metadata(study, series) if h.get("SOPInstanceUID") == instance), None)
-            if header is None:
+            item = next((i for i in self._metadata_items(study, series) if sop_instance_uid(i) == instance), None)
+            if item is None:
                 raise ClientError(f"{self.url}/studies/{study}/series/{series}/instances/{instance}", 404,
                                   "no such instance in the series' metadata")
+            header = geometry_header(item)
         return _pixels(self._frame_bytes(study, series, instance, number), header, rescale)
 
     def volume(self, study: str, series: str, rescale: bool = True) -> Volume:
-        """A series as a :class:`~pacsdash.client.volume.Volume`: one metadata
-        request, then every frame, uncompressed, several at a time."""
-        headers = [h for h in self.metadata(study, series) if "Rows" in h]
+        """A series as a :class:`~pacsdash.client.volume.Volume`, in as few requests as the server allows.
+
+        Two requests, made at once, where the server offers the Series Pixel
+        Data resource (PS3.18 10.4.1.1.6; pacsdash does): the series'
+        metadata and all its pixel data, uncompressed. Elsewhere (Orthanc)
+        the metadata, then each slice's first frame, several at a time.
+        ``headers`` are built from the metadata when first read.
+        """
+        with ThreadPoolExecutor(1, thread_name_prefix="pacsdash-client") as pool:
+            pending = pool.submit(self._series_pixel_data, study, series) if self.series_pixel_data is not False \
+                else None
+            items = [item for item in self._metadata_items(study, series) if has_pixels(item)]
+            found = self._pixel_data_found(pending)
+        geometry = [geometry_header(item) for item in items]
+        raw = [found.get(str(h.get("SOPInstanceUID", ""))) for h in geometry]
+        missing = [k for k, data in enumerate(raw) if data is None]
+        if missing:
+            fetched = self._first_frames(study, series, [geometry[k] for k in missing])
+            for k, data in zip(missing, fetched):
+                raw[k] = data
+        pixels = [_pixels(data, h, rescale=False, copy=False) for data, h in zip(raw, geometry)]
+        volume = stack(geometry, pixels, rescale)
+        position = {id(h): k for k, h in enumerate(geometry)}
+        volume.headers = LazyHeaders([items[position[id(h)]] for h in volume.headers])
+        return volume
+
+    def _pixel_data_found(self, pending: Future | None) -> dict[str, memoryview]:
+        """The answer of :meth:`_series_pixel_data` (the metadata request having succeeded): the parts
+        by SOPInstanceUID, or nothing, remembering when the server does not offer the resource."""
+        if pending is None:
+            return {}
+        try:
+            return pending.result()
+        except ClientError as exc:
+            if exc.status in NOT_OFFERED:
+                self.series_pixel_data = False
+                LOGGER.info("%s does not offer Series Pixel Data (%s): fetching frame by frame", self.url, exc)
+            else:
+                LOGGER.warning("Series Pixel Data failed, fetching frame by frame: %s", exc)
+            return {}
+
+    def _series_pixel_data(self, study: str, series: str) -> dict[str, memoryview]:
+        """Every instance's pixel data, uncompressed, in one request (PS3.18 10.4.1.1.6, payload
+        10.4.3.3.6), by the SOPInstanceUID its part's Content-Location names.
+
+        dicomweb-client drops the parts' headers, so the body is split with
+        pacsdash's own multipart parser; the parts are views of the body.
+        """
+        url = f"{self.url}/studies/{study}/series/{series}/pixeldata"
+
+        def get() -> requests.Response:
+            response = self.http.get(url, timeout=300, headers={
+                "Accept": f'multipart/related; type="application/octet-stream"; transfer-syntax={UNCOMPRESSED}'})
+            response.raise_for_status()
+            return response
+
+        response = self._call("WADO-RS series pixel data", get)
+        media, params = parameters(response.headers.get("Content-Type", ""))
+        if media != "multipart/related":
+            raise ClientError(url, 406, f"the series pixel data came as {media[:80]!r}, not multipart/related")
+        try:
+            parts = split_part_views(response.content, params.get("boundary", ""))
+        except MalformedMultipart as exc:
+            raise ClientError(url, response.status_code, f"a broken multipart body: {exc}") from None
+        self.series_pixel_data = True
+        found: dict[str, memoryview] = {}
+        for part in parts:
+            match = INSTANCE_IN_URL.search(part.headers.get("content-location", ""))
+            if match and part.content_type == "application/octet-stream":
+                found.setdefault(match.group(1), part.content)
+        return found
+
+    def _first_frames(self, study: str, series: str, headers: list[Dataset]) -> list[bytes]:
+        """Frame 1 of each instance, one WADO-RS frames request each, :data:`THREADS` at a time."""
         with ThreadPoolExecutor(THREADS, thread_name_prefix="pacsdash-client") as pool:
-            raw = list(tqdm(pool.map(lambda h: self._frame_bytes(study, series, h.SOPInstanceUID, 1), headers),
-                            total=len(headers), desc="frames", unit=" frames", disable=None, leave=False))
-        pixels = [_pixels(data, h, rescale=False) for data, h in zip(raw, headers)]
-        return stack(headers, pixels, rescale)
+            return list(tqdm(pool.map(lambda h: self._frame_bytes(study, series, str(h.SOPInstanceUID), 1), headers),
+                             total=len(headers), desc="frames", unit=" frames", disable=None, leave=False))
 
     # -- cohorts ----------------------------------------------------------------------
     def cohort(self, level: str = "series", **conditions: Any) -> pd.DataFrame:
@@ -266,7 +356,7 @@ class Client:
             return self.metadata(study, series)
         if level == "study" and study:
             items = self._call("WADO-RS metadata", lambda: self.web.retrieve_study_metadata(study))
-            return [Dataset.from_json(i, bulk_data_uri_handler=lambda *_: b"") for i in items]
+            return [full_header(i) for i in items]
         return []
 
 
@@ -324,8 +414,9 @@ def _header_value(header: Dataset, keyword: str) -> Any:
     return None if element is None else element.value
 
 
-def _pixels(data: bytes, header: Dataset, rescale: bool) -> np.ndarray:
-    """Stored values of one uncompressed frame, shaped by its header.
+def _pixels(data: bytes | memoryview, header: Dataset, rescale: bool, copy: bool = True) -> np.ndarray:
+    """Stored values of one uncompressed frame, shaped by its header (a
+    read-only view of ``data`` where it can be, unless ``copy``).
 
     As pydicom's ``pixel_array`` gives them: 1-bit frames (segmentations)
     unpacked to 0/1 ``uint8``; YBR_FULL_422 served as stored (chroma
@@ -362,7 +453,7 @@ def _pixels(data: bytes, header: Dataset, rescale: bool) -> np.ndarray:
         shape = (rows, columns, samples) if samples > 1 else (rows, columns)
         if samples > 1 and int(header.get("PlanarConfiguration", 0) or 0) == 1:
             values = values.reshape(samples, rows, columns).transpose(1, 2, 0)
-        values = values.reshape(shape).astype(dtype.newbyteorder("="))
+        values = values.reshape(shape).astype(dtype.newbyteorder("="), copy=copy)
     if rescale:
         slope = float(header.get("RescaleSlope", 1) or 1)
         intercept = float(header.get("RescaleIntercept", 0) or 0)

@@ -35,13 +35,14 @@ class Volume:
         RAS+ world coordinates in mm, as nibabel expects:
         ``nibabel.Nifti1Image(volume.array.transpose(2, 1, 0), volume.affine)``.
     headers
-        The slices' pydicom headers, in the order of ``array``.
+        The slices' pydicom headers, in the order of ``array`` (from a
+        server, each is built from its metadata when first read).
     """
 
     array: np.ndarray
     spacing: tuple[float, float, float]
     affine: np.ndarray
-    headers: list[Dataset]
+    headers: Sequence[Dataset]
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -90,14 +91,7 @@ def stack(headers: Sequence[Dataset], pixels: Sequence[np.ndarray], rescale: boo
     dz = float(np.median(steps))
     spacing_yx = _float_list(headers[0], "PixelSpacing", 2)
     dy, dx = (float(spacing_yx[0]), float(spacing_yx[1])) if spacing_yx is not None else (1.0, 1.0)
-    slices = []
-    for i in order:
-        values = pixels[i]
-        if rescale:
-            slope = float(headers[i].get("RescaleSlope", 1) or 1)
-            intercept = float(headers[i].get("RescaleIntercept", 0) or 0)
-            values = values.astype(np.float32) * np.float32(slope) + np.float32(intercept)
-        slices.append(values)
+    array = _stacked([pixels[i] for i in order], [headers[i] for i in order], rescale)
     first = positions[order[0]]
     lps = np.eye(4)
     lps[:3, 0] = row_dir * dx  # along a row: the column index x
@@ -105,4 +99,23 @@ def stack(headers: Sequence[Dataset], pixels: Sequence[np.ndarray], rescale: boo
     lps[:3, 2] = normal * dz
     lps[:3, 3] = first
     affine = np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps  # DICOM's LPS to NIfTI's RAS
-    return Volume(np.stack(slices), (dz, dy, dx), affine, [headers[i] for i in order])
+    return Volume(array, (dz, dy, dx), affine, [headers[i] for i in order])
+
+
+def _stacked(pixels: Sequence[np.ndarray], headers: Sequence[Dataset], rescale: bool) -> np.ndarray:
+    """The slices stacked; when ``rescale``, as float32 modality values
+    ``stored * RescaleSlope + RescaleIntercept`` (PS3.3 C.11.1.1.2), computed
+    in float32 straight into the volume, as ``pixel_array.astype(float32) *
+    float32(slope) + float32(intercept)`` would give them."""
+    if not rescale:
+        return np.stack(pixels)
+    array = np.empty((len(pixels), *pixels[0].shape), dtype=np.float32)
+    for out, values, ds in zip(array, pixels, headers):
+        slope = np.float32(float(ds.get("RescaleSlope", 1) or 1))
+        intercept = np.float32(float(ds.get("RescaleIntercept", 0) or 0))
+        if slope == 1:  # x * 1 is x in float32: one pass less
+            np.add(values, intercept, out=out, dtype=np.float32)
+        else:
+            np.multiply(values, slope, out=out, dtype=np.float32)
+            out += intercept
+    return array

@@ -27,6 +27,18 @@ class Part:
         return self.headers.get("content-type", "").split(";")[0].strip().lower()
 
 
+@dataclass
+class PartView:
+    """One body part whose bytes are a view of the body (no copy): for large responses."""
+
+    headers: dict[str, str]
+    content: memoryview
+
+    @property
+    def content_type(self) -> str:
+        return self.headers.get("content-type", "").split(";")[0].strip().lower()
+
+
 def parameters(content_type: str) -> tuple[str, dict[str, str]]:
     """The media type and its parameters (``type``, ``boundary``...)."""
     items = [p.strip() for p in content_type.split(";")]
@@ -39,7 +51,30 @@ def parameters(content_type: str) -> tuple[str, dict[str, str]]:
 
 
 def split_parts(body: bytes, boundary: str, max_parts: int = 100_000) -> list[Part]:
-    """The parts of ``body``.
+    """The parts of ``body``, each a copy.
+
+    Raises
+    ------
+    MalformedMultipart
+        As :func:`part_spans`.
+    """
+    return [Part(headers, body[start:end]) for headers, start, end in part_spans(body, boundary, max_parts)]
+
+
+def split_part_views(body: bytes, boundary: str, max_parts: int = 100_000) -> list[PartView]:
+    """The parts of ``body``, each a view of it.
+
+    Raises
+    ------
+    MalformedMultipart
+        As :func:`part_spans`.
+    """
+    whole = memoryview(body)
+    return [PartView(headers, whole[start:end]) for headers, start, end in part_spans(body, boundary, max_parts)]
+
+
+def part_spans(body: bytes, boundary: str, max_parts: int = 100_000) -> list[tuple[dict[str, str], int, int]]:
+    """Each part of ``body``: its headers (lower-case names), where its content starts and ends.
 
     Raises
     ------
@@ -54,7 +89,7 @@ def split_parts(body: bytes, boundary: str, max_parts: int = 100_000) -> list[Pa
     position = body.find(delimiter)
     if position < 0:
         raise MalformedMultipart("the body does not contain its boundary")
-    parts: list[Part] = []
+    parts: list[tuple[dict[str, str], int, int]] = []
     while True:
         position += len(delimiter)
         if body[position : position + 2] == b"--":
@@ -82,7 +117,26 @@ def split_parts(body: bytes, boundary: str, max_parts: int = 100_000) -> list[Pa
         next_delimiter = body.find(b"\r\n" + delimiter, content_start)
         if next_delimiter < 0:
             raise MalformedMultipart(f"part {len(parts) + 1} is not closed by a delimiter")
-        parts.append(Part(headers, body[content_start:next_delimiter]))
+        parts.append((headers, content_start, next_delimiter))
         if len(parts) > max_parts:
             raise MalformedMultipart(f"more than {max_parts} parts")
         position = next_delimiter + 2
+
+
+def part_head(boundary: str, headers: dict[str, str]) -> bytes:
+    """The delimiter line and header block that open one body part (RFC 2046 5.1.1).
+
+    Header values come from the server itself (media types, URLs built from
+    stored UIDs), never from a request; CR and LF are refused all the same.
+    """
+    lines = [f"--{boundary}"]
+    for name, value in headers.items():
+        if "\r" in value or "\n" in value:
+            raise ValueError(f"a {name} header value may not hold a line break")
+        lines.append(f"{name}: {value}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+def closing(boundary: str) -> bytes:
+    """The close delimiter that ends a multipart body (RFC 2046 5.1.1)."""
+    return f"--{boundary}--\r\n".encode("latin-1")

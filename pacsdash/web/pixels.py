@@ -3,22 +3,31 @@ and WADO-URI (PS3.18 9). The pixel work is :mod:`pacsdash.imaging`'s."""
 
 from __future__ import annotations
 
+import logging
 import secrets
+from collections.abc import Iterator
 from typing import Any
+from urllib.parse import quote
 
 from pydicom import dcmread
+from pydicom.dataset import Dataset
 from tornado.ioloop import IOLoop
 
 from pacsdash import imaging
 from pacsdash.access import Action
 from pacsdash.archive import InstanceLocation
+from pacsdash.imaging.attributes import pixel_keyword
 from pacsdash.web.base import ApiError, BaseHandler, bad_request
+from pacsdash.web.multipart import closing, part_head
 from pacsdash.web.qido import check_uid_path
 from pacsdash.web.wado import MediaRange, _InstancesHandler
 
 UNCOMPRESSED = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.1.99", "1.2.840.10008.1.2.2"}
 EXPLICIT_LE = "1.2.840.10008.1.2.1"
 MAX_VIEWPORT = 8192
+LOGGER = logging.getLogger(__name__)
+#: Tags of the pixel data elements, as bulk data paths (PS3.18 10.4.3.3.6).
+PIXEL_TAGS = {"PixelData": "7FE00010", "FloatPixelData": "7FE00008", "DoubleFloatPixelData": "7FE00009"}
 
 
 def parse_frames(text: str) -> list[int]:
@@ -115,6 +124,103 @@ class FramesHandler(_InstancesHandler):
             self.write(frame)
             self.write(b"\r\n")
         await self.finish(f"--{boundary}--\r\n".encode())
+
+
+def check_pixel_data_accept(accept: str) -> None:
+    """Refuse (406) an Accept header that does not take uncompressed little
+    endian ``application/octet-stream`` parts, the only representation of the
+    Pixel Data resources served here (PS3.18 8.7.3.5; ``transfer-syntax=*``
+    lets the origin server choose it)."""
+    ranges = MediaRange.parse(accept) or [MediaRange("*/*")]
+    for item in ranges:
+        if item.media in ("*/*", "multipart/*", "multipart/related"):
+            part_type = item.params.get("type", "application/octet-stream").lower()
+        elif item.media == "application/octet-stream":
+            part_type = item.media
+        else:
+            continue
+        if part_type in ("application/octet-stream", "application/*", "*/*") and \
+                item.params.get("transfer-syntax") in (None, "*", EXPLICIT_LE):
+            return
+    raise ApiError(406, f"pixel data is sent as multipart/related; type=\"application/octet-stream\"; "
+                        f"transfer-syntax={EXPLICIT_LE}")
+
+
+def pixel_frames(ds: Dataset) -> Iterator[bytes]:
+    """Every frame of an instance's pixel data, uncompressed, little endian
+    (each as the frames resource sends it, :func:`pacsdash.imaging.frame_bytes`)."""
+    for index in range(imaging.frame_count(ds)):
+        yield imaging.frame_bytes(ds, index)
+
+
+class PixelDataHandler(_InstancesHandler):
+    """GET .../pixeldata of a study, a series or an instance (PS3.18 10.4.1.1.6).
+
+    One part per instance with pixel data, in the order of the series: its
+    frames uncompressed and joined, with a ``Content-Location`` naming the
+    instance's pixel data element as the metadata does
+    (``.../instances/{uid}/bulkdata/7FE00010``, PS3.18 10.4.3.3.6). Instances
+    without pixel data are left out; none at all is a 404. Parts are streamed
+    one instance at a time, so memory stays at one instance. Should an
+    instance fail after the first part is sent, the connection is closed
+    before the closing delimiter: the client sees a broken body, never a
+    short series that looks whole.
+    """
+
+    async def get(self, study: str, series: str | None = None, instance: str | None = None) -> None:
+        self.require(Action.VIEW)
+        if self.request.query_arguments:
+            name = next(iter(self.request.query_arguments))
+            raise bad_request(f"the Pixel Data resource takes no query parameters, got {name[:40]!r}")
+        check_pixel_data_accept(self.request.headers.get("Accept", ""))
+        loop = IOLoop.current()
+        locations = await loop.run_in_executor(None, self.locations, study, series, instance)
+        base = f"{self.base_url()}/dicom-web"
+        boundary = secrets.token_hex(16)
+        sent = 0
+        for location in locations:
+            try:
+                sent += await self._send_instance(location, base, boundary, first=not sent)
+            except Exception as exc:
+                if not sent:
+                    raise imaging_error(exc) if isinstance(exc, imaging.ImagingError) else exc from None
+                self._abort(location, exc)
+                return
+        if not sent:
+            raise ApiError(404, "no pixel data in this " + ("instance" if instance else "series" if series else "study"))
+        await self.finish(closing(boundary))
+
+    async def _send_instance(self, location: InstanceLocation, base: str, boundary: str, first: bool) -> int:
+        """Write one instance's part (1), or nothing for an instance without pixel data (0)."""
+        loop = IOLoop.current()
+        ds = await loop.run_in_executor(None, dcmread, self.app.archive.local_path(location))
+        keyword = pixel_keyword(ds)
+        if keyword is None:
+            return 0
+        frames = pixel_frames(ds)
+        frame = await loop.run_in_executor(None, next, frames)  # before any byte: errors here can still be a status
+        if first:
+            self.set_header("Content-Type", f'multipart/related; type="application/octet-stream"; boundary={boundary}')
+        self.write(part_head(boundary, {
+            "Content-Type": f"application/octet-stream; transfer-syntax={EXPLICIT_LE}",
+            "Content-Location": f"{base}/{pixel_data_path(location)}/bulkdata/{PIXEL_TAGS[keyword]}"}))
+        while frame is not None:
+            self.write(frame)
+            await self.flush()
+            frame = await loop.run_in_executor(None, next, frames, None)
+        self.write(b"\r\n")
+        return 1
+
+    def _abort(self, location: InstanceLocation, exc: Exception) -> None:
+        """End a response whose headers are sent by closing its connection (no closing delimiter)."""
+        LOGGER.warning("pixel data of %s could not be sent, closing the connection: %s", location.SOPInstanceUID, exc)
+        self.request.connection.close()
+
+
+def pixel_data_path(location: InstanceLocation) -> str:
+    """``studies/{study}/series/{series}/instances/{instance}``, percent-encoded."""
+    return (f"studies/{quote(location.StudyInstanceUID)}/series/{quote(location.SeriesInstanceUID)}/"
+            f"instances/{quote(location.SOPInstanceUID)}")
 
 
 def rendered_media_type(accept: str) -> str:

@@ -6,7 +6,7 @@ from typing import Any
 
 from pacsdash.archive import Level
 from pacsdash.web.api import api_routes
-from pacsdash.web.pixels import FramesHandler, RenderedHandler, WadoUriHandler
+from pacsdash.web.pixels import FramesHandler, PixelDataHandler, RenderedHandler, WadoUriHandler
 from pacsdash.web.qido import QidoHandler
 from pacsdash.web.stow import StowMixin
 from pacsdash.web.wado import BulkDataHandler, MetadataHandler, RetrieveHandler
@@ -41,6 +41,9 @@ def dicomweb_routes(app: Any, prefix: str = PREFIX) -> list:
         (rf"{series}/metadata", MetadataHandler, context),
         (rf"{instance}/metadata", MetadataHandler, context),
         (rf"{instance}/bulkdata/(.+)", BulkDataHandler, context),
+        (rf"{study}/pixeldata", PixelDataHandler, context),
+        (rf"{series}/pixeldata", PixelDataHandler, context),
+        (rf"{instance}/pixeldata", PixelDataHandler, context),
         (rf"{instance}/frames/{s}", FramesHandler, context),
         (rf"{instance}/rendered", RenderedHandler, context),
         (rf"{instance}/frames/{s}/rendered", RenderedHandler, context),

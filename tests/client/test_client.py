@@ -315,6 +315,50 @@ def test_volume_equals_the_slices_read_with_pydicom(corpus, server, name):
     assert stored.array.dtype == (np.int16 if spec.signed else np.uint16)
 
 
+def test_volume_is_fetched_in_as_few_requests_as_the_server_allows(corpus, server, monkeypatch):
+    """pacsdash: the series' metadata and its Series Pixel Data, two requests. Orthanc offers no Pixel Data
+    resource: tried once, then the metadata and one frames request a slice. The same volume either way."""
+    sent: list[str] = []
+    original = client_module.QuerySession.send
+
+    def recording(self, request, **kwargs):
+        sent.append(request.url.split("?")[0].rsplit("/", 2)[-2:][0] if "/frames/" in request.url
+                    else request.url.split("?")[0].rsplit("/", 1)[-1])
+        return original(self, request, **kwargs)
+
+    monkeypatch.setattr(client_module.QuerySession, "send", recording)
+    client = server.client()
+    ds = first(corpus, "thin")
+    expected = np.stack([modality_values(s) for s in slices_by_position(series_files(corpus, "thin"))])
+    for attempt in range(2):
+        sent.clear()
+        volume = client.volume(ds.StudyInstanceUID, ds.SeriesInstanceUID)
+        assert np.array_equal(volume.array.astype(np.float64), expected)
+        if server.name == "pacsdash":
+            assert sorted(sent) == ["metadata", "pixeldata"], sent
+            assert client.series_pixel_data is True
+        else:
+            tried = ["pixeldata"] if attempt == 0 else []
+            assert sorted(sent) == sorted(["metadata", *tried, *["frames"] * SLICES]), sent
+            assert client.series_pixel_data is False
+
+
+def test_volume_headers_are_whole_pydicom_headers(corpus, server):
+    spec = SERIES["tilted"]
+    slices = slices_by_position(series_files(corpus, "tilted"))
+    volume = server.client().volume(slices[0].StudyInstanceUID, slices[0].SeriesInstanceUID)
+    assert len(volume.headers) == SLICES
+    for header, original in zip(volume.headers, slices):
+        assert isinstance(header, Dataset)
+        assert header.SOPInstanceUID == original.SOPInstanceUID
+        assert header.ConvolutionKernel == spec.kernel and str(header.PatientName) == "Volume^Vera"
+        assert header.StudyDate == spec.study_date and float(header.SliceThickness) == spec.thickness
+        assert [float(v) for v in header.ImagePositionPatient] == pytest.approx(
+            [float(v) for v in original.ImagePositionPatient])
+    assert volume.headers[1:3] == [volume.headers[1], volume.headers[2]]
+    assert volume.headers[0] is volume.headers[0]  # built once
+
+
 @pytest.fixture(scope="module")
 def dcm2niix_images(corpus, tmp_path_factory):
     """dcm2niix's own conversion of each generated series' files."""

@@ -62,3 +62,56 @@ def test_a_short_frame_says_so():
 def test_ybr_422_as_stored_is_pydicom_rgb():
     ds = dcmread(sample("SC_ybr_full_422_uncompressed.dcm"))
     assert np.array_equal(_pixels(bytes(ds.PixelData), ds, rescale=False), pixel_array(ds))
+
+
+@pytest.mark.parametrize("dtype", [np.int16, np.uint16, np.int32, np.uint8])
+@pytest.mark.parametrize("slope,intercept", [(1.0, -1024.0), (2.5, -10.25), (0.1, 0.0), (1.0, 0.0), (-1.0, 3.3)])
+def test_stacked_rescale_is_bit_for_bit_the_plain_float32_formula(dtype, slope, intercept):
+    from pacsdash.client.volume import _stacked
+
+    rng = np.random.default_rng(3)
+    info = np.iinfo(dtype)
+    pixels = [rng.integers(max(info.min, -40000), min(info.max, 40000), (5, 7), dtype=dtype) for _ in range(3)]
+    headers = []
+    for _ in pixels:
+        ds = Dataset()
+        ds.RescaleSlope, ds.RescaleIntercept = str(slope), str(intercept)
+        headers.append(ds)
+    got = _stacked(pixels, headers, rescale=True)
+    plain = np.stack([p.astype(np.float32) * np.float32(float(ds.RescaleSlope)) + np.float32(float(ds.RescaleIntercept))
+                      for p, ds in zip(pixels, headers)])
+    assert got.dtype == np.float32
+    assert got.tobytes() == plain.tobytes()  # the same bits, signs of zeros included
+    assert np.array_equal(_stacked(pixels, headers, rescale=False), np.stack(pixels))
+
+
+def test_lazy_headers_build_each_header_once_from_its_json():
+    from pacsdash.client.headers import LazyHeaders, geometry_header
+
+    items = [{"00080018": {"vr": "UI", "Value": [f"1.2.{k}"]}, "00180050": {"vr": "DS", "Value": [0.625]},
+              "00280010": {"vr": "US", "Value": [4]}, "7FE00010": {"vr": "OW", "BulkDataURI": "http://x/bulk"}}
+             for k in range(3)]
+    headers = LazyHeaders(items)
+    assert len(headers) == 3 and "0 built" in repr(headers)
+    assert headers[1].SOPInstanceUID == "1.2.1" and float(headers[1].SliceThickness) == 0.625
+    assert headers[1] is headers[1] and "1 built" in repr(headers)
+    assert [h.SOPInstanceUID for h in headers] == ["1.2.0", "1.2.1", "1.2.2"]
+    assert headers[-1].SOPInstanceUID == "1.2.2" and len(headers[:2]) == 2
+    assert headers[0].PixelData in (b"", None)  # bulk data is not fetched
+    light = geometry_header(items[0])
+    assert light.Rows == 4 and "SliceThickness" not in light
+
+
+def test_part_views_are_the_parts_without_copies():
+    from pacsdash.web.multipart import closing, part_head, split_part_views, split_parts
+
+    body = b"".join(part_head("b0", {"Content-Type": "application/octet-stream",
+                                     "Content-Location": f"http://x/instances/1.{k}/bulkdata/7FE00010"})
+                    + bytes([k]) * (k + 1) + b"\r\n" for k in range(3)) + closing("b0")
+    views = split_part_views(body, "b0")
+    assert [bytes(v.content) for v in views] == [p.content for p in split_parts(body, "b0")] == [b"\0", b"\1\1",
+                                                                                                 b"\2\2\2"]
+    assert all(isinstance(v.content, memoryview) and v.content.obj is body for v in views)
+    assert views[2].headers["content-location"].endswith("/instances/1.2/bulkdata/7FE00010")
+    with pytest.raises(ValueError, match="line break"):
+        part_head("b0", {"Content-Location": "x\r\nSet-Cookie: y"})

@@ -1,0 +1,98 @@
+"""Slice headers from WADO-RS metadata (DICOM JSON, PS3.18 F.2), made cheaply.
+
+A volume needs a dozen attributes of each slice (PS3.3 C.7.6.2 Image Plane,
+C.7.6.3 Image Pixel, C.11.1 Modality LUT); building every attribute of a
+hundred slices with ``Dataset.from_json`` costs more than fetching their
+pixels. :func:`geometry_header` builds just those, and :class:`LazyHeaders`
+builds each full header the first time it is asked for.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any, overload
+
+from pydicom.dataset import Dataset
+
+#: What a volume reads of each slice, by tag (DICOM JSON keys).
+GEOMETRY_TAGS = (
+    "00080018",  # SOPInstanceUID
+    "00200032",  # ImagePositionPatient
+    "00200037",  # ImageOrientationPatient
+    "00280002",  # SamplesPerPixel
+    "00280004",  # PhotometricInterpretation
+    "00280006",  # PlanarConfiguration
+    "00280010",  # Rows
+    "00280011",  # Columns
+    "00280030",  # PixelSpacing
+    "00280100",  # BitsAllocated
+    "00280103",  # PixelRepresentation
+    "00281052",  # RescaleIntercept
+    "00281053",  # RescaleSlope
+)
+
+
+def _no_bulk_data(*_: Any) -> bytes:
+    """Bulk data is not fetched for headers: its values are left empty."""
+    return b""
+
+
+def full_header(item: dict) -> Dataset:
+    """Every attribute of one instance's DICOM JSON as a pydicom Dataset (bulk data left empty)."""
+    return Dataset.from_json(item, bulk_data_uri_handler=_no_bulk_data)
+
+
+def geometry_header(item: dict) -> Dataset:
+    """Only the attributes of :data:`GEOMETRY_TAGS` of one instance's DICOM JSON, as a pydicom Dataset."""
+    return Dataset.from_json({tag: item[tag] for tag in GEOMETRY_TAGS if tag in item},
+                             bulk_data_uri_handler=_no_bulk_data)
+
+
+def has_pixels(item: dict) -> bool:
+    """Whether an instance's DICOM JSON describes an image (has Rows, PS3.3 C.7.6.3)."""
+    return bool((item.get("00280010") or {}).get("Value"))
+
+
+def sop_instance_uid(item: dict) -> str | None:
+    """The SOPInstanceUID of an instance's DICOM JSON, if it has one."""
+    value = (item.get("00080018") or {}).get("Value") or [None]
+    return None if value[0] is None else str(value[0])
+
+
+class LazyHeaders(Sequence[Dataset]):
+    """Pydicom headers of instances, each built from its DICOM JSON the first time it is read."""
+
+    def __init__(self, items: Sequence[dict]) -> None:
+        self._items = list(items)
+        self._made: list[Dataset | None] = [None] * len(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    @overload
+    def __getitem__(self, index: int) -> Dataset: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[Dataset]: ...
+
+    def __getitem__(self, index: int | slice) -> Dataset | list[Dataset]:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        made = self._made[index]
+        if made is None:
+            made = self._made[index] = full_header(self._items[index])
+        return made
+
+    def __iter__(self) -> Iterator[Dataset]:
+        return (self[i] for i in range(len(self)))
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Sequence) and not isinstance(other, (str, bytes)):
+            return len(self) == len(other) and all(a == b for a, b in zip(self, other))
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        built = sum(made is not None for made in self._made)
+        return f"<{len(self)} pydicom headers, {built} built so far>"
