@@ -139,10 +139,13 @@ def _read_password(from_stdin: bool) -> str:
         return sys.stdin.readline().rstrip("\r\n")
     if not sys.stdin.isatty():
         raise SystemExit("give --password-stdin to read the password from standard input")
+    from pacsdash.access import AccountError, confirmed_password
+
     first = getpass.getpass("Password: ")
-    if first != getpass.getpass("Again: "):
-        raise SystemExit("the passwords differ")
-    return first
+    try:
+        return confirmed_password(first, getpass.getpass("Again: "))
+    except AccountError as exc:
+        raise SystemExit(str(exc)) from None
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

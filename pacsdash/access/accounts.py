@@ -60,6 +60,13 @@ def check_user_name(name: str) -> str:
     return name
 
 
+def confirmed_password(password: str, again: str) -> str:
+    """``password`` if it was typed the same twice (the CLI's prompt, the admin page's form)."""
+    if password != again:
+        raise AccountError("the passwords differ")
+    return password
+
+
 class Accounts:
     """Users and CLI-registered peers, shared by the server and the CLI."""
 

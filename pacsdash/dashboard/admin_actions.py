@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-from pacsdash.access import AccountError, Accounts, Role
+from pacsdash.access import AccountError, Accounts, Role, confirmed_password
 from pacsdash.config import ModalitySettings
 from pacsdash.dimse.scu import AssociationFailed, echo
 
@@ -35,13 +35,6 @@ class EchoResult:
     ok: bool
     message: str
     seconds: float = 0.0
-
-
-def checked_password(password: str, again: str) -> str:
-    """``password`` if it was typed the same twice (as the CLI asks); Accounts checks the rest."""
-    if password != again:
-        raise AccountError("the two passwords differ")
-    return password
 
 
 @dataclass
@@ -80,7 +73,7 @@ class AdminActions:
     def add_user(self, name: str, role: Role | str, password: str, again: str) -> str:
         """Create a user (``pacsdash users add``)."""
         self._check()
-        user = self.accounts.add_user(name.strip(), role, checked_password(password, again))
+        user = self.accounts.add_user(name.strip(), role, confirmed_password(password, again))
         return self._done(f"added user {user.name} ({user.role.value})")
 
     def set_role(self, name: str, role: Role | str) -> str:
@@ -92,7 +85,7 @@ class AdminActions:
     def reset_password(self, name: str, password: str, again: str) -> str:
         """Give a user a new password (``pacsdash users passwd``)."""
         self._check()
-        self.accounts.set_password(name, checked_password(password, again))
+        self.accounts.set_password(name, confirmed_password(password, again))
         return self._done(f"changed the password of {name}")
 
     def remove_user(self, name: str) -> str:

@@ -119,3 +119,11 @@ def test_update_modality(tmp_path):
     with pytest.raises(AccountError, match="host"):
         accounts.update_modality("ws", "WS", "two words", 104)
     assert accounts.modality("ws") == changed  # a refused change changes nothing
+
+
+def test_a_password_typed_twice_must_match():
+    from pacsdash.access import confirmed_password
+
+    assert confirmed_password("same", "same") == "same"
+    with pytest.raises(AccountError, match="the passwords differ"):
+        confirmed_password("one", "two")

@@ -146,7 +146,7 @@ def test_admin_manages_users(browser, server, tmp_path):
     field(page, "New password", "Change the selected user").fill("carol-2")
     field(page, "New password again", "Change the selected user").fill("carol-other")
     click_button(page, "Reset password")
-    notice(page, "the two passwords differ")
+    notice(page, "the passwords differ")
     field(page, "New password again", "Change the selected user").fill("carol-2")
     click_button(page, "Reset password")
     notice(page, "changed the password of carol")
