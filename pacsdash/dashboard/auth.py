@@ -12,9 +12,12 @@ import secrets
 from pathlib import Path
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
-from panel.auth import BasicAuthProvider, BasicLoginHandler, LogoutHandler
+from panel.auth import BasicAuthProvider, BasicLoginHandler, LogoutHandler, _validate_next_url
+from tornado.escape import url_escape
+from tornado.ioloop import IOLoop
 
 from pacsdash.access import Accounts
+from pacsdash.access.throttle import PASSWORD_CHECKS, TooManyAttempts, throttle_for
 
 TEMPLATES = Path(__file__).parent / "templates"
 _ENV = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["html"]))
@@ -34,11 +37,32 @@ def cookie_secret(run_path: Path) -> str:
 def make_auth_provider(accounts: Accounts) -> BasicAuthProvider:
     """An auth provider whose login checks pacsdash users."""
 
+    throttle = throttle_for(accounts)
+
     class LoginHandler(BasicLoginHandler):
         _login_template = _ENV.get_template("login.html")
 
-        def _validate(self, username: str, password: str) -> bool:
-            return accounts.authenticate(username, password) is not None
+        async def post(self) -> None:
+            """Check the password off the event loop (a bounded pool), unless this
+            name or address failed too often lately: then 429 and Retry-After."""
+            username = self.get_argument("username", "")[:256]
+            password = self.get_argument("password", "")[:1024]
+            address = self.request.remote_ip or ""
+            try:
+                throttle.check(username, address)
+            except TooManyAttempts as exc:
+                self.set_status(429)
+                self.set_header("Retry-After", str(exc.retry_after))
+                self.write(self._login_template.render(login_endpoint=self._login_endpoint, errormessage=str(exc)))
+                return
+            user = await IOLoop.current().run_in_executor(PASSWORD_CHECKS, accounts.authenticate, username, password)
+            if user is None:
+                throttle.failed(username, address)
+                self.redirect(self._login_endpoint + "?error=" + url_escape("Invalid username or password!"))
+                return
+            throttle.succeeded(username)
+            self.set_current_user(username)
+            self.redirect(_validate_next_url(self.get_cookie("next_url", "/")))
 
     class Logout(LogoutHandler):
         _logout_template = _ENV.get_template("logout.html")

@@ -18,6 +18,7 @@ import time
 from collections import OrderedDict
 
 from pacsdash.access import Accounts, Role, User
+from pacsdash.access.throttle import throttle_for
 
 #: Seconds a verified credential is remembered.
 CACHE_SECONDS = 60
@@ -39,9 +40,17 @@ class Authenticator:
         self._lock = threading.Lock()
         # A per-process key, so cache keys are useless outside this process.
         self._key = hashlib.sha256(local_token.encode()).digest()
+        self.throttle = throttle_for(accounts)
 
-    def user_for(self, authorization: str | None) -> User | None:
-        """The caller named by an ``Authorization`` header, if the proof holds."""
+    def user_for(self, authorization: str | None, address: str = "") -> User | None:
+        """The caller named by an ``Authorization`` header, if the proof holds.
+
+        Raises
+        ------
+        TooManyAttempts
+            When that user name (or ``address``) failed too often lately
+            (:mod:`pacsdash.access.throttle`); the password is not checked.
+        """
         if not self.enabled:
             return ANONYMOUS
         if not authorization:
@@ -59,22 +68,25 @@ class Authenticator:
         name, sep, password = decoded.partition(":")
         if not sep or not name or len(name) > 64 or len(password) > 1024:
             return None
-        return self._check(name, password)
+        return self._check(name, password, address)
 
-    def _check(self, name: str, password: str) -> User | None:
+    def _check(self, name: str, password: str, address: str = "") -> User | None:
         key = hmac.new(self._key, f"{name}\x00{password}".encode(), hashlib.sha256).digest()
         now = time.monotonic()
         stamp = self.accounts.credential_stamp(name)
-        if stamp is None:
-            self.accounts.authenticate(name, password)  # same work as for a known name
+        if stamp is not None:
+            with self._lock:
+                hit = self._cache.get(key)
+                if hit is not None and hit[1] > now and hit[0][1] == stamp[1]:
+                    # Same password hash as when it was verified: still valid.
+                    self._cache.move_to_end(key)
+                    return User(name, Role(stamp[0]))
+        self.throttle.check(name, address)
+        user = self.accounts.authenticate(name, password)  # the same work for an unknown name
+        if user is None:
+            self.throttle.failed(name, address)
             return None
-        with self._lock:
-            hit = self._cache.get(key)
-            if hit is not None and hit[1] > now and hit[0][1] == stamp[1]:
-                # Same password hash as when it was verified: still valid.
-                self._cache.move_to_end(key)
-                return User(name, Role(stamp[0]))
-        user = self.accounts.authenticate(name, password)
+        self.throttle.succeeded(name)
         with self._lock:
             if user is not None:
                 self._cache[key] = ((user.role.value, stamp[1]), now + CACHE_SECONDS)

@@ -10,6 +10,7 @@ from typing import Any
 from tornado.web import HTTPError, RequestHandler
 
 from pacsdash.access import Accounts, Action, Role, User
+from pacsdash.access.throttle import TooManyAttempts
 from pacsdash.archive import Archive
 from pacsdash.archive.actions import Actor, StudyActions
 from pacsdash.config import Settings
@@ -63,7 +64,10 @@ class BaseHandler(RequestHandler):
 
     # -- access ----------------------------------------------------------------
     def require(self, action: Action) -> User:
-        user = self.app.authenticator.user_for(self.request.headers.get("Authorization"))
+        try:
+            user = self.app.authenticator.user_for(self.request.headers.get("Authorization"), self.request.remote_ip or "")
+        except TooManyAttempts as exc:
+            raise ApiError(429, str(exc), exc.retry_after) from None
         if user is None and self.request.method in ("GET", "HEAD"):
             user = self._dashboard_user()
         if user is None:
@@ -164,6 +168,8 @@ class BaseHandler(RequestHandler):
             message = self._reason
         else:
             message = "internal error"
+        if isinstance(error, ApiError) and error.retry_after:
+            self.set_header("Retry-After", str(error.retry_after))
         if status_code == 401:
             self.set_header("WWW-Authenticate", 'Basic realm="pacsdash", charset="UTF-8"')
         self.set_header("Content-Type", "application/json; charset=utf-8")
@@ -211,9 +217,11 @@ def _split_unquoted(text: str, separator: str) -> list[str]:
 class ApiError(HTTPError):
     """An HTTP error whose message goes into the JSON body."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, retry_after: int | None = None) -> None:
         super().__init__(status)
         self.message = message
+        #: Seconds to wait, sent as ``Retry-After`` (429, 503).
+        self.retry_after = retry_after
 
 
 def bad_request(message: str) -> ApiError:
