@@ -130,8 +130,13 @@ class DuckDBIndex:
         for statement in _schema():
             self._con.execute(statement)
         records.create(self._con)
+        values_missing = summaries.create_values(self._con)
         if summaries.add_missing_columns(self._con):  # an index written by an older pacsdash
             summaries.refresh(self._con, None, None)
+        elif values_missing:  # written before the values table: fill it once, from the instances' JSON
+            summaries.refresh_values(self._con, None)
+        #: The writer's memory of the values its recent series have (see :class:`summaries.SeriesValues`).
+        self._values = summaries.SeriesValues()
         self._local = threading.local()
         self._cursors: list[duckdb.DuckDBPyConnection] = []
         self._lock = threading.Lock()
@@ -215,6 +220,7 @@ class DuckDBIndex:
                 ]
                 _insert_columns(cur, "instances", image_columns + ["file", "size", "origin", "attributes"], rows)
             summaries.add_instances(cur, records, new_parents[Level.SERIES])
+            values = self._values.add(cur, records, new_parents[Level.SERIES])
             if journal_position is not None:
                 # An UPDATE of the row (made once): a DuckDB INSERT OR REPLACE
                 # costs several times more CPU, at every commit.
@@ -225,7 +231,9 @@ class DuckDBIndex:
             cur.execute("COMMIT")
         except BaseException:
             cur.execute("ROLLBACK")
+            self._values.forget()  # it may hold pairs of the rolled back rows
             raise
+        self._values.remember(values)
         for level, rows in new_parents.items():
             self._parents[level].update(rows)
 
@@ -282,6 +290,8 @@ class DuckDBIndex:
         except BaseException:
             cur.execute("ROLLBACK")
             raise
+        finally:
+            self._values.forget()
         self._load_caches()
 
     def delete_study(self, study_uid: str) -> list[str]:
@@ -292,6 +302,7 @@ class DuckDBIndex:
             files = [r[0] for r in cur.execute('SELECT file FROM instances WHERE "StudyInstanceUID" = ?', [study_uid]).fetchall()]
             row = cur.execute('SELECT "PatientID" FROM studies WHERE "StudyInstanceUID" = ?', [study_uid]).fetchone()
             cur.execute('DELETE FROM instances WHERE "StudyInstanceUID" = ?', [study_uid])
+            cur.execute(f'DELETE FROM {summaries.VALUES_TABLE} WHERE "StudyInstanceUID" = ?', [study_uid])
             cur.execute('DELETE FROM series WHERE "StudyInstanceUID" = ?', [study_uid])
             cur.execute('DELETE FROM studies WHERE "StudyInstanceUID" = ?', [study_uid])
             if row is not None:
@@ -304,6 +315,8 @@ class DuckDBIndex:
         except BaseException:
             cur.execute("ROLLBACK")
             raise
+        finally:
+            self._values.forget()
         if hasattr(self, "_parents"):
             self._load_caches()
         return files

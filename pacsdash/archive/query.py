@@ -39,6 +39,7 @@ from pacsdash.archive.attributes import (
     Level,
     attribute_for,
 )
+from pacsdash.archive.summaries import VALUES_TABLE
 
 #: Row key of an instance's other attributes (see :attr:`Query.other_attributes`);
 #: lower case, so never a DICOM keyword.
@@ -169,8 +170,18 @@ class _Expr:
     """Where an attribute's value is, seen from a query level."""
 
     sql: str
-    #: None: a column of the level's own rows; else a table to look into.
+    #: None: a column of the level's own rows; else the level of the rows
+    #: looked into (alias ``x``), tied to the query's entity by :func:`_tie`.
     via: Level | None = None
+    #: The table of those rows, when not ``via``'s own.
+    table: str | None = None
+    #: SQL choosing the rows of ``table`` that hold the attribute.
+    holds: str | None = None
+
+    def rows(self, outer: str) -> str:
+        """FROM and WHERE of the rows (alias ``x``) below the entity ``outer`` holding the value."""
+        where = _tie(self.via, outer) + (f" AND {self.holds}" if self.holds else "")
+        return f"FROM {self.table or self.via.table} x WHERE {where}"
 
 
 def _locate(level: Level, attr: Attribute) -> _Expr:
@@ -188,10 +199,11 @@ def _locate(level: Level, attr: Attribute) -> _Expr:
     owner = _owner_table(attr)
     if owner is not None:
         return _Expr(f'x."{attr.keyword}"', via=owner)
-    json_path = f'$."{attr.tag:08X}"'
     if level is Level.IMAGE:
-        return _Expr(f"json_extract_string(i.attributes, '{json_path}')")
-    return _Expr(f"json_extract_string(x.attributes, '{json_path}')", via=Level.IMAGE)
+        return _Expr(f"json_extract_string(i.attributes, '$.\"{attr.tag:08X}\"')")
+    # Any instance of the entity: its series' distinct values hold the same
+    # answers, on a few rows per series (see pacsdash.archive.summaries).
+    return _Expr("x.value", via=Level.IMAGE, table=VALUES_TABLE, holds=f"x.tag = '{attr.tag:08X}'")
 
 
 def _check_value(attr: Attribute, value: str) -> None:
@@ -354,49 +366,13 @@ def compile_query(query: Query, extra_columns: tuple[str, ...] = ()) -> Compiled
         each row (used internally, never from a request).
     """
     level = query.level
-    where: list[str] = []
-    params: list = []
-    for name, value in query.filters.items():
-        attr = resolve([name])[0]
-        if not isinstance(value, str):
-            raise InvalidQuery(f"{attr.keyword} must be given as text")
-        if attr.keyword == "ModalitiesInStudy" and level is Level.PATIENT:
-            # Match the patient's series (C.6.2.1.2); below the patient level
-            # the stored list matches value by value, as any multi-valued CS.
-            modality = BY_KEYWORD["Modality"]
-            sub_params: list = []
-            cond = match_condition('x."Modality"', modality, value, sub_params)
-            if cond is not None:
-                where.append(f"EXISTS (SELECT 1 FROM series x WHERE {_tie(Level.SERIES, 'p')} AND {cond})")
-                params.extend(sub_params)
-            continue
-        expr = _locate(level, attr)
-        sub_params = []
-        cond = match_condition(expr.sql, attr, value, sub_params, query.fold_text)
-        if cond is None:
-            continue
-        if expr.via is None:
-            where.append(cond)
-        else:
-            outer = _CHAIN[level][0][0]
-            where.append(f"EXISTS (SELECT 1 FROM {expr.via.table} x WHERE {_tie(expr.via, outer)} AND {cond})")
-        params.extend(sub_params)
-
+    where, params = _conditions(query)
+    outer = _CHAIN[level][0][0]
     wanted: dict[str, Attribute] = {}
     defaults = default_return_keys(level) if query.include_defaults else [BY_KEYWORD[level.unique_key]]
     for attr in defaults + resolve(list(query.filters)) + resolve(query.fields):
         wanted.setdefault(attr.keyword, attr)
-    select: list[str] = []
-    outer = _CHAIN[level][0][0]
-    for attr in wanted.values():
-        expr = _locate(level, attr)
-        if expr.via is None:
-            select.append(expr.sql)
-        else:
-            select.append(
-                f"(SELECT {expr.sql} FROM {expr.via.table} x WHERE {_tie(expr.via, outer)} "
-                f"AND {expr.sql} IS NOT NULL LIMIT 1)"
-            )
+    select = [_returned(level, attr, outer) for attr in wanted.values()]
     extra_keys = []
     if query.other_attributes and level is Level.IMAGE:
         select.append("i.attributes")
@@ -431,8 +407,49 @@ def compile_query(query: Query, extra_columns: tuple[str, ...] = ()) -> Compiled
     return CompiledQuery(sql, params, list(wanted.values()), extra_keys)
 
 
+def _returned(level: Level, attr: Attribute, outer: str) -> str:
+    """SQL of ``attr``'s returned value; from rows below, the first that has one."""
+    expr = _locate(level, attr)
+    if expr.via is None:
+        return expr.sql
+    if expr.table == VALUES_TABLE:  # the value first indexed
+        return f"(SELECT {expr.sql} {expr.rows(outer)} ORDER BY x.rowid LIMIT 1)"
+    return f"(SELECT {expr.sql} {expr.rows(outer)} AND {expr.sql} IS NOT NULL LIMIT 1)"
+
+
+def _conditions(query: Query) -> tuple[list[str], list]:
+    """The WHERE conditions of ``query``'s filters (PS3.4 C.2.2.2) and their parameters."""
+    level = query.level
+    where: list[str] = []
+    params: list = []
+    for name, value in query.filters.items():
+        attr = resolve([name])[0]
+        if not isinstance(value, str):
+            raise InvalidQuery(f"{attr.keyword} must be given as text")
+        if attr.keyword == "ModalitiesInStudy" and level is Level.PATIENT:
+            # Match the patient's series (C.6.2.1.2); below the patient level
+            # the stored list matches value by value, as any multi-valued CS.
+            modality = BY_KEYWORD["Modality"]
+            sub_params: list = []
+            cond = match_condition('x."Modality"', modality, value, sub_params)
+            if cond is not None:
+                where.append(f"EXISTS (SELECT 1 FROM series x WHERE {_tie(Level.SERIES, 'p')} AND {cond})")
+                params.extend(sub_params)
+            continue
+        expr = _locate(level, attr)
+        sub_params = []
+        cond = match_condition(expr.sql, attr, value, sub_params, query.fold_text)
+        if cond is None:
+            continue
+        if expr.via is None:
+            where.append(cond)
+        else:
+            where.append(f"EXISTS (SELECT 1 {expr.rows(_CHAIN[level][0][0])} AND {cond})")
+        params.extend(sub_params)
+    return where, params
+
+
 def compile_count(query: Query) -> tuple[str, list]:
-    """SQL counting every match of ``query``, ignoring paging."""
-    unpaged = Query(query.level, dict(query.filters), include_defaults=False, fold_text=query.fold_text)
-    compiled = compile_query(unpaged)
-    return f"SELECT count(*) FROM ({compiled.sql})", compiled.params
+    """SQL counting every match of ``query``, ignoring paging (no returned values computed)."""
+    where, params = _conditions(query)
+    return f"SELECT count(*) FROM {_FROM[query.level]}" + (" WHERE " + " AND ".join(where) if where else ""), params

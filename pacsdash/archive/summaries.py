@@ -72,12 +72,14 @@ def _run(cur: duckdb.DuckDBPyConnection, template: str, key: str, uids: Iterable
 
 
 def refresh(cur: duckdb.DuckDBPyConnection, studies: Iterable[str] | None, series: Iterable[str] | None) -> None:
-    """Recompute the summaries of ``studies`` and ``series`` (None: all of them).
+    """Recompute the summaries of ``studies`` and ``series`` (None: all of them),
+    the values of those series (:data:`VALUES_TABLE`) included.
 
     Run inside the transaction that changed their rows.
     """
     _run(cur, _STUDY_SUMMARY, "StudyInstanceUID", studies)
     _run(cur, _SERIES_SUMMARY, "SeriesInstanceUID", series)
+    refresh_values(cur, series)
 
 
 @dataclass
@@ -172,3 +174,156 @@ def add_missing_columns(cur: duckdb.DuckDBPyConnection) -> bool:
                 cur.execute(f'ALTER TABLE {level.table} ADD COLUMN "{name}" {sql_type}')
                 added = True
     return added
+
+
+# -- every value of each series' other attributes ------------------------------------------
+#: The distinct values that the instances of each series hold of each attribute
+#: kept in their attribute JSON (tag -> DICOM text; see
+#: :mod:`pacsdash.archive.parsing`), one row per (series, tag, value), in the
+#: order they were first indexed. A series or study matches a condition on such
+#: an attribute when any of its instances does (PS3.4 C.2.2.2, PS3.18 10.6.1.2:
+#: QIDO-RS matches any attribute), and the condition depends on the value
+#: alone: so the index matches it here, on a few rows per series, instead of
+#: parsing every instance's JSON (see :mod:`pacsdash.archive.query`).
+VALUES_TABLE = "series_values"
+VALUES_SCHEMA = (
+    f'CREATE TABLE IF NOT EXISTS {VALUES_TABLE} ("StudyInstanceUID" VARCHAR, "SeriesInstanceUID" VARCHAR, '
+    "tag VARCHAR, value VARCHAR)"
+)
+#: Instances whose JSON one statement of :func:`refresh_values` reads (bounds its memory).
+_FILL_CHUNK = 100_000
+#: Distinct values of the series' instances, in the order first indexed (``first`` is the instance's rowid).
+_FILL = """
+INSERT INTO series_values
+SELECT st, se, tag, value FROM (
+    SELECT st, se, unnest(map_keys(m)) AS tag, unnest(map_values(m)) AS value, r FROM (
+        SELECT "StudyInstanceUID" AS st, "SeriesInstanceUID" AS se, rowid AS r,
+               CAST(CAST(attributes AS JSON) AS MAP(VARCHAR, VARCHAR)) AS m
+        FROM instances WHERE "SeriesInstanceUID" IN (SELECT unnest(?::VARCHAR[])) AND attributes IS NOT NULL
+    )
+) GROUP BY st, se, tag, value ORDER BY min(r)
+"""
+
+
+def create_values(cur: duckdb.DuckDBPyConnection) -> bool:
+    """Create the values table; True if it was missing (then fill it: :func:`refresh_values`)."""
+    missing = not cur.execute(
+        "SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [VALUES_TABLE]
+    ).fetchone()[0]
+    cur.execute(VALUES_SCHEMA)
+    return missing
+
+
+def _chunks(sizes: list[tuple[str, int]]) -> Iterable[list[str]]:
+    """Series keys in groups of at most :data:`_FILL_CHUNK` instances (a bigger series alone)."""
+    chunk: list[str] = []
+    total = 0
+    for key, size in sizes:
+        if chunk and total + size > _FILL_CHUNK:
+            yield chunk
+            chunk, total = [], 0
+        chunk.append(key)
+        total += size
+    if chunk:
+        yield chunk
+
+
+def refresh_values(cur: duckdb.DuckDBPyConnection, series: Iterable[str] | None) -> None:
+    """Recompute the values of ``series`` (None: all) from their instances' JSON.
+
+    Run inside the transaction that changed their rows (or when an index
+    written before the table existed is opened).
+    """
+    if series is None:
+        cur.execute(f"DELETE FROM {VALUES_TABLE}")
+        sizes = cur.execute('SELECT "SeriesInstanceUID", count(*) FROM instances GROUP BY 1 ORDER BY 1').fetchall()
+    else:
+        keys = sorted(set(series))
+        if not keys:
+            return
+        cur.execute(f'DELETE FROM {VALUES_TABLE} WHERE "SeriesInstanceUID" IN (SELECT unnest(?::VARCHAR[]))', [keys])
+        sizes = cur.execute(
+            'SELECT "SeriesInstanceUID", count(*) FROM instances WHERE "SeriesInstanceUID" IN '
+            "(SELECT unnest(?::VARCHAR[])) GROUP BY 1 ORDER BY 1",
+            [keys],
+        ).fetchall()
+    for chunk in _chunks(sizes):
+        cur.execute(_FILL, [chunk])
+
+
+class SeriesValues:
+    """The writer's memory of the (tag, value) pairs recent series have in the values table.
+
+    An ingest adds only the pairs its instances bring that their series does
+    not have yet, without reading the table, unless a series was indexed
+    before and has been forgotten since (a restart; at most
+    ``max_pairs`` pairs are remembered, the least recently used series
+    forgotten first).
+    """
+
+    def __init__(self, max_pairs: int = 200_000) -> None:
+        self.max_pairs = max_pairs
+        self._seen: dict[str, set[tuple[str, str]]] = {}  # insertion order: least recently used first
+        self._pairs = 0
+
+    def forget(self) -> None:
+        """Drop everything remembered (after rows were deleted)."""
+        self._seen.clear()
+        self._pairs = 0
+
+    def _known(self, cur: duckdb.DuckDBPyConnection, records: list[InstanceRecord],
+               created: set[str]) -> dict[str, set[tuple[str, str]]]:
+        """The pairs stored for each series of ``records`` (read for forgotten, older series)."""
+        known = {}
+        unread = []
+        for key in dict.fromkeys(r.SeriesInstanceUID for r in records):
+            if key in self._seen:
+                known[key] = self._seen[key]
+            elif key in created:
+                known[key] = set()
+            else:
+                unread.append(key)
+        if unread:
+            for key in unread:
+                known[key] = set()
+            for key, tag, value in cur.execute(
+                f'SELECT "SeriesInstanceUID", tag, value FROM {VALUES_TABLE} '
+                'WHERE "SeriesInstanceUID" IN (SELECT unnest(?::VARCHAR[]))',
+                [unread],
+            ).fetchall():
+                known[key].add((tag, value))
+        return known
+
+    def add(self, cur: duckdb.DuckDBPyConnection, records: list[InstanceRecord],
+            created: Iterable[str]) -> dict[str, set[tuple[str, str]]]:
+        """Insert the new pairs of newly indexed ``records``; ``created``: the series they created.
+
+        Run inside the transaction that inserted them; then :meth:`remember`
+        what it returns once that has committed, or :meth:`forget` everything
+        if it rolled back (the pairs of remembered series are added in place).
+        """
+        known = self._known(cur, records, set(created))
+        rows: list[tuple[str, str, str, str]] = []
+        for record in records:
+            series = record.SeriesInstanceUID
+            seen = known[series]
+            for pair in record.attributes.items():
+                if pair not in seen:
+                    seen.add(pair)
+                    rows.append((record.StudyInstanceUID, series, *pair))
+        if rows:
+            cur.execute(
+                f"INSERT INTO {VALUES_TABLE} SELECT unnest(?::VARCHAR[]), unnest(?::VARCHAR[]), "
+                "unnest(?::VARCHAR[]), unnest(?::VARCHAR[])",
+                [list(column) for column in zip(*rows)],
+            )
+        return known
+
+    def remember(self, pairs: dict[str, set[tuple[str, str]]]) -> None:
+        """Keep the committed pairs of each series, as the most recently used."""
+        for key, values in pairs.items():
+            self._pairs += len(values) - len(self._seen.pop(key, ()))
+            self._seen[key] = values
+        while self._pairs > self.max_pairs and len(self._seen) > 1:
+            oldest = next(iter(self._seen))
+            self._pairs -= len(self._seen.pop(oldest))
