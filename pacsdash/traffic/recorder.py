@@ -236,13 +236,21 @@ class TrafficRecorder:
             record = self._associations.get(key)
             return record.copy() if record is not None else None
 
-    def snapshot(self, seconds: int = SECONDS_KEPT) -> Snapshot:
-        """A copy of the state for a page; counts of the last ``seconds``."""
+    def snapshot(self, seconds: int = SECONDS_KEPT, associations: int | None = None) -> Snapshot:
+        """A copy of the state for a page: counts of the last ``seconds``, the
+        live associations and the newest ended ones, ``associations`` in all
+        (default: every one kept)."""
         with self._lock:
-            associations = [record.copy() for record in reversed(self._associations.values())]
+            newest = list(reversed(self._associations.values()))
+            if associations is not None:
+                live = [record for record in newest if record.ended is None]
+                ended = [record for record in newest if record.ended is not None]
+                kept = {id(record) for record in (live + ended)[:associations]}
+                newest = [record for record in newest if id(record) in kept]
+            copies = [record.copy() for record in newest]
             since = int(time.time()) - seconds
             counts = [tuple(bucket) for bucket in self._seconds if bucket[0] >= since]
-            return Snapshot(associations, list(self._http), counts, dict(self._totals),  # type: ignore[arg-type]
+            return Snapshot(copies, list(self._http), counts, dict(self._totals),  # type: ignore[arg-type]
                             self.dropped, self.version)
 
 
