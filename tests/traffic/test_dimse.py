@@ -110,6 +110,7 @@ def test_an_unknown_peer_rejected_is_recorded(dcmtk, recorded):
 def test_worker_processes_send_their_events_to_the_server_process(dcmtk, tmp_path):
     home = tmp_path / "home"
     init_home(home)
+    (home / "pacsdash.toml").write_text("[server]\naccept_unknown_store = true\n")
     settings = load_settings(home, host="127.0.0.1", dicom_port=0)
     archive = Archive.open_home(settings.store_path, settings.index_path)
     recorder = TrafficRecorder()
