@@ -1,4 +1,7 @@
-"""The dashboard page served at ``/``: who is logged in, overview, search, export."""
+"""The dashboard page served at ``/``, ``/study/{StudyInstanceUID}`` and
+``/patient/{PatientID}``: who is logged in, search, study, patient, export,
+upload, overview; what a link asks for is shown, and the URL follows the user
+(see :mod:`pacsdash.dashboard.navigation`)."""
 
 from __future__ import annotations
 
@@ -8,6 +11,7 @@ from typing import Any
 import panel as pn
 
 from pacsdash.access import Action, Role
+from pacsdash.dashboard.navigation import Navigation, request_link
 from pacsdash.dashboard.overview import Overview
 from pacsdash.dashboard.patient import PatientView
 from pacsdash.dashboard.research import ExportPanel
@@ -70,17 +74,46 @@ def watch_arrivals(archive: Any, refreshers: list, period_ms: int = 2000) -> Non
         pn.state.add_periodic_callback(check, period=period_ms)
 
 
+def resolve_from_any_depth() -> None:
+    """Let this session's resources load after the URL moved between ``/`` and
+    ``/study/...`` (no reload): Panel writes stylesheet URLs relative to the
+    page it served ("static/..."), which a tab opened after a move would look
+    for under ``/study/static/...``. "../static" resolves alike from both
+    depths (Panel's own Location does this when its pathname changes); set once
+    the page is loaded, when Panel has written its own."""
+    doc = pn.state.curdoc
+    if doc is None or doc.session_context is None:
+        return
+
+    def from_any_depth() -> None:
+        if not pn.state.rel_path:
+            pn.state.rel_path = ".."
+        variables = doc._template_variables  # noqa: SLF001 - where Panel keeps the stylesheets' base URL
+        if str(variables.get("dist_url", "")).startswith("static/"):
+            variables["dist_url"] = "../" + variables["dist_url"]
+        pn.state._stylesheets.pop(doc, None)  # noqa: SLF001 - made with the old base
+
+    pn.state.onload(from_any_depth)
+    # Panel's page names the icon relative to the page ("./favicon.ico"): after a move to
+    # /study/..., the browser would ask for /study/favicon.ico, a study page of its own.
+    doc._template_variables["app_favicon"] = "/favicon.ico"  # noqa: SLF001
+
+
 def dashboard(context: Any) -> pn.viewable.Viewable:
     """One session's page: tabs for the search, a study, a patient, the export
     of the search's studies, upload (editor, admin) and the overview."""
     role = current_role(context)
     if role is None:  # logged in, then removed: nothing of the archive
-        return pn.pane.HTML('<p>Your account no longer exists. <a href="/logout">Log out</a></p>')
+        return pn.pane.HTML('<p class="pd-refused">Your account no longer exists, so this page (and any study '
+                            'or patient it links to) is not shown. <a href="/logout">Log out</a></p>')
+    asked = request_link()
+    resolve_from_any_depth()
     login = pn.state.user
     user = login or "anonymous"
     pn.extension("tabulator")  # the upload's drop zone is a JSComponent of ours: no extension
     search = StudySearch(archive=context.archive)
     study = StudyPanel(archive=context.archive, role=role, accounts=context.accounts, user=user,
+                       home=str(context.settings.home),
                        actions=context.actions, current_role=lambda: current_role(context, login))
     patient = PatientView(archive=context.archive)
     overview = Overview(archive=context.archive)
@@ -120,14 +153,21 @@ def dashboard(context: Any) -> pn.viewable.Viewable:
     study.param.watch(open_patient, "patient")
     study.param.watch(after_delete, "deleted")
     watch_arrivals(context.archive, [search.refresh, patient.refresh, overview.refresh, export.refresh])
+    navigation = Navigation(search, study, patient, tabs, names)
+    navigation.start(asked)
+    problem = pn.pane.HTML(
+        f'<span class="pd-link-problem" style="color:#8a3b0b">This link was not used in full: '
+        f"{html.escape(asked.problem)}</span>" if asked.problem else "",
+        margin=(8, 10), sizing_mode="stretch_width", height=28, styles={"overflow": "hidden"})
     who = pn.pane.HTML(
         f'<span class="pd-user">{html.escape(user)} ({role.value})</span>'
         + (' · <a href="/logout">Log out</a>' if context.settings.auth.enabled else ""),
         margin=(6, 10),
     )
     return pn.Column(
-        pn.Row(pn.pane.HTML("<b style='font-size: 1.4em'>pacsdash</b>", margin=(4, 10)), pn.HSpacer(), who,
-               sizing_mode="stretch_width", height=36),
+        pn.Row(pn.pane.HTML("<b style='font-size: 1.4em'>pacsdash</b>", margin=(4, 10)), problem, who,
+               sizing_mode="stretch_width", height=36, css_classes=["pd-header"]),
         tabs,
+        navigation.history,
         sizing_mode="stretch_width",
     )

@@ -16,6 +16,7 @@ import panel as pn
 import param
 
 from pacsdash.archive import Level, Query
+from pacsdash.dashboard.history import LinkBox
 from pacsdash.dashboard.sources import as_source
 from pacsdash.dashboard.search import COLUMNS, display_date, person_name
 
@@ -90,9 +91,12 @@ class PatientView(pn.viewable.Viewer):
     archive = param.Parameter()
     patient_id = param.String(default="")
     selected = param.String(default="", doc="StudyInstanceUID of the study clicked last.")
+    link = param.String(default="", doc="Absolute URL of this patient, to copy (set by the app).")
 
     def __init__(self, **params: Any) -> None:
         super().__init__(**params)
+        self._link = LinkBox(url=self.link)
+        self.param.watch(lambda e: setattr(self._link, "url", e.new), "link")
         self._info = pn.pane.HTML("", sizing_mode="stretch_width", stylesheets=[CSS])
         self._table = pn.widgets.Tabulator(
             pd.DataFrame(columns=["StudyInstanceUID", *STUDY_COLUMNS.values(), "Age then"]),
@@ -105,8 +109,9 @@ class PatientView(pn.viewable.Viewer):
     @param.depends("patient_id", watch=True)
     def refresh(self) -> None:
         """Re-read the patient and their studies."""
-        self._info.object = patient_html(patient_record(self.archive, self.patient_id), self.patient_id)
-        record = patient_record(self.archive, self.patient_id) or {}
+        found = patient_record(self.archive, self.patient_id)
+        self._info.object = patient_html(found, self.patient_id)
+        record = found or {}
         self._table.value = pd.DataFrame(
             [{"StudyInstanceUID": r["StudyInstanceUID"],
               **{label: display_date(r.get(key)) if key == "StudyDate" else str(r.get(key) or "")
@@ -129,5 +134,6 @@ class PatientView(pn.viewable.Viewer):
             self.open_row(event.row)
 
     def __panel__(self) -> pn.viewable.Viewable:
-        return pn.Column(self._info, pn.pane.HTML("<b>Studies</b> <small>(click one to open it)</small>"),
+        return pn.Column(pn.Row(self._info, self._link, sizing_mode="stretch_width"),
+                         pn.pane.HTML("<b>Studies</b> <small>(click one to open it)</small>"),
                          self._table, sizing_mode="stretch_width")

@@ -1,11 +1,16 @@
 """Study search: filters, a table of one page of studies, server-side paging.
 
 Only the page shown is read from the index (``limit``/``offset``), so a
-100,000-study archive pages as quickly as a small one.
+100,000-study archive pages as quickly as a small one. Besides the usual
+boxes, a filter on any attribute by keyword (the index keeps them all), and
+the whole result out as CSV or Parquet (:mod:`pacsdash.dashboard.results_out`).
+The state (filters, order, page) goes to and from a link
+(:class:`pacsdash.dashboard.links.SearchState`).
 """
 
 from __future__ import annotations
 
+import html
 from typing import Any
 
 import pandas as pd
@@ -13,6 +18,8 @@ import panel as pn
 import param
 
 from pacsdash.archive import InvalidQuery, Level, Query
+from pacsdash.dashboard.links import DEFAULT_ORDER, UNMATCHABLE_VRS, SearchState, parse_where
+from pacsdash.dashboard.results_out import ResultsOut
 from pacsdash.dashboard.sources import as_source
 
 COLUMNS = {
@@ -35,6 +42,15 @@ SORT_KEYS = {label: key for key, label in COLUMNS.items() if key != "ModalitiesI
 #: Rows shown without scrolling.
 VISIBLE_ROWS = 15
 ROW_HEIGHT = 30
+
+
+def matchable_keywords() -> list[str]:
+    """Every current (not retired) keyword of pydicom's dictionary that can be
+    matched by value: what the attribute filter offers."""
+    from pydicom.datadict import DicomDictionary
+
+    return sorted(entry[4] for entry in DicomDictionary.values()
+                  if entry[4] and entry[0] not in UNMATCHABLE_VRS and not entry[3])
 
 
 def display_date(value: str | None) -> str:
@@ -72,12 +88,14 @@ class StudySearch(pn.viewable.Viewer):
     patient_id = param.String(default="", label="Patient ID")
     accession = param.String(default="", label="Accession number")
     description = param.String(default="", label="Study description")
-    order_by = param.List(default=[("StudyDate", True), ("StudyTime", True)],
+    order_by = param.List(default=list(DEFAULT_ORDER),
                           doc="(keyword, descending) pairs: the order of the whole result, kept in the index.")
     modality = param.Selector(default="", objects=MODALITIES)
     date_from = param.Date(default=None, allow_None=True)
     date_to = param.Date(default=None, allow_None=True)
     page = param.Integer(default=0, bounds=(0, None))
+    where = param.List(default=[], item_type=str,
+                       doc="Filters on any attribute, as ``Keyword=value`` (DICOM matching: ``<=1``, ``B30*``).")
     page_size = param.Integer(default=25, bounds=(5, 500))
     total = param.Integer(default=0, constant=False)
     selected = param.String(default="", doc="StudyInstanceUID of the study opened last.")
@@ -101,6 +119,82 @@ class StudySearch(pn.viewable.Viewer):
         self._table.on_click(self._on_click)
         self._table.param.watch(self._on_sort, "sorters")
         self._pager = pn.pane.Markdown("", margin=(8, 10))
+        self._restoring = False
+        self._keyword = pn.widgets.AutocompleteInput(
+            name="Any attribute (keyword)", options=matchable_keywords(), min_characters=2, case_sensitive=False,
+            search_strategy="includes", placeholder="e.g. SliceThickness", width=240, restrict=False)
+        self._value = pn.widgets.TextInput(name="Value", placeholder="e.g. <=1, B30*, 120", width=160)
+        self._add = pn.widgets.Button(name="Add", width=70, margin=(24, 5, 5, 5))
+        self._add.on_click(self.add_where)
+        self._value.param.watch(lambda e: self.add_where() if e.new else None, "enter_pressed")
+        self._where_hint = pn.pane.HTML("", margin=(0, 10), css_classes=["pd-where-hint"])
+        self._where_list = pn.widgets.MultiChoice(name="Attribute filters (remove with ×)", options=[], value=[],
+                                                  width=240, css_classes=["pd-where"])
+        self._where_list.param.watch(self._on_where_list, "value")
+        self._show_where()
+        self.results = ResultsOut(archive=self.archive, query=self.query)
+        self.refresh()
+
+    def add_where(self, *_: Any) -> None:
+        """Add the keyword filter typed (checked against pydicom's dictionary)."""
+        try:
+            keyword, value = parse_where(f"{self._keyword.value or self._keyword.value_input}={self._value.value}")
+        except ValueError as exc:
+            self._where_hint.object = f'<small style="color:#b42318">{html.escape(str(exc))}</small>'
+            return
+        self._where_hint.object = ""
+        kept = [w for w in self.where if w.partition("=")[0] != keyword]
+        self.where = [*kept, f"{keyword}={value}"]
+        self._value.value = ""
+
+    def _on_where_list(self, event: Any) -> None:
+        if list(event.new) != list(self.where):
+            self.where = list(event.new)
+
+    @param.depends("where", watch=True)
+    def _show_where(self) -> None:
+        self._where_list.param.update(options=list(self.where), value=list(self.where))
+
+    def where_filters(self) -> dict[str, str]:
+        """The attribute filters as keyword -> value (each checked again)."""
+        out = {}
+        for text in self.where:
+            try:
+                keyword, value = parse_where(text)
+            except ValueError as exc:
+                raise InvalidQuery(str(exc)) from None
+            out[keyword] = value
+        return out
+
+    def state(self) -> SearchState:
+        """Filters, order and page, as a link keeps them."""
+        return SearchState(
+            patient_name=self.patient_name, patient_id=self.patient_id, accession=self.accession,
+            description=self.description, modality=self.modality, date_from=self.date_from, date_to=self.date_to,
+            order_by=tuple((k, bool(d)) for k, d in self.order_by), page=self.page,
+            where=tuple(tuple(w.partition("=")[::2]) for w in self.where),  # type: ignore[misc]
+        )
+
+    def restore(self, state: SearchState) -> None:
+        """Show ``state`` (from a link): filters, order and page, read once."""
+        values = dict(
+            patient_name=state.patient_name, patient_id=state.patient_id, accession=state.accession,
+            description=state.description, modality=state.modality, date_from=state.date_from,
+            date_to=state.date_to, order_by=[tuple(o) for o in state.order_by], page=state.page,
+            where=[f"{k}={v}" for k, v in state.where],
+        )
+        self._restoring = True
+        try:
+            # One by one, only those that differ: watchers of several names hear one event at a time.
+            for name, value in values.items():
+                if getattr(self, name) != value:
+                    setattr(self, name, value)
+            labels = {key: label for label, key in SORT_KEYS.items()}
+            custom = [tuple(o) for o in self.order_by] != list(DEFAULT_ORDER)
+            self._table.sorters = [{"field": labels[k], "dir": "desc" if d else "asc"}
+                                   for k, d in self.order_by if k in labels] if custom else []
+        finally:
+            self._restoring = False
         self.refresh()
 
     def query(self) -> Query:
@@ -116,6 +210,7 @@ class StudySearch(pn.viewable.Viewer):
             start = self.date_from.strftime("%Y%m%d") if self.date_from else ""
             end = self.date_to.strftime("%Y%m%d") if self.date_to else ""
             filters["StudyDate"] = f"{start}-{end}"
+        filters.update(self.where_filters())
         return Query(
             Level.STUDY,
             {k: v for k, v in filters.items() if v},
@@ -128,9 +223,12 @@ class StudySearch(pn.viewable.Viewer):
         )
 
     @param.depends(
-        "patient_name", "patient_id", "accession", "description", "modality", "date_from", "date_to", watch=True
+        "patient_name", "patient_id", "accession", "description", "modality", "date_from", "date_to", "where",
+        watch=True,
     )
     def _filters_changed(self) -> None:
+        if self._restoring:
+            return
         if self.page:
             self.page = 0  # triggers refresh
         else:
@@ -138,14 +236,21 @@ class StudySearch(pn.viewable.Viewer):
 
     def _on_sort(self, event: Any) -> None:
         """A click on a column header sorts the whole result, in the index, from its first page."""
+        if self._restoring:
+            return
         order = [(SORT_KEYS[s["field"]], s.get("dir") == "desc") for s in event.new or [] if s.get("field") in SORT_KEYS]
-        order = order or [("StudyDate", True), ("StudyTime", True)]
-        if order != list(self.order_by):
+        order = order or list(DEFAULT_ORDER)
+        if order != [tuple(o) for o in self.order_by]:
+            was = self.page
             self.param.update(order_by=order, page=0)
-            if not self.page:
+            if not was:
                 self.refresh()
 
     @param.depends("page", "page_size", watch=True)
+    def _page_changed(self) -> None:
+        if not self._restoring:
+            self.refresh()
+
     def refresh(self) -> None:
         """Read the current page (and the total) from the index."""
         try:
@@ -167,6 +272,9 @@ class StudySearch(pn.viewable.Viewer):
             columns=["StudyInstanceUID", *COLUMNS.values()],
         )
         self._table.value = frame
+        if self.error:
+            self._pager.object = ""
+            return
         pages = max(1, -(-self.total // self.page_size))
         self._pager.object = f"{self.total} studies, page {self.page + 1} of {pages}"
 
@@ -213,9 +321,12 @@ class StudySearch(pn.viewable.Viewer):
             width=250,
         )
         error = pn.pane.Alert(self.param.error, alert_type="danger", visible=self.param.error.rx.bool())
+        attribute = pn.Column(pn.Row(self._value, self._add, margin=0), margin=0)
         return pn.Row(
-            pn.Column("### Find studies", filters, width=270, margin=(0, 20, 0, 5)),
-            pn.Column(error, self._table, pn.Row(previous, following, self._pager),
+            pn.Column("### Find studies", filters, self._keyword, attribute, self._where_hint, self._where_list,
+                      width=270, margin=(0, 20, 0, 5), css_classes=["pd-filters"]),
+            pn.Column(error, self._table, pn.Row(previous, following, self._pager, pn.HSpacer(), self.results,
+                                                 sizing_mode="stretch_width"),
                       pn.pane.HTML("<small>Click a study to open it; a name or patient ID to see all the "
                                    "patient's studies.</small>", margin=(0, 10)),
                       sizing_mode="stretch_width"),

@@ -1,6 +1,8 @@
 """One study: its series with thumbnails beside the viewer, and the actions
 the user's role allows. Laid out to fit a 1366 x 768 screen without scrolling
-(the anonymization section, opened with "Anonymize…", comes in above the viewer)."""
+(the anonymization section, opened with "Anonymize…", comes in above the viewer);
+messages take the room left in the actions row, so they never push the viewer
+down. A link to the study (and the series shown) is given to copy."""
 
 from __future__ import annotations
 
@@ -16,14 +18,39 @@ import param
 from pacsdash.access import Action, Role
 from pacsdash.archive import Level, Query
 from pacsdash.archive.actions import ActionError, Actor
+from pacsdash.dashboard.history import LinkBox
+from pacsdash.dashboard.links import valid_uid
 from pacsdash.dashboard.research import AnonymizePanel, OptionsPicker, TagComparison
-from pacsdash.dashboard.search import person_name
+from pacsdash.dashboard.search import display_date, person_name
 from pacsdash.dashboard.series_list import SeriesList
 
 LOGGER = logging.getLogger(__name__)
 #: Height of the viewer's image and of the series list beside it, in pixels.
 CANVAS_HEIGHT = 430
 SERIES_LIST_WIDTH = 400
+MESSAGE_CSS = """
+:host { overflow: hidden; }
+.pd-message { padding: 6px 10px; border-radius: 4px; background: #e7f1fb; color: #0b4f8a; font-size: 13px;
+  max-height: 52px; overflow: auto; }
+.pd-message.pd-warn { background: #fdf0e6; color: #8a3b0b; }
+"""
+DELETE_CSS = ":host { border-left: 1px solid #e3c5c5; padding-left: 14px; margin-left: 24px; }"
+
+
+def no_peers_hint(home: str = "") -> str:
+    """What to do when there is no peer to send to (HTML, escaped)."""
+    where = f" --home {html.escape(home)}" if home else " --home HOME"
+    return ('<div class="pd-no-peers"><small>No peers to send to yet. An admin registers one on the '
+            '<a href="/admin" target="_blank">admin page (/admin)</a> or with<br>'
+            f"<code>pacsdash modalities add NAME --aet AET --host HOST --port N{where}</code></small></div>")
+
+
+def message_html(text: str) -> str:
+    """A message of the actions row (escaped); failures and refusals look different."""
+    if not text:
+        return ""
+    warn = any(word in text for word in ("not", "No ", "Could", "Tick", "Choose"))
+    return f'<div class="pd-message{" pd-warn" if warn else ""}" title="{html.escape(text)}">{html.escape(text)}</div>'
 
 
 class StudyPanel(pn.viewable.Viewer):
@@ -36,6 +63,9 @@ class StudyPanel(pn.viewable.Viewer):
     role = param.ClassSelector(class_=Role, default=Role.VIEWER)
     user = param.String(default="anonymous", doc="Who acts (for the log).")
     study_uid = param.String(default="")
+    series_uid = param.String(default="", doc="The series shown (follows the viewer; set it to show one).")
+    home = param.String(default="", doc="The server's home folder, for the command in the no-peers hint.")
+    link = param.String(default="", doc="Absolute URL of what is shown, to copy (set by the app).")
     message = param.String(default="")
     patient = param.String(default="", doc="PatientID asked for with \"All studies of this patient\".")
     deleted = param.Event(doc="Fires once a study was deleted.")
@@ -51,11 +81,19 @@ class StudyPanel(pn.viewable.Viewer):
         self._viewer: Any = None
         self._download = pn.pane.HTML("", margin=(12, 10))
         self._peer = pn.widgets.Select(label="Send to", options=[], width=200)
-        self._send = pn.widgets.Button(label="Send", color="primary", width=100)
+        self._send = pn.widgets.Button(label="Send", color="primary", width=100, margin=(24, 5, 5, 5))
         self._send.on_click(self._on_send)
-        self._delete = pn.widgets.Button(label="Delete study", color="danger", width=130)
-        self._confirm = pn.widgets.Checkbox(label="Yes, delete this study for good")
+        self._no_peers = pn.pane.HTML(no_peers_hint(self.home), width=330, visible=False, margin=(2, 10))
+        # The confirmation sits above the button, apart from the other actions, and the
+        # button stays disabled until it is ticked.
+        self._delete = pn.widgets.Button(label="Delete study", color="danger", width=130, disabled=True,
+                                         margin=(8, 5, 5, 5))
+        self._confirm = pn.widgets.Checkbox(label="Yes, delete this study for good", margin=(2, 5))
+        self._confirm.param.watch(lambda e: setattr(self._delete, "disabled", not e.new), "value")
         self._delete.on_click(self._on_delete)
+        self._message = pn.pane.HTML("", sizing_mode="stretch_width", height=56, margin=(4, 10),
+                                     stylesheets=[MESSAGE_CSS], css_classes=["pd-message-slot"])
+        self._link = LinkBox(url=self.link)
         self._progress = pn.indicators.LoadingSpinner(value=False, size=24, visible=False)
         self._viewer_slot = pn.Column(sizing_mode="stretch_width")
         # Anonymize (editor, admin): the options are shared by the anonymization
@@ -72,6 +110,29 @@ class StudyPanel(pn.viewable.Viewer):
                                 sizing_mode="stretch_width", css_classes=["pd-research"])
         self._load()
 
+    @param.depends("message", watch=True)
+    def _show_message(self) -> None:
+        self._message.object = message_html(self.message)
+
+    @param.depends("link", watch=True)
+    def _show_link(self) -> None:
+        self._link.url = self.link
+
+    @param.depends("home", watch=True)
+    def _show_hint(self) -> None:
+        self._no_peers.object = no_peers_hint(self.home)
+
+    @param.depends("series_uid", watch=True)
+    def _series_asked(self) -> None:
+        """Show the series asked for, if it is one of this study's."""
+        if self._viewer is not None and self.series_uid and self.series_uid != self._viewer.series_uid \
+                and self.series_uid in self._viewer.series_options.values():
+            self._viewer.series_uid = self.series_uid
+
+    def _viewer_series(self, event: Any) -> None:
+        self._series.highlight(event.new)
+        self.series_uid = event.new
+
     @param.depends("study_uid", watch=True)
     def _load(self) -> None:
         self.message = ""
@@ -79,33 +140,47 @@ class StudyPanel(pn.viewable.Viewer):
         self._research_toggle.value = False
         self._series.study_uid = self.study_uid
         self._anonymize.study_uid = self._compare.study_uid = self.study_uid
-        if not self.study_uid:
-            self._title.object = "<p>Choose a study in the Studies tab.</p>"
+        e = html.escape
+        study: dict[str, Any] | None = None
+        if self.study_uid and valid_uid(self.study_uid):
+            rows = self.archive.find(Query(Level.STUDY, {"StudyInstanceUID": self.study_uid},
+                                           ["PatientName", "PatientID", "StudyDate", "StudyDescription"],
+                                           include_defaults=False))
+            study = rows[0] if rows else None
+        if study is None:
+            if not self.study_uid:
+                self._title.object = "<p>Choose a study in the Studies tab.</p>"
+            else:
+                self._title.object = (
+                    f'<p class="pd-no-study">No study with the UID <b>{e(self.study_uid[:80])}</b> in the archive: '
+                    "it may have been deleted, or the link is incomplete.</p>")
             self._patient_id = ""
             self._to_patient.visible = False
             self._download.object = ""
             self._viewer, self._viewer_slot[:] = None, []
+            self.series_uid = ""
             return
-        [study] = self.archive.find(Query(Level.STUDY, {"StudyInstanceUID": self.study_uid},
-                                          ["PatientName", "PatientID", "StudyDate", "StudyDescription"],
-                                          include_defaults=False)) or [{}]
-        e = html.escape
         self._patient_id = str(study.get("PatientID") or "")
         self._to_patient.visible = bool(self._patient_id)
         self._title.object = (
             f'<div class="pd-study-title"><b style="font-size: 1.2em">{e(study.get("StudyDescription") or "Study")}</b>'
             f" · {e(person_name(study.get('PatientName')))} · {e(self._patient_id)}"
-            f" · {e(study.get('StudyDate') or '')}</div>"
+            f" · {e(display_date(study.get('StudyDate')))}</div>"
         )
         self._download.object = (
             f'<a href="/api/studies/{e(quote(self.study_uid, safe=""))}/archive" download>Download the study (ZIP)</a>'
         )
         self._peer.options = [m.name for m in self.accounts.modalities()] if self.accounts else []
+        self._peer.visible = self._send.visible = bool(self._peer.options)
+        self._no_peers.visible = not self._peer.options
         from pacsdash.dashboard.viewer import SeriesViewer
 
-        self._viewer = SeriesViewer(archive=self.archive, study_uid=self.study_uid, canvas_height=CANVAS_HEIGHT)
-        self._viewer.param.watch(lambda e: self._series.highlight(e.new), "series_uid")
+        asked = self.series_uid
+        self._viewer = SeriesViewer(archive=self.archive, study_uid=self.study_uid, canvas_height=CANVAS_HEIGHT,
+                                    **({"series_uid": asked} if asked and valid_uid(asked) else {}))
+        self._viewer.param.watch(self._viewer_series, "series_uid")
         self._series.highlight(self._viewer.series_uid)
+        self.series_uid = self._viewer.series_uid
         self._viewer_slot[:] = [self._viewer]
 
     def _shown_instance(self) -> tuple[str, str]:
@@ -187,16 +262,17 @@ class StudyPanel(pn.viewable.Viewer):
     def __panel__(self) -> pn.viewable.Viewable:
         actions: list[Any] = [self._to_patient, self._download]
         if self.role.may(Action.SEND):
-            actions += [self._peer, self._send]
+            actions += [self._peer, self._send, self._no_peers]
         if self.role.may(Action.ANONYMIZE):  # never shown to a viewer; the anonymization checks again
             actions.append(self._research_toggle)
+        actions += [self._progress, self._message]
         if self.role.may(Action.DELETE):
-            actions += [self._confirm, self._delete]
-        message = pn.pane.Alert(self.param.message, alert_type="info", visible=self.param.message.rx.bool(),
-                                margin=(0, 10))
+            actions.append(pn.Column(self._confirm, self._delete, width=250, stylesheets=[DELETE_CSS],
+                                     css_classes=["pd-delete-zone"]))
         research = [self._research] if self.role.may(Action.ANONYMIZE) else []
         return pn.Column(
-            self._title, pn.Row(*actions, self._progress), message, *research,
+            pn.Row(self._title, self._link, sizing_mode="stretch_width"),
+            pn.Row(*actions, sizing_mode="stretch_width", css_classes=["pd-study-actions"]), *research,
             pn.Row(self._series, self._viewer_slot, sizing_mode="stretch_width"),
             sizing_mode="stretch_width",
         )
