@@ -41,6 +41,7 @@ from benchmarks.common import (
     wait_until,
 )
 from benchmarks.machine import source_state
+from pacsdash.config import set_server_option
 
 START_TIMEOUT = 120.0
 STOP_TIMEOUT = 30.0
@@ -215,10 +216,12 @@ class PacsdashServer(Server):
         return result
 
     def prepare(self) -> None:
-        """Register the benchmark client so that it may C-FIND (once per home)."""
+        """Register the benchmark client so that it may C-FIND, and let any peer
+        C-STORE as Orthanc's default does (once per home)."""
         if not self.prepared:
             self._cli("modalities", "add", "bench", "--home", str(self.home), "--aet", CLIENT_AET,
                       "--host", LOOPBACK, "--port", str(CLIENT_PORT))
+            set_server_option(self.home, "accept_unknown_store", True)
             self.prepared = True
 
     def add_user(self, name: str = WEB_USER, password: str = WEB_PASSWORD, role: str = "admin") -> None:

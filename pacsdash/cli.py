@@ -163,7 +163,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     settings = load_settings(args.home if args.home is not None else DEMO_HOME, args.config, host=args.host,
                              http_port=args.http_port, dicom_port=args.dicom_port, aet=args.aet)
-    make_demo_home(settings)
+    settings = make_demo_home(settings)
     home = shlex.quote(str(settings.home))
     print(f"""
 The demo home is {settings.home}. Every command takes --home; for this one:

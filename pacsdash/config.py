@@ -7,7 +7,9 @@ value is checked when the settings are built; a bad one raises
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -32,7 +34,7 @@ class ServerSettings:
     http_port: int = 8042
     dicom_port: int = 4242
     aet: str = "PACSDASH"
-    accept_unknown_store: bool = True
+    accept_unknown_store: bool = False
     max_associations: int = 32
     #: Processes receiving DICOM associations (0: in the server process).
     dicom_workers: int = 2
@@ -282,7 +284,7 @@ host = "127.0.0.1"      # address the HTTP and DICOM listeners bind to
 http_port = 8042        # dashboard, DICOMweb, WADO-URI and JSON API
 dicom_port = 4242       # DICOM DIMSE listener
 aet = "PACSDASH"        # our AE title
-accept_unknown_store = true   # let unregistered peers C-STORE (find/move/get never)
+accept_unknown_store = false  # let unregistered peers C-STORE (the demo does; find/move/get never)
 dicom_workers = 2       # processes receiving associations (0: inside the server process)
 # public_url = "https://pacs.example.org"   # base of RetrieveURL/BulkDataURI behind a proxy
 # trust_proxy_headers = false               # or take it from Forwarded / X-Forwarded-*
@@ -308,6 +310,25 @@ path = "index.duckdb"   # metadata index
 
 #: The home and what is written in it are its owner's alone: health records.
 HOME_MODE, PRIVATE_UMASK = 0o700, 0o077
+
+
+def set_server_option(home: Path, key: str, value: bool | int | str) -> None:
+    """Write ``[server] key = value`` into ``HOME/pacsdash.toml``, keeping the
+    rest of the file (its comments too); the file is made if absent."""
+    if key not in {f.name for f in fields(ServerSettings)}:
+        raise ConfigError(f"[server] has no setting {key!r}")
+    path = home / CONFIG_NAME
+    text = path.read_text(encoding="utf-8") if path.exists() else ""
+    literal = json.dumps(value) if not isinstance(value, bool) else str(value).lower()
+    line = re.compile(rf"^{re.escape(key)}\s*=.*?(?=\s*(#.*)?$)", re.MULTILINE)
+    if line.search(text):
+        text = line.sub(f"{key} = {literal}", text, count=1)
+    elif re.search(r"^\[server\]\s*$", text, re.MULTILINE):
+        text = re.sub(r"^\[server\]\s*$", f"[server]\n{key} = {literal}", text, count=1, flags=re.MULTILINE)
+    else:
+        text = f"[server]\n{key} = {literal}\n\n" + text
+    path.write_text(text, encoding="utf-8")
+    tomllib.loads(text)  # still valid TOML
 
 
 def init_home(home: Path) -> None:

@@ -32,6 +32,9 @@ def accounts(tmp_path: Path) -> Accounts:
 
 
 def make_node(archive: Archive, accounts: Accounts, **settings) -> DicomNode:
+    """A DICOM node on a free loopback port; unregistered peers may C-STORE
+    (as in the demo) unless the test says ``accept_unknown_store=False``."""
+    settings.setdefault("accept_unknown_store", True)
     node = DicomNode(archive, accounts, ServerSettings(host="127.0.0.1", dicom_port=0, **settings))
     node.start()
     return node

@@ -17,6 +17,8 @@ from pathlib import Path
 
 from pynetdicom.dsutils import split_dataset
 
+from pacsdash.config import set_server_option
+
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "data" / "dicom-samples"
 VALID = sorted((SAMPLES / "valid").glob("*.dcm"))
@@ -100,8 +102,13 @@ class ServerProcess:
     aet: str = "PACSDASH"
 
     @classmethod
-    def start(cls, home: Path, *extra: str, timeout: float = 60) -> ServerProcess:
+    def start(cls, home: Path, *extra: str, timeout: float = 60, accept_unknown_store: bool = True) -> ServerProcess:
+        """Serve ``home``; unregistered peers may C-STORE, as in the demo,
+        unless ``accept_unknown_store`` is False (then the home's config decides)."""
         (home / "run" / "server.json").unlink(missing_ok=True)
+        if accept_unknown_store:
+            home.mkdir(parents=True, exist_ok=True)
+            set_server_option(home, "accept_unknown_store", True)
         log = open(home.parent / f"{home.name}-server.log", "ab")
         process = subprocess.Popen(
             pacsdash_cmd("serve", "--home", str(home), "--http-port", "0", "--dicom-port", "0", *extra),

@@ -12,7 +12,7 @@ def test_defaults_follow_the_contract(tmp_path):
     assert (settings.server.host, settings.server.http_port, settings.server.dicom_port, settings.server.aet) == (
         "127.0.0.1", 8042, 4242, "PACSDASH")
     assert settings.auth.enabled is True
-    assert settings.server.accept_unknown_store is True
+    assert settings.server.accept_unknown_store is False  # serve: registered peers only; the demo turns it on
 
 
 def test_flag_beats_file_beats_default(tmp_path):

@@ -4,28 +4,37 @@ from __future__ import annotations
 
 import logging
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 from tqdm import tqdm
 
-from pacsdash.config import Settings, init_home
+from pacsdash.config import CONFIG_NAME, Settings, init_home, set_server_option
 
 LOGGER = logging.getLogger(__name__)
 #: Real-world sample files shipped in the repository (absent from a wheel).
 SAMPLES = Path(__file__).resolve().parents[2] / "data" / "dicom-samples" / "valid"
 
 
-def make_demo_home(settings: Settings) -> None:
-    """Fill ``settings.home`` with generated studies and the shipped samples.
+def make_demo_home(settings: Settings) -> Settings:
+    """Fill ``settings.home`` with generated studies and the shipped samples;
+    return the settings to serve it with.
 
-    Does nothing to an index that already holds instances.
+    A new demo home lets unregistered peers C-STORE (``accept_unknown_store``,
+    off for ``serve``), so that a newcomer's ``storescu`` just works; its
+    config file says so and can turn it off. Does nothing to an index that
+    already holds instances.
     """
     from pacsdash.access import Accounts
     from pacsdash.archive import Archive, store_many
     from pacsdash.demo.generate import write_demo
     from pacsdash.runtime import HomeLock
 
+    new_home = not (settings.home / CONFIG_NAME).exists()
     init_home(settings.home)
+    if new_home:
+        set_server_option(settings.home, "accept_unknown_store", True)
+        settings = replace(settings, server=replace(settings.server, accept_unknown_store=True))
     accounts = Accounts(settings.accounts_path, settings.modalities)
     if not accounts.users():
         for name, role in (("admin", "admin"), ("editor", "editor"), ("viewer", "viewer")):
@@ -34,7 +43,7 @@ def make_demo_home(settings: Settings) -> None:
     with HomeLock(settings.run_path), Archive.open_home(settings.store_path, settings.index_path) as archive:
         if archive.index.totals()["instances"]:
             print(f"{settings.home} already holds studies; serving them as they are")
-            return
+            return settings
         with tempfile.TemporaryDirectory() as tmp:
             files = write_demo(Path(tmp))
             if SAMPLES.is_dir():
@@ -46,3 +55,4 @@ def make_demo_home(settings: Settings) -> None:
                     LOGGER.warning("demo file %s not stored: %s", path.name, result)
         totals = archive.index.totals()
         print(f"demo home {settings.home}: {totals['studies']} studies, {totals['instances']} instances")
+    return settings

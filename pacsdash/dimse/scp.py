@@ -4,7 +4,7 @@ Each DIMSE event has one handler, a thin adapter onto :class:`Archive`. Peers
 are checked by calling AE title against the registered modalities
 (CONTRACT.md): unknown peers may only echo and store (and store only when
 ``[server] accept_unknown_store`` is true); an association from an unknown
-peer that proposes nothing else is rejected with "calling AE title not
+peer that proposes nothing it may use is rejected with "calling AE title not
 recognised" (PS3.8 9.3.4), and a find/move/get from a peer not allowed it is
 answered "Refused: Not Authorized".
 """
@@ -222,7 +222,8 @@ class DicomNode:
         proposed = {
             str(cx.abstract_syntax) for cx in (assoc.requestor.primitive.presentation_context_definition_list or [])
         }
-        if self.policy.accept_unknown_store and proposed & _UNKNOWN_ALLOWED:
+        allowed = _UNKNOWN_ALLOWED if self.policy.accept_unknown_store else {str(Verification)}
+        if proposed & allowed:  # C-ECHO is answered for anyone: network checks need it
             return
         LOGGER.warning(
             "rejecting association from unregistered AE %r at %s (proposed %d contexts)",
