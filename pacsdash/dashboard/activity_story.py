@@ -60,9 +60,10 @@ def _request_step(record: AssociationRecord, mask: Masker) -> str:
                    + (f"; its implementation is {mask.text(opened.implementation_class_uid)}"
                       f" {mask.text(opened.implementation_version)}" if opened.implementation_class_uid else "")
                    + " (user information, PS3.8 D.1, D.3.3.2).")
+    proposes = _plural(len(opened.proposed), "presentation context")
     return (f"<li><b>A-ASSOCIATE-RQ</b> (PS3.8 9.3.2) at {clock(opened.time)}: {_who(record, mask)} calls the AE "
-            f"title <b>{mask.text(opened.called_aet)}</b> and proposes {_plural(len(opened.proposed), 'presentation context')}, "
-            "each an abstract syntax (what it wants to do) with the transfer syntaxes (encodings) it can use:"
+            f"title <b>{mask.text(opened.called_aet)}</b> and proposes {proposes}, each an abstract syntax "
+            "(what it wants to do) with the transfer syntaxes (encodings) it can use:"
             f"<ul>{listed}</ul>" + (f"and {more} more.<br>" if more > 0 else "") + details + "</li>")
 
 
