@@ -261,7 +261,7 @@ class SeriesValues:
     forgotten first).
     """
 
-    def __init__(self, max_pairs: int = 200_000) -> None:
+    def __init__(self, max_pairs: int = 100_000) -> None:
         self.max_pairs = max_pairs
         self._seen: dict[str, set[tuple[str, str]]] = {}  # insertion order: least recently used first
         self._pairs = 0
@@ -322,8 +322,9 @@ class SeriesValues:
     def remember(self, pairs: dict[str, set[tuple[str, str]]]) -> None:
         """Keep the committed pairs of each series, as the most recently used."""
         for key, values in pairs.items():
-            self._pairs += len(values) - len(self._seen.pop(key, ()))
+            self._seen.pop(key, None)
             self._seen[key] = values
+        self._pairs = sum(len(values) for values in self._seen.values())  # the sets grow in place
         while self._pairs > self.max_pairs and len(self._seen) > 1:
             oldest = next(iter(self._seen))
             self._pairs -= len(self._seen.pop(oldest))

@@ -231,3 +231,34 @@ def test_an_index_without_the_table_gets_it_filled(tmp_path):
     with Archive.open_home(store, index) as archive:
         assert _table(archive.index._cursor()) == table  # noqa: SLF001
         assert _cohort(archive) == before
+
+
+def test_a_writer_that_forgets_series_adds_no_duplicates(tmp_path):
+    """With room for few pairs the writer forgets series and reads them back: the table still equals a recount."""
+    from pacsdash.archive.summaries import SeriesValues
+
+    archive = Archive.open_home(tmp_path / "store", tmp_path / "index.duckdb")
+    try:
+        index = archive.index._index  # noqa: SLF001 - the DuckDBIndex behind the read-after-write wrapper
+        index._values = SeriesValues(max_pairs=12)  # noqa: SLF001 - a tiny memory
+        study = generate_uid(PREFIX)
+        series = [generate_uid(PREFIX) for _ in range(3)]
+        for k in range(12):
+            archive.store_bytes(make_instance(StudyInstanceUID=study, SeriesInstanceUID=series[k % 3],
+                                              SliceLocation=str(k // 2), ConvolutionKernel="B30f"))
+            archive.wait_indexed()  # one commit each: the writer forgets and reads back series between them
+        remembered = index._values._seen  # noqa: SLF001
+        assert 0 < len(remembered) < 3 and sum(map(len, remembered.values())) <= 12
+        cursor = archive.index._cursor()  # noqa: SLF001
+        kept = _table(cursor)
+        total = cursor.execute(f"SELECT count(*) FROM {VALUES_TABLE}").fetchone()[0]
+        cursor.execute("BEGIN TRANSACTION")
+        try:
+            refresh_values(cursor, None)
+            assert _table(cursor) == kept
+            assert cursor.execute(f"SELECT count(*) FROM {VALUES_TABLE}").fetchone()[0] == total
+        finally:
+            cursor.execute("ROLLBACK")
+        assert archive.index.count(Query(Level.SERIES, {"SliceLocation": ">=5"})) == 2  # 5 is in series 1 and 2
+    finally:
+        archive.close()
