@@ -9,7 +9,6 @@ it as a new entry; back or forward sets :attr:`BrowserHistory.popped`.
 
 from __future__ import annotations
 
-import html
 from typing import Any
 
 import panel as pn
@@ -61,7 +60,7 @@ class LinkBox(pn.viewable.Viewer):
         super().__init__(**params)
         self._text = pn.widgets.TextInput(value=self.url, width=360, css_classes=["pd-link"],
                                           stylesheets=[":host input { font-family: monospace; font-size: 12px; }"])
-        self._copy = pn.widgets.Button(name="Copy link", width=100)
+        self._copy = pn.widgets.Button(label="Copy link", width=100)
         # The clipboard API needs a secure context; the field can always be selected and copied.
         self._copy.js_on_click(args={"text": self._text}, code="""
             const value = text.value
@@ -96,8 +95,3 @@ def absolute(path: str) -> str:
     except Exception:
         pass
     return f"{scheme}://{host}{path}"
-
-
-def escape(text: str) -> str:
-    """HTML-escape ``text`` (quotes too)."""
-    return html.escape(text, quote=True)

@@ -72,8 +72,9 @@ def check_keyword_filter(keyword: str, value: str) -> tuple[str, str]:
     tag = tag_for_keyword(keyword)
     if tag is None or not dictionary_has_tag(tag):
         raise ValueError(f"{keyword!r} is not a DICOM keyword (PS3.6), e.g. SliceThickness or ConvolutionKernel")
-    if dictionary_VR(tag) in UNMATCHABLE_VRS:
-        raise ValueError(f"{keyword} ({dictionary_VR(tag)}) cannot be matched by value")
+    vr = dictionary_VR(tag)
+    if set(vr.split(" or ")) & UNMATCHABLE_VRS:  # "OB or OW" for Pixel Data
+        raise ValueError(f"{keyword} ({vr}) cannot be matched by value")
     if not value.strip():
         raise ValueError(f"give a value for {keyword} (* matches any)")
     if len(value) > 1024 or any(ord(c) < 32 for c in value):

@@ -148,11 +148,12 @@ class ResultsOut(pn.viewable.Viewer):
         return make
 
     def __panel__(self) -> pn.viewable.Viewable:
-        level = pn.widgets.Select.from_param(self.param.level, name="", width=110, margin=(5, 5))
+        level = pn.widgets.Select.from_param(self.param.level, label="", width=110, margin=(5, 5),
+                                             css_classes=["pd-results-level"])
         error = pn.pane.Alert(self.param.error, alert_type="danger", visible=self.param.error.rx.bool(),
                               margin=(0, 10))
         return pn.Column(
             pn.Row(pn.pane.HTML("<small>Download the whole result as</small>", margin=(14, 5, 0, 10)),
                    level, self._csv, self._parquet),
-            error,
+            error, css_classes=["pd-results-out"],
         )

@@ -50,7 +50,7 @@ def matchable_keywords() -> list[str]:
     from pydicom.datadict import DicomDictionary
 
     return sorted(entry[4] for entry in DicomDictionary.values()
-                  if entry[4] and entry[0] not in UNMATCHABLE_VRS and not entry[3])
+                  if entry[4] and not set(entry[0].split(" or ")) & UNMATCHABLE_VRS and not entry[3])
 
 
 def display_date(value: str | None) -> str:
@@ -121,14 +121,14 @@ class StudySearch(pn.viewable.Viewer):
         self._pager = pn.pane.Markdown("", margin=(8, 10))
         self._restoring = False
         self._keyword = pn.widgets.AutocompleteInput(
-            name="Any attribute (keyword)", options=matchable_keywords(), min_characters=2, case_sensitive=False,
+            label="Any attribute (keyword)", options=matchable_keywords(), min_characters=2, case_sensitive=False,
             search_strategy="includes", placeholder="e.g. SliceThickness", width=240, restrict=False)
-        self._value = pn.widgets.TextInput(name="Value", placeholder="e.g. <=1, B30*, 120", width=160)
-        self._add = pn.widgets.Button(name="Add", width=70, margin=(24, 5, 5, 5))
+        self._value = pn.widgets.TextInput(label="Value", placeholder="e.g. <=1, B30*, 120", width=160)
+        self._add = pn.widgets.Button(label="Add", width=70, margin=(24, 5, 5, 5))
         self._add.on_click(self.add_where)
         self._value.param.watch(lambda e: self.add_where() if e.new else None, "enter_pressed")
         self._where_hint = pn.pane.HTML("", margin=(0, 10), css_classes=["pd-where-hint"])
-        self._where_list = pn.widgets.MultiChoice(name="Attribute filters (remove with ×)", options=[], value=[],
+        self._where_list = pn.widgets.MultiChoice(label="Attribute filters (remove with ×)", options=[], value=[],
                                                   width=240, css_classes=["pd-where"])
         self._where_list.param.watch(self._on_where_list, "value")
         self._show_where()
