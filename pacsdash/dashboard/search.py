@@ -138,14 +138,15 @@ class StudySearch(pn.viewable.Viewer):
     def add_where(self, *_: Any) -> None:
         """Add the keyword filter typed (checked against pydicom's dictionary)."""
         try:
-            keyword, value = parse_where(f"{self._keyword.value or self._keyword.value_input}={self._value.value}")
+            typed = self._keyword.value_input or self._keyword.value  # what is in the box, chosen or not
+            keyword, value = parse_where(f"{typed}={self._value.value_input or self._value.value}")
         except ValueError as exc:
             self._where_hint.object = f'<small style="color:#b42318">{html.escape(str(exc))}</small>'
             return
         self._where_hint.object = ""
         kept = [w for w in self.where if w.partition("=")[0] != keyword]
         self.where = [*kept, f"{keyword}={value}"]
-        self._value.value = ""
+        self._value.param.update(value="", value_input="")
 
     def _on_where_list(self, event: Any) -> None:
         if list(event.new) != list(self.where):

@@ -46,7 +46,7 @@ def start(home: Path, users: tuple[str, ...] = ("admin", "editor", "viewer")) ->
     """A server on ``home`` with users named after their roles, others viewers (password ``NAME-pw``)
     and generated studies: ``LINK^nn`` patients, CT or MR, SliceThickness 1 or 5."""
     home.mkdir(parents=True)
-    for user in users:
+    for user in dict.fromkeys(("admin", *users)):  # the admin stores the studies
         role = user if user in ("admin", "editor", "viewer") else "viewer"
         done = run_cli("users", "add", user, "--role", role, "--password-stdin", "--home", str(home),
                        input=f"{user}-pw\n")
