@@ -3,7 +3,8 @@
 Knows nothing of HTTP, DIMSE or Panel; every door calls :class:`Archive`.
 """
 
-from pacsdash.archive.archive import Archive, Outcome, StoreResult, store_many
+from pacsdash.archive.archive import (Archive, DamagedFile, MissingFile, Outcome, StoredFileError, StoreResult,
+                                      store_many)
 from pacsdash.archive.attributes import Level
 from pacsdash.archive.index import InstanceLocation
 from pacsdash.archive.parsing import InvalidInstance
@@ -11,12 +12,15 @@ from pacsdash.archive.query import InvalidQuery, Query
 
 __all__ = [
     "Archive",
+    "DamagedFile",
     "InstanceLocation",
     "InvalidInstance",
     "InvalidQuery",
     "Level",
+    "MissingFile",
     "Outcome",
     "Query",
     "StoreResult",
+    "StoredFileError",
     "store_many",
 ]

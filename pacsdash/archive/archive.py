@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import os
 import queue
 import threading
 import time
@@ -65,6 +66,31 @@ JOURNAL_RESET_BYTES = 16 << 20
 
 class StudyMismatch(InvalidInstance):
     """The instance belongs to another study than the one it was sent to."""
+
+
+class StoredFileError(OSError):
+    """An indexed instance's stored file cannot be served as it was received.
+
+    Doors map it to a client-facing status, never a 500: the index knows the
+    instance, its bytes are not there (HTTP 410 Gone; a failed C-GET/C-MOVE
+    sub-operation). ``pacsdash check`` names and repairs the cause.
+    """
+
+    def __init__(self, message: str, SOPInstanceUID: str = "", file: str = "") -> None:  # noqa: N803 - DICOM keyword
+        super().__init__(message)
+        self.SOPInstanceUID = SOPInstanceUID
+        self.file = file
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+class MissingFile(StoredFileError, FileNotFoundError):
+    """The index has the instance; its file is gone from the store."""
+
+
+class DamagedFile(StoredFileError):
+    """The stored file is not the one received: another size, or not readable as DICOM."""
 
 
 class Outcome(enum.Enum):
@@ -605,13 +631,56 @@ class Archive:
         return self.index.locate_matching(query)
 
     def open(self, location: InstanceLocation) -> BinaryIO:
-        """The stored bytes of an instance, as received."""
-        return self.store.open(location.file)
+        """The stored bytes of an instance, as received.
+
+        Raises
+        ------
+        MissingFile
+            If the file is gone (or the row names no store file).
+        DamagedFile
+            If the file's size is not the size received.
+        """
+        try:
+            handle = self.store.open(location.file)
+        except (FileNotFoundError, KeyError):
+            raise _missing(location) from None
+        try:
+            _check_size(location, os.fstat(handle.fileno()).st_size)
+        except BaseException:
+            handle.close()
+            raise
+        return handle
+
+    def verified_path(self, location: InstanceLocation) -> Path:
+        """:meth:`local_path`, once the file is there with the size received.
+
+        Raises
+        ------
+        MissingFile, DamagedFile
+            As :meth:`open`.
+        """
+        try:
+            path = self.store.local_path(location.file)
+            size = path.stat().st_size
+        except (FileNotFoundError, KeyError):
+            raise _missing(location) from None
+        _check_size(location, size)
+        return path
 
     def read_dataset(self, location: InstanceLocation, stop_before_pixels: bool = False) -> Dataset:
-        """The stored instance, read by pydicom."""
+        """The stored instance, read by pydicom.
+
+        Raises
+        ------
+        MissingFile, DamagedFile
+            As :meth:`open`; DamagedFile also when pydicom cannot read it.
+        """
         with self.open(location) as handle:
-            return dcmread(handle, stop_before_pixels=stop_before_pixels)
+            try:
+                return dcmread(handle, stop_before_pixels=stop_before_pixels)
+            except Exception as exc:  # pydicom raises many types for broken files
+                raise DamagedFile(f"the stored file {location.file} of {location.SOPInstanceUID} cannot be read: "
+                                  f"{exc}", location.SOPInstanceUID, location.file) from None
 
     def summary(self) -> dict[str, Any]:
         """Totals, studies per modality and studies per month (for an overview)."""
@@ -629,6 +698,35 @@ class Archive:
         for key in files:
             self.store.delete(key)
         return len(files)
+
+    # -- repairs (pacsdash check) ---------------------------------------------------
+    def adopt(self, key: str, origin: str = "check") -> StoreResult:
+        """Index a file already in the store under ``key``, from its own header.
+
+        A DUPLICATE outcome means its SOP Instance UID is indexed with
+        another file; this file is then left where it is, for the caller.
+
+        Raises
+        ------
+        InvalidInstance
+            If the file is not an instance the archive can file.
+        """
+        raw = self.store.local_path(key).read_bytes()
+        record = parse_instance(raw, origin)
+        record.file = key
+        outcome = self._writer.submit(record).result()
+        return self._result(record, outcome)
+
+    def drop_rows(self, keys: list[str]) -> None:
+        """Remove the index rows of the instances stored under ``keys`` (files untouched)."""
+        if keys:
+            self._writer.call(lambda: self._index.remove_files(list(keys)))
+            self.forget_locations()
+
+    def in_writer(self, function: Callable[[Index], Any]) -> Any:
+        """Run ``function(index)`` in the index's writer thread, in order with
+        ingest, and return its result (for side tables kept in the index)."""
+        return self._writer.call(lambda: function(self._index))
 
     # -- records of actions ------------------------------------------------------
     def record(self, record: ActionRecord) -> int:
@@ -708,6 +806,18 @@ class Archive:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _missing(location: InstanceLocation) -> MissingFile:
+    return MissingFile(f"the stored file {location.file} of {location.SOPInstanceUID} is missing",
+                       location.SOPInstanceUID, location.file)
+
+
+def _check_size(location: InstanceLocation, size: int) -> None:
+    """Raise :class:`DamagedFile` unless ``size`` is the size the index recorded."""
+    if location.size is not None and size != location.size:
+        raise DamagedFile(f"the stored file {location.file} of {location.SOPInstanceUID} holds {size} bytes, "
+                          f"{location.size} were received", location.SOPInstanceUID, location.file)
 
 
 def _outcome(future: Future) -> Outcome | None:

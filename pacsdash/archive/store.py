@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import re
 import secrets
+import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -48,6 +49,14 @@ class Store(Protocol):
 
     def clean_temporary(self) -> int:
         """Remove unfinished writes; return how many were removed."""
+
+    def move_out(self, key: str, destination: Path) -> None:
+        """Move the file stored under ``key`` to ``destination`` (a quarantine), durably."""
+
+
+def is_key(key: str) -> bool:
+    """Whether ``key`` has the form of a store key (the only names the store opens)."""
+    return bool(KEY_PATTERN.match(key))
 
 
 def _check_key(key: str) -> None:
@@ -140,6 +149,16 @@ class LocalStore:
     def delete(self, key: str) -> None:
         """Remove a stored file."""
         self._path(key).unlink(missing_ok=True)
+
+    def move_out(self, key: str, destination: Path) -> None:
+        """Move a stored file out of the store (same disk: a rename), then sync
+        both folders, so the file is in exactly one of the two places."""
+        source = self._path(key)
+        destination = Path(destination)
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(source, destination)
+        _fsync_dir(destination.parent)
+        _fsync_dir(source.parent)
 
     def keys(self) -> Iterator[str]:
         """Every stored key (finished files only)."""
