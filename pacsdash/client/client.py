@@ -24,7 +24,8 @@ from pydicom.dataset import Dataset
 from tqdm.auto import tqdm
 
 from pacsdash.client import conditions as cond
-from pacsdash.client.headers import LazyHeaders, full_header, geometry_header, has_pixels, sop_instance_uid
+from pacsdash.client.headers import (Header, LazyHeaders, full_header, geometry_header, has_pixels,
+                                     sop_instance_uid)
 from pacsdash.client.tables import keyword, to_frame
 from pacsdash.client.volume import Volume, stack
 from pacsdash.web.multipart import MalformedMultipart, parameters, split_part_views
@@ -193,7 +194,7 @@ class Client:
         return frames[0]
 
     def frame(self, study: str, series: str, instance: str, number: int = 1, rescale: bool = False,
-              header: Dataset | None = None) -> np.ndarray:
+              header: Header | None = None) -> np.ndarray:
         """Frame ``number`` (1-based) of an instance: stored values (rows, columns[, samples]);
         modality values (float32) when ``rescale``."""
         if header is None:
@@ -277,7 +278,7 @@ class Client:
                 found.setdefault(match.group(1), part.content)
         return found
 
-    def _first_frames(self, study: str, series: str, headers: list[Dataset]) -> list[bytes]:
+    def _first_frames(self, study: str, series: str, headers: list[Header]) -> list[bytes]:
         """Frame 1 of each instance, one WADO-RS frames request each, :data:`THREADS` at a time."""
         with ThreadPoolExecutor(THREADS, thread_name_prefix="pacsdash-client") as pool:
             return list(tqdm(pool.map(lambda h: self._frame_bytes(study, series, str(h.SOPInstanceUID), 1), headers),
@@ -414,7 +415,7 @@ def _header_value(header: Dataset, keyword: str) -> Any:
     return None if element is None else element.value
 
 
-def _pixels(data: bytes | memoryview, header: Dataset, rescale: bool, copy: bool = True) -> np.ndarray:
+def _pixels(data: bytes | memoryview, header: Header, rescale: bool, copy: bool = True) -> np.ndarray:
     """Stored values of one uncompressed frame, shaped by its header (a
     read-only view of ``data`` where it can be, unless ``copy``).
 

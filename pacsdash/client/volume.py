@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 from pydicom.dataset import Dataset
 
+from pacsdash.client.headers import Header
+
 
 class NotAVolume(ValueError):
     """The slices do not make one volume; the message says why."""
@@ -49,14 +51,14 @@ class Volume:
         return self.array.shape
 
 
-def _float_list(ds: Dataset, keyword: str, count: int) -> np.ndarray | None:
+def _float_list(ds: Header, keyword: str, count: int) -> np.ndarray | None:
     value = ds.get(keyword)
     if value is None or len(value) != count:
         return None
     return np.array([float(v) for v in value], dtype=float)
 
 
-def stack(headers: Sequence[Dataset], pixels: Sequence[np.ndarray], rescale: bool = True) -> Volume:
+def stack(headers: Sequence[Header], pixels: Sequence[np.ndarray], rescale: bool = True) -> Volume:
     """A :class:`Volume` from single-frame slices and their stored pixel values.
 
     Raises
@@ -102,7 +104,7 @@ def stack(headers: Sequence[Dataset], pixels: Sequence[np.ndarray], rescale: boo
     return Volume(array, (dz, dy, dx), affine, [headers[i] for i in order])
 
 
-def _stacked(pixels: Sequence[np.ndarray], headers: Sequence[Dataset], rescale: bool) -> np.ndarray:
+def _stacked(pixels: Sequence[np.ndarray], headers: Sequence[Header], rescale: bool) -> np.ndarray:
     """The slices stacked; when ``rescale``, as float32 modality values
     ``stored * RescaleSlope + RescaleIntercept`` (PS3.3 C.11.1.1.2), computed
     in float32 straight into the volume, as ``pixel_array.astype(float32) *

@@ -3,13 +3,19 @@ and WADO-URI (PS3.18 9). The pixel work is :mod:`pacsdash.imaging`'s."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
-from collections.abc import Iterator
+import threading
+from collections import OrderedDict
+from collections.abc import Awaitable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 from pydicom import dcmread
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from tornado.ioloop import IOLoop
 
@@ -20,7 +26,7 @@ from pacsdash.imaging.attributes import pixel_keyword
 from pacsdash.web.base import ApiError, BaseHandler, bad_request
 from pacsdash.web.multipart import closing, part_head
 from pacsdash.web.qido import check_uid_path
-from pacsdash.web.wado import MediaRange, _InstancesHandler
+from pacsdash.web.wado import MediaRange, _InstancesHandler, read_header
 
 UNCOMPRESSED = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.1.99", "1.2.840.10008.1.2.2"}
 EXPLICIT_LE = "1.2.840.10008.1.2.1"
@@ -153,6 +159,116 @@ def pixel_frames(ds: Dataset) -> Iterator[bytes]:
         yield imaging.frame_bytes(ds, index)
 
 
+@dataclass(frozen=True)
+class PixelSpan:
+    """Where an instance file holds its pixel data as :func:`pixel_frames` would give it joined."""
+
+    keyword: str
+    offset: int
+    length: int
+
+
+class SpanCache:
+    """:class:`PixelSpan` of files by store key, at most ``max_entries``, least recently used forgotten first.
+
+    A stored file never changes (every instance gets a new store key, see
+    :mod:`pacsdash.web.metadata_cache`), so where its pixel data lies can be
+    remembered: a series asked for again is read, not parsed again.
+    """
+
+    def __init__(self, max_entries: int = 200_000) -> None:
+        self.max_entries = max_entries
+        self._entries: OrderedDict[str, PixelSpan] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: str) -> PixelSpan | None:
+        with self._lock:
+            span = self._entries.get(key)
+            if span is not None:
+                self._entries.move_to_end(key)
+            return span
+
+    def put(self, key: str, span: PixelSpan) -> None:
+        with self._lock:
+            self._entries[key] = span
+            while len(self._entries) > self.max_entries:
+                self._entries.popitem(last=False)
+
+
+SPANS = SpanCache()
+
+
+def native_pixel_data(ds: Dataset, keyword: str) -> bytes | None:
+    """All frames at once where the stored value already is what :func:`pixel_frames` would give joined:
+    native little endian data of whole bytes a sample, cut to frames x frame size (a trailing padding byte
+    dropped); None otherwise (encapsulated, big endian, 1-bit, too short...: left to :func:`pixel_frames`,
+    which decodes, swaps, realigns or says what is wrong)."""
+    syntax = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
+    if not syntax or syntax.is_encapsulated or not syntax.is_little_endian or ds.get("BitsAllocated") == 1:
+        return None
+    value = ds[keyword].value
+    size = imaging.frame_count(ds) * imaging.frame_size(ds)
+    if not isinstance(value, bytes) or not 0 < size <= len(value):
+        return None
+    return value if len(value) == size else value[:size]
+
+
+def deferred_offsets(ds: Dataset) -> dict[str, int]:
+    """Where the pixel data values that pydicom left unread start in the file, by keyword (call before
+    anything reads them; none for deflated files, whose offsets are not the file's)."""
+    syntax = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
+    if not syntax or syntax.is_deflated:
+        return {}
+    offsets = {}
+    for keyword in PIXEL_TAGS:
+        if keyword in ds:
+            raw = ds.get_item(keyword, keep_deferred=True)
+            if isinstance(raw, RawDataElement) and raw.value is None and raw.length != 0xFFFFFFFF:
+                offsets[keyword] = raw.value_tell
+    return offsets
+
+
+def read_span(path: Path, span: PixelSpan) -> bytes | None:
+    """The bytes of ``span`` in the file at ``path``; None if the file is shorter."""
+    with open(path, "rb") as handle:
+        handle.seek(span.offset)
+        data = handle.read(span.length)
+    return data if len(data) == span.length else None
+
+
+@dataclass
+class InstancePixels:
+    """One instance's pixel data, ready to send: its element's keyword, the first bytes, and, for frames
+    that must be decoded, swapped or realigned, those after them (produced one at a time, so a long
+    multi-frame instance is never decoded whole)."""
+
+    keyword: str
+    first: bytes
+    rest: Iterator[bytes] | None = None
+
+
+def load_pixels(path: Path, key: str) -> InstancePixels | None:
+    """The pixel data of an instance file, stored under ``key`` (None when it has none); raises
+    ImagingError when it cannot be decoded. Where the file's bytes are sent as they are, where they lie
+    is remembered (:data:`SPANS`): next time they are read without parsing the file."""
+    span = SPANS.get(key)
+    data = read_span(path, span) if span is not None else None
+    if span is not None and data is not None:
+        return InstancePixels(span.keyword, data)
+    ds = read_header(path)  # large values left in the file
+    offsets = deferred_offsets(ds)
+    keyword = pixel_keyword(ds)
+    if keyword is None:
+        return None
+    whole = native_pixel_data(ds, keyword)
+    if whole is not None:
+        if keyword in offsets:
+            SPANS.put(key, PixelSpan(keyword, offsets[keyword], len(whole)))
+        return InstancePixels(keyword, whole)
+    frames = pixel_frames(ds)
+    return InstancePixels(keyword, next(frames), frames)
+
+
 class PixelDataHandler(_InstancesHandler):
     """GET .../pixeldata of a study, a series or an instance (PS3.18 10.4.1.1.6).
 
@@ -160,11 +276,11 @@ class PixelDataHandler(_InstancesHandler):
     frames uncompressed and joined, with a ``Content-Location`` naming the
     instance's pixel data element as the metadata does
     (``.../instances/{uid}/bulkdata/7FE00010``, PS3.18 10.4.3.3.6). Instances
-    without pixel data are left out; none at all is a 404. Parts are streamed
-    one instance at a time, so memory stays at one instance. Should an
-    instance fail after the first part is sent, the connection is closed
-    before the closing delimiter: the client sees a broken body, never a
-    short series that looks whole.
+    without pixel data are left out; none at all is a 404. Parts are streamed:
+    the next instance is read while one is sent, so memory stays at two
+    instances. Should an instance fail after the first part is sent, the
+    connection is closed before the closing delimiter: the client sees a
+    broken body, never a short series that looks whole.
     """
 
     async def get(self, study: str, series: str | None = None, instance: str | None = None) -> None:
@@ -173,14 +289,18 @@ class PixelDataHandler(_InstancesHandler):
             name = next(iter(self.request.query_arguments))
             raise bad_request(f"the Pixel Data resource takes no query parameters, got {name[:40]!r}")
         check_pixel_data_accept(self.request.headers.get("Accept", ""))
-        loop = IOLoop.current()
-        locations = await loop.run_in_executor(None, self.locations, study, series, instance)
+        locations = await IOLoop.current().run_in_executor(None, self.locations, study, series, instance)
         base = f"{self.base_url()}/dicom-web"
         boundary = secrets.token_hex(16)
         sent = 0
-        for location in locations:
+        ahead = self._read(locations, 0)
+        for k, location in enumerate(locations):
             try:
-                sent += await self._send_instance(location, base, boundary, first=not sent)
+                loaded = await ahead
+                ahead = self._read(locations, k + 1)  # read the next one while this one is sent
+                if loaded is not None:
+                    await self._send(loaded, location, base, boundary, first=not sent)
+                    sent += 1
             except Exception as exc:
                 if not sent:
                     raise imaging_error(exc) if isinstance(exc, imaging.ImagingError) else exc from None
@@ -190,26 +310,33 @@ class PixelDataHandler(_InstancesHandler):
             raise ApiError(404, "no pixel data in this " + ("instance" if instance else "series" if series else "study"))
         await self.finish(closing(boundary))
 
-    async def _send_instance(self, location: InstanceLocation, base: str, boundary: str, first: bool) -> int:
-        """Write one instance's part (1), or nothing for an instance without pixel data (0)."""
-        loop = IOLoop.current()
-        ds = await loop.run_in_executor(None, dcmread, self.app.archive.local_path(location))
-        keyword = pixel_keyword(ds)
-        if keyword is None:
-            return 0
-        frames = pixel_frames(ds)
-        frame = await loop.run_in_executor(None, next, frames)  # before any byte: errors here can still be a status
+    def _read(self, locations: list[InstanceLocation], k: int) -> Awaitable[InstancePixels | None]:
+        """:func:`load_pixels` of ``locations[k]`` in a worker thread (None past the end)."""
+        if k >= len(locations):
+            done: asyncio.Future[InstancePixels | None] = asyncio.get_running_loop().create_future()
+            done.set_result(None)
+            return done
+        location = locations[k]
+        pending = IOLoop.current().run_in_executor(None, load_pixels, self.app.archive.local_path(location),
+                                                   location.file)
+        pending.add_done_callback(lambda f: f.cancelled() or f.exception())  # read, even when left behind
+        return pending
+
+    async def _send(self, loaded: InstancePixels, location: InstanceLocation, base: str, boundary: str,
+                    first: bool) -> None:
+        """Write one instance's part, frame after frame."""
         if first:
             self.set_header("Content-Type", f'multipart/related; type="application/octet-stream"; boundary={boundary}')
         self.write(part_head(boundary, {
             "Content-Type": f"application/octet-stream; transfer-syntax={EXPLICIT_LE}",
-            "Content-Location": f"{base}/{pixel_data_path(location)}/bulkdata/{PIXEL_TAGS[keyword]}"}))
+            "Content-Location": f"{base}/{pixel_data_path(location)}/bulkdata/{PIXEL_TAGS[loaded.keyword]}"}))
+        frame: bytes | None = loaded.first
         while frame is not None:
             self.write(frame)
             await self.flush()
-            frame = await loop.run_in_executor(None, next, frames, None)
+            frame = None if loaded.rest is None else \
+                await IOLoop.current().run_in_executor(None, next, loaded.rest, None)
         self.write(b"\r\n")
-        return 1
 
     def _abort(self, location: InstanceLocation, exc: Exception) -> None:
         """End a response whose headers are sent by closing its connection (no closing delimiter)."""

@@ -99,7 +99,10 @@ def test_lazy_headers_build_each_header_once_from_its_json():
     assert headers[-1].SOPInstanceUID == "1.2.2" and len(headers[:2]) == 2
     assert headers[0].PixelData in (b"", None)  # bulk data is not fetched
     light = geometry_header(items[0])
-    assert light.Rows == 4 and "SliceThickness" not in light
+    assert light.Rows == 4 and light.get("RescaleSlope", 1) == 1 and "SliceThickness" not in light
+    assert light.SOPInstanceUID == "1.2.0" and dict(light) == {"SOPInstanceUID": "1.2.0", "Rows": 4}
+    with pytest.raises(AttributeError, match="no PixelSpacing"):
+        light.PixelSpacing
 
 
 def test_part_views_are_the_parts_without_copies():
