@@ -92,6 +92,13 @@ def build_parser() -> argparse.ArgumentParser:
     anonymize.add_argument("--include-burned-in", action="store_true",
                            help="also anonymize instances that may show identifying text in their pixels")
 
+    check = sub.add_parser("check", help="verify that the index and the file store agree (exit 1 naming each problem)")
+    _add_home(check)
+    check.add_argument("--repair", action="store_true",
+                       help="repair what is safe: index orphan files, drop rows of lost files, move damaged files "
+                            "to HOME/quarantine (nothing is deleted)")
+    check.add_argument("--json", action="store_true", help="print the report as JSON")
+
     pseudonym = sub.add_parser("pseudonym", help="look up whom a subject pseudonym stands for (admin)")
     _add_home(pseudonym)
     pseudonym.add_argument("pseudonym")
@@ -429,6 +436,57 @@ def request_json(request) -> dict:
             "include_burned_in": request.include_burned_in}
 
 
+def cmd_check(args: argparse.Namespace) -> int:
+    """Check the home's index against its store, through the running server if any."""
+    from pacsdash.archive.check import CheckReport
+    from pacsdash.runtime import running_server
+
+    settings = _settings(args)
+    server = running_server(settings.run_path)
+    try:
+        if server is not None:
+            report = CheckReport.from_json(_local_api(server, "POST", "/api/check", {"repair": args.repair},
+                                                      timeout=24 * 3600))
+        else:
+            report = _check_offline(settings, args.repair)
+    except RuntimeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    if args.json:
+        print(json.dumps(report.as_json(), indent=1))
+    else:
+        for problem in report.problems:
+            print(problem.line())
+        print(report.summary())
+    return EXIT_OK if report.ok else EXIT_FAILED
+
+
+def _check_offline(settings: Settings, repair: bool):
+    """The check on a home no server runs on, under the home's lock."""
+    from pacsdash.archive import Archive
+    from pacsdash.archive.check import check_archive, quarantine_folder
+    from pacsdash.runtime import HomeLock
+
+    if not settings.index_path.exists():
+        raise RuntimeError(f"{settings.home} holds no pacsdash archive (no index); give the right one with --home")
+    with HomeLock(settings.run_path), Archive.open_home(settings.store_path, settings.index_path) as archive, \
+            tqdm(unit="file", desc="check", disable=None) as bar:
+        if not archive.was_clean:
+            if repair:
+                archive.store.clean_temporary()
+            else:
+                archive.dirty = True  # the next start still reconciles what the unclean stop left
+            print(f"note: the last stop of {settings.home} was unclean", file=sys.stderr)
+
+        def progress(done: int, total: int) -> None:
+            bar.total = total
+            bar.n = done
+            bar.refresh()
+
+        return check_archive(archive, repair=repair, quarantine=quarantine_folder(settings.home),
+                             actor=_actor().origin, progress=progress)
+
+
 def cmd_pseudonym(args: argparse.Namespace) -> int:
     """Print whom a pseudonym stands for (the home's owner only)."""
     from pacsdash.runtime import running_server
@@ -525,6 +583,7 @@ COMMANDS = {
     "export": cmd_export,
     "anonymize": cmd_anonymize,
     "pseudonym": cmd_pseudonym,
+    "check": cmd_check,
     "users": cmd_users,
     "modalities": cmd_modalities,
 }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hmac
 import json
+import threading
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -11,8 +12,9 @@ from typing import Any
 from tornado.ioloop import IOLoop
 
 from pacsdash import __version__
-from pacsdash.access import Action
+from pacsdash.access import Action, Role
 from pacsdash.archive import InvalidQuery, Level, Query, store_many
+from pacsdash.archive.check import check_archive, quarantine_folder
 from pacsdash.archive.export import zip_name
 from pacsdash.archive.actions import ActionError
 from pacsdash.web.base import ApiError, BaseHandler, bad_request
@@ -189,6 +191,36 @@ class LocalImportHandler(BaseHandler):
         self.write_json({"results": results})
 
 
+class CheckHandler(BaseHandler):
+    """``POST /api/check`` with optional ``{"repair": true}`` (admin, or the local
+    command line): ``pacsdash check`` while the server runs. Answers the
+    report (:meth:`pacsdash.archive.check.CheckReport.as_json`); one check at a time."""
+
+    running = threading.Lock()
+
+    async def post(self) -> None:
+        user = self.require(Action.SEARCH)
+        if user.role is not Role.ADMIN:
+            raise ApiError(403, "checking the archive is for admins")
+        try:
+            body = json.loads(self.request.body or b"{}")
+            repair = body.get("repair", False)
+        except (ValueError, AttributeError):
+            raise bad_request('the body must be {"repair": true|false}') from None
+        if not isinstance(repair, bool):
+            raise bad_request('"repair" must be true or false')
+        if not self.running.acquire(blocking=False):
+            raise ApiError(409, "a check is running already")
+        actor = self.actor.origin
+        try:
+            report = await IOLoop.current().run_in_executor(None, lambda: check_archive(
+                self.app.archive, repair=repair, quarantine=quarantine_folder(self.app.settings.home), live=True,
+                actor=actor))
+        finally:
+            self.running.release()
+        self.write_json(report.as_json())
+
+
 class NoRouteHandler(BaseHandler):
     """Any other ``/api/...`` path: a JSON 404, as every API error is JSON."""
 
@@ -207,6 +239,7 @@ def api_routes(app: Any) -> list:
         (rf"/api/studies/{uid}/archive", ArchiveHandler, {"app": app}),
         (rf"/api/studies/{uid}/send", SendHandler, {"app": app}),
         (r"/api/local/import", LocalImportHandler, {"app": app}),
+        (r"/api/check", CheckHandler, {"app": app}),
         *research_routes(app),
         (r"/api/.*", NoRouteHandler, {"app": app}),
     ]
