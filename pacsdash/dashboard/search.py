@@ -42,6 +42,8 @@ SORT_KEYS = {label: key for key, label in COLUMNS.items() if key != "ModalitiesI
 #: Rows shown without scrolling.
 VISIBLE_ROWS = 15
 ROW_HEIGHT = 30
+#: Width of the filter boxes (the filter column is a little wider).
+FILTER_WIDTH = 240
 
 
 def matchable_keywords() -> list[str]:
@@ -115,6 +117,7 @@ class StudySearch(pn.viewable.Viewer):
             min_width=560,
             sorters=[],
             formatters={"Description": {"type": "textarea"}},
+            css_classes=["pd-studies"],
         )
         self._table.on_click(self._on_click)
         self._table.param.watch(self._on_sort, "sorters")
@@ -122,14 +125,14 @@ class StudySearch(pn.viewable.Viewer):
         self._restoring = False
         self._keyword = pn.widgets.AutocompleteInput(
             label="Any attribute (keyword)", options=matchable_keywords(), min_characters=2, case_sensitive=False,
-            search_strategy="includes", placeholder="e.g. SliceThickness", width=240, restrict=False)
+            search_strategy="includes", placeholder="e.g. SliceThickness", width=FILTER_WIDTH, restrict=False)
         self._value = pn.widgets.TextInput(label="Value", placeholder="e.g. <=1, B30*, 120", width=160)
         self._add = pn.widgets.Button(label="Add", width=70, margin=(24, 5, 5, 5))
         self._add.on_click(self.add_where)
         self._value.param.watch(lambda e: self.add_where() if e.new else None, "enter_pressed")
         self._where_hint = pn.pane.HTML("", margin=(0, 10), css_classes=["pd-where-hint"])
         self._where_list = pn.widgets.MultiChoice(label="Attribute filters (remove with ×)", options=[], value=[],
-                                                  width=240, css_classes=["pd-where"])
+                                                  width=FILTER_WIDTH, css_classes=["pd-where"])
         self._where_list.param.watch(self._on_where_list, "value")
         self._show_where()
         self.results = ResultsOut(archive=self.archive, query=self.query)
@@ -314,20 +317,21 @@ class StudySearch(pn.viewable.Viewer):
             self.param,
             parameters=["patient_name", "patient_id", "accession", "description", "modality", "date_from", "date_to"],
             widgets={
-                "patient_name": {"type": pn.widgets.TextInput, "placeholder": "e.g. smith or müller*"},
-                "date_from": pn.widgets.DatePicker,
-                "date_to": pn.widgets.DatePicker,
+                "patient_name": {"type": pn.widgets.TextInput, "placeholder": "e.g. smith or müller*",
+                                 "width": FILTER_WIDTH},
+                **{name: {"width": FILTER_WIDTH} for name in ("patient_id", "accession", "description", "modality")},
+                "date_from": {"type": pn.widgets.DatePicker, "width": FILTER_WIDTH},
+                "date_to": {"type": pn.widgets.DatePicker, "width": FILTER_WIDTH},
             },
             show_name=False,
-            width=250,
+            width=FILTER_WIDTH + 10,
         )
         error = pn.pane.Alert(self.param.error, alert_type="danger", visible=self.param.error.rx.bool())
         attribute = pn.Column(pn.Row(self._value, self._add, margin=0), margin=0)
         return pn.Row(
             pn.Column("### Find studies", filters, self._keyword, attribute, self._where_hint, self._where_list,
                       width=270, margin=(0, 20, 0, 5), css_classes=["pd-filters"]),
-            pn.Column(error, self._table, pn.Row(previous, following, self._pager, pn.HSpacer(), self.results,
-                                                 sizing_mode="stretch_width"),
+            pn.Column(error, self._table, pn.Row(previous, following, self._pager), self.results,
                       pn.pane.HTML("<small>Click a study to open it; a name or patient ID to see all the "
                                    "patient's studies.</small>", margin=(0, 10)),
                       sizing_mode="stretch_width"),

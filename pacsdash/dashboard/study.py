@@ -95,7 +95,7 @@ class StudyPanel(pn.viewable.Viewer):
                                      stylesheets=[MESSAGE_CSS], css_classes=["pd-message-slot"])
         self._link = LinkBox(url=self.link)
         self._progress = pn.indicators.LoadingSpinner(value=False, size=24, visible=False)
-        self._viewer_slot = pn.Column(sizing_mode="stretch_width")
+        self._viewer_slot = pn.Column(sizing_mode="stretch_width", css_classes=["pd-viewer"])
         # Anonymize (editor, admin): the options are shared by the anonymization
         # and the before/after view, so the view shows what the button would do.
         self._options = OptionsPicker()
