@@ -13,7 +13,7 @@ from tornado.ioloop import IOLoop
 
 from pacsdash import __version__
 from pacsdash.access import Action, Role
-from pacsdash.archive import InvalidQuery, Level, Query, store_many
+from pacsdash.archive import InstanceLocation, InvalidQuery, Level, Query, StoredFileError, store_many
 from pacsdash.archive.check import check_archive, quarantine_folder
 from pacsdash.archive.export import zip_name
 from pacsdash.archive.actions import ActionError
@@ -23,6 +23,8 @@ from pacsdash.web.research import research_routes
 
 #: Most paths one import request may name.
 MAX_IMPORT_PATHS = 1000
+#: The ZIP entry naming instances whose files are missing or damaged.
+MISSING_NOTE = "MISSING.txt"
 #: Most studies one list request returns.
 MAX_STUDIES = 1000
 STUDY_FIELDS = (
@@ -122,25 +124,37 @@ class ArchiveHandler(BaseHandler):
     async def get(self, study: str) -> None:
         self.require(Action.DOWNLOAD)
         check_uid_path(study, "StudyInstanceUID")
-        locations = await IOLoop.current().run_in_executor(None, lambda: self.app.archive.locate(Level.STUDY, study))
-        if not locations:
+        locations, unavailable = await IOLoop.current().run_in_executor(None, self._available, study)
+        if not locations and not unavailable:
             raise ApiError(404, "no such study")
+        if not locations:
+            raise ApiError(410, f"the files of study {study} are missing or damaged; see pacsdash check")
         self.set_header("Content-Type", "application/zip")
         self.set_header("Content-Disposition", f'attachment; filename="{study}.zip"')
         sink = _Chunks()
         with zipfile.ZipFile(sink, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as archive:
-            for location in locations:
+            for location, path in locations:
                 name = zip_name(location)
-                with archive.open(name, "w", force_zip64=location.size > 2**31) as entry, open(
-                    self.app.archive.local_path(location), "rb"
-                ) as source:
+                with archive.open(name, "w", force_zip64=location.size > 2**31) as entry, open(path, "rb") as source:
                     while chunk := source.read(1 << 20):
                         entry.write(chunk)
                         self.write(sink.take())
                         await self.flush()
                 self.write(sink.take())
+            if unavailable:  # said in the download itself, never left out silently
+                archive.writestr(MISSING_NOTE, "".join(f"{e.SOPInstanceUID}\t{e}\n" for e in unavailable))
         self.write(sink.take())
         await self.finish()
+
+    def _available(self, study: str) -> tuple[list[tuple[InstanceLocation, Path]], list[StoredFileError]]:
+        """The study's instances whose files are there as received, and the errors of the others."""
+        found, unavailable = [], []
+        for location in self.app.archive.locate(Level.STUDY, study):
+            try:
+                found.append((location, self.app.archive.verified_path(location)))
+            except StoredFileError as exc:
+                unavailable.append(exc)
+        return found, unavailable
 
 
 class SendHandler(BaseHandler):
