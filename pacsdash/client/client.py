@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import requests
+import urllib3
 from dicomweb_client.api import DICOMwebClient
 from pydicom.dataset import Dataset
 from tqdm.auto import tqdm
@@ -256,18 +257,22 @@ class Client:
         """
         url = f"{self.url}/studies/{study}/series/{series}/pixeldata"
 
-        def get() -> requests.Response:
-            response = self.http.get(url, timeout=300, headers={
+        def get() -> tuple[requests.Response, bytes]:
+            response = self.http.get(url, timeout=300, stream=True, headers={
                 "Accept": f'multipart/related; type="application/octet-stream"; transfer-syntax={UNCOMPRESSED}'})
             response.raise_for_status()
-            return response
+            with response:  # read at once: tens of MB, where requests' .content goes 10 KB at a time
+                try:
+                    return response, response.raw.read(decode_content=True)
+                except (urllib3.exceptions.HTTPError, OSError) as exc:  # cut short: what requests would raise
+                    raise requests.exceptions.ChunkedEncodingError(exc) from None
 
-        response = self._call("WADO-RS series pixel data", get)
+        response, body = self._call("WADO-RS series pixel data", get)
         media, params = parameters(response.headers.get("Content-Type", ""))
         if media != "multipart/related":
             raise ClientError(url, 406, f"the series pixel data came as {media[:80]!r}, not multipart/related")
         try:
-            parts = split_part_views(response.content, params.get("boundary", ""))
+            parts = split_part_views(body, params.get("boundary", ""))
         except MalformedMultipart as exc:
             raise ClientError(url, response.status_code, f"a broken multipart body: {exc}") from None
         self.series_pixel_data = True

@@ -114,13 +114,24 @@ def part_spans(body: bytes, boundary: str, max_parts: int = 100_000) -> list[tup
                 raise MalformedMultipart(f"part {len(parts) + 1} has a header line without a colon")
             headers[name.decode("latin-1").strip().lower()] = value.decode("latin-1").strip()
         content_start = headers_end + 4 if header_block else headers_end + 2
-        next_delimiter = body.find(b"\r\n" + delimiter, content_start)
+        next_delimiter = _declared_end(body, content_start, headers.get("content-length"), delimiter)
+        if next_delimiter < 0:
+            next_delimiter = body.find(b"\r\n" + delimiter, content_start)
         if next_delimiter < 0:
             raise MalformedMultipart(f"part {len(parts) + 1} is not closed by a delimiter")
         parts.append((headers, content_start, next_delimiter))
         if len(parts) > max_parts:
             raise MalformedMultipart(f"more than {max_parts} parts")
         position = next_delimiter + 2
+
+
+def _declared_end(body: bytes, start: int, length: str | None, delimiter: bytes) -> int:
+    """Where a part ends by its Content-Length, when a delimiter is found just there; else -1 (the
+    body is then searched for the delimiter, as when no length is given). Saves scanning large parts."""
+    if length is None or not length.isdigit() or len(length) > 15:
+        return -1
+    end = start + int(length)
+    return end if body.startswith(b"\r\n" + delimiter, end) else -1
 
 
 def part_head(boundary: str, headers: dict[str, str]) -> bytes:

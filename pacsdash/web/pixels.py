@@ -327,9 +327,11 @@ class PixelDataHandler(_InstancesHandler):
         """Write one instance's part, frame after frame."""
         if first:
             self.set_header("Content-Type", f'multipart/related; type="application/octet-stream"; boundary={boundary}')
-        self.write(part_head(boundary, {
-            "Content-Type": f"application/octet-stream; transfer-syntax={EXPLICIT_LE}",
-            "Content-Location": f"{base}/{pixel_data_path(location)}/bulkdata/{PIXEL_TAGS[loaded.keyword]}"}))
+        headers = {"Content-Type": f"application/octet-stream; transfer-syntax={EXPLICIT_LE}",
+                   "Content-Location": f"{base}/{pixel_data_path(location)}/bulkdata/{PIXEL_TAGS[loaded.keyword]}"}
+        if loaded.rest is None:
+            headers["Content-Length"] = str(len(loaded.first))
+        self.write(part_head(boundary, headers))
         frame: bytes | None = loaded.first
         while frame is not None:
             self.write(frame)

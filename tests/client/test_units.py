@@ -118,3 +118,16 @@ def test_part_views_are_the_parts_without_copies():
     assert views[2].headers["content-location"].endswith("/instances/1.2/bulkdata/7FE00010")
     with pytest.raises(ValueError, match="line break"):
         part_head("b0", {"Content-Location": "x\r\nSet-Cookie: y"})
+
+
+def test_a_part_length_is_trusted_only_where_the_delimiter_follows_it():
+    from pacsdash.web.multipart import MalformedMultipart, closing, part_head, split_parts
+
+    content = b"0123456789"
+    exact = part_head("b1", {"Content-Length": "10"}) + content + b"\r\n" + closing("b1")
+    assert [p.content for p in split_parts(exact, "b1")] == [content]
+    for declared in ("3", "999", "-1", "1e3", "9" * 40):  # lies and nonsense: searched, as with no length
+        assert split_parts(part_head("b1", {"Content-Length": declared}) + content + b"\r\n" + closing("b1"),
+                           "b1")[0].content == content
+    with pytest.raises(MalformedMultipart):
+        split_parts(part_head("b1", {"Content-Length": "10"}) + content, "b1")
