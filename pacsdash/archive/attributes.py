@@ -3,8 +3,9 @@
 The table below is the one place that says which attributes C-FIND, QIDO-RS,
 the JSON API and the dashboard can match quickly (PS3.4 C.6.1.1 and C.6.2.1
 keys, PS3.18 Table 10.6.1-5). Any other non-bulk attribute of an instance is
-kept in the instance's ``attributes`` JSON and can be matched too, only more
-slowly.
+kept in the instance's ``attributes`` JSON, and its distinct values per series
+in ``series_values`` (see :mod:`pacsdash.archive.summaries`), and can be
+matched too: series, studies and patients as quickly, instances more slowly.
 """
 
 from __future__ import annotations

@@ -21,6 +21,13 @@ Matching follows PS3.4 C.2.2.2:
   standard query changes meaning. A single number matches by value too:
   ``KVP=120`` finds a stored ``120.0``.
 
+An attribute that is no column (any other non-bulk tag, kept in each
+instance's attribute JSON) is matched, above the IMAGE level, on the distinct
+values each series' instances hold of it (:data:`summaries.VALUES_TABLE`): an
+entity matches when any of its instances does, as it would over the JSON, on
+a few rows per series instead of every instance's JSON; the value returned is
+the first indexed.
+
 Values never reach SQL text: they are bound parameters. Only column names
 from the fixed table in :mod:`pacsdash.archive.attributes` and tag numbers
 formatted by this module are written into the SQL.

@@ -9,7 +9,9 @@ stored columns of ``studies`` and ``series`` instead, changed inside the
 transaction that changes the rows, so a reader never sees a count that
 disagrees with them: an ingest adds what its new instances and series bring
 (:func:`add_instances`, no scan of the instances), a removal recomputes the
-studies and series it touched (:func:`refresh`).
+studies and series it touched (:func:`refresh`). The distinct values of the
+attributes kept only in the instances' JSON are summarised per series the
+same way (:data:`VALUES_TABLE`, :class:`SeriesValues`).
 """
 
 from __future__ import annotations
