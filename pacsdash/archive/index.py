@@ -130,16 +130,27 @@ class DuckDBIndex:
         for statement in _schema():
             self._con.execute(statement)
         records.create(self._con)
-        values_missing = summaries.create_values(self._con)
-        if summaries.add_missing_columns(self._con):  # an index written by an older pacsdash
-            summaries.refresh(self._con, None, None)
-        elif values_missing:  # written before the values table: fill it once, from the instances' JSON
-            summaries.refresh_values(self._con, None)
+        self._migrate()
         #: The writer's memory of the values its recent series have (see :class:`summaries.SeriesValues`).
         self._values = summaries.SeriesValues()
         self._local = threading.local()
         self._cursors: list[duckdb.DuckDBPyConnection] = []
         self._lock = threading.Lock()
+
+    def _migrate(self) -> None:
+        """Bring an index written by an older pacsdash up to date, in one transaction
+        (a stop half-way leaves it as it was, to be migrated at the next start)."""
+        self._con.execute("BEGIN TRANSACTION")
+        try:
+            values_missing = summaries.create_values(self._con)
+            if summaries.add_missing_columns(self._con):
+                summaries.refresh(self._con, None, None)
+            elif values_missing:  # written before the values table: fill it once, from the instances' JSON
+                summaries.refresh_values(self._con, None)
+            self._con.execute("COMMIT")
+        except BaseException:
+            self._con.execute("ROLLBACK")
+            raise
 
     # -- connections -------------------------------------------------------
     def _cursor(self) -> duckdb.DuckDBPyConnection:

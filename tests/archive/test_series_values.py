@@ -262,3 +262,44 @@ def test_a_writer_that_forgets_series_adds_no_duplicates(tmp_path):
         assert archive.index.count(Query(Level.SERIES, {"SliceLocation": ">=5"})) == 2  # 5 is in series 1 and 2
     finally:
         archive.close()
+
+
+def test_a_migration_stopped_half_way_is_done_again(tmp_path, monkeypatch):
+    """Filling the table is one transaction: a stop half-way leaves no partly filled table behind."""
+    from pacsdash.archive import summaries
+    from pacsdash.archive.index import DuckDBIndex
+
+    store, index = tmp_path / "store", tmp_path / "index.duckdb"
+    with Archive.open_home(store, index) as archive:
+        for thickness in ("0.625", "1", "5"):
+            archive.store_bytes(make_instance(SliceThickness=thickness, ConvolutionKernel="B30f"))
+        before = _cohort(archive)
+    con = duckdb.connect(str(index))
+    con.execute(f"DROP TABLE {VALUES_TABLE}")
+    con.close()
+    monkeypatch.setattr(summaries, "_FILL_CHUNK", 1)  # one series per statement
+    real = summaries._FILL  # noqa: SLF001
+    calls = []
+
+    def stop_after_one(cur, template, *args):
+        if template == real:
+            calls.append(1)
+            if len(calls) > 1:
+                raise KeyboardInterrupt
+        return cur.execute(template, *args)
+
+    class Stopping:
+        def __init__(self, cur):
+            self.cur = cur
+
+        def execute(self, sql, *args):
+            return stop_after_one(self.cur, sql, *args)
+
+    original = summaries.refresh_values
+    monkeypatch.setattr(summaries, "refresh_values", lambda cur, series: original(Stopping(cur), series))
+    with pytest.raises(KeyboardInterrupt):
+        DuckDBIndex(index)
+    assert calls == [1, 1]
+    monkeypatch.setattr(summaries, "refresh_values", original)
+    with Archive.open_home(store, index) as archive:
+        assert _cohort(archive) == before and len(before) == 2
