@@ -131,3 +131,19 @@ def test_a_part_length_is_trusted_only_where_the_delimiter_follows_it():
                            "b1")[0].content == content
     with pytest.raises(MalformedMultipart):
         split_parts(part_head("b1", {"Content-Length": "10"}) + content, "b1")
+
+
+@pytest.mark.parametrize("name", ["waveform_ecg.dcm", "CT_small.dcm", "examples_palette.dcm"])
+def test_full_headers_are_what_from_json_gives_with_bulk_data_empty_and_no_warning(name, recwarn):
+    import json
+
+    from pacsdash.client.headers import full_header
+    from pacsdash.web.dicomjson import dataset_to_json
+
+    item = json.loads(json.dumps(dataset_to_json(dcmread(sample(name)), lambda path: f"http://x/bulkdata/{path}")))
+    assert "BulkDataURI" in json.dumps(item)
+    header = full_header(item)
+    assert header == Dataset.from_json(item, bulk_data_uri_handler=lambda *_: b"")
+    assert not [w for w in recwarn if "bulk data" in str(w.message).lower()]
+    if name == "waveform_ecg.dcm":
+        assert header.WaveformSequence[0].WaveformData == b""  # inside a sequence too
