@@ -20,7 +20,7 @@ from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import ExplicitVRBigEndian, ImplicitVRLittleEndian
 
-from pacsdash.archive import InvalidInstance, Level, Outcome
+from pacsdash.archive import InvalidInstance, Level, Outcome, StoredFileError
 from pacsdash.research import workers
 from pacsdash.research.deidentify import Deidentifier, burned_in_reason, patient_key
 from pacsdash.research.pseudonyms import Subject
@@ -155,9 +155,18 @@ def _read(archive: Any, location: Any, start: int = 0) -> bytes:
 
 
 def _local_file(archive: Any, location: Any) -> str | None:
-    """The stored file's path when the store is on this machine's disk, else None."""
+    """The stored file's path when the store is on this machine's disk (and
+    the file is there, whole), else None.
+
+    Raises
+    ------
+    StoredFileError
+        When the file is missing or not the size received.
+    """
     try:
-        return str(archive.local_path(location))
+        return str(archive.verified_path(location))
+    except StoredFileError:
+        raise
     except (AttributeError, NotImplementedError, OSError):
         return None
 
@@ -205,7 +214,10 @@ def anonymize_study(
         return (done.data, "", done.subject.PatientID, None) if done is not None else (None, reason, "", None)
 
     def one(location: Any) -> tuple[Any, str, str]:
-        data, reason, pseudonym, record = deidentified(location)
+        try:
+            data, reason, pseudonym, record = deidentified(location)
+        except StoredFileError as exc:  # reported by `pacsdash check`; the rest goes on
+            return location, "", f"left out: {exc}"
         if data is None:
             return location, "", reason
         try:

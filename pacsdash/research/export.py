@@ -37,7 +37,7 @@ from typing import Any
 from pydicom import dcmread
 from pydicom.errors import InvalidDicomError
 
-from pacsdash.archive import InstanceLocation, Level, Query
+from pacsdash.archive import InstanceLocation, Level, Query, StoredFileError
 from pacsdash.research.anonymize import SubjectSeen, deidentify_instance
 from pacsdash.research.deidentify import Deidentifier
 from pacsdash.research.options import Option
@@ -48,6 +48,10 @@ MANIFEST_COLUMNS = ["subject", "study", "series", "sop_instance", "modality", "p
 #: The request an unfinished export was started with (to resume only the same one).
 REQUEST_FILE = ".pacsdash-export.json"
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+#: What a file error says in a manifest note (never a path or an original UID).
+_FILE_PROBLEMS = {"MissingFile": "missing", "DamagedFile": "damaged", "StoredFileError": "unreadable"}
 
 
 class ExportError(ValueError):
@@ -240,8 +244,11 @@ class Exporter:
     # -- reading and de-identifying -------------------------------------------
     def _instance(self, location: InstanceLocation) -> tuple[bytes | None, dict[str, str], str]:
         """``(bytes to write, manifest identity, "")`` or ``(None, identity, reason)``."""
-        with self.archive.open(location) as handle:
-            raw = handle.read()
+        try:
+            with self.archive.open(location) as handle:
+                raw = handle.read()
+        except StoredFileError as exc:  # reported by `pacsdash check`; the export goes on without it
+            return None, self._identity(location), f"the stored file is {_FILE_PROBLEMS[type(exc).__name__]}"
         if self.deidentifier is None:
             try:
                 ds = dcmread(io.BytesIO(raw), stop_before_pixels=True)
