@@ -302,8 +302,11 @@ def match_condition(sql: str, attr: Attribute, value: str, params: list, fold: b
         return None
     comparison = COMPARISON.match(value) if attr.vr in NUMBER_VRS else None
     if comparison:
-        params.append(float(comparison.group(2)))
-        return f"TRY_CAST({sql} AS DOUBLE) {_SQL_OPERATORS[comparison.group(1)]} ?"
+        # Any of the values (PixelSpacing "0.5\\0.5" is "<1"), as the client's own filter does.
+        operator, number = _SQL_OPERATORS[comparison.group(1)], float(comparison.group(2))
+        params.extend([number, number])
+        return (f"(TRY_CAST({sql} AS DOUBLE) {operator} ? OR (contains({sql}, '\\') AND "
+                f"len(list_filter(string_split({sql}, '\\'), lambda x: TRY_CAST(trim(x) AS DOUBLE) {operator} ?)) > 0))")
     if attr.vr in NUMBER_VRS and NUMBER.match(value):
         # A number matches its value however it was written: KVP=120 finds "120.0".
         params.extend([value, float(value)])

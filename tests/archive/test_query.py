@@ -159,3 +159,26 @@ def test_numeric_comparisons_extend_single_value_matching(archive):
     assert len(archive.find(Query(Level.SERIES, {"PatientID": "NUM", "SliceThickness": "<=1"}))) == 2
     with pytest.raises(InvalidQuery):  # not a number for a date
         archive.find(Query(Level.STUDY, {"StudyDate": "<=1"}))
+
+
+@pytest.mark.parametrize("level", [Level.IMAGE, Level.SERIES, Level.STUDY])
+def test_a_numeric_comparison_matches_when_any_value_does(archive, level):
+    """Multi-valued numbers (PixelSpacing 0.5\\0.5): a comparison holds when one
+    of the values meets it, as the client's own filter decides for servers
+    that cannot compare (pacsdash.client.conditions)."""
+    from pacsdash.client.conditions import Condition, matches
+    from tests.factories import make_instance
+
+    for spacing in (["0.5", "0.5"], ["2", "0.3"], ["1.2", "1.2"], "0.8"):
+        archive.store_bytes(make_instance(PatientID="SPACING", PixelSpacing=spacing))
+
+    def found(value: str) -> int:
+        return len(archive.find(Query(level, {"PatientID": "SPACING", "PixelSpacing": value})))
+
+    def expected(value: str) -> int:
+        return sum(matches(Condition("PixelSpacing", value, "DS"), s)  # one study and series each
+                   for s in (["0.5", "0.5"], ["2", "0.3"], ["1.2", "1.2"], "0.8"))
+
+    for value in ("<1", ">1.5", "!=0.5", "<=0.3", ">=1.2"):
+        assert found(value) == expected(value), value
+    assert found("<1") >= 1 and found("<0.1") == 0
