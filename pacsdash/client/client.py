@@ -9,6 +9,7 @@ is checked here, and the result says so.
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import threading
@@ -33,7 +34,7 @@ from pacsdash.web.multipart import MalformedMultipart, parameters, split_part_vi
 
 LOGGER = logging.getLogger(__name__)
 #: Results asked for per QIDO-RS request.
-PAGE = 1000
+PAGE = 5000
 #: Frames fetched at once by :meth:`Client.volume` from a server without the Series Pixel Data resource.
 THREADS = 8
 UNCOMPRESSED = "1.2.840.10008.1.2.1"
@@ -149,19 +150,31 @@ class Client:
     # -- QIDO-RS --------------------------------------------------------------------
     def _search(self, level: str, filters: dict[str, Any], fields: list[str] | None = None,
                 **path: str | None) -> list[dict]:
-        """Every result of a QIDO-RS search, page by page (``limit``/``offset``)."""
+        """Every result of a QIDO-RS search, page by page (``limit``/``offset``).
+
+        A page shorter than asked ends the search only if it is empty: a
+        server may cap its pages below ``limit`` (PS3.18 8.3.4.4.1), and
+        stopping at its first short page would drop the rest silently. A
+        server that ignores ``offset`` (the same page again) ends it too.
+        """
         search = {"study": self.web.search_for_studies, "series": self.web.search_for_series,
                   "instance": self.web.search_for_instances}[level]
         found: list[dict] = []
+        first_of_last_page: str | None = None
         with tqdm(desc=f"QIDO-RS {level}", unit=" results", disable=None, leave=False) as bar:
             while True:
                 page = self._call(f"QIDO-RS {level} search", lambda: search(
                     **{k: v for k, v in path.items() if v}, search_filters={k: str(v) for k, v in filters.items()},
                     fields=fields, limit=PAGE, offset=len(found)))
+                if not page:
+                    return found
+                first = json.dumps(page[0], sort_keys=True)
+                if first == first_of_last_page:
+                    LOGGER.warning("%s ignores QIDO-RS offset: %d results kept", self.url, len(found))
+                    return found
+                first_of_last_page = first
                 found.extend(page)
                 bar.update(len(page))
-                if len(page) < PAGE:
-                    return found
 
     def studies(self, **filters: Any) -> pd.DataFrame:
         """Studies matching ``filters`` (keyword or tag -> DICOM matching value)."""

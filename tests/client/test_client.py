@@ -263,7 +263,8 @@ def test_paging_brings_every_result(corpus, server, monkeypatch):
         assert not paged[key].duplicated().any(), level
         assert set(paged[key]) == set(unpaged[level][key]), level
     count = len(server.files)
-    assert pages == [(3, offset) for offset in range(0, count + 1, 3)]
+    # Every page, then one more request whose empty answer ends it (a short page may only be a server's cap).
+    assert pages == [(3, offset) for offset in range(0, count, 3)] + [(3, count)]
     ds = first(corpus, "thin")
     assert len(client.instances(ds.StudyInstanceUID, ds.SeriesInstanceUID)) == SLICES
 

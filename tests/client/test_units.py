@@ -147,3 +147,40 @@ def test_full_headers_are_what_from_json_gives_with_bulk_data_empty_and_no_warni
     assert not [w for w in recwarn if "bulk data" in str(w.message).lower()]
     if name == "waveform_ecg.dcm":
         assert header.WaveformSequence[0].WaveformData == b""  # inside a sequence too
+
+
+class _CappedServer:
+    """A QIDO-RS answering at most ``cap`` results a page (as servers may,
+    PS3.18 8.3.4.4.1), or ignoring ``offset`` when ``ignore_offset``."""
+
+    def __init__(self, total: int, cap: int, ignore_offset: bool = False) -> None:
+        self.rows = [{"0020000D": {"vr": "UI", "Value": [f"1.2.3.{n}"]}} for n in range(total)]
+        self.cap, self.ignore_offset, self.calls = cap, ignore_offset, 0
+
+    def search_for_studies(self, limit: int, offset: int, **_: object) -> list[dict]:
+        self.calls += 1
+        start = 0 if self.ignore_offset else offset
+        return self.rows[start:start + min(limit, self.cap)]
+
+    search_for_series = search_for_instances = search_for_studies
+
+
+@pytest.mark.parametrize("total, cap", [(0, 100), (250, 100), (100, 100), (7, 5000), (12_345, 5000)])
+def test_every_page_is_fetched_when_a_server_caps_pages_below_the_limit(monkeypatch, total, cap):
+    from pacsdash.client.client import Client
+
+    server = _CappedServer(total, cap)
+    client = Client("http://127.0.0.1:1/dicom-web")
+    monkeypatch.setattr(Client, "web", property(lambda self: server))
+    found = client._search("study", {})  # noqa: SLF001
+    assert [r["0020000D"]["Value"][0] for r in found] == [f"1.2.3.{n}" for n in range(total)]
+    assert server.calls == -(-total // cap) + 1  # the pages, then the empty answer that ends it
+
+
+def test_a_server_ignoring_offset_does_not_loop(monkeypatch):
+    from pacsdash.client.client import Client
+
+    server = _CappedServer(300, 100, ignore_offset=True)
+    monkeypatch.setattr(Client, "web", property(lambda self: server))
+    found = Client("http://127.0.0.1:1/dicom-web")._search("study", {})  # noqa: SLF001
+    assert len(found) == 100 and server.calls == 2
