@@ -29,12 +29,19 @@ from pacsdash.runtime import HomeLock, ServerInfo, new_token, write_server_info 
 from pacsdash.traffic.http import record_requests  # noqa: E402
 from pacsdash.traffic.recorder import TrafficRecorder  # noqa: E402
 from pacsdash.web.routes import http_routes  # noqa: E402
-from pacsdash.web.base import AppContext  # noqa: E402
+from pacsdash.web.base import AppContext, SecurityHeaders  # noqa: E402
 
 LOGGER = logging.getLogger("pacsdash")
 #: ``PACSDASH_TRAFFIC=off`` starts the server without its traffic record
 #: (the /activity page then says so): to measure what recording costs.
 TRAFFIC_VARIABLE = "PACSDASH_TRAFFIC"
+#: Largest request body read whole (JSON API, login form): anything larger is
+#: refused before it is read. STOW-RS alone streams up to ``max_upload_mb``,
+#: raised per request once its caller is authenticated (:mod:`pacsdash.web.stow`).
+MAX_BODY_BYTES = 4 * 2**20
+#: Largest read buffer of a connection: above bokeh's largest websocket
+#: message (20 MiB); the dashboard upload's messages are 1 MiB chunks.
+MAX_BUFFER_BYTES = 32 * 2**20
 
 
 def configure_logging(settings: Settings, verbose: bool = False) -> None:
@@ -135,11 +142,9 @@ def start_server(settings: Settings) -> RunningServer:
         title="pacsdash",
         extra_patterns=routes,
         **auth,
-        http_server_kwargs={
-            "max_body_size": settings.server.max_upload_mb * 2**20,
-            "max_buffer_size": settings.server.max_upload_mb * 2**20,
-        },
+        http_server_kwargs={"max_body_size": MAX_BODY_BYTES, "max_buffer_size": MAX_BUFFER_BYTES},
     )
+    http._tornado.transforms.append(SecurityHeaders)  # noqa: SLF001 - on the dashboard's pages too
     if traffic is not None:
         record_requests(http._tornado, traffic, routes)  # noqa: SLF001 - the Tornado application
     http.start()

@@ -8,6 +8,7 @@ server runs, and the server sees a change at the next request or association.
 
 from __future__ import annotations
 
+import secrets
 import sqlite3
 import threading
 from contextlib import closing
@@ -23,7 +24,8 @@ CREATE TABLE IF NOT EXISTS users (
     name TEXT PRIMARY KEY,
     role TEXT NOT NULL,
     password_hash TEXT NOT NULL,
-    created_at TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP
+    created_at TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP,
+    session_stamp TEXT NOT NULL DEFAULT ''
 );
 CREATE TABLE IF NOT EXISTS modalities (
     name TEXT PRIMARY KEY,
@@ -37,6 +39,23 @@ MAX_NAME = 64
 #: SQL condition, checked in the same statement as the change: the row is not
 #: the only admin (so no change, from any process, leaves the server without one).
 _NOT_LAST_ADMIN = "(role != 'admin' OR (SELECT count(*) FROM users WHERE role = 'admin') > 1)"
+
+
+def new_session_stamp() -> str:
+    """A random, unguessable session stamp (128 bits, hex)."""
+    return secrets.token_hex(16)
+
+
+def _add_session_stamps(con: sqlite3.Connection) -> None:
+    """Give a users table from before session stamps its column, and every
+    user a stamp (their older cookies, which carry none, are refused)."""
+    columns = {row[1] for row in con.execute("PRAGMA table_info(users)")}
+    if "session_stamp" not in columns:
+        try:
+            con.execute("ALTER TABLE users ADD COLUMN session_stamp TEXT NOT NULL DEFAULT ''")
+        except sqlite3.OperationalError:  # another process added it just now
+            pass
+    con.execute("UPDATE users SET session_stamp = lower(hex(randomblob(16))) WHERE session_stamp = ''")
 
 
 class AccountError(ValueError):
@@ -78,6 +97,7 @@ class Accounts:
         with closing(self._connect()) as con:
             con.execute("PRAGMA journal_mode=WAL")
             con.executescript(_SCHEMA)
+            _add_session_stamps(con)
 
     def _connect(self) -> sqlite3.Connection:
         con = sqlite3.connect(self.path, timeout=10, isolation_level=None)
@@ -101,8 +121,8 @@ class Accounts:
             raise AccountError("the password must not be empty")
         try:
             self._con().execute(
-                "INSERT INTO users (name, role, password_hash) VALUES (?, ?, ?)",
-                (name, role.value, hash_password(password)),
+                "INSERT INTO users (name, role, password_hash, session_stamp) VALUES (?, ?, ?, ?)",
+                (name, role.value, hash_password(password), new_session_stamp()),
             )
         except sqlite3.IntegrityError:
             raise AccountError(f"user {name!r} exists already") from None
@@ -112,7 +132,8 @@ class Accounts:
         """Replace a user's password."""
         if not password:
             raise AccountError("the password must not be empty")
-        cur = self._con().execute("UPDATE users SET password_hash = ? WHERE name = ?", (hash_password(password), name))
+        cur = self._con().execute("UPDATE users SET password_hash = ?, session_stamp = ? WHERE name = ?",
+                                  (hash_password(password), new_session_stamp(), name))
         if cur.rowcount == 0:
             raise AccountError(f"no user named {name!r}")
 
@@ -120,8 +141,8 @@ class Accounts:
         """Change a user's role; the last admin cannot be demoted."""
         role = Role.parse(role)
         cur = self._con().execute(
-            f"UPDATE users SET role = ? WHERE name = ? AND (? = 'admin' OR {_NOT_LAST_ADMIN})",
-            (role.value, name, role.value),
+            f"UPDATE users SET role = ?, session_stamp = ? WHERE name = ? AND (? = 'admin' OR {_NOT_LAST_ADMIN})",
+            (role.value, new_session_stamp(), name, role.value),
         )
         if cur.rowcount == 0:
             self._why_unchanged(name, f"demoted to {role.value}")
@@ -137,6 +158,19 @@ class Accounts:
         if self.credential_stamp(name) is None:
             raise AccountError(f"no user named {name!r}")
         raise AccountError(f"{name!r} is the last admin and cannot be {what}; make another user admin first")
+
+    def session_stamp(self, name: str) -> str | None:
+        """The stamp every dashboard session of ``name`` carries in its signed
+        cookie (None if there is no such user). A new one is drawn when the
+        user is added, changes password or role, or logs out
+        (:meth:`revoke_sessions`), so older cookies stop working at once; a
+        user removed and added again gets a new one too."""
+        row = self._con().execute("SELECT session_stamp FROM users WHERE name = ?", (name,)).fetchone()
+        return None if row is None or not row[0] else str(row[0])
+
+    def revoke_sessions(self, name: str) -> None:
+        """End every dashboard session of ``name`` (logout): its cookies no longer match."""
+        self._con().execute("UPDATE users SET session_stamp = ? WHERE name = ?", (new_session_stamp(), name))
 
     def users(self) -> list[User]:
         """Every user, by name."""

@@ -16,6 +16,7 @@ import hmac
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 
 from pacsdash.access import Accounts, Role, User
 from pacsdash.access.throttle import throttle_for
@@ -95,3 +96,37 @@ class Authenticator:
             else:
                 self._cache.pop(key, None)
         return user
+
+
+#: The signed cookie naming a dashboard session: ``NAME:STAMP`` (Panel's own
+#: ``user`` cookie, also signed, names the user alone; both must agree).
+SESSION_COOKIE = "pacsdash_session"
+#: Days a login lasts at most (Panel's ``oauth_expiry`` default).
+SESSION_DAYS = 30
+
+
+def session_value(name: str, stamp: str) -> str:
+    """What :data:`SESSION_COOKIE` holds for ``name`` (user names hold no ``:``)."""
+    return f"{name}:{stamp}"
+
+
+def session_user(get_secure_cookie: Callable[..., bytes | None], accounts: Accounts) -> str | None:
+    """The user a request's signed cookies name, if the session is still valid.
+
+    ``get_secure_cookie`` is the request handler's. Valid means: Panel's
+    signed ``user`` cookie and :data:`SESSION_COOKIE` name the same user and
+    carry that user's current session stamp, which a logout, a new password,
+    a new role or removing the user replaces (:meth:`Accounts.session_stamp`).
+    The unsigned ``is_guest`` cookie plays no part.
+    """
+    user = get_secure_cookie("user", max_age_days=SESSION_DAYS)
+    session = get_secure_cookie(SESSION_COOKIE, max_age_days=SESSION_DAYS)
+    if not user or not session:
+        return None
+    name, _, stamp = session.decode("utf-8", "replace").rpartition(":")
+    if not name or name != user.decode("utf-8", "replace"):
+        return None
+    current = accounts.session_stamp(name)
+    if current is None or not hmac.compare_digest(current.encode(), stamp.encode()):
+        return None
+    return name

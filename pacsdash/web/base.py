@@ -7,7 +7,8 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from tornado.web import HTTPError, RequestHandler
+from tornado.web import HTTPError, OutputTransform, RequestHandler
+from tornado.httputil import HTTPHeaders, HTTPServerRequest
 
 from pacsdash.access import Accounts, Action, Role, User
 from pacsdash.access.throttle import TooManyAttempts
@@ -15,12 +16,41 @@ from pacsdash.archive import Archive
 from pacsdash.archive.actions import Actor, StudyActions
 from pacsdash.config import Settings
 from pacsdash.traffic.recorder import TrafficRecorder
-from pacsdash.web.auth import Authenticator
+from pacsdash.web.auth import Authenticator, session_user
 from pacsdash.web.metadata_cache import MetadataCache
 
 LOGGER = logging.getLogger(__name__)
 #: The DICOM JSON media type (PS3.18 Annex F), sent exactly so: no parameters.
 DICOM_JSON = "application/dicom+json"
+#: Methods that change something: the CSRF rule applies (:meth:`BaseHandler.check_change_request`).
+CHANGES = ("POST", "PUT", "PATCH", "DELETE")
+#: Request media types that no HTML form and no CORS-simple request can carry: a
+#: browser sends them cross-origin only after a preflight (Fetch standard, "CORS-
+#: safelisted request-header"), which only the configured origins pass.
+#: ``multipart/related`` is STOW-RS's (PS3.18 10.5).
+NON_FORM_TYPES = frozenset({"application/json", DICOM_JSON, "multipart/related"})
+#: Headers on every response, the dashboard's too: no page may be framed by
+#: another site (CSP Level 2 ``frame-ancestors``, RFC 7034 for older browsers).
+SECURITY_HEADERS = {
+    "Content-Security-Policy": "frame-ancestors 'none'",
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+}
+
+
+class SecurityHeaders(OutputTransform):
+    """Adds :data:`SECURITY_HEADERS` to every response of the Tornado
+    application it is added to (``app.transforms.append(SecurityHeaders)``)."""
+
+    def __init__(self, request: HTTPServerRequest) -> None:
+        super().__init__(request)
+
+    def transform_first_chunk(self, status_code: int, headers: HTTPHeaders, chunk: bytes,
+                              finishing: bool) -> tuple[int, HTTPHeaders, bytes]:
+        for name, value in SECURITY_HEADERS.items():
+            if name not in headers:
+                headers[name] = value
+        return status_code, headers, chunk
 
 
 @dataclass
@@ -62,6 +92,10 @@ class BaseHandler(RequestHandler):
         self.app = app
         self.set_default_headers()  # Tornado sets them before initialize()
 
+    def prepare(self) -> None:
+        """Refuse a change that a cross-site page could have made (see :meth:`check_change_request`)."""
+        self.check_change_request()
+
     # -- access ----------------------------------------------------------------
     def require(self, action: Action) -> User:
         try:
@@ -84,26 +118,86 @@ class BaseHandler(RequestHandler):
         return Actor(name=name, kind="local" if name == "local-cli" else "user", address=self.request.remote_ip or "")
 
     def _dashboard_user(self) -> User | None:
-        """The user logged in to the dashboard (its signed cookie), for the
-        downloads it links to. Only for GET: a cookie is sent by the browser
-        on its own, so it never authorises a change (no CSRF)."""
-        if not self.application.settings.get("cookie_secret"):
+        """The user logged in to the dashboard, for the downloads it links to.
+
+        Only for GET and HEAD from this server's own pages: a cookie is sent
+        by the browser on its own, so it never authorises a change (CSRF) nor
+        a request from another origin. The session must still be valid
+        (:func:`pacsdash.web.auth.session_user`: logout, a new password or
+        role, or removing the user ends it); the role is read now.
+        """
+        if not self.application.settings.get("cookie_secret") or self.cross_origin():
             return None
-        name = self.get_secure_cookie("user", max_age_days=30)
-        if not name:
-            return None
-        stamp = self.app.accounts.credential_stamp(name.decode("utf-8", "replace"))
-        return User(name.decode(), Role(stamp[0])) if stamp else None
+        name = session_user(self.get_secure_cookie, self.app.accounts)
+        stamp = self.app.accounts.credential_stamp(name) if name else None
+        return User(name, Role(stamp[0])) if name and stamp else None
+
+    def own_origins(self) -> set[str]:
+        """This server's origins (RFC 6454) as the caller may know them."""
+        return {f"{self.request.protocol}://{self.request.host}".lower(), self.base_url().lower()}
+
+    def cross_origin(self) -> bool:
+        """Whether the browser says the request comes from another origin or site:
+        an ``Origin`` header not ours (RFC 6454 7), or ``Sec-Fetch-Site``
+        (Fetch Metadata) other than ``same-origin`` or ``none``."""
+        origin = self.request.headers.get("Origin")
+        if origin and origin.lower() not in self.own_origins():
+            return True
+        return self.request.headers.get("Sec-Fetch-Site", "none").lower() not in ("same-origin", "none")
+
+    def check_change_request(self) -> None:
+        """The CSRF rule of every POST, PUT, PATCH and DELETE.
+
+        Passes a request carrying ``X-Requested-With`` or a body of a type no
+        form can send (:data:`NON_FORM_TYPES`: JSON, STOW-RS's
+        multipart/related): a browser sends those cross-origin only after a
+        CORS preflight. Any other body type answers 415. A request without a
+        body type passes only when authenticated by an ``Authorization``
+        header (scripts, dicomweb-client) and not sent from another origin;
+        otherwise 403. A request with neither cookie nor credentials falls
+        through to the route's own 401.
+        """
+        headers = self.request.headers
+        if self.request.method not in CHANGES or headers.get("X-Requested-With"):
+            return
+        media = headers.get("Content-Type", "").split(";")[0].strip().lower()
+        if media:
+            if media not in NON_FORM_TYPES:
+                raise ApiError(415, f"a change takes Content-Type: application/json (not {media[:60]}) "
+                                    "or an X-Requested-With header")
+            return
+        if headers.get("Authorization") and not self.cross_origin():
+            return
+        if headers.get("Authorization") or "user" in self.request.cookies:
+            raise ApiError(403, "a change from a browser needs Content-Type: application/json "
+                                "or an X-Requested-With header")
 
     # -- CORS ------------------------------------------------------------------
     def set_default_headers(self) -> None:
+        """CORS (Fetch standard, "CORS protocol") and :data:`SECURITY_HEADERS`.
+
+        An origin listed in ``[server] cors_origins`` is echoed, with
+        credentials allowed (OHIF sends its own ``Authorization``); ``"*"``
+        answers a literal ``*`` and never allows credentials, so no other
+        site can read a response through a logged-in browser. Cookies never
+        authorise a cross-origin request whatever this says
+        (:meth:`_dashboard_user`).
+        """
+        for name, value in SECURITY_HEADERS.items():
+            self.set_header(name, value)
         origin = self.request.headers.get("Origin")
         allowed = self.app.settings.server.cors_origins if hasattr(self, "app") else ()
-        if origin and ("*" in allowed or origin in allowed):
+        if not origin:
+            return
+        if origin in allowed:
             self.set_header("Access-Control-Allow-Origin", origin)
             self.set_header("Access-Control-Allow-Credentials", "true")
-            self.set_header("Access-Control-Expose-Headers", "Content-Type, Content-Length, Warning")
             self.add_header("Vary", "Origin")
+        elif "*" in allowed:
+            self.set_header("Access-Control-Allow-Origin", "*")
+        else:
+            return
+        self.set_header("Access-Control-Expose-Headers", "Content-Type, Content-Length, Warning")
 
     def options(self, *args: Any) -> None:
         """CORS preflight: no login needed, nothing else answered."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import mmap
 from dataclasses import dataclass
 
 
@@ -73,7 +74,7 @@ def split_part_views(body: bytes, boundary: str, max_parts: int = 100_000) -> li
     return [PartView(headers, whole[start:end]) for headers, start, end in part_spans(body, boundary, max_parts)]
 
 
-def part_spans(body: bytes, boundary: str, max_parts: int = 100_000) -> list[tuple[dict[str, str], int, int]]:
+def part_spans(body: bytes | mmap.mmap, boundary: str, max_parts: int = 100_000) -> list[tuple[dict[str, str], int, int]]:
     """Each part of ``body``: its headers (lower-case names), where its content starts and ends.
 
     Raises
@@ -85,7 +86,10 @@ def part_spans(body: bytes, boundary: str, max_parts: int = 100_000) -> list[tup
         raise MalformedMultipart("the boundary parameter is missing")
     if len(boundary) > MAX_BOUNDARY:
         raise MalformedMultipart(f"the boundary parameter is {len(boundary)} characters long; at most {MAX_BOUNDARY} are accepted")
-    delimiter = b"--" + boundary.encode("latin-1")
+    try:
+        delimiter = b"--" + boundary.encode("latin-1")
+    except UnicodeEncodeError:
+        raise MalformedMultipart("the boundary parameter holds characters beyond ISO 8859-1") from None
     position = body.find(delimiter)
     if position < 0:
         raise MalformedMultipart("the body does not contain its boundary")
@@ -131,7 +135,8 @@ def _declared_end(body: bytes, start: int, length: str | None, delimiter: bytes)
     if length is None or not length.isdigit() or len(length) > 15:
         return -1
     end = start + int(length)
-    return end if body.startswith(b"\r\n" + delimiter, end) else -1
+    closing_line = b"\r\n" + delimiter
+    return end if body[end : end + len(closing_line)] == closing_line else -1
 
 
 def part_head(boundary: str, headers: dict[str, str]) -> bytes:

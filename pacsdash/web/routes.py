@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from tornado.web import stream_request_body
+
 from pacsdash.archive import Level
 from pacsdash.web.api import api_routes
 from pacsdash.web.pixels import FramesHandler, PixelDataHandler, RenderedHandler, WadoUriHandler
@@ -15,12 +17,14 @@ PREFIX = "/dicom-web"
 SEGMENT = r"([^/]+)"
 
 
+@stream_request_body
 class StudiesRoot(StowMixin, QidoHandler):
-    """``/studies``: QIDO-RS search (GET), STOW-RS store (POST)."""
+    """``/studies``: QIDO-RS search (GET), STOW-RS store (POST, body streamed)."""
 
 
+@stream_request_body
 class StudyResource(StowMixin, RetrieveHandler):
-    """``/studies/{study}``: WADO-RS retrieve (GET), STOW-RS store (POST)."""
+    """``/studies/{study}``: WADO-RS retrieve (GET), STOW-RS store (POST, body streamed)."""
 
 
 def dicomweb_routes(app: Any, prefix: str = PREFIX) -> list:
