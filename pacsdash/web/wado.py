@@ -18,7 +18,7 @@ from pydicom import dcmread, dcmwrite
 from tornado.ioloop import IOLoop
 
 from pacsdash.access import Action
-from pacsdash.archive import InstanceLocation, Level
+from pacsdash.archive import InstanceLocation, Level, StoredFileError
 from pacsdash.web.base import ApiError, BaseHandler
 from pacsdash.web.dicomjson import dataset_to_json, find_element
 from pacsdash.web.metadata_cache import URL_MARK, with_url
@@ -87,6 +87,43 @@ class _InstancesHandler(BaseHandler):
         return found
 
 
+def stored_path(archive: Any, location: InstanceLocation) -> Path:
+    """The stored file of ``location``, there and the size received; else 410
+    Gone (the index knows the instance, its bytes are not there: ``pacsdash
+    check`` names the cause), never a 500 and never a cut-short file."""
+    try:
+        return archive.verified_path(location)
+    except StoredFileError as exc:
+        raise ApiError(410, f"instance {location.SOPInstanceUID}: {_FILE_STATES.get(type(exc).__name__, 'unreadable')}"
+                            " in the store (see `pacsdash check`)") from None
+
+
+_FILE_STATES = {"MissingFile": "its file is missing", "DamagedFile": "its file is damaged"}
+
+
+def readable(archive: Any, locations: list[InstanceLocation]) -> tuple[list[tuple[InstanceLocation, Path]], list[str]]:
+    """``(the instances whose files are whole with their paths, the SOP Instance
+    UIDs of the others)``; 410 when none is left."""
+    found, gone = [], []
+    for location in locations:
+        try:
+            found.append((location, archive.verified_path(location)))
+        except StoredFileError:
+            gone.append(location.SOPInstanceUID)
+    if not found:
+        raise ApiError(410, f"the {len(gone)} instance(s) asked for are missing or damaged in the store "
+                            "(see `pacsdash check`)")
+    return found, gone
+
+
+def warn_partial(handler: BaseHandler, gone: list[str]) -> None:
+    """206 Partial Content with a Warning naming what was left out (PS3.18 10.4.3, 8.3.4.4.1)."""
+    if gone:
+        handler.set_status(206)
+        handler.set_header("Warning", f'299 pacsdash "{len(gone)} instance(s) left out, missing or damaged '
+                                      f'in the store: {", ".join(gone[:20])}{" ..." if len(gone) > 20 else ""}"')
+
+
 class RetrieveHandler(_InstancesHandler):
     """GET a study, a series or an instance as DICOM files (10.4.1.1.1)."""
 
@@ -97,10 +134,15 @@ class RetrieveHandler(_InstancesHandler):
         if syntax not in ("*", None, EXPLICIT_LE) and any(loc.TransferSyntaxUID != syntax for loc in locations):
             raise ApiError(406, f"transfer syntax {syntax[:64]} cannot be produced: instances are kept as "
                                 f"received, or sent as {EXPLICIT_LE}")
+        if instance is not None:
+            files = [(locations[0], await IOLoop.current().run_in_executor(
+                None, stored_path, self.app.archive, locations[0]))]
+        else:  # checked before the first byte: a response is never cut off mid-stream
+            files, gone = await IOLoop.current().run_in_executor(None, readable, self.app.archive, locations)
+            warn_partial(self, gone)
         boundary = secrets.token_hex(16)
         self.set_header("Content-Type", f'multipart/related; type="application/dicom"; boundary={boundary}')
-        for location in locations:
-            path = self.app.archive.local_path(location)
+        for location, path in files:
             if syntax == EXPLICIT_LE and location.TransferSyntaxUID != EXPLICIT_LE:
                 data = await IOLoop.current().run_in_executor(None, transcode, path)
                 self.write(f"--{boundary}\r\nContent-Type: application/dicom; transfer-syntax={EXPLICIT_LE}\r\n\r\n".encode())
@@ -154,9 +196,16 @@ class MetadataHandler(_InstancesHandler):
         base = f"{self.base_url()}/dicom-web"
         cache = self.app.metadata_cache
 
+        gone: list[str] = []
+
         def build() -> bytes:
             parts = []
-            for location in self.locations(study, series, instance):
+            locations = self.locations(study, series, instance)
+            if instance is None:
+                files, missing = readable(self.app.archive, locations)
+                locations = [location for location, _ in files]
+                gone.extend(missing)
+            for location in locations:
                 blob = cache.get(location.file, lambda loc=location: self._encode(loc))
                 instance_url = (f"{base}/studies/{quote(location.StudyInstanceUID)}/series/"
                                 f"{quote(location.SeriesInstanceUID)}/instances/{quote(location.SOPInstanceUID)}")
@@ -164,12 +213,13 @@ class MetadataHandler(_InstancesHandler):
             return b"[" + b",".join(parts) + b"]"
 
         body = await IOLoop.current().run_in_executor(None, build)
+        warn_partial(self, gone)
         self.set_header("Content-Type", DICOM_JSON)  # UTF-8 by definition, no parameter
         self.finish(body)
 
     def _encode(self, location: InstanceLocation) -> bytes:
         """One instance's DICOM JSON, with :data:`URL_MARK` for its URL."""
-        ds = read_header(self.app.archive.local_path(location))
+        ds = read_header(stored_path(self.app.archive, location))
         item = dataset_to_json(ds, lambda path: f"{URL_MARK}/bulkdata/{path}")
         item["00020010"] = {"vr": "UI", "Value": [location.TransferSyntaxUID]}
         return json.dumps(item, ensure_ascii=False).encode()
@@ -185,7 +235,7 @@ class BulkDataHandler(_InstancesHandler):
 
         def value() -> bytes:
             [location] = self.locations(study, series, instance)
-            ds = dcmread(self.app.archive.local_path(location))
+            ds = dcmread(stored_path(self.app.archive, location))
             try:
                 elem = find_element(ds, path)
             except KeyError as exc:
