@@ -3,8 +3,7 @@
 Panel's ``pn.state.location`` pushes a history entry when its ``search``
 changes but never hears of the back and forward buttons (it has no
 ``popstate`` listener), so the dashboard keeps its URL with this small
-component instead: Python sets :attr:`BrowserHistory.url`, the browser pushes
-it as a new entry; back or forward sets :attr:`BrowserHistory.popped`.
+component instead (see :class:`BrowserHistory`).
 """
 
 from __future__ import annotations
@@ -17,24 +16,38 @@ from panel.custom import JSComponent
 
 
 class BrowserHistory(JSComponent):
-    """The page's URL (path and query) as a parameter, kept in the browser's history."""
+    """The page's URL (path and query), kept in the browser's history.
 
-    url = param.String(default="", doc="The URL of what is shown; a change adds a history entry.")
+    Python calls :meth:`write`; the browser pushes the URL as a new entry (the
+    first one replaces the page's own, so a link's URL becomes its canonical
+    form). Back or forward sets :attr:`popped` and counts :attr:`pops`; Python
+    shows that state and writes nothing. Each write carries the number of
+    pops Python had seen, and the browser drops a write made before its last
+    back/forward reached Python (it would otherwise push a stale URL and cut
+    the forward history).
+    """
+
+    entry = param.String(default="", doc="'sequence|pops seen|url' of the last write.")
     popped = param.String(default="", doc="The URL the browser went back or forward to.")
-    pops = param.Integer(default=0, doc="Counts back/forward moves (the same URL may be popped twice).")
+    pops = param.Integer(default=0, doc="Back/forward moves so far (the same URL may be popped twice).")
 
     _esm = """
     export function render({ model }) {
       const here = () => window.location.pathname + window.location.search
       let first = true
+      let pops = 0
       const write = () => {
-        const url = model.url
-        if (!url || url === here()) { first = false; return }
-        if (first) { window.history.replaceState({}, "", url) } else { window.history.pushState({}, "", url) }
+        if (!model.entry) return
+        const [, seen, ...rest] = model.entry.split("|")
+        const url = rest.join("|")
+        if (Number(seen) < pops) return
+        if (url && url !== here()) {
+          if (first) { window.history.replaceState({}, "", url) } else { window.history.pushState({}, "", url) }
+        }
         first = false
       }
-      const pop = () => { model.popped = here(); model.pops = model.pops + 1 }
-      model.on("url", write)
+      const pop = () => { pops += 1; model.popped = here(); model.pops = pops }
+      model.on("entry", write)
       window.addEventListener("popstate", pop)
       model.on("remove", () => window.removeEventListener("popstate", pop))
       write()
@@ -49,6 +62,19 @@ class BrowserHistory(JSComponent):
         params.setdefault("width", 0)
         params.setdefault("margin", 0)
         super().__init__(**params)
+        self._writes = 0
+
+    @property
+    def url(self) -> str:
+        """The URL written last ("" before any)."""
+        return self.entry.split("|", 2)[2] if self.entry else ""
+
+    def write(self, url: str) -> None:
+        """Show ``url`` in the address bar as a new history entry (nothing if it is there already)."""
+        if url == self.url and self.entry.split("|", 2)[1] == str(self.pops):
+            return
+        self._writes += 1
+        self.entry = f"{self._writes}|{self.pops}|{url}"
 
 
 class LinkBox(pn.viewable.Viewer):

@@ -85,7 +85,7 @@ class Navigation:
     def start(self, state: ViewState) -> None:
         """Show the state a link asked for; the address bar gets its canonical form."""
         self.apply(state)
-        self.history.url = self.url()
+        self.history.write(self.url())
 
     # -- writing and reading history -----------------------------------------
     def _changed(self, *_: Any) -> None:
@@ -100,7 +100,7 @@ class Navigation:
 
     def _write(self) -> None:
         self._scheduled = False
-        self.history.url = self.url()
+        self.history.write(self.url())
         self._show_links()
 
     def _show_links(self) -> None:
@@ -110,8 +110,6 @@ class Navigation:
         self.patient.link = absolute(link(replace(state, view="patient"))) if state.patient else ""
 
     def _popped(self, *_: Any) -> None:
-        """Back or forward: show that entry's state; the address bar keeps it."""
-        popped = self.history.popped
-        path, route, args = split_url(popped)
+        """Back or forward: show that entry's state; the address bar keeps it (nothing is written)."""
+        path, route, args = split_url(self.history.popped)
         self.apply(read_link(path, route, args))
-        self.history.url = popped

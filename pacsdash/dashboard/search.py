@@ -125,14 +125,14 @@ class StudySearch(pn.viewable.Viewer):
         self._restoring = False
         self._keyword = pn.widgets.AutocompleteInput(
             label="Any attribute (keyword)", options=matchable_keywords(), min_characters=2, case_sensitive=False,
-            search_strategy="includes", placeholder="e.g. SliceThickness", width=FILTER_WIDTH, restrict=False)
-        self._value = pn.widgets.TextInput(label="Value", placeholder="e.g. <=1, B30*, 120", width=160)
+            search_strategy="includes", placeholder="e.g. SliceThickness", width=FILTER_WIDTH - 10, restrict=False)
+        self._value = pn.widgets.TextInput(label="Value", placeholder="e.g. <=1, B30*, 120", width=150)
         self._add = pn.widgets.Button(label="Add", width=70, margin=(24, 5, 5, 5))
         self._add.on_click(self.add_where)
         self._value.param.watch(lambda e: self.add_where() if e.new else None, "enter_pressed")
         self._where_hint = pn.pane.HTML("", margin=(0, 10), css_classes=["pd-where-hint"])
         self._where_list = pn.widgets.MultiChoice(label="Attribute filters (remove with ×)", options=[], value=[],
-                                                  width=FILTER_WIDTH, css_classes=["pd-where"])
+                                                  width=FILTER_WIDTH - 10, css_classes=["pd-where"])
         self._where_list.param.watch(self._on_where_list, "value")
         self._show_where()
         self.results = ResultsOut(archive=self.archive, query=self.query)
@@ -327,9 +327,10 @@ class StudySearch(pn.viewable.Viewer):
             width=FILTER_WIDTH + 10,
         )
         error = pn.pane.Alert(self.param.error, alert_type="danger", visible=self.param.error.rx.bool())
-        attribute = pn.Column(pn.Row(self._value, self._add, margin=0), margin=0)
+        attribute = pn.Column(self._keyword, pn.Row(self._value, self._add, margin=0), self._where_hint,
+                              self._where_list, margin=(0, 0, 0, 10))  # lined up with the boxes above
         return pn.Row(
-            pn.Column("### Find studies", filters, self._keyword, attribute, self._where_hint, self._where_list,
+            pn.Column("### Find studies", filters, attribute,
                       width=270, margin=(0, 20, 0, 5), css_classes=["pd-filters"]),
             pn.Column(error, self._table, pn.Row(previous, following, self._pager), self.results,
                       pn.pane.HTML("<small>Click a study to open it; a name or patient ID to see all the "

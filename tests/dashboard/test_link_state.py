@@ -95,7 +95,7 @@ def navigation(archive):
 
 def test_every_change_is_written_to_the_url(navigation):
     search = navigation.search
-    assert navigation.history.url == ""
+    assert navigation.history.url == "" and navigation.history.entry == ""
     search.patient_name = "nav"
     assert navigation.history.url == "/?name=nav"
     search._table.sorters = [{"field": "Patient ID", "dir": "desc"}]  # a header click
@@ -120,11 +120,14 @@ def test_a_link_restores_the_state_and_back_shows_the_last(navigation):
     navigation.start(parsed("/?name=nav&sort=PatientID&page=1"))
     assert list(search._table.value["Patient ID"]) == [f"NAV{k:02d}" for k in range(25, 40)]
     # Back to an earlier URL: its state is shown, and no new entry is written.
-    navigation.history.popped = "/?name=nav%5E0&mod=MR"
-    navigation.history.pops += 1
+    entry = navigation.history.entry
+    navigation.history.param.update(popped="/?name=nav%5E0&mod=MR", pops=navigation.history.pops + 1)
     assert (search.patient_name, search.modality, search.page) == ("nav^0", "MR", 0)
     assert set(search._table.value["Patient ID"]) == {f"NAV{k:02d}" for k in range(0, 10, 2)}
-    assert navigation.history.url == "/?name=nav%5E0&mod=MR"
+    assert navigation.history.entry == entry
+    # The next change is written with the back move counted (the browser drops writes made before it).
+    search.modality = "CT"
+    assert navigation.history.entry.endswith(f"|{navigation.history.pops}|/?name=nav%5E0&mod=CT")
 
 
 def test_a_study_link_opens_its_series(navigation, archive):
