@@ -36,16 +36,35 @@ LOGGER = logging.getLogger(__name__)
 PIXEL_TAGS = {"PixelData": "7FE00010", "FloatPixelData": "7FE00008", "DoubleFloatPixelData": "7FE00009"}
 
 
+#: Most frame numbers one frames request may list (after duplicates are dropped).
+MAX_FRAMES = 10_000
+#: Digits of the largest frame number taken (NumberOfFrames is an IS: at most 12 characters).
+MAX_FRAME_DIGITS = 7
+
+
+def whole(text: str, digits: int) -> bool:
+    """Whether ``text`` is ASCII digits only, at most ``digits`` of them (``int()`` takes it at once:
+    no 5,000-digit number, no superscript two that ``str.isdigit`` lets through)."""
+    return text.isascii() and text.isdigit() and len(text) <= digits
+
+
+def frame_number(text: str, name: str = "frame number") -> int:
+    """A 1-based frame number -> its 0-based index; 400 for anything else
+    (checked by length first: ``int()`` of thousands of digits raises)."""
+    text = text.strip()
+    if not whole(text, MAX_FRAME_DIGITS) or int(text) < 1:
+        raise bad_request(f"a {name} is a whole number from 1 to {10 ** MAX_FRAME_DIGITS - 1}, got {text[:20]!r}")
+    return int(text) - 1
+
+
 def parse_frames(text: str) -> list[int]:
-    """``1,3,5`` -> 0-based indexes; 400 for anything else (PS3.18 8.3.3.1.3)."""
-    frames = []
-    for item in text.split(","):
-        item = item.strip()
-        if not item.isdigit() or len(item) > 7 or int(item) < 1:
-            raise bad_request(f"frame numbers are whole numbers from 1, got {item[:20]!r}")
-        frames.append(int(item) - 1)
-    if len(frames) > 10_000:
-        raise bad_request("at most 10000 frames per request")
+    """``1,3,5`` -> 0-based indexes, each once, in the order first asked;
+    400 for anything else (PS3.18 8.3.3.1.3: frame numbers, no duplicates)."""
+    if text.count(",") > 10 * MAX_FRAMES:
+        raise bad_request(f"at most {MAX_FRAMES} frames per request")
+    frames = list(dict.fromkeys(frame_number(item) for item in text.split(",")))
+    if len(frames) > MAX_FRAMES:
+        raise bad_request(f"at most {MAX_FRAMES} frames per request")
     return frames
 
 
@@ -101,34 +120,52 @@ class FramesHandler(_InstancesHandler):
     """GET .../instances/{i}/frames/{list} (PS3.18 10.4.1.1.3)."""
 
     async def get(self, study: str, series: str, instance: str, frames: str) -> None:
+        """Each frame asked for once (at most NumberOfFrames of them, else 404
+        naming the first beyond), read and written one at a time."""
         self.require(Action.VIEW)
         indexes = parse_frames(frames)
+        loop = IOLoop.current()
 
-        def load() -> tuple[str, list[bytes]]:
+        def load() -> tuple[Dataset, str]:
             [location] = self.locations(study, series, instance)
             ds = dcmread(self.app.archive.local_path(location))
             syntax = frame_transfer_syntax(self.request.headers.get("Accept", ""), location.TransferSyntaxUID)
+            keep = syntax == location.TransferSyntaxUID and syntax not in UNCOMPRESSED
+            return ds, syntax if keep else EXPLICIT_LE
+
+        def frame(ds: Dataset, syntax: str, index: int) -> bytes:
             try:
-                if syntax == location.TransferSyntaxUID and syntax not in UNCOMPRESSED:
-                    data = [imaging.compressed_frame(ds, i) or imaging.frame_bytes(ds, i) for i in indexes]
-                else:
-                    syntax = EXPLICIT_LE
-                    data = [imaging.frame_bytes(ds, i) for i in indexes]
+                if syntax != EXPLICIT_LE:
+                    return imaging.compressed_frame(ds, index) or imaging.frame_bytes(ds, index)
+                return imaging.frame_bytes(ds, index)
             except imaging.ImagingError as exc:
                 raise imaging_error(exc) from None
-            return syntax, data
 
-        syntax, data = await IOLoop.current().run_in_executor(None, load)
+        ds, syntax = await loop.run_in_executor(None, load)
+        count = imaging.frame_count(ds)
+        beyond = next((i for i in indexes if i >= count), None)
+        if beyond is not None:
+            raise ApiError(404, f"frame {beyond + 1} is beyond the instance's {count} frame(s)")
+        data = await loop.run_in_executor(None, frame, ds, syntax, indexes[0])  # errors before any byte is sent
         media = part_media_type(syntax)
         boundary = secrets.token_hex(16)
         self.set_header("Content-Type", f'multipart/related; type="{media}"; boundary={boundary}')
-        for index, frame in zip(indexes, data):
+        for position, index in enumerate(indexes):
+            if position:
+                try:
+                    data = await loop.run_in_executor(None, frame, ds, syntax, index)
+                except ApiError as exc:
+                    LOGGER.warning("frame %d could not be sent, closing the connection: %s", index + 1, exc.message)
+                    self.request.connection.close()
+                    return
             self.write(
                 f"--{boundary}\r\nContent-Type: {media}; transfer-syntax={syntax}\r\n"
                 f"Content-Location: frames/{index + 1}\r\n\r\n".encode()
             )
-            self.write(frame)
+            self.write(data)
             self.write(b"\r\n")
+            if len(indexes) > 1:
+                await self.flush()
         await self.finish(f"--{boundary}--\r\n".encode())
 
 
@@ -370,7 +407,7 @@ def viewport_of(handler: BaseHandler, key: str = "viewport") -> tuple[int, int] 
     if raw is None:
         return None
     parts = raw.split(",")
-    if len(parts) < 2 or not all(p.strip().isdigit() for p in parts[:2]):
+    if len(parts) < 2 or not all(whole(p.strip(), 5) for p in parts[:2]):
         raise bad_request(f"{key} must be columns,rows (whole numbers), got {raw[:40]!r}")
     columns, rows = int(parts[0]), int(parts[1])
     if not (0 < columns <= MAX_VIEWPORT and 0 < rows <= MAX_VIEWPORT):
@@ -397,7 +434,7 @@ class RenderedHandler(_InstancesHandler):
         window_text = self.get_query_argument("window", None)
         viewport = viewport_of(self)
         quality_text = self.get_query_argument("quality", "90")
-        if not quality_text.isdigit() or not 1 <= int(quality_text) <= 100:
+        if not whole(quality_text, 3) or not 1 <= int(quality_text) <= 100:
             raise bad_request("quality must be a whole number from 1 to 100")
 
         def draw() -> bytes:
@@ -450,19 +487,17 @@ class WadoUriHandler(BaseHandler):
             return
         if content_type not in ("image/jpeg", "image/png"):
             raise ApiError(406, "contentType must be application/dicom, image/jpeg or image/png")
-        frame = args.get("frameNumber", "1")
-        if not frame.isdigit() or int(frame) < 1:
-            raise bad_request("frameNumber must be a whole number from 1")
+        frame_index = frame_number(args.get("frameNumber", "1"), "frameNumber")
         window = None
         if "windowCenter" in args or "windowWidth" in args:
             window = f"{args.get('windowCenter', '')},{args.get('windowWidth', '')}"
         viewport = None
         rows, columns = args.get("rows"), args.get("columns")
         if rows or columns:
-            if not all(v is None or (v.isdigit() and 0 < int(v) <= MAX_VIEWPORT) for v in (rows, columns)):
+            if not all(v is None or (whole(v, 5) and 0 < int(v) <= MAX_VIEWPORT) for v in (rows, columns)):
                 raise bad_request(f"rows and columns must be whole numbers from 1 to {MAX_VIEWPORT}")
         quality = args.get("imageQuality", "90")
-        if not quality.isdigit() or not 1 <= int(quality) <= 100:
+        if not whole(quality, 3) or not 1 <= int(quality) <= 100:
             raise bad_request("imageQuality must be a whole number from 1 to 100")
 
         def draw() -> bytes:
@@ -474,7 +509,7 @@ class WadoUriHandler(BaseHandler):
                 viewport = (c, r)
             try:
                 parsed = imaging.parse_window(window) if window else None
-                return imaging.render(ds, int(frame) - 1, parsed, viewport, content_type, int(quality))
+                return imaging.render(ds, frame_index, parsed, viewport, content_type, int(quality))
             except imaging.ImagingError as exc:
                 raise imaging_error(exc) from None
 

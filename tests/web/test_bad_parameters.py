@@ -55,3 +55,48 @@ def test_qido_never_answers_500(loaded, base_url, params, level):
 
 def test_the_server_still_answers_afterwards(loaded, base_url):
     assert requests.get(f"{base_url}/api/health", timeout=5).status_code == 200
+def test_a_5000_digit_wado_uri_frame_number_is_a_400(loaded, base_url):
+    from pydicom import dcmread
+
+    ds = dcmread(VALID[0], stop_before_pixels=True)
+    response = session_for("viewer").get(f"{base_url}/wado", params={
+        "requestType": "WADO", "studyUID": ds.StudyInstanceUID, "seriesUID": ds.SeriesInstanceUID,
+        "objectUID": ds.SOPInstanceUID, "contentType": "image/jpeg", "frameNumber": "9" * 5000})
+    assert response.status_code == 400, response.text[:200]
+
+
+
+
+def _first_instance():
+    from pydicom import dcmread
+
+    return dcmread(VALID[0], stop_before_pixels=True)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(key=st.sampled_from(["frameNumber", "rows", "columns", "imageQuality", "windowCenter", "windowWidth",
+                            "contentType", "transferSyntax", "studyUID", "requestType"]),
+       value=st.one_of(st.sampled_from(NASTY + ["²", "٣", "0", "1.5", "+1", " 1", "1,2"]), st.text(max_size=30)))
+def test_every_bad_wado_uri_parameter_is_a_4xx(loaded, base_url, key, value):
+    ds = _first_instance()
+    params = {"requestType": "WADO", "studyUID": ds.StudyInstanceUID, "seriesUID": ds.SeriesInstanceUID,
+              "objectUID": ds.SOPInstanceUID, "contentType": "image/jpeg", key: value}
+    _check(base_url, "/wado", params)
+
+
+def test_repeated_frames_are_sent_once_and_never_beyond_number_of_frames(loaded, base_url):
+    ds = _first_instance()
+    url = (f"{base_url}/dicom-web/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}"
+           f"/instances/{ds.SOPInstanceUID}/frames/")
+    viewer = session_for("viewer")
+    one = viewer.get(url + "1", timeout=30)
+    assert one.status_code == 200
+    repeated = viewer.get(url + ",".join(["1"] * 10_000), timeout=60)
+    assert repeated.status_code == 200
+    assert repeated.content.count(b"Content-Location: frames/1\r\n") == 1
+    assert len(repeated.content) < 2 * len(one.content)
+    count = int(getattr(ds, "NumberOfFrames", 1) or 1)
+    beyond = viewer.get(url + f"1,{count + 1}", timeout=30)
+    assert beyond.status_code == 404 and f"frame {count + 1}" in beyond.json()["error"]
+    for bad in ("0", "1,,2", "9" * 5000, "1²", "-1"):
+        assert viewer.get(url + bad, timeout=60).status_code == 400, bad[:20]
