@@ -138,8 +138,9 @@ class StudyPanel(pn.viewable.Viewer):
         self.message = ""
         self._confirm.value = False
         self._research_toggle.value = False
-        self._series.study_uid = self.study_uid
-        self._anonymize.study_uid = self._compare.study_uid = self.study_uid
+        shown = self.study_uid if valid_uid(self.study_uid) else ""  # never asked of the index otherwise
+        self._series.study_uid = shown
+        self._anonymize.study_uid = self._compare.study_uid = shown
         e = html.escape
         study: dict[str, Any] | None = None
         if self.study_uid and valid_uid(self.study_uid):

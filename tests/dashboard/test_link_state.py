@@ -140,3 +140,24 @@ def test_a_study_link_opens_its_series(navigation, archive):
     navigation.start(parsed("/patient/NAV03"))
     assert navigation.tabs.active == 2 and navigation.patient.patient_id == "NAV03"
     assert navigation.history.url == "/patient/NAV03"
+
+
+def test_a_logged_out_visitor_of_a_nested_page_is_sent_to_the_login_page():
+    """Panel's relative './login' from /study/1.2.3 would be /study/login (a study page behind the login)."""
+    from types import SimpleNamespace
+
+    from panel.io import server
+
+    from pacsdash.dashboard.pages import PAGES, login_from_nested_pages
+
+    login_from_nested_pages()
+    login_from_nested_pages()  # once is enough: no handler wrapped twice
+    [handler] = [h for route, h in server.per_app_patterns if route == r"/?"]
+    assert handler is not server.DocHandler and handler.__mro__[1] is server.DocHandler
+    provider = SimpleNamespace(get_login_url=None, login_url="/login")
+    for path, expected in (("/", "./login"), ("/admin", "./login"), ("/study/1.2.3", "../login"),
+                           ("/patient/A%2FB", "../login")):
+        page = handler.__new__(handler)  # the page handler of a request for ``path``, not served
+        page.request, page.application = SimpleNamespace(path=path), SimpleNamespace(auth_provider=provider)
+        assert page.get_login_url() == expected, path
+    assert {"/", "/study/{uid}", "/patient/{patient_id}"} <= set(PAGES)

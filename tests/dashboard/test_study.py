@@ -137,3 +137,41 @@ def test_send_goes_to_the_chosen_peer_under_our_own_ae_title(tmp_path):
     finally:
         server.shutdown()
         archive.close()
+
+
+def test_a_series_asked_for_is_shown_and_an_unknown_study_is_said(study):
+    panel = StudyPanel(archive=study.archive, role=Role.VIEWER, series_uid=study.cine_series_uid,
+                       study_uid=study.study_uid)
+    assert panel._viewer.series_uid == panel.series_uid == study.cine_series_uid  # as a link asks
+    panel.series_uid = study.ct_series_uid
+    assert panel._viewer.series_uid == study.ct_series_uid
+    panel.series_uid = "1.2.3.999"  # not one of this study's: the series shown stays
+    assert panel._viewer.series_uid == study.ct_series_uid
+    panel.study_uid = "1.2.3.4.5.6"
+    assert "No study with the UID <b>1.2.3.4.5.6</b>" in panel._title.object and panel._viewer is None
+    panel.study_uid = "<script>"  # not a UID: never asked of the index, shown escaped
+    assert "&lt;script&gt;" in panel._title.object and "<script>" not in panel._title.object
+
+
+def test_no_peers_hint_and_the_delete_confirmation(study, tmp_path):
+    from pacsdash.access import Accounts
+    from pacsdash.dashboard.study import message_html, no_peers_hint
+
+    accounts = Accounts(tmp_path / "accounts.sqlite")
+    panel = StudyPanel(archive=study.archive, role=Role.ADMIN, accounts=accounts, study_uid=study.study_uid,
+                       home="/srv/<pacs>")
+    assert panel._no_peers.visible and not panel._peer.visible and not panel._send.visible
+    assert "pacsdash modalities add NAME --aet AET --host HOST --port N --home /srv/&lt;pacs&gt;" \
+        in panel._no_peers.object and 'href="/admin"' in panel._no_peers.object
+    accounts.add_modality("peer", "PEER", "127.0.0.1", 104)
+    panel.study_uid = ""
+    panel.study_uid = study.study_uid
+    assert panel._peer.options == ["peer"] and panel._peer.visible and not panel._no_peers.visible
+    assert panel._delete.disabled  # until the box is ticked
+    panel._confirm.value = True
+    assert not panel._delete.disabled
+    panel._confirm.value = False
+    assert panel._delete.disabled
+    panel.message = "Could not send to <peer>"
+    assert "pd-warn" in panel._message.object and "&lt;peer&gt;" in panel._message.object
+    assert message_html("") == "" and "--home HOME" in no_peers_hint("")
