@@ -49,6 +49,27 @@ class ServerSettings:
     trust_proxy_headers: bool = False
     #: Largest HTTP request body (a STOW-RS upload) in megabytes.
     max_upload_mb: int = 1024
+    #: A registered peer is recognised by its AE title AND the address it
+    #: calls from (CONTRACT.md); false only for sites whose peers call
+    #: through NAT from addresses other than the registered host.
+    check_peer_address: bool = True
+    #: Seconds a connection may take to send its A-ASSOCIATE-RQ (and to finish
+    #: any PDU it has begun before that) before it is closed (PS3.8 9.1.5 ARTIM).
+    acse_timeout: int = 5
+    #: Associations and not yet associated connections one address may hold
+    #: open at once as an unregistered caller (per DICOM worker process).
+    max_associations_per_address: int = 8
+    #: Of max_associations, slots only registered peers may use.
+    reserved_associations: int = 8
+    #: Largest data set of one C-STORE from a registered peer [MB]; it is
+    #: held in memory while it arrives.
+    max_store_mb: int = 2048
+    #: Largest data set of one C-STORE from an unregistered peer [MB]
+    #: (when accept_unknown_store is true).
+    unknown_store_max_mb: int = 64
+    #: What one unregistered address may store in 24 hours [MB], counted by
+    #: each DICOM worker process since it started.
+    unknown_store_quota_mb: int = 1024
 
 
 @dataclass(frozen=True)
@@ -161,6 +182,10 @@ def check_allow(value: Any, where: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(value))
 
 
+#: Integer settings that may be 0.
+_ZERO_ALLOWED = {"dicom_workers", "reserved_associations", "unknown_store_quota_mb"}
+
+
 def _section(cls: type, raw: Any, name: str) -> Any:
     """Build dataclass ``cls`` from the TOML table ``raw`` with type checks."""
     if raw is None:
@@ -180,7 +205,7 @@ def _section(cls: type, raw: Any, name: str) -> Any:
         elif isinstance(default, int):
             if key.endswith("port"):
                 value = check_port(value, where)
-            elif isinstance(value, bool) or not isinstance(value, int) or value < (0 if key == "dicom_workers" else 1):
+            elif isinstance(value, bool) or not isinstance(value, int) or value < (0 if key in _ZERO_ALLOWED else 1):
                 raise ConfigError(f"{where} must be a positive integer, got {value!r}")
         elif isinstance(default, tuple):
             if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
@@ -259,6 +284,11 @@ def load_settings(
                 check_port(value, f"--{key.replace('_', '-')}")
         server = replace(server, **flags)
         check_aet(server.aet, "[server] aet")
+        if server.reserved_associations >= server.max_associations:
+            raise ConfigError(
+                f"[server] reserved_associations ({server.reserved_associations}) must be smaller than "
+                f"max_associations ({server.max_associations}): unregistered callers need a slot to echo"
+            )
         settings = Settings(
             home=home_path.resolve(),
             server=server,
@@ -286,6 +316,14 @@ dicom_port = 4242       # DICOM DIMSE listener
 aet = "PACSDASH"        # our AE title
 accept_unknown_store = false  # let unregistered peers C-STORE (the demo does; find/move/get never)
 dicom_workers = 2       # processes receiving associations (0: inside the server process)
+# check_peer_address = true   # a peer is its AE title AND its registered host (false: peers behind NAT)
+# acse_timeout = 5             # seconds a new connection has to send its A-ASSOCIATE-RQ
+# max_associations = 32        # open associations per DICOM worker process
+# max_associations_per_address = 8  # of those, per address of an unregistered caller
+# reserved_associations = 8    # of max_associations, kept for registered peers
+# max_store_mb = 2048          # largest C-STORE data set from a registered peer
+# unknown_store_max_mb = 64    # ... from an unregistered one (accept_unknown_store)
+# unknown_store_quota_mb = 1024  # what one unregistered address may store per 24 h (0: nothing)
 # public_url = "https://pacs.example.org"   # base of RetrieveURL/BulkDataURI behind a proxy
 # trust_proxy_headers = false               # or take it from Forwarded / X-Forwarded-*
 # cors_origins = ["http://viewer.example:3000"]   # browsers on these origins may call DICOMweb

@@ -27,6 +27,7 @@ from __future__ import annotations
 import os
 import queue
 import select
+import socket
 import threading
 import weakref
 from typing import Any
@@ -34,6 +35,7 @@ from typing import Any
 import pynetdicom.ae
 import pynetdicom.association
 import pynetdicom.dul
+import pynetdicom.fsm
 from pynetdicom import evt
 from pynetdicom.association import Association
 from pynetdicom.dul import DULServiceProvider
@@ -135,7 +137,14 @@ class EventDrivenDUL(DULServiceProvider):
             self.wake.set()
 
     def _read_pdu_data(self) -> None:
-        """Let the store lane, if attached, take the next PDU; else read it as pynetdicom does."""
+        """Let the store lane, if attached, take the next PDU; else read it as pynetdicom does.
+
+        Nothing is read while an event is queued: an invalid PDU's event
+        (Evt19) is acted on, its A-ABORT sent, before whatever follows it
+        on the socket is read (pynetdicom would first wait for that).
+        """
+        if self.event_queue.queue:
+            return
         lane = self.store_lane
         if lane is not None and lane.receive():
             return
@@ -179,6 +188,11 @@ class EventDrivenDUL(DULServiceProvider):
         try:
             self._run()
         finally:
+            assoc = self.assoc
+            if assoc.is_acceptor and assoc.requestor.primitive is None and not self.to_user_queue.queue:
+                # The acceptor's thread waits for the A-ASSOCIATE-RQ: none
+                # will come, let it close the connection now (None: as its time-out).
+                self.to_user_queue.put(None)
             self.wake.close()
             assoc_wake = getattr(self.assoc, "_wake", None)
             if assoc_wake is not None:
@@ -220,8 +234,52 @@ class EventDrivenDUL(DULServiceProvider):
             except queue.Empty:
                 idle = True
                 continue
-            self.state_machine.do_action(event)
+            self._do_action(event)
             idle = False
+
+    def _do_action(self, event: str) -> None:
+        """``StateMachine.do_action`` (pynetdicom 3.0), except that an action
+        that raises (an A-ASSOCIATE-RQ pynetdicom cannot convert, a failing
+        handler) aborts the association with an A-ABORT PDU at once (PS3.8
+        9.3.8) instead of stopping this thread with nothing sent."""
+        machine = self.state_machine
+        state = machine.current_state
+        action_name = pynetdicom.fsm.TRANSITION_TABLE.get((event, state))
+        if action_name is None:
+            pynetdicom.dul.LOGGER.error("Invalid event '%s' for the current state '%s'", event, state)
+            self._abort_broken()
+            return
+        action = pynetdicom.fsm.ACTIONS[action_name]
+        try:
+            next_state = action[1](self)
+            evt.trigger(self.assoc, evt.EVT_FSM_TRANSITION, {
+                "action": action_name, "current_state": state, "fsm_event": event, "next_state": next_state,
+            })
+            machine.transition(next_state)
+        except Exception as exc:
+            pynetdicom.dul.LOGGER.error("exception in action %s in state %s: %s; aborting the association",
+                                        action_name, state, exc)
+            self._abort_broken()
+
+    def _abort_broken(self) -> None:
+        """Send an A-ABORT (service provider, reason not specified) and close the connection."""
+        abort_pdu = A_ABORT_RQ()
+        abort_pdu.source = 0x02
+        abort_pdu.reason_diagnostic = 0x00
+        sock = self.socket
+        if sock is not None and sock.socket is not None:
+            try:
+                sock.socket.sendall(abort_pdu.encode())
+            except OSError:
+                pass
+            try:
+                sock.socket.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        self.assoc.is_aborted = True
+        self.assoc.is_established = False
+        self.assoc._kill = True  # noqa: SLF001
+        self._kill_thread = True
 
     def kill_dul(self) -> None:
         super().kill_dul()
@@ -310,6 +368,11 @@ def _recv(self: AssociationSocket, nr_bytes: int) -> bytearray:
     a PDU header may announce any length (pacsdash accepts PDUs of any
     size), and a peer announcing gigabytes and then closing costs nothing.
     """
+    limit = getattr(self, "pdu_limit", None)
+    if limit is not None and nr_bytes > limit:
+        # More than this peer may send in one PDU (set by the acceptor):
+        # refuse to read it, which pynetdicom handles as a closed transport.
+        raise OSError(f"the peer announced a PDU of {nr_bytes} bytes; at most {limit} are accepted here")
     sock = self.socket
     buffer = bytearray(min(nr_bytes, RECV_CHUNK))
     nr_read = 0

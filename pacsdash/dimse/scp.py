@@ -1,12 +1,17 @@
 """The DICOM node: C-ECHO, C-STORE, C-FIND, C-MOVE and C-GET service class provider.
 
 Each DIMSE event has one handler, a thin adapter onto :class:`Archive`. Peers
-are checked by calling AE title against the registered modalities
-(CONTRACT.md): unknown peers may only echo and store (and store only when
-``[server] accept_unknown_store`` is true); an association from an unknown
-peer that proposes nothing it may use is rejected with "calling AE title not
-recognised" (PS3.8 9.3.4), and a find/move/get from a peer not allowed it is
-answered "Refused: Not Authorized".
+are recognised by calling AE title AND address against the registered
+modalities (CONTRACT.md, :mod:`pacsdash.dimse.peers`): unknown peers may only
+echo and store (and store only when ``[server] accept_unknown_store`` is
+true); an association from an unknown peer that proposes nothing it may use
+is rejected with "calling AE title not recognised" (PS3.8 9.3.4), and a
+find/move/get from a peer not allowed it is answered "Refused: Not
+Authorized". An A-ASSOCIATE-RQ addressed to another called AE title, or
+malformed, is rejected, and so is one beyond the limits of
+:mod:`pacsdash.dimse.admission`; malformed P-DATA-TF PDUs are aborted
+(:mod:`pacsdash.dimse.protocol`). C-STOREs have a size limit, and unknown
+peers a quota (PS3.4 B.2.3, Refused: Out of Resources).
 """
 
 from __future__ import annotations
@@ -45,7 +50,9 @@ from pacsdash.archive import Archive, InstanceLocation, InvalidQuery, Level
 from pacsdash.archive.outcomes import OUTCOMES, StoreOutcome, classify
 from pacsdash.archive.query import Query
 from pacsdash.config import ModalitySettings, ServerSettings
-from pacsdash.dimse import contexts, identifiers
+from pacsdash.dimse import contexts, identifiers, protocol
+from pacsdash.dimse.admission import Admission, Limits, StoreQuota
+from pacsdash.dimse.peers import PeerPolicy
 from pacsdash.dimse.identifiers import ResponseBuilder, query_from_identifier
 from pacsdash.dimse.files import even_length_copy
 from pacsdash.dimse import reactor
@@ -89,22 +96,23 @@ def describe_requestor(assoc: Association) -> str:
     return f"{req.ae_title}@{req.address}:{req.port}"
 
 
-@dataclass
-class PeerPolicy:
-    """Decides what a calling AE title may ask (CONTRACT.md, Users and peers)."""
+#: A-ASSOCIATE-RJ (Result, Source, Reason), PS3.8 9.3.4: rejected-permanent,
+#: service user, calling AE title not recognised / called AE title not recognised.
+CALLING_AET_UNKNOWN = (0x01, 0x01, 0x03)
+CALLED_AET_UNKNOWN = (0x01, 0x01, 0x07)
+#: Rejected-permanent, service provider (ACSE related), no reason given.
+MALFORMED_REQUEST = (0x01, 0x02, 0x01)
+MB = 1 << 20
 
-    accounts: Accounts
-    accept_unknown_store: bool
 
-    def peer(self, aet: str) -> ModalitySettings | None:
-        return self.accounts.modality_by_aet(aet)
+@dataclass(frozen=True)
+class Caller:
+    """Who an association's requestor is, decided once when it asks to associate."""
 
-    def allows(self, aet: str, action: str) -> bool:
-        """Whether the peer calling as ``aet`` may ``store``/``find``/``move``/``get``."""
-        peer = self.peer(aet)
-        if peer is None:
-            return action == "store" and self.accept_unknown_store
-        return action in peer.allow
+    aet: str
+    address: str
+    #: The registered peer it is (AE title and address match), or None.
+    peer: ModalitySettings | None
 
 
 class _HandedOffServer(ThreadedAssociationServer):
@@ -160,14 +168,22 @@ class DicomNode:
         contexts.install()
         self.archive = archive
         self.settings = server
-        self.policy = PeerPolicy(accounts, server.accept_unknown_store)
+        protocol.install()
+        self.policy = PeerPolicy(accounts, server.accept_unknown_store, check_address=server.check_peer_address)
+        #: Who each association's requestor is (see :meth:`handle_association_request`).
+        self._callers: WeakKeyDictionary[Association, Caller] = WeakKeyDictionary()
         #: Whether each association's peer may store, decided at its first C-STORE.
         self._may_store: WeakKeyDictionary[Association, bool] = WeakKeyDictionary()
+        self.admission = Admission(Limits(server.max_associations, server.reserved_associations,
+                                          server.max_associations_per_address))
+        self.quota = StoreQuota(server.unknown_store_quota_mb * MB)
         self.ae = _NodeAE(ae_title=server.aet)
         self.ae.handoff = handoff
-        self.ae.maximum_associations = server.max_associations
+        # pynetdicom counts connections that have not associated yet, and then
+        # refuses everyone: the limits that matter are the admission's.
+        self.ae.maximum_associations = 8 * server.max_associations
         self.ae.network_timeout = server.network_timeout
-        self.ae.acse_timeout = 30
+        self.ae.acse_timeout = server.acse_timeout
         self.ae.dimse_timeout = 60
         self.ae.maximum_pdu_size = 0  # no limit on what the peer may send
         self.ae.add_supported_context(Verification, TRANSFER_SYNTAXES)
@@ -190,6 +206,7 @@ class DicomNode:
     def start(self) -> None:
         """Start listening in background threads."""
         handlers = NODELAY_HANDLERS + [
+            (evt.EVT_CONN_OPEN, self.handle_connection),
             (evt.EVT_REQUESTED, self.handle_association_request),
             (evt.EVT_ESTABLISHED, self.attach_store_lane),
             (evt.EVT_C_ECHO, self.handle_echo),
@@ -212,30 +229,104 @@ class DicomNode:
             self.server = None
 
     # -- association -------------------------------------------------------
-    def handle_association_request(self, event: Event) -> None:
-        """EVT_REQUESTED: reject an unknown peer that may not do what it proposes."""
+    def handle_connection(self, event: Event) -> None:
+        """EVT_CONN_OPEN: count a new connection as pending and bound its waits.
+
+        Until its A-ASSOCIATE-RQ is handled a caller may stall a read for at
+        most the ACSE time-out and send PDUs of at most
+        :data:`~pacsdash.dimse.protocol.MAX_PDU_BEFORE_ASSOCIATION` bytes.
+        """
         assoc = event.assoc
-        calling = (assoc.requestor.primitive.calling_ae_title or "").strip()
+        if not assoc.is_acceptor:
+            return
+        wrapper = assoc.dul.socket
+        sock = getattr(wrapper, "socket", None)
+        if sock is None:
+            return
+        wrapper.pdu_limit = protocol.MAX_PDU_BEFORE_ASSOCIATION
+        protocol.bound_socket(sock, self.settings.acse_timeout, self.settings.network_timeout)
+        self.admission.connected(assoc, str(assoc.requestor.address))
+
+    def handle_association_request(self, event: Event) -> None:
+        """EVT_REQUESTED: accept the A-ASSOCIATE-RQ, or reject it (PS3.8 9.3.4) when
+        it is addressed to another AE title, is malformed, comes from an unknown
+        peer that may not do what it proposes, or is beyond the admission limits."""
+        assoc = event.assoc
+        try:
+            self._consider_request(assoc)
+        except Exception:  # a handler that raises would let pynetdicom accept
+            LOGGER.exception("could not decide on an association request from %s", assoc.requestor.address)
+            self._reject(assoc, MALFORMED_REQUEST, "association request could not be handled")
+
+    def _consider_request(self, assoc: Association) -> None:
+        primitive = assoc.requestor.primitive
+        address = str(assoc.requestor.address)
+        calling = str(primitive.calling_ae_title or "").strip()
+        called = str(primitive.called_ae_title or "").strip()
+        if called != self.settings.aet:
+            LOGGER.warning("rejecting association from %r at %s: called AE title %r is not ours (%r)",
+                           calling, address, called, self.settings.aet)
+            self._reject(assoc, CALLED_AET_UNKNOWN, "called AE title not recognised")
+            return
+        problem = protocol.request_problem(primitive)
+        if problem is not None:
+            LOGGER.warning("rejecting association from %r at %s: %s", calling, address, problem)
+            self._reject(assoc, MALFORMED_REQUEST, problem)
+            return
+        peer = self.policy.peer(calling, address)
+        self._callers[assoc] = Caller(calling, address, peer)
+        if peer is None:
+            proposed = {str(cx.abstract_syntax) for cx in primitive.presentation_context_definition_list}
+            allowed = _UNKNOWN_ALLOWED if self.policy.accept_unknown_store else {str(Verification)}
+            if not proposed & allowed:  # C-ECHO is answered for anyone: network checks need it
+                LOGGER.warning("rejecting association from unregistered AE %r at %s (proposed %d contexts)",
+                               calling, address, len(proposed))
+                self._reject(assoc, CALLING_AET_UNKNOWN, "calling AE title not recognised")
+                return
+        refusal = self.admission.requested(assoc, address, registered=peer is not None)
+        if refusal is not None:
+            LOGGER.warning("rejecting association from %r at %s: local limit exceeded (%s)",
+                           calling, address, self.admission.counts())
+            self._reject(assoc, refusal, "local limit exceeded")
+            return
         contexts.prefer_requestor_order(assoc)
-        if self.policy.peer(calling) is not None:
-            return
-        proposed = {
-            str(cx.abstract_syntax) for cx in (assoc.requestor.primitive.presentation_context_definition_list or [])
-        }
-        allowed = _UNKNOWN_ALLOWED if self.policy.accept_unknown_store else {str(Verification)}
-        if proposed & allowed:  # C-ECHO is answered for anyone: network checks need it
-            return
-        LOGGER.warning(
-            "rejecting association from unregistered AE %r at %s (proposed %d contexts)",
-            calling,
-            assoc.requestor.address,
-            len(proposed),
-        )
+
+    def _reject(self, assoc: Association, reason: tuple[int, int, int], text: str) -> None:
+        """Send an A-ASSOCIATE-RJ (result, source, reason; PS3.8 9.3.4) and end the association."""
+        self.admission.forget(assoc)
         if self.tap is not None:
-            self.tap.rejected(assoc, "calling AE title not recognised")
-        # Rejected permanent, by the service user: calling AE title not recognised.
-        assoc.acse.send_reject(0x01, 0x01, 0x03)
+            self.tap.rejected(assoc, text)
+        assoc.acse.send_reject(*reason)
         assoc.kill()
+
+    def caller(self, assoc: Association) -> Caller:
+        """Who ``assoc``'s requestor is (decided when it asked to associate)."""
+        caller = self._callers.get(assoc)
+        if caller is None:
+            aet, address = assoc.requestor.ae_title.strip(), str(assoc.requestor.address)
+            caller = self._callers[assoc] = Caller(aet, address, self.policy.peer(aet, address))
+        return caller
+
+    def allows(self, assoc: Association, action: str) -> bool:
+        """Whether ``assoc``'s requestor may ``store``/``find``/``move``/``get``."""
+        peer = self.caller(assoc).peer
+        if peer is None:
+            return action == "store" and self.policy.accept_unknown_store
+        return action in peer.allow
+
+    def store_limit(self, assoc: Association) -> tuple[int, str]:
+        """Most bytes the next C-STORE data set of ``assoc`` may hold, and the
+        ErrorComment of a refusal beyond it: ``max_store_mb`` for a registered
+        peer; for an unknown one ``unknown_store_max_mb`` or what is left of
+        its address's quota, if less."""
+        settings = self.settings
+        caller = self.caller(assoc)
+        if caller.peer is not None:
+            return settings.max_store_mb * MB, f"data set larger than {settings.max_store_mb} MB"
+        remaining = self.quota.remaining(caller.address)
+        if remaining < settings.unknown_store_max_mb * MB:
+            return remaining, "quota of this unregistered peer used up"
+        return settings.unknown_store_max_mb * MB, f"data set larger than {settings.unknown_store_max_mb} MB"
 
     # -- C-ECHO ------------------------------------------------------------
     def handle_echo(self, event: Event) -> int:
@@ -245,13 +336,29 @@ class DicomNode:
     # -- C-STORE -----------------------------------------------------------
     def handle_store(self, event: Event) -> Dataset | int:
         """C-STORE (PS3.4 B.2.3) through pynetdicom: archive the data set exactly as received."""
+        size = _buffer_size(event.request.DataSet)
+        limit, refusal = self.store_limit(event.assoc)
+        if size > limit:
+            LOGGER.warning("refused C-STORE of %d bytes from %s: %s", size, describe_peer(event), refusal)
+            return _status(Status.STORE_OUT_OF_RESOURCES, refusal)
         return self.store_received(event.assoc, event.encoded_dataset(), str(event.request.AffectedSOPInstanceUID or ""))
 
     def attach_store_lane(self, event: Event) -> None:
-        """EVT_ESTABLISHED: let an accepted association receive C-STOREs in its DUL thread."""
-        dul = event.assoc.dul
-        if event.assoc.is_acceptor and isinstance(dul, reactor.EventDrivenDUL):
-            dul.store_lane = StoreLane(dul, self.store_received, self.tap)
+        """EVT_ESTABLISHED: let an accepted association receive C-STOREs in its
+        DUL thread, and bound its PDUs and stalls by what its peer may send."""
+        assoc = event.assoc
+        dul = assoc.dul
+        if not assoc.is_acceptor:
+            return
+        wrapper = dul.socket
+        sock = getattr(wrapper, "socket", None)
+        if sock is not None:
+            limit = self.settings.max_store_mb * MB
+            wrapper.pdu_limit = limit + MB  # no PDU can be larger than the largest data set
+            assoc.max_data_set = limit  # checked by protocol.pdata_problem when pynetdicom reads
+            protocol.bound_socket(sock, self.settings.network_timeout, self.settings.network_timeout)
+        if isinstance(dul, reactor.EventDrivenDUL):
+            dul.store_lane = StoreLane(dul, self.store_received, self.tap, limit=self.store_limit)
 
     def _store_allowed(self, assoc: Association) -> bool:
         """Whether the association's peer may store: looked up once per
@@ -259,7 +366,7 @@ class DicomNode:
         starts, not at each of its thousands of C-STOREs)."""
         allowed = self._may_store.get(assoc)
         if allowed is None:
-            allowed = self._may_store[assoc] = self.policy.allows(assoc.requestor.ae_title.strip(), "store")
+            allowed = self._may_store[assoc] = self.allows(assoc, "store")
         return allowed
 
     def store_received(self, assoc: Association, raw: bytes, affected: str,
@@ -285,6 +392,9 @@ class DicomNode:
             else:
                 LOGGER.exception("C-STORE from %s could not be stored", peer)
             return _status(OUTCOMES[outcome].dimse_status, OUTCOMES[outcome].text)
+        caller = self.caller(assoc)
+        if caller.peer is None:
+            self.quota.add(caller.address, len(raw) - (data_set[1] if data_set else 0))
         affected = affected.rstrip("\x00 ")
         if affected and affected != result.SOPInstanceUID:
             LOGGER.warning("C-STORE AffectedSOPInstanceUID %s differs from the data set's", affected)
@@ -297,7 +407,7 @@ class DicomNode:
     def handle_find(self, event: Event) -> Iterator[tuple[int, Dataset | None]]:
         """C-FIND (PS3.4 C.4.1): match the identifier, one pending response per match."""
         aet = event.assoc.requestor.ae_title.strip()
-        if not self.policy.allows(aet, "find"):
+        if not self.allows(event.assoc, "find"):
             LOGGER.warning("refused C-FIND from %s: peer not allowed to find", describe_peer(event))
             yield _status(Status.NOT_AUTHORIZED, "this peer may not query here"), None
             return
@@ -337,11 +447,11 @@ class DicomNode:
         (C514, unable to process) after logging.
         """
         aet = event.assoc.requestor.ae_title.strip()
-        if not self.policy.allows(aet, "move"):
+        if not self.allows(event.assoc, "move"):
             LOGGER.warning("refused C-MOVE from %s: peer not allowed to move", describe_peer(event))
             raise PermissionError(f"peer {aet!r} may not C-MOVE")
         destination_aet = str(event.move_destination or "").strip()
-        destination = self.policy.peer(destination_aet)
+        destination = self.policy.destination(destination_aet)
         if destination is None:
             LOGGER.warning("C-MOVE from %s to unknown destination %r", describe_peer(event), destination_aet)
             yield None, None  # pynetdicom answers A801: Move Destination unknown
@@ -368,7 +478,7 @@ class DicomNode:
     def handle_get(self, event: Event) -> Iterator[Any]:
         """C-GET (PS3.4 C.4.3): send matches back over the same association."""
         aet = event.assoc.requestor.ae_title.strip()
-        if not self.policy.allows(aet, "get"):
+        if not self.allows(event.assoc, "get"):
             LOGGER.warning("refused C-GET from %s: peer not allowed to get", describe_peer(event))
             raise PermissionError(f"peer {aet!r} may not C-GET")
         try:
@@ -462,6 +572,14 @@ def _contexts_for(locations: list[InstanceLocation]) -> list:
         if len(contexts) >= 128:
             break
     return contexts
+
+
+def _buffer_size(buffer: Any) -> int:
+    """Bytes held by a C-STORE primitive's data set buffer (a BytesIO), or 0."""
+    if buffer is None:
+        return 0
+    with buffer.getbuffer() as view:
+        return view.nbytes
 
 
 def _status(status: int, comment: str) -> Dataset:

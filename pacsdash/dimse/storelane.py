@@ -23,6 +23,12 @@ between messages, and hands it every PDU until that message is complete.
 A PDU the lane cannot make sense of in the middle of a message it took is
 an invalid PDU for the state machine (Evt19): the association is aborted,
 as pynetdicom does.
+
+Each data set has a size limit, asked of the node when its message starts
+(a larger one from a registered peer, a smaller one from an unknown peer,
+none once that peer's quota is used up). Beyond it the lane keeps no more
+fragments, reads the message to its end and answers "Refused: Out of
+Resources" (PS3.4 B.2.3, A700) without storing anything of it.
 """
 
 from __future__ import annotations
@@ -61,7 +67,16 @@ LAST = 0x02
 #: What an archive-bound callable gets: (association, Part 10 bytes,
 #: AffectedSOPInstanceUID, (transfer syntax, offset of the data set)) -> status.
 StoreCallable = Callable[[Any, bytes, str, tuple[str, int]], "int | Dataset"]
+#: What a data set may hold, asked when its message starts: (association) ->
+#: (most bytes, ErrorComment of the refusal beyond that).
+LimitCallable = Callable[[Any], tuple[int, str]]
+#: Refused: Out of Resources (PS3.4 B.2.3).
+OUT_OF_RESOURCES = 0xA700
 _PREAMBLE = b"\x00" * 128 + b"DICM"
+
+
+class _TooLarge(Exception):
+    """A data set beyond its size limit."""
 
 
 class _Message:
@@ -75,6 +90,11 @@ class _Message:
         self.fragments: list[memoryview] = []
         #: P-DATA-TF PDUs that carried it (PS3.8 9.3.5).
         self.pdus = 1
+        #: Data set bytes received, and the most it may hold.
+        self.size = 0
+        self.limit: int | None = None
+        #: Why it is refused (too large), once it is.
+        self.refusal: str | None = None
 
 
 def _command_elements(command: memoryview) -> dict[int, memoryview] | None:
@@ -144,10 +164,12 @@ def _items(pdu: bytearray) -> list[tuple[int, int, memoryview]] | None:
 class StoreLane:
     """Receives the C-STORE requests of one association (see the module docstring)."""
 
-    def __init__(self, dul: Any, store: StoreCallable, tap: Any = None) -> None:
+    def __init__(self, dul: Any, store: StoreCallable, tap: Any = None, limit: LimitCallable | None = None) -> None:
         self.dul = dul
         self.assoc = dul.assoc
         self.store = store
+        #: Asked for each data set's size limit, or None (no limit).
+        self.limit = limit
         #: A :class:`~pacsdash.traffic.dimse.DimseTap` told of each request and response, or None.
         self.tap = tap
         self._message: _Message | None = None
@@ -256,6 +278,8 @@ class StoreLane:
         if uid_to_service_class(sop_class) is not StorageServiceClass:
             return False
         message = _Message(message_id, sop_class, sop_instance, context)
+        if self.limit is not None:
+            message.limit, message.refusal = self.limit(self.assoc)
         self._message = message
         self._add(rest)
         return True
@@ -277,7 +301,11 @@ class StoreLane:
         message = self._message
         assert message is not None
         for _, control, data in items:
-            message.fragments.append(data)
+            message.size += len(data)
+            if message.limit is None or message.size <= message.limit:
+                message.fragments.append(data)
+            elif message.fragments:
+                message.fragments.clear()  # too large: keep nothing, read on to its end
             if control & LAST:
                 self._message = None
                 self._finish(message)
@@ -291,6 +319,8 @@ class StoreLane:
         # The DUL loop starts it again once this PDU is handled.
         self.dul._idle_timer.stop()  # noqa: SLF001
         try:
+            if message.limit is not None and message.size > message.limit:
+                raise _TooLarge(message.refusal or f"data set larger than {message.limit} bytes")
             syntax = str(context.transfer_syntax[0])
             meta = encoding.file_meta(sop_class, sop_instance, syntax)
             raw = b"".join((_PREAMBLE, meta, *message.fragments))
@@ -299,6 +329,12 @@ class StoreLane:
                 self.tap.store_request(self.assoc, message.message_id, context.context_id, sop_class, sop_instance,
                                        message.pdus, len(raw) - len(_PREAMBLE) - len(meta))
             status = self.store(self.assoc, raw, sop_instance, (syntax, len(_PREAMBLE) + len(meta)))
+        except _TooLarge as exc:
+            LOGGER.warning("refused C-STORE of %s (%d bytes) from %s: %s", sop_instance, message.size,
+                           self.assoc.requestor.address, exc)
+            status = Dataset()
+            status.Status = OUT_OF_RESOURCES
+            status.ErrorComment = str(exc)[:64]
         except Exception:  # as pynetdicom does for a failing handler
             LOGGER.exception("Exception in the C-STORE lane")
             status = 0xC211
