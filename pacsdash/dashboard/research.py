@@ -679,8 +679,8 @@ class ExportPanel(pn.viewable.Viewer):
         self.param.watch(lambda _: self._describe(), ["ticked", "matching"])
         if self.search is not None:
             names = ["patient_name", "patient_id", "accession", "description", "modality", "date_from", "date_to",
-                     "page", "page_size", "total"]
-            self.search.param.watch(lambda _: self.refresh(), names)
+                     "page", "page_size", "total", "where", "order_by"]
+            self.search.param.watch(lambda *_: self.refresh(), names)  # one call per batch of changes
         self.refresh()
 
     # -- the studies ----------------------------------------------------------

@@ -374,3 +374,14 @@ def test_anonymize_panel_alone_needs_the_anonymize_action():
     assert not Role.VIEWER.may(Action.ANONYMIZE) and Role.EDITOR.may(Action.ANONYMIZE)
     panel = AnonymizePanel(role=Role.VIEWER, study_uid="1.2.3", actions=object())
     assert asyncio.run(panel.anonymize()) is None and panel.message == "Your role may not anonymize."
+
+
+def test_the_export_list_follows_an_attribute_filter_and_a_batch_of_changes(cohort):
+    """The Studies tab's filters on any attribute (``where``) and several changes
+    at once (a shared link restores them together) reach the export list."""
+    panel = export_panel(cohort, Role.VIEWER)
+    assert panel.matching == 4
+    panel.search.where = ["InstitutionName=Sankt Export"]
+    assert panel.matching == 3
+    panel.search.param.update(patient_name="export^emma", where=[], page=0)  # one batch, several names
+    assert panel.matching == 2 and len(panel._table.value) == 2
