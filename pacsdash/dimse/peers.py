@@ -61,7 +61,7 @@ class HostResolver:
         self.wait = wait
         self._cache: dict[str, tuple[float, frozenset[str]]] = {}
         self._pending: dict[str, object] = {}
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # a finished future's callback runs in the thread adding it
         self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="pacsdash-resolve")
 
     def addresses(self, host: str) -> frozenset[str]:

@@ -300,6 +300,20 @@ class EventDrivenAssociation(Association):
         self._wake.set()
         super().kill()
 
+    def run_reactor(self) -> None:
+        """pynetdicom's reactor; an exception it raises (e.g. while negotiating
+        an odd A-ASSOCIATE-RQ) aborts the association instead of leaving the
+        peer waiting with the connection open."""
+        try:
+            super().run_reactor()
+        except Exception as exc:
+            pynetdicom.association.LOGGER.error("exception in the association thread, aborting: %r", exc)
+            if isinstance(self.dul, EventDrivenDUL):
+                self.dul._abort_broken()  # noqa: SLF001
+            self.is_aborted = True
+            self.is_established = False
+            self._kill = True
+
     def _run_reactor(self) -> None:
         # Mirrors pynetdicom.association.Association._run_reactor (3.0).
         self._is_paused = False
