@@ -383,5 +383,5 @@ def test_the_export_list_follows_an_attribute_filter_and_a_batch_of_changes(coho
     assert panel.matching == 4
     panel.search.where = ["InstitutionName=Sankt Export"]
     assert panel.matching == 3
-    panel.search.param.update(patient_name="export^emma", where=[], page=0)  # one batch, several names
+    panel.search.param.update(patient_name="export^emma", where=[], date_from=dt.date(2024, 1, 1))  # one batch
     assert panel.matching == 2 and len(panel._table.value) == 2
