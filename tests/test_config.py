@@ -64,3 +64,41 @@ def test_modalities_from_the_file(tmp_path):
     )
     [peer] = load_settings(tmp_path).modalities
     assert (peer.name, peer.aet, peer.port, peer.allow) == ("ws", "WS", 11112, ("find", "move"))
+
+
+def test_dicom_hardening_settings_default_and_are_documented(tmp_path):
+    server = load_settings(tmp_path / "home").server
+    assert server.check_peer_address is True  # CONTRACT.md: a peer is its AE title AND its address
+    assert server.acse_timeout <= 10
+    assert 0 < server.reserved_associations < server.max_associations
+    assert server.unknown_store_max_mb <= server.max_store_mb
+    init_home(tmp_path)
+    text = (tmp_path / "pacsdash.toml").read_text()
+    for key in ("check_peer_address", "acse_timeout", "max_associations_per_address", "reserved_associations",
+                "max_store_mb", "unknown_store_max_mb", "unknown_store_quota_mb"):
+        assert f"# {key} = " in text, key
+        # each commented line, uncommented, is a valid setting with the default value
+        line = next(l for l in text.splitlines() if l.startswith(f"# {key} = "))
+        (tmp_path / "one.toml").write_text("[server]\n" + line[2:] + "\n")
+        assert getattr(load_settings(tmp_path, config_file=tmp_path / "one.toml").server, key) == getattr(server, key)
+
+
+@pytest.mark.parametrize(
+    "toml, message",
+    [
+        ("[server]\ncheck_peer_address = 1\n", "[server] check_peer_address must be true or false"),
+        ("[server]\nacse_timeout = 0\n", "[server] acse_timeout must be a positive integer"),
+        ("[server]\nmax_store_mb = -1\n", "[server] max_store_mb must be a positive integer"),
+        ("[server]\nreserved_associations = 32\n", "reserved_associations (32) must be smaller than max_associations"),
+    ],
+)
+def test_bad_dicom_hardening_values_name_the_key(tmp_path, toml, message):
+    (tmp_path / "pacsdash.toml").write_text(toml)
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]").replace("(", r"\(").replace(")", r"\)")):
+        load_settings(tmp_path)
+
+
+def test_an_unknown_store_quota_of_zero_is_allowed(tmp_path):
+    (tmp_path / "pacsdash.toml").write_text("[server]\nunknown_store_quota_mb = 0\nreserved_associations = 0\n")
+    server = load_settings(tmp_path).server
+    assert (server.unknown_store_quota_mb, server.reserved_associations) == (0, 0)
