@@ -26,7 +26,7 @@ from pacsdash.imaging.attributes import pixel_keyword
 from pacsdash.web.base import ApiError, BaseHandler, bad_request
 from pacsdash.web.multipart import closing, part_head
 from pacsdash.web.qido import check_uid_path
-from pacsdash.web.wado import MediaRange, _InstancesHandler, read_header
+from pacsdash.web.wado import MediaRange, _InstancesHandler, read_header, stored_path
 
 UNCOMPRESSED = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.1.99", "1.2.840.10008.1.2.2"}
 EXPLICIT_LE = "1.2.840.10008.1.2.1"
@@ -128,7 +128,7 @@ class FramesHandler(_InstancesHandler):
 
         def load() -> tuple[Dataset, str]:
             [location] = self.locations(study, series, instance)
-            ds = dcmread(self.app.archive.local_path(location))
+            ds = dcmread(stored_path(self.app.archive, location))
             syntax = frame_transfer_syntax(self.request.headers.get("Accept", ""), location.TransferSyntaxUID)
             keep = syntax == location.TransferSyntaxUID and syntax not in UNCOMPRESSED
             return ds, syntax if keep else EXPLICIT_LE
@@ -354,8 +354,9 @@ class PixelDataHandler(_InstancesHandler):
             done.set_result(None)
             return done
         location = locations[k]
-        pending = IOLoop.current().run_in_executor(None, load_pixels, self.app.archive.local_path(location),
-                                                   location.file)
+        archive = self.app.archive
+        pending = IOLoop.current().run_in_executor(None, lambda: load_pixels(stored_path(archive, location),
+                                                                             location.file))
         pending.add_done_callback(lambda f: f.cancelled() or f.exception())  # read, even when left behind
         return pending
 
@@ -439,7 +440,7 @@ class RenderedHandler(_InstancesHandler):
 
         def draw() -> bytes:
             [location] = self.locations(study, series, instance)
-            ds = dcmread(self.app.archive.local_path(location))
+            ds = dcmread(stored_path(self.app.archive, location))
             try:
                 window = imaging.parse_window(window_text) if window_text else None
                 if self.thumbnail:
@@ -482,7 +483,7 @@ class WadoUriHandler(BaseHandler):
             if wanted and wanted != location.TransferSyntaxUID:
                 raise ApiError(406, f"the object is kept as received, in {location.TransferSyntaxUID}")
             self.set_header("Content-Type", "application/dicom")
-            with open(self.app.archive.local_path(location), "rb") as handle:
+            with open(stored_path(self.app.archive, location), "rb") as handle:
                 await self.finish(handle.read())
             return
         if content_type not in ("image/jpeg", "image/png"):
@@ -501,7 +502,7 @@ class WadoUriHandler(BaseHandler):
             raise bad_request("imageQuality must be a whole number from 1 to 100")
 
         def draw() -> bytes:
-            ds = dcmread(self.app.archive.local_path(location))
+            ds = dcmread(stored_path(self.app.archive, location))
             nonlocal viewport
             if rows or columns:
                 r = int(rows) if rows else int(ds.Rows)

@@ -88,13 +88,16 @@ def test_wado_rs_metadata_of_a_missing_file(damaged):
     assert get(damaged, instance_url(damaged, "gone") + "/metadata").status_code == GONE
 
 
-@pending("WADO-RS frames (web/pixels.py FramesHandler)")
 @pytest.mark.parametrize("which", ["gone", "cut"])
 def test_wado_rs_frames_of_a_missing_or_damaged_file(damaged, which):
     assert get(damaged, instance_url(damaged, which) + "/frames/1").status_code == GONE
 
 
-@pending("WADO-RS rendered (web/pixels.py RenderedHandler)")
+@pytest.mark.parametrize("which", ["gone", "cut"])
+def test_wado_rs_pixel_data_of_a_missing_or_damaged_file(damaged, which):
+    assert get(damaged, instance_url(damaged, which) + "/pixeldata").status_code == GONE
+
+
 def test_wado_rs_rendered_of_a_missing_file(damaged):
     assert get(damaged, instance_url(damaged, "gone") + "/rendered").status_code == GONE
 
@@ -120,7 +123,6 @@ def test_wado_rs_study_with_a_missing_file_is_not_cut_off_mid_stream(damaged):
         assert damaged["raw"] in answer.content and answer.content.rstrip().endswith(b"--")
 
 
-@pending("WADO-URI (web/pixels.py WadoUriHandler)")
 @pytest.mark.parametrize("content_type", ["application/dicom", "image/jpeg"])
 @pytest.mark.parametrize("which", ["gone", "cut"])
 def test_wado_uri_of_a_missing_or_damaged_file(damaged, which, content_type):
