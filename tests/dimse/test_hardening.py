@@ -432,3 +432,39 @@ def test_a_pdu_larger_than_any_allowed_data_set_is_not_read(archive, accounts):
         assert took < 2
     finally:
         node.stop()
+
+
+# -- the same through `pacsdash serve` and its worker processes --------------------
+@pytest.mark.skipif(not have_dcmtk(), reason="dcmtk is not installed")
+def test_through_the_worker_processes_a_flood_does_not_lock_storescu_out(tmp_path):
+    from tests.helpers import VALID, ServerProcess, run_cli
+
+    home = tmp_path / "home"
+    assert run_cli("modalities", "add", "scanner", "--aet", "SCANNER", "--host", "127.0.0.1", "--port", "11112",
+                   "--home", str(home)).returncode == 0
+    server = ServerProcess.start(home, accept_unknown_store=False)
+    sockets, idle = [], []
+    try:
+        class Port:
+            port = server.dicom_port
+
+        sockets = silent_connections(server.dicom_port, 200, OTHER_HOST)
+        for _ in range(64):
+            assoc = associate(Port, [Verification], aet="IDLER", source=OTHER_HOST)
+            if assoc.is_established:
+                idle.append(assoc)
+        assert len(idle) <= 16  # 8 per address in each of the 2 workers
+        started = time.monotonic()
+        done = subprocess.run(["/usr/bin/storescu", "-aet", "SCANNER", "-aec", "PACSDASH", "127.0.0.1",
+                               str(server.dicom_port), str(VALID[1])], capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert time.monotonic() - started < 5
+        echo = subprocess.run(["/usr/bin/echoscu", "-aet", "SCANNER", "-aec", "WRONG", "127.0.0.1",
+                               str(server.dicom_port)], capture_output=True, text=True, timeout=60)
+        assert echo.returncode != 0 and "Called AE Title Not Recognized" in echo.stdout + echo.stderr
+    finally:
+        for assoc in idle:
+            assoc.release()
+        for sock in sockets:
+            sock.close()
+        server.stop()
