@@ -99,6 +99,12 @@ def build_parser() -> argparse.ArgumentParser:
                             "to HOME/quarantine (nothing is deleted)")
     check.add_argument("--json", action="store_true", help="print the report as JSON")
 
+    tls = sub.add_parser("tls", help="TLS certificates")
+    tls_sub = tls.add_subparsers(dest="tls_command", required=True)
+    selfsigned = tls_sub.add_parser("selfsigned", help="write HOME/tls/cert.pem and key.pem (self-signed, 0600)")
+    selfsigned.add_argument("--force", action="store_true", help="replace an existing certificate")
+    _add_home(tls)
+    _add_home(selfsigned, leaf=True)
     pseudonym = sub.add_parser("pseudonym", help="look up whom a subject pseudonym stands for (admin)")
     _add_home(pseudonym)
     pseudonym.add_argument("pseudonym")
@@ -274,7 +280,7 @@ def _import_via_server(server, files: list[Path], batch: int = 64) -> Iterable[t
             method="POST",
         )
         try:
-            with urllib.request.urlopen(request, timeout=600) as response:
+            with urllib.request.urlopen(request, timeout=600, context=server.ssl_context()) as response:
                 results = json.loads(response.read())["results"]
         except (urllib.error.URLError, OSError, ValueError) as exc:
             for path in chunk:
@@ -298,7 +304,7 @@ def _local_api(server, method: str, path: str, body: dict | None = None, timeout
         headers={"Authorization": f"Bearer {server.token}", "Content-Type": "application/json"},
     )
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
+        with urllib.request.urlopen(request, timeout=timeout, context=server.ssl_context()) as response:
             return json.loads(response.read() or b"{}")
     except urllib.error.HTTPError as exc:
         try:
@@ -487,6 +493,26 @@ def _check_offline(settings: Settings, repair: bool):
                              actor=_actor().origin, progress=progress)
 
 
+def cmd_tls(args: argparse.Namespace) -> int:
+    """``tls selfsigned``: a certificate for this home; prints both paths."""
+    from pacsdash.config import init_home
+    from pacsdash.tls import CertificateExists, subject_names, write_selfsigned
+
+    settings = load_settings(args.home, getattr(args, "config", None))
+    init_home(settings.home)
+    try:
+        cert, key = write_selfsigned(settings.home / "tls", settings.server.host, force=args.force)
+    except CertificateExists as exc:
+        print(f"pacsdash: {exc}", file=sys.stderr)
+        return 1
+    print(f"self-signed certificate for {', '.join(subject_names(settings.server.host))}")
+    print(f"to serve HTTPS, set in {settings.home / 'pacsdash.toml'} [server]: tls_cert = \"tls/cert.pem\" "
+          f"and tls_key = \"tls/key.pem\"")
+    print(cert)
+    print(key)
+    return 0
+
+
 def cmd_pseudonym(args: argparse.Namespace) -> int:
     """Print whom a pseudonym stands for (the home's owner only)."""
     from pacsdash.runtime import running_server
@@ -584,6 +610,7 @@ COMMANDS = {
     "anonymize": cmd_anonymize,
     "pseudonym": cmd_pseudonym,
     "check": cmd_check,
+    "tls": cmd_tls,
     "users": cmd_users,
     "modalities": cmd_modalities,
 }

@@ -70,6 +70,12 @@ class ServerSettings:
     #: What one unregistered address may store in 24 hours [MB], counted by
     #: each DICOM worker process since it started.
     unknown_store_quota_mb: int = 1024
+    #: PEM certificate (chain) and key of the HTTP listener: when both are set,
+    #: ``http_port`` serves HTTPS only and login cookies are Secure. Relative
+    #: paths are taken from the home (``pacsdash tls selfsigned`` writes
+    #: ``tls/cert.pem`` and ``tls/key.pem``).
+    tls_cert: str = ""
+    tls_key: str = ""
 
 
 @dataclass(frozen=True)
@@ -247,6 +253,22 @@ def _modalities(raw: Any) -> tuple[ModalitySettings, ...]:
     return tuple(peers)
 
 
+def _tls_paths(server: ServerSettings, home: Path) -> ServerSettings:
+    """``tls_cert`` and ``tls_key`` as absolute paths of existing files, both or neither."""
+    if bool(server.tls_cert) != bool(server.tls_key):
+        raise ConfigError("[server] tls_cert and tls_key go together: set both (HTTPS) or neither (HTTP)")
+    if not server.tls_cert:
+        return server
+    paths = {}
+    for key in ("tls_cert", "tls_key"):
+        path = Path(getattr(server, key)).expanduser()
+        path = path if path.is_absolute() else home.resolve() / path
+        if not path.is_file():
+            raise ConfigError(f"[server] {key}: no file {path} (`pacsdash tls selfsigned` writes one)")
+        paths[key] = str(path)
+    return replace(server, **paths)
+
+
 def load_settings(
     home: Path | str | None = None,
     config_file: Path | str | None = None,
@@ -284,6 +306,7 @@ def load_settings(
                 check_port(value, f"--{key.replace('_', '-')}")
         server = replace(server, **flags)
         check_aet(server.aet, "[server] aet")
+        server = _tls_paths(server, home_path)
         if server.reserved_associations >= server.max_associations:
             raise ConfigError(
                 f"[server] reserved_associations ({server.reserved_associations}) must be smaller than "
@@ -327,6 +350,8 @@ dicom_workers = 2       # processes receiving associations (0: inside the server
 # public_url = "https://pacs.example.org"   # base of RetrieveURL/BulkDataURI behind a proxy
 # trust_proxy_headers = false               # or take it from Forwarded / X-Forwarded-*
 # cors_origins = ["http://viewer.example:3000"]   # browsers on these origins may call DICOMweb
+# tls_cert = "tls/cert.pem"   # with tls_key: HTTPS only on http_port (`pacsdash tls selfsigned`)
+# tls_key = "tls/key.pem"
 
 [auth]
 enabled = true          # HTTP callers log in (users: `pacsdash users add`)

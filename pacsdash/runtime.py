@@ -15,7 +15,7 @@ import os
 import secrets
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 
 class HomeBusy(RuntimeError):
@@ -32,10 +32,12 @@ class ServerInfo:
     dicom_port: int
     aet: str
     token: str
+    #: The HTTPS certificate when the listener serves HTTPS ("" for HTTP).
+    certificate: str = ""
 
     @property
     def base_url(self) -> str:
-        """``http://host:port`` of the HTTP listener."""
+        """``http(s)://host:port`` of the HTTP listener."""
         host = self.host
         if host in ("0.0.0.0", ""):
             host = "127.0.0.1"
@@ -43,7 +45,16 @@ class ServerInfo:
             host = "::1"
         if ":" in host:
             host = f"[{host}]"
-        return f"http://{host}:{self.http_port}"
+        return f"{'https' if self.certificate else 'http'}://{host}:{self.http_port}"
+
+    def ssl_context(self) -> Any:
+        """What ``urlopen`` needs to call this server (None over HTTP): its own
+        certificate pinned (see :func:`pacsdash.tls.pinned_context`)."""
+        if not self.certificate:
+            return None
+        from pacsdash.tls import pinned_context
+
+        return pinned_context(self.certificate)
 
 
 class HomeLock:

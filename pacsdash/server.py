@@ -142,6 +142,7 @@ def start_server(settings: Settings) -> RunningServer:
         title="pacsdash",
         extra_patterns=routes,
         **auth,
+        **https_options(settings),
         http_server_kwargs={"max_body_size": MAX_BODY_BYTES, "max_buffer_size": MAX_BUFFER_BYTES},
     )
     http._tornado.transforms.append(SecurityHeaders)  # noqa: SLF001 - on the dashboard's pages too
@@ -157,19 +158,28 @@ def start_server(settings: Settings) -> RunningServer:
         dicom_port=dicom_port,
         aet=settings.server.aet,
         token=app.local_token,
+        certificate=settings.server.tls_cert,
     )
     write_server_info(settings.run_path, info)
     LOGGER.info(
-        "pacsdash %s serving %s: HTTP http://%s:%d/ DICOM %s@%s:%d",
+        "pacsdash %s serving %s: %s %s/ DICOM %s@%s:%d",
         __version__,
         settings.home,
-        settings.server.host,
-        info.http_port,
+        "HTTPS" if settings.server.tls_cert else "HTTP",
+        info.base_url,
         settings.server.aet,
         settings.server.host,
         dicom_port,
     )
     return RunningServer(app, node, http, lock)
+
+
+def https_options(settings: Settings) -> dict[str, str]:
+    """``pn.serve``'s certificate and key when ``[server] tls_cert``/``tls_key``
+    are set: the HTTP port then speaks HTTPS only."""
+    if not settings.server.tls_cert:
+        return {}
+    return {"ssl_certfile": settings.server.tls_cert, "ssl_keyfile": settings.server.tls_key}
 
 
 class PortTaken(OSError):

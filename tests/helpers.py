@@ -18,6 +18,7 @@ from pathlib import Path
 from pynetdicom.dsutils import split_dataset
 
 from pacsdash.config import set_server_option
+from pacsdash.tls import pinned_context
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "data" / "dicom-samples"
@@ -124,8 +125,10 @@ class ServerProcess:
             if not info_path.exists():
                 return None
             info = json.loads(info_path.read_text())
+            scheme, context = ("https", pinned_context(info["certificate"])) if info.get("certificate") else ("http", None)
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{info['http_port']}/api/health", timeout=2) as r:
+                with urllib.request.urlopen(f"{scheme}://127.0.0.1:{info['http_port']}/api/health", timeout=2,
+                                            context=context) as r:
                     return info if r.status == 200 else None
             except OSError:
                 return None

@@ -69,6 +69,15 @@ class QuerySession(requests.Session):
 
     RAW = {"%2A": "*", "%3F": "?", "%2C": ",", "%5E": "^"}
 
+    def merge_environment_settings(self, url: Any, proxies: Any, stream: Any, verify: Any, cert: Any) -> dict:
+        """As requests does, except that ``connect(verify=...)`` is not overridden
+        by ``REQUESTS_CA_BUNDLE``/``CURL_CA_BUNDLE`` (psf/requests#3829): a
+        site's own CA file or a server's certificate, given, is used."""
+        settings = super().merge_environment_settings(url, proxies, stream, verify, cert)
+        if verify is None and self.verify is not True:
+            settings["verify"] = self.verify
+        return settings
+
     def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
         path, mark, query = (request.url or "").partition("?")
         if mark:

@@ -1,0 +1,97 @@
+"""TLS for the HTTP listener: a self-signed certificate for a home, and the
+client context the command line uses to call its own server over HTTPS.
+
+``pacsdash tls selfsigned`` writes ``HOME/tls/cert.pem`` and ``key.pem``
+(0600) naming localhost, 127.0.0.1, ::1, the configured host and this
+machine's name, with the `cryptography` library. Point ``[server] tls_cert``
+and ``tls_key`` at them (or at a site's own certificate) to serve HTTPS.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import os
+import socket
+import ssl
+from pathlib import Path
+
+#: How long a self-signed certificate is valid.
+VALID_DAYS = 825
+CERT_NAME, KEY_NAME = "cert.pem", "key.pem"
+
+
+class CertificateExists(FileExistsError):
+    """The home already has a certificate (``--force`` replaces it)."""
+
+
+def subject_names(host: str) -> list[str]:
+    """The names a self-signed certificate of this machine covers: loopback,
+    ``host`` (the configured listening address) and the machine's name."""
+    names = ["localhost", "127.0.0.1", "::1", socket.gethostname(), socket.getfqdn()]
+    if host and host not in ("0.0.0.0", "::"):
+        names.append(host)
+    return list(dict.fromkeys(n for n in names if n))
+
+
+def write_selfsigned(folder: Path, host: str = "", force: bool = False) -> tuple[Path, Path]:
+    """Write a new key (EC P-256) and a self-signed certificate for
+    :func:`subject_names` into ``folder``; return their paths.
+
+    Raises
+    ------
+    CertificateExists
+        When either file exists and ``force`` is false.
+    """
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    cert_path, key_path = folder / CERT_NAME, folder / KEY_NAME
+    if not force and (cert_path.exists() or key_path.exists()):
+        raise CertificateExists(f"{cert_path} exists already (--force replaces it)")
+    names = subject_names(host)
+    alternatives: list[x509.GeneralName] = []
+    for name in names:
+        try:
+            alternatives.append(x509.IPAddress(ipaddress.ip_address(name)))
+        except ValueError:
+            alternatives.append(x509.DNSName(name))
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[3] if len(names) > 3 else "localhost"),
+                         x509.NameAttribute(NameOID.ORGANIZATION_NAME, "pacsdash (self-signed)")])
+    now = dt.datetime.now(dt.timezone.utc)
+    certificate = (
+        x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=VALID_DAYS))
+        .add_extension(x509.SubjectAlternativeName(alternatives), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    _write_private(key_path, key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                               serialization.NoEncryption()))
+    _write_private(cert_path, certificate.public_bytes(serialization.Encoding.PEM))
+    return cert_path, key_path
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` readable by its owner only (0600), atomically."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+    os.replace(tmp, path)
+
+
+def pinned_context(certificate: str) -> ssl.SSLContext:
+    """A client context that trusts exactly ``certificate`` (the server's own,
+    a leaf or self-signed), for the command line calling its own server on
+    loopback: no host name check, the certificate is the identity."""
+    context = ssl.create_default_context(cafile=certificate)
+    context.check_hostname = False
+    context.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
+    return context
