@@ -116,7 +116,7 @@ def dashboard(context: Any) -> pn.viewable.Viewable:
                        home=str(context.settings.home),
                        actions=context.actions, current_role=lambda: current_role(context, login))
     patient = PatientView(archive=context.archive)
-    overview = Overview(archive=context.archive)
+    overview = Overview(archive=context.archive, shown=False)  # read when its tab first opens
     export = ExportPanel(archive=context.archive, search=search, jobs=export_jobs(context), role=role, user=user,
                          current_role=lambda: current_role(context, login))
     pages: list[tuple[str, Any]] = [("Studies", search), ("Study", study), ("Patient", patient), ("Export", export)]
@@ -128,6 +128,7 @@ def dashboard(context: Any) -> pn.viewable.Viewable:
     pages.append(("Overview", overview))
     tabs = pn.Tabs(*pages, dynamic=True, sizing_mode="stretch_width", margin=(0, 5))
     names = [name for name, _ in pages]
+    tabs.param.watch(lambda e: setattr(overview, "shown", overview.shown or names[e.new] == "Overview"), "active")
 
     def show(name: str) -> None:
         tabs.active = names.index(name)

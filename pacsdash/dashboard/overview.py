@@ -50,13 +50,26 @@ class Overview(pn.viewable.Viewer):
     """Totals and plots; ``refresh`` re-reads them."""
 
     archive = param.Parameter(doc="A pacsdash Archive, a pacsdash.client.Client or a DataSource.")
+    shown = param.Boolean(default=True, doc="Read and plotted only once shown (the dashboard sets it when its "
+                                            "tab opens, so that a session starts without the summary).")
 
     def __init__(self, **params: Any) -> None:
         super().__init__(**params)
         self._body = pn.Column(sizing_mode="stretch_width")
+        self._stale = True
         self.refresh()
 
+    @param.depends("shown", watch=True)
+    def _on_shown(self) -> None:
+        if self.shown and self._stale:
+            self.refresh()
+
     def refresh(self, *_: Any) -> None:
+        """Read the totals and plot them again (later, once shown, if not shown yet)."""
+        if not self.shown:
+            self._stale = True
+            return
+        self._stale = False
         summary = archive_summary(self.archive)
         totals = summary["totals"]
         numbers = pn.Row(*[

@@ -19,6 +19,7 @@ import panel as pn
 from pacsdash.dashboard.activity import activity_page
 from pacsdash.dashboard.admin import admin_page
 from pacsdash.dashboard.app import dashboard
+from pacsdash.dashboard.warm import start_warming
 
 Page = Callable[[Any], pn.viewable.Viewable]
 
@@ -54,6 +55,8 @@ def login_from_nested_pages() -> None:
 
 
 def served_pages(context: Any) -> dict[str, Callable[[], pn.viewable.Viewable]]:
-    """The ``pn.serve`` mapping of every page, bound to ``context``."""
+    """The ``pn.serve`` mapping of every page, bound to ``context``; starts
+    warming what the first session needs (in the background)."""
     login_from_nested_pages()
+    start_warming()
     return {path: (lambda page=page: page(context)) for path, page in PAGES.items()}

@@ -96,19 +96,50 @@ class StudyPanel(pn.viewable.Viewer):
         self._link = LinkBox(url=self.link)
         self._progress = pn.indicators.LoadingSpinner(value=False, size=24, visible=False)
         self._viewer_slot = pn.Column(sizing_mode="stretch_width", css_classes=["pd-viewer"])
-        # Anonymize (editor, admin): the options are shared by the anonymization
-        # and the before/after view, so the view shows what the button would do.
-        self._options = OptionsPicker()
-        shared = {"actions": self.actions, "picker": self._options, "current_role": self.current_role,
-                  "role": self.role}
-        self._anonymize = AnonymizePanel(user=self.user, **shared)
-        self._anonymize.param.watch(self._on_open_new, "opened")
-        self._compare = TagComparison(archive=self.archive, shown_instance=self._shown_instance, **shared)
         self._research_toggle = pn.widgets.Toggle(label="Anonymize…", width=120, css_classes=["pd-anonymize-toggle"])
         self._research_toggle.param.watch(lambda e: self._show_research(e.new), "value")
-        self._research = pn.Row(pn.Column(self._anonymize, width=470), self._compare, visible=False,
-                                sizing_mode="stretch_width", css_classes=["pd-research"])
+        # The anonymization section is built when first used (opening a study
+        # never waits for it, nor does the browser draw it hidden).
+        self._research_parts: tuple[Any, Any, Any, pn.Row] | None = None
+        self._research_slot = pn.Column(sizing_mode="stretch_width", margin=0)
+        self._shown_uid = ""
         self._load()
+
+    def _build_research(self) -> tuple[Any, Any, Any, pn.Row]:
+        """The options, the anonymization, the before/after view and their row (built once).
+
+        The options are shared by the anonymization and the before/after view,
+        so the view shows what the button would do.
+        """
+        if self._research_parts is None:
+            options = OptionsPicker()
+            shared = {"actions": self.actions, "picker": options, "current_role": self.current_role,
+                      "role": self.role}
+            anonymize = AnonymizePanel(user=self.user, study_uid=self._shown_uid, **shared)
+            anonymize.param.watch(self._on_open_new, "opened")
+            compare = TagComparison(archive=self.archive, shown_instance=self._shown_instance,
+                                    study_uid=self._shown_uid, **shared)
+            row = pn.Row(pn.Column(anonymize, width=470), compare, visible=False,
+                         sizing_mode="stretch_width", css_classes=["pd-research"])
+            self._research_parts = (options, anonymize, compare, row)
+            self._research_slot[:] = [row]
+        return self._research_parts
+
+    @property
+    def _options(self) -> Any:
+        return self._build_research()[0]
+
+    @property
+    def _anonymize(self) -> Any:
+        return self._build_research()[1]
+
+    @property
+    def _compare(self) -> Any:
+        return self._build_research()[2]
+
+    @property
+    def _research(self) -> pn.Row:
+        return self._build_research()[3]
 
     @param.depends("message", watch=True)
     def _show_message(self) -> None:
@@ -140,7 +171,9 @@ class StudyPanel(pn.viewable.Viewer):
         self._research_toggle.value = False
         shown = self.study_uid if valid_uid(self.study_uid) else ""  # never asked of the index otherwise
         self._series.study_uid = shown
-        self._anonymize.study_uid = self._compare.study_uid = shown
+        self._shown_uid = shown
+        if self._research_parts is not None:
+            self._anonymize.study_uid = self._compare.study_uid = shown
         e = html.escape
         study: dict[str, Any] | None = None
         if self.study_uid and valid_uid(self.study_uid):
@@ -193,6 +226,8 @@ class StudyPanel(pn.viewable.Viewer):
     def _show_research(self, shown: bool) -> None:
         """Open or close the anonymization section; the before/after view
         starts at the instance shown in the viewer."""
+        if not shown and self._research_parts is None:
+            return  # never opened: nothing to close
         self._research.visible = shown
         if shown:
             self._compare.follow()
@@ -270,7 +305,7 @@ class StudyPanel(pn.viewable.Viewer):
         if self.role.may(Action.DELETE):
             actions.append(pn.Column(self._confirm, self._delete, width=250, stylesheets=[DELETE_CSS],
                                      css_classes=["pd-delete-zone"]))
-        research = [self._research] if self.role.may(Action.ANONYMIZE) else []
+        research = [self._research_slot] if self.role.may(Action.ANONYMIZE) else []
         return pn.Column(
             pn.Row(self._title, self._link, sizing_mode="stretch_width"),
             pn.Row(*actions, sizing_mode="stretch_width", css_classes=["pd-study-actions"]), *research,
