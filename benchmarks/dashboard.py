@@ -14,6 +14,9 @@
 (c) Scrolling: once the browser holds every frame of the series, arrow-down
     key presses go from the first slice to the last; the canvas's own draws
     (its ``data-drawn`` counter) are timed in the page.
+(d) Study link: the same logged-in browser opens ``/study/{uid}`` in a new
+    page; the time from the start of the navigation to the canvas drawing a
+    frame is taken in the page.
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ from benchmarks.report import Results
 from benchmarks.servers import WEB_PASSWORD, WEB_USER, PacsdashServer
 
 #: Targets printed beside the figures: (comparison, value in the row's unit).
-TARGETS = {"search": ("<", 200.0), "first_frame": ("<", 1000.0), "fps": (">=", 20.0)}
+TARGETS = {"search": ("<", 200.0), "first_frame": ("<", 1000.0), "link": ("<", 1500.0), "fps": (">=", 20.0)}
 FIRST_DATE = dt.date(2014, 1, 1)
 DATE_SPREAD_DAYS = 3650
 SEARCH_DATES = (dt.date(2020, 1, 1), dt.date(2020, 1, 31))
@@ -312,6 +315,18 @@ const rows = window.__deepAll('.tabulator-row')
 return rows.length === 1 && rows[0].textContent.includes(%s)
 """
 FRAME_DRAWN = "return window.__deepAll('.pd-viewer canvas[data-frame-index]').length > 0"
+#: Run in a page opened on a link before any of its scripts: from the start of the navigation (performance.now()
+#: counts from it), record when the viewer appears and when its canvas first drew a frame, once per animation frame.
+LINK_MARKS_JS = DEEP_JS[DEEP_JS.index("{") + 1:DEEP_JS.rindex("}")] + """
+window.__linkMarks = {}
+const __pollLink = () => {
+  const marks = window.__linkMarks
+  if (!('viewer' in marks) && window.__deepAll('.pd-viewer').length) marks.viewer = performance.now()
+  if (window.__deepAll('.pd-viewer canvas[data-frame-index]').length) { marks.frame = performance.now(); return }
+  requestAnimationFrame(__pollLink)
+}
+requestAnimationFrame(__pollLink)
+"""
 
 
 def _wait_timer(page: Any, timeout_s: float, what: str) -> dict[str, float]:
@@ -384,8 +399,32 @@ def scroll_stats(draws: list[list[float]], first: int, last: int) -> dict[str, A
             "max_gap_ms": round(max(gaps), 1) if gaps else None}
 
 
-def browser_session(browser: Any, base_url: str, patient: str, slices: int, shots: Path | None) -> dict[str, Any]:
-    """One user: log in, search ``patient``, open the study, wait for every slice, scroll through them."""
+def open_link(context: Any, url: str, shots: Path | None) -> dict[str, float]:
+    """Open ``url`` (a study link) in a new page of a logged-in browser context; ms from the navigation's start to
+    the server's first byte, the page's DOMContentLoaded, the viewer appearing and its first frame drawn."""
+    page = context.new_page()
+    try:
+        page.add_init_script(LINK_MARKS_JS)
+        page.goto(url)
+        page.wait_for_function("() => window.__linkMarks && 'frame' in window.__linkMarks", timeout=120_000)
+        if "/login" in page.url:
+            raise BenchError(f"the study link {url} led to the login page")
+        marks = page.evaluate("""() => {
+          const nav = performance.getEntriesByType('navigation')[0]
+          return {response_start: nav.responseStart, dom_content_loaded: nav.domContentLoadedEventEnd,
+                  ...window.__linkMarks}
+        }""")
+        if shots:
+            page.screenshot(path=str(shots / "study-link.png"))
+    finally:
+        page.close()
+    return {name: round(float(ms), 1) for name, ms in marks.items()}
+
+
+def browser_session(browser: Any, base_url: str, patient: str, slices: int, shots: Path | None,
+                    study_uid: str) -> dict[str, Any]:
+    """One user: log in, search ``patient``, open the study, wait for every slice, scroll through them; then open
+    the study's link (``/study/{study_uid}``) in another page of the same logged-in browser."""
     context = browser.new_context(viewport={"width": 1400, "height": 1000})
     page = context.new_page()
     outside: list[str] = []
@@ -445,6 +484,9 @@ def browser_session(browser: Any, base_url: str, patient: str, slices: int, shot
         out["scroll_paced"] = scroll_stats(paced, slices - 1, 0)
         if shots:
             page.screenshot(path=str(shots / "last-slice.png"))
+        marks = open_link(context, f"{base_url}/study/{study_uid}", shots)
+        out["link_first_frame_ms"] = marks["frame"]
+        out["link_marks_ms"] = marks
         if outside:
             raise BenchError(f"the dashboard fetched from outside the machine: {outside[:3]}")
     finally:
@@ -474,7 +516,7 @@ def _check_browser() -> None:
 
 
 def measure_browser(server: PacsdashServer, patient: str, slices: int, repetitions: int,
-                    shots: Path | None) -> tuple[list[dict[str, Any]], dict]:
+                    shots: Path | None, study_uid: str) -> tuple[list[dict[str, Any]], dict]:
     """``repetitions`` browser sessions against ``server``, each in a fresh browser context; and the foreign load.
 
     The load is measured while the browser still runs: Chromium's helper processes are not our children once
@@ -489,22 +531,23 @@ def measure_browser(server: PacsdashServer, patient: str, slices: int, repetitio
             args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
         try:
             with ForeignLoad(server.pid) as load:
-                _sessions(browser, server, patient, slices, repetitions, shots, sessions)
+                _sessions(browser, server, patient, slices, repetitions, shots, sessions, study_uid)
         finally:
             browser.close()
     return sessions, load.result
 
 
 def _sessions(browser: Any, server: PacsdashServer, patient: str, slices: int, repetitions: int,
-              shots: Path | None, sessions: list[dict[str, Any]]) -> None:
+              shots: Path | None, sessions: list[dict[str, Any]], study_uid: str) -> None:
     """Run the sessions one after the other, appending each one's figures to ``sessions``."""
     for rep in range(repetitions):
-        b = browser_session(browser, server.base_url, patient, slices, shots if rep == 0 else None)
+        b = browser_session(browser, server.base_url, patient, slices, shots if rep == 0 else None, study_uid)
         sessions.append(b)
         say(f"  session {rep + 1}: search {b['browser_search_ms']} ms, first frame {b['first_frame_ms']} ms, "
             f"{slices} slices held {b['all_slices_cached_after_first_ms']} ms later; scroll every slice "
             f"{b['scroll_paced']['fps']} fps ({b['scroll_paced']['slices_skipped']} skipped), keys at "
-            f"{b['key_presses_per_s']}/s {b['scroll']['fps']} fps ({b['scroll']['slices_skipped']} skipped)")
+            f"{b['key_presses_per_s']}/s {b['scroll']['fps']} fps ({b['scroll']['slices_skipped']} skipped); "
+            f"study link to first frame {b['link_first_frame_ms']} ms")
 
 
 # -- the phase -------------------------------------------------------------------------
@@ -542,7 +585,7 @@ def run(plan: Any, results: Results, guard: Guard) -> None:
                            f"matches), {stat} ({target_text(search_target, 'ms')})", "ms", "lower", only)
             search_ids.append(id)
     n = plan.web_instances
-    first, fps = TARGETS["first_frame"], TARGETS["fps"]
+    first, fps, link_target = TARGETS["first_frame"], TARGETS["fps"], TARGETS["link"]
     browser_rows = {
         "dash_browser_search": (f"Dashboard search in the browser, Enter to the table showing the study (name), "
                                 f"median ({target_text(search_target, 'ms')})", "ms", "lower", search_target),
@@ -550,6 +593,9 @@ def run(plan: Any, results: Results, guard: Guard) -> None:
                              f"({target_text(first, 'ms')})", "ms", "lower", first),
         "dash_first_frame_cold": (f"Dashboard: the same, first opening after the server started "
                                   f"({target_text(first, 'ms')})", "ms", "lower", first),
+        "dash_link_first_frame": (f"Dashboard: a study link (/study/{{uid}}) opened in a logged-in browser to its "
+                                  f"first frame drawn, median ({target_text(link_target, 'ms')})", "ms", "lower",
+                                  link_target),
         "dash_all_cached": (f"Dashboard: first frame to all {n} slices held by the browser, median", "ms", "lower",
                             None),
         "dash_scroll_fps": (f"Dashboard: scrolling the loaded {n}-slice CT series one arrow key per slice, every "
@@ -595,7 +641,8 @@ def run(plan: Any, results: Results, guard: Guard) -> None:
         _check_browser()
         index_path = generated_index(index_plan)
         ct = ct_volume(n)
-        patient = str(dcmread(ct.files()[0], stop_before_pixels=True).PatientName)
+        header = dcmread(ct.files()[0], stop_before_pixels=True)
+        patient, study_uid = str(header.PatientName), str(header.StudyInstanceUID)
         family = patient.split("^")[0]
         say(f"dashboard: browser, {index_plan.studies} generated studies + {n} CT 512x512")
         with PacsdashServer(plan.tmp_root, plan.keep) as server:
@@ -612,7 +659,7 @@ def run(plan: Any, results: Results, guard: Guard) -> None:
 
                 def run_browser() -> tuple[list, dict]:
                     try:
-                        return measure_browser(server, family, n, plan.browser_repetitions, shots)
+                        return measure_browser(server, family, n, plan.browser_repetitions, shots, study_uid)
                     except Exception as exc:
                         raise BenchError(_browser_failure(exc, server)) from exc
 
@@ -625,6 +672,7 @@ def run(plan: Any, results: Results, guard: Guard) -> None:
             "dash_browser_search": statistics.median(s["browser_search_ms"] for s in sessions),
             "dash_first_frame": statistics.median(s["first_frame_ms"] for s in sessions),
             "dash_first_frame_cold": sessions[0]["first_frame_ms"],
+            "dash_link_first_frame": statistics.median(s["link_first_frame_ms"] for s in sessions),
             "dash_all_cached": statistics.median(s["all_slices_cached_after_first_ms"] for s in sessions),
             "dash_scroll_fps": statistics.median(s["scroll_paced"]["fps"] for s in sessions),
             "dash_scroll_fast_fps": statistics.median(s["scroll"]["fps"] for s in sessions),

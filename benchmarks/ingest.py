@@ -103,3 +103,70 @@ def run_storescu(server: Server, fileset: FileSet, associations: int, log_dir: P
         failures = [ln for ln in text.splitlines() if ln.startswith(("E:", "F:"))]
         errors += failures[:5]
     return IngestResult(fileset.count, associations, seconds, stored, list(dict.fromkeys(errors)))
+
+
+# -- ingest with /activity open ---------------------------------------------------
+#: The target of issue 14: ``/activity`` open costs the 4-association ingest at most this share of its rate.
+ACTIVITY_COST_TARGET = 0.05
+#: Variants of the /activity comparison, in the order each round runs them.
+ACTIVITY_VARIANTS = ("plain", "activity", "traffic_off")
+
+
+def activity_cost(with_page: float, without_page: float) -> float:
+    """How much slower the ingest ran with the page open, as a share of the rate without it (negative: faster)."""
+    if without_page <= 0:
+        raise ValueError("the rate without the page must be positive")
+    return (without_page - with_page) / without_page
+
+
+def median_rates(rounds: list[dict[str, float]]) -> dict[str, float]:
+    """The median rate of each variant over the rounds (variants missing from a round are left out of it)."""
+    import statistics
+
+    names = dict.fromkeys(name for r in rounds for name in r)
+    return {name: statistics.median([r[name] for r in rounds if name in r]) for name in names}
+
+
+class ActivityPage:
+    """``/activity`` open in a logged-in headless Chromium for the length of a ``with`` block.
+
+    On leaving, the page must have shown associations (``.pd-assoc``) live: the
+    page was really following the traffic while the ingest ran.
+    """
+
+    def __init__(self, base_url: str, user: str, password: str) -> None:
+        self.base_url, self.user, self.password = base_url, user, password
+        self.associations_seen = 0
+
+    def __enter__(self) -> ActivityPage:
+        from playwright.sync_api import sync_playwright
+
+        from benchmarks.common import CHROMIUM
+
+        self._playwright = sync_playwright().start()
+        try:
+            self._browser = self._playwright.chromium.launch(
+                executable_path=str(CHROMIUM), headless=True,
+                args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+            page = self.page = self._browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()
+            page.goto(f"{self.base_url}/activity")
+            page.fill("#username", self.user)
+            page.fill("#password", self.password)
+            page.click("button[type=submit]")
+            page.wait_for_load_state()
+            if "/activity" not in page.url:  # the login took us to the archive
+                page.goto(f"{self.base_url}/activity")
+            page.get_by_text("DICOM associations").first.wait_for(timeout=60_000)
+        except BaseException:
+            self._playwright.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            if exc[0] is None:
+                self.page.locator(".pd-assoc").first.wait_for(timeout=10_000)
+                self.associations_seen = self.page.locator(".pd-assoc").count()
+        finally:
+            self._browser.close()
+            self._playwright.stop()

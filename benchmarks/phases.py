@@ -6,6 +6,7 @@ index loaded once) and ends with the server stopped and its folder removed.
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,6 +52,8 @@ class Plan:
     cohort_sizes: tuple[int, ...] = (20_000, 1_000_000)
     #: Which parts of the notebook phase run: "volume", "cohort".
     notebook_parts: tuple[str, ...] = ("volume", "cohort")
+    #: Rounds of the 4-association ingest without a page, with /activity open, with the traffic record off.
+    activity_rounds: int = 3
 
 
 def record_server(results: Results, server: Server, where: str) -> None:
@@ -100,6 +103,92 @@ def run_ingest(plan: Plan, results: Results, guard: Guard) -> None:
                 say(f"  {result.rate:.1f} instances/s ({result.seconds:.2f} s)")
 
             guard.attempt([id], name, one)
+    if "pacsdash" in plan.servers and plan.activity_rounds:
+        run_activity_ingest(plan, results, guard, fileset)
+
+
+ACTIVITY_IDS = ["ingest_4_plain", "ingest_4_activity", "ingest_4_traffic_off", "ingest_activity_cost",
+                "ingest_traffic_cost"]
+
+
+def _activity_rows(results: Results, rounds: int) -> None:
+    target = f"target <= {ingest.ACTIVITY_COST_TARGET:.0%}"
+    only = ("pacsdash",)
+    results.metric("ingest_4_plain", f"Ingest, 4 associations, pacsdash with no page open (baseline of the "
+                   f"/activity rows; median of {rounds} rounds)", "instances/s", "higher", only)
+    results.metric("ingest_4_activity", "Ingest, 4 associations, pacsdash with /activity open in a logged-in "
+                   "Chromium, median", "instances/s", "higher", only)
+    results.metric("ingest_4_traffic_off", "Ingest, 4 associations, pacsdash with its traffic record off "
+                   "(PACSDASH_TRAFFIC=off), median", "instances/s", "higher", only)
+    results.metric("ingest_activity_cost", f"/activity open: the 4-association ingest slower by ({target})", "%",
+                   "lower", only)
+    results.metric("ingest_traffic_cost", "The traffic record (no page open): the 4-association ingest slower than "
+                   "with it off by", "%", "lower", only)
+
+
+def _activity_round(plan: Plan, results: Results, fileset: datasets.FileSet) -> tuple[dict, dict]:
+    """One round: the ingest without the page, with /activity open, with the traffic record off."""
+    rates: dict[str, float] = {}
+    seen = 0
+    with ForeignLoad(os.getpid()) as load:  # the servers, storescu and Chromium are all our children
+        for variant in ingest.ACTIVITY_VARIANTS:
+            with PacsdashServer(plan.tmp_root, plan.keep) as server:
+                try:
+                    if variant == "traffic_off":
+                        server.env["PACSDASH_TRAFFIC"] = "off"
+                    server.add_user()
+                    server.start()
+                    folder = server.folder / "clients"
+                    if variant == "activity":
+                        with ingest.ActivityPage(server.base_url, WEB_USER, WEB_PASSWORD) as page:
+                            result = ingest.run_storescu(server, fileset, 4, folder)
+                        seen = page.associations_seen
+                    else:
+                        result = ingest.run_storescu(server, fileset, 4, folder)
+                finally:
+                    server.stop()
+                    record_server(results, server, f"ingest 4 {variant}")
+            if result.errors:
+                raise RuntimeError(f"{variant}: " + "; ".join(result.errors[:3]))
+            rates[variant] = result.rate
+    return {"rates": rates, "associations_seen": seen}, load.result
+
+
+def run_activity_ingest(plan: Plan, results: Results, guard: Guard, fileset: datasets.FileSet) -> None:
+    """pacsdash's 4-association ingest with and without /activity open, and with its traffic record off.
+
+    The variants run back to back, each on a fresh server, in ``plan.activity_rounds`` rounds; the medians are
+    compared, so that a slower minute of a shared machine weighs on every variant alike.
+    """
+    _activity_rows(results, plan.activity_rounds)
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        results.skip(ACTIVITY_IDS, "pacsdash", "playwright is not installed (pip install -e '.[test]')")
+        return
+    details = results.details.setdefault("ingest_activity", {"rounds": []})
+
+    def one() -> None:
+        for k in range(plan.activity_rounds):
+            say(f"ingest: pacsdash, 4 associations, round {k + 1} of {plan.activity_rounds}: no page, /activity "
+                "open, traffic record off")
+            measured = guard.measure(f"pacsdash ingest 4 /activity round {k + 1}", ACTIVITY_IDS, "pacsdash",
+                                     lambda: _activity_round(plan, results, fileset))
+            details["rounds"].append({**measured, "rates": {n: round(r, 1) for n, r in measured["rates"].items()}})
+            say("  " + ", ".join(f"{n} {r:.1f}/s" for n, r in measured["rates"].items())
+                + f"; the page showed {measured['associations_seen']} associations")
+        rates = ingest.median_rates([r["rates"] for r in details["rounds"]])
+        for variant in ingest.ACTIVITY_VARIANTS:
+            results.metrics[f"ingest_4_{variant}"].values["pacsdash"] = round(rates[variant], 1)
+        cost = ingest.activity_cost(rates["activity"], rates["plain"])
+        metric = results.metrics["ingest_activity_cost"]
+        metric.values["pacsdash"] = round(cost * 100, 1)
+        metric.notes["pacsdash"] = "meets target" if cost <= ingest.ACTIVITY_COST_TARGET else "MISSES target"
+        results.metrics["ingest_traffic_cost"].values["pacsdash"] = round(
+            ingest.activity_cost(rates["plain"], rates["traffic_off"]) * 100, 1)
+        say(f"  /activity open: {cost:.1%} slower (target <= {ingest.ACTIVITY_COST_TARGET:.0%})")
+
+    guard.attempt(ACTIVITY_IDS, "pacsdash", one)
 
 
 # -- 2. C-FIND ---------------------------------------------------------------

@@ -193,16 +193,20 @@ def markdown(results: Results) -> str:
                        f"{r['index_find_page_median_ms']} | {r['index_count_median_ms']} |")
         out.append("")
     if dash.get("browser_sessions"):
-        out += ["## Browser sessions (ms from the click; scroll of the loaded series)", "",
+        out += ["## Browser sessions (ms from the click; scroll of the loaded series; the study link from the start "
+                "of its navigation)", "",
                 "| # | login to table | search | study panel | viewer | first frame | all slices held | "
-                "every slice: fps | max gap ms | fast keys/s | slices drawn | skipped | fps |",
-                "|---:|" + "---:|" * 12]
+                "every slice: fps | max gap ms | fast keys/s | slices drawn | skipped | fps | "
+                "link: first byte | link: viewer | link: first frame |",
+                "|---:|" + "---:|" * 15]
         for k, b in enumerate(dash["browser_sessions"], 1):
             marks, sc, pc = b.get("first_frame_marks_ms", {}), b["scroll"], b.get("scroll_paced", {})
+            link = b.get("link_marks_ms", {})
             out.append(f"| {k} | {b['login_to_table_ms']} | {b['browser_search_ms']} | {marks.get('study_panel', '')} |"
                        f" {marks.get('viewer', '')} | {b['first_frame_ms']} | {b['all_slices_cached_after_first_ms']} |"
                        f" {pc.get('fps', '')} | {pc.get('max_gap_ms', '')} |"
-                       f" {b['key_presses_per_s']} | {sc['slices_drawn']} | {sc['slices_skipped']} | {sc['fps']} |")
+                       f" {b['key_presses_per_s']} | {sc['slices_drawn']} | {sc['slices_skipped']} | {sc['fps']} |"
+                       f" {link.get('response_start', '')} | {link.get('viewer', '')} | {link.get('frame', '')} |")
         out.append("")
     research = results.details.get("research", {})
     runs = {server: r["runs"] for server, r in research.items() if isinstance(r, dict) and "runs" in r}

@@ -42,6 +42,9 @@ def parse_args(argv: list[str] | None) -> tuple[Plan, argparse.Namespace]:
                         help="studies in the generated dashboard search index (default 100000, quick 10000)")
     parser.add_argument("--browser-repetitions", type=int,
                         help="times the browser opens the study and scrolls it (default 5, quick 2)")
+    parser.add_argument("--activity-rounds", type=int,
+                        help="rounds of pacsdash's 4-association ingest without a page, with /activity open and with "
+                        "the traffic record off (default 3, quick 1; 0 leaves them out)")
     parser.add_argument("--research-instances", type=int,
                         help="CT 512x512 instances of the study anonymized and exported (default 100, quick 20)")
     parser.add_argument("--research-cohort", type=int,
@@ -85,6 +88,8 @@ def parse_args(argv: list[str] | None) -> tuple[Plan, argparse.Namespace]:
                         (args.research_cohort, "--research-cohort")):
         if value is not None and value < 4:
             parser.error(f"{what} must be at least 4")
+    if args.activity_rounds is not None and args.activity_rounds < 0:
+        parser.error("--activity-rounds must be 0 or more")
     if args.research_repetitions is not None and args.research_repetitions < 1:
         parser.error("--research-repetitions must be at least 1")
     if args.notebook_slices is not None and args.notebook_slices < 2:
@@ -113,6 +118,7 @@ def parse_args(argv: list[str] | None) -> tuple[Plan, argparse.Namespace]:
         web_instances=args.web_instances or (30 if args.quick else 100),
         dash_studies=args.dash_studies or (10_000 if args.quick else 100_000),
         browser_repetitions=args.browser_repetitions or (2 if args.quick else 5),
+        activity_rounds=(1 if args.quick else 3) if args.activity_rounds is None else args.activity_rounds,
         research_instances=args.research_instances or (20 if args.quick else 100),
         research_cohort=args.research_cohort or (200 if args.quick else 2000),
         research_repetitions=args.research_repetitions or (2 if args.quick else 3),
@@ -143,6 +149,13 @@ def notes(plan: Plan) -> list[str]:
         f"Before each measurement the run waits (bounded) for the CPUs to go idle; a measurement during which other "
         f"processes used more than {FOREIGN_LIMIT:.0%} of the machine is repeated, and marked † if it still was.",
     ]
+    if "ingest" in plan.phases and plan.activity_rounds and "pacsdash" in plan.servers:
+        out.append(
+            f"/activity's cost (pacsdash only): {plan.activity_rounds} round(s), each running the 4-association "
+            "ingest on a fresh server three times back to back: with no page open, with /activity open in a "
+            "logged-in headless Chromium (the page must have shown the associations live), and with the traffic "
+            "record off (PACSDASH_TRAFFIC=off); the medians are compared: cost = 1 - with page / without, target "
+            "<= 5%. The traffic record's own cost compares no page with the record off.")
     if "dicomweb" in plan.phases:
         out.append(
             f"DICOMweb: both servers hold the C-FIND index plus one study of {plan.web_instances} CT 512x512 in one "
@@ -245,6 +258,7 @@ def main(argv: list[str] | None = None) -> int:
                 "web_ct_512": plan.web_instances,
                 "dash_studies": plan.dash_studies,
                 "browser_repetitions": plan.browser_repetitions,
+                "activity_rounds": plan.activity_rounds,
                 "research_ct_512": plan.research_instances,
                 "research_cohort_ct_128": plan.research_cohort,
                 "research_repetitions": plan.research_repetitions,

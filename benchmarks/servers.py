@@ -201,6 +201,8 @@ class PacsdashServer(Server):
         self.http_port = 0
         self.server_pid = 0
         self.prepared = False
+        #: Extra environment variables of ``pacsdash serve`` (e.g. ``PACSDASH_TRAFFIC=off``).
+        self.env: dict[str, str] = {}
 
     @property
     def pid(self) -> int:
@@ -276,7 +278,7 @@ class PacsdashServer(Server):
             raise Skipped(f"{PACSDASH} not found")
         self.prepare()
         self._spawn([str(PACSDASH), "serve", "--home", str(self.home), "--host", LOOPBACK, "--http-port", "0",
-                     "--dicom-port", "0", "--aet", self.aet])
+                     "--dicom-port", "0", "--aet", self.aet], env={**os.environ, **self.env} if self.env else None)
         info_path = self.home / "run" / "server.json"
 
         def ready() -> bool:

@@ -220,4 +220,38 @@ def test_notebook_phase_is_planned_with_quick_counts_and_targets():
     assert "1,144 match" in results.metrics["notebook_cohort_1000000"].label
     assert [notebook.ratio_note(0.5), notebook.ratio_note(0.51)] == ["meets target", "MISSES target"]
     assert [notebook.cohort_note(999.9), notebook.cohort_note(1000.0)] == ["meets target", "MISSES target"]
-    assert len(notebook.page_queries(999)) == 1 and len(notebook.page_queries(1000)) == 2  # a full page asks again
+    from pacsdash.client.client import PAGE
+
+    assert len(notebook.page_queries(PAGE - 1)) == 1 and len(notebook.page_queries(PAGE)) == 2  # a full page asks again
+
+
+def test_activity_cost_is_the_share_of_the_rate_lost_with_the_page_open():
+    from benchmarks import ingest
+
+    assert ingest.activity_cost(95.0, 100.0) == pytest.approx(0.05)
+    assert ingest.activity_cost(110.0, 100.0) == pytest.approx(-0.10)  # faster with the page: a negative cost
+    with pytest.raises(ValueError):
+        ingest.activity_cost(1.0, 0.0)
+    rounds = [{"plain": 200.0, "activity": 190.0}, {"plain": 220.0, "activity": 150.0, "traffic_off": 230.0},
+              {"plain": 210.0, "activity": 200.0}]
+    assert ingest.median_rates(rounds) == {"plain": 210.0, "activity": 190.0, "traffic_off": 230.0}
+
+
+def test_activity_rounds_are_planned_and_noted():
+    from benchmarks import run
+
+    plan, _ = run.parse_args(["--quick", "--only", "ingest"])
+    assert plan.activity_rounds == 1
+    assert any("PACSDASH_TRAFFIC=off" in note for note in run.notes(plan))
+    plan, _ = run.parse_args(["--only", "ingest", "--activity-rounds", "0"])
+    assert plan.activity_rounds == 0 and not any("/activity" in note for note in run.notes(plan))
+    assert run.parse_args([])[0].activity_rounds == 3
+    with pytest.raises(SystemExit):
+        run.parse_args(["--activity-rounds", "-1"])
+
+
+def test_the_study_link_has_a_target_and_a_row_and_its_marks_start_with_the_page():
+    assert dashboard.TARGETS["link"] == ("<", 1500.0)
+    assert dashboard.meets(dashboard.TARGETS["link"], 1499.0) and not dashboard.meets(dashboard.TARGETS["link"], 1500.0)
+    assert "window.__deepAll = " in dashboard.LINK_MARKS_JS and "window.__linkMarks" in dashboard.LINK_MARKS_JS
+    assert not dashboard.LINK_MARKS_JS.lstrip().startswith("() =>")  # a script, not a function expression
