@@ -27,6 +27,16 @@ TABLE_HEIGHT = 420
 ROLES = [role.value for role in Role]
 
 
+
+def confirmation(on_yes: Any, confirm: Any) -> tuple[pn.widgets.Button, pn.widgets.Button, pn.Row]:
+    """The hidden "Yes, remove" / "Cancel" row of a removal: ``on_yes(event)``
+    removes, Cancel calls ``confirm(False)``."""
+    yes = pn.widgets.Button(name="Yes, remove", button_type="danger")
+    yes.on_click(on_yes)
+    cancel = pn.widgets.Button(name="Cancel")
+    cancel.on_click(lambda _: confirm(False))
+    return yes, cancel, pn.Row(yes, cancel, visible=False)
+
 class Notice(pn.pane.HTML):
     """One line saying what the last action did, or why it did not."""
 
@@ -83,11 +93,7 @@ class UsersView(pn.viewable.Viewer):
         self.password_button.on_click(self._reset_password)
         self.remove_button = pn.widgets.Button(name="Remove user…", disabled=True)
         self.remove_button.on_click(lambda _: self._confirm(True))
-        self.confirm_button = pn.widgets.Button(name="Yes, remove", button_type="danger")
-        self.confirm_button.on_click(self._remove)
-        self.cancel_button = pn.widgets.Button(name="Cancel")
-        self.cancel_button.on_click(lambda _: self._confirm(False))
-        self.confirm_row = pn.Row(self.confirm_button, self.cancel_button, visible=False)
+        self.confirm_button, self.cancel_button, self.confirm_row = confirmation(self._remove, self._confirm)
         self.selected = ""
         self.refresh()
 
@@ -181,11 +187,7 @@ class PeersView(pn.viewable.Viewer):
         self.echo_button.on_click(self._echo)
         self.remove_button = pn.widgets.Button(name="Remove peer…")
         self.remove_button.on_click(lambda _: self._confirm(True))
-        self.confirm_button = pn.widgets.Button(name="Yes, remove", button_type="danger")
-        self.confirm_button.on_click(self._remove)
-        self.cancel_button = pn.widgets.Button(name="Cancel")
-        self.cancel_button.on_click(lambda _: self._confirm(False))
-        self.confirm_row = pn.Row(self.confirm_button, self.cancel_button, visible=False)
+        self.confirm_button, self.cancel_button, self.confirm_row = confirmation(self._remove, self._confirm)
         self.hint = pn.pane.HTML(
             "<small>Click a peer to edit, echo or remove it. Peers from pacsdash.toml change there.</small>",
             margin=(4, 10))

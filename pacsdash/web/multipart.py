@@ -16,28 +16,29 @@ class MalformedMultipart(ValueError):
     """The body is not a well-formed multipart body; the message says where."""
 
 
+class _Typed:
+    headers: dict[str, str]
+
+    @property
+    def content_type(self) -> str:
+        """The part's media type, lower-case, without parameters."""
+        return self.headers.get("content-type", "").split(";")[0].strip().lower()
+
+
 @dataclass
-class Part:
+class Part(_Typed):
     """One body part: its headers (lower-case names) and its bytes."""
 
     headers: dict[str, str]
     content: bytes
 
-    @property
-    def content_type(self) -> str:
-        return self.headers.get("content-type", "").split(";")[0].strip().lower()
-
 
 @dataclass
-class PartView:
+class PartView(_Typed):
     """One body part whose bytes are a view of the body (no copy): for large responses."""
 
     headers: dict[str, str]
     content: memoryview
-
-    @property
-    def content_type(self) -> str:
-        return self.headers.get("content-type", "").split(";")[0].strip().lower()
 
 
 def parameters(content_type: str) -> tuple[str, dict[str, str]]:
