@@ -99,6 +99,16 @@ def build_parser() -> argparse.ArgumentParser:
                             "to HOME/quarantine (nothing is deleted)")
     check.add_argument("--json", action="store_true", help="print the report as JSON")
 
+    audit = sub.add_parser("audit", help="the audit trail: who did what to which studies (admin)")
+    _add_home(audit)
+    audit.add_argument("--user", default="", help="only this user (or AE title)")
+    audit.add_argument("--action", default="", help="only this action (login, export, anonymize, delete, ...)")
+    audit.add_argument("--study", default="", help="only entries naming this StudyInstanceUID")
+    audit.add_argument("--since", default="", help="from this ISO-8601 date or time on (UTC unless a zone is given)")
+    audit.add_argument("--until", default="", help="before this ISO-8601 date or time")
+    audit.add_argument("--limit", type=int, default=1000, help="at most this many entries, newest first")
+    audit.add_argument("--csv", action="store_true", help="print CSV instead of a table")
+
     tls = sub.add_parser("tls", help="TLS certificates")
     tls_sub = tls.add_subparsers(dest="tls_command", required=True)
     selfsigned = tls_sub.add_parser("selfsigned", help="write HOME/tls/cert.pem and key.pem (self-signed, 0600)")
@@ -493,6 +503,53 @@ def _check_offline(settings: Settings, repair: bool):
                              actor=_actor().origin, progress=progress)
 
 
+def cmd_audit(args: argparse.Namespace) -> int:
+    """The audit trail, through the running server if any (see :mod:`pacsdash.archive.audit`)."""
+    import urllib.parse
+
+    from pacsdash.archive import audit
+    from pacsdash.runtime import running_server
+
+    settings = _settings(args)
+    wanted = {"user": args.user, "action": args.action, "study": args.study, "since": args.since,
+              "until": args.until, "limit": args.limit}
+    try:
+        checked = audit.filters(**wanted)
+    except audit.BadFilter as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    server = running_server(settings.run_path)
+    try:
+        if server is not None:
+            query = urllib.parse.urlencode({k: v for k, v in wanted.items() if v})
+            entries = _local_api(server, "GET", f"/api/audit?{query}")["entries"]
+        else:
+            entries = _audit_offline(settings, checked)
+    except RuntimeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    if args.csv:
+        sys.stdout.write(audit.as_csv(entries))
+        return EXIT_OK
+    for item in entries:
+        studies = ", ".join(item["studies"][:3]) + (" ..." if len(item["studies"]) > 3 else "")
+        print(f"{item['time']}  {item['user']:<16} {item['address']:<15} {item['action']:<12} "
+              f"{item['outcome']:<8} {studies}")
+    print(f"{len(entries)} entries")
+    return EXIT_OK
+
+
+def _audit_offline(settings: Settings, checked: dict) -> list[dict]:
+    """The audit entries of a home no server runs on, under the home's lock."""
+    from pacsdash.archive import Archive, audit
+    from pacsdash.runtime import HomeLock
+
+    if not settings.index_path.exists():
+        raise RuntimeError(f"{settings.home} holds no pacsdash archive (no index); give the right one with --home")
+    with HomeLock(settings.run_path), Archive.open_home(settings.store_path, settings.index_path) as archive:
+        return [audit.entry(r) for r in archive.records(**checked)]
+
+
 def cmd_tls(args: argparse.Namespace) -> int:
     """``tls selfsigned``: a certificate for this home; prints both paths."""
     from pacsdash.config import init_home
@@ -611,6 +668,7 @@ COMMANDS = {
     "pseudonym": cmd_pseudonym,
     "check": cmd_check,
     "tls": cmd_tls,
+    "audit": cmd_audit,
     "users": cmd_users,
     "modalities": cmd_modalities,
 }

@@ -16,7 +16,7 @@ from tornado.ioloop import IOLoop  # noqa: E402
 
 from pacsdash import __version__  # noqa: E402
 from pacsdash.access import Accounts  # noqa: E402
-from pacsdash.archive import Archive  # noqa: E402
+from pacsdash.archive import Archive, audit  # noqa: E402
 from pacsdash.archive.actions import StudyActions  # noqa: E402
 from pacsdash.config import Settings, init_home  # noqa: E402
 from pacsdash.dashboard.pages import served_pages  # noqa: E402
@@ -131,7 +131,8 @@ def start_server(settings: Settings) -> RunningServer:
     routes = http_routes(app)
     auth: dict = {}
     if settings.auth.enabled:
-        auth = {"auth_provider": make_auth_provider(accounts), "cookie_secret": cookie_secret(settings.run_path)}
+        auth = {"auth_provider": make_auth_provider(accounts, audit.login_recorder(archive)),
+                "cookie_secret": cookie_secret(settings.run_path)}
     http = pn.serve(
         served_pages(app),
         port=settings.server.http_port,

@@ -25,6 +25,7 @@ file never arrived, so the index and the file store agree.
 
 from __future__ import annotations
 
+import datetime as dt
 import enum
 import logging
 import os
@@ -734,9 +735,11 @@ class Archive:
         return self._writer.call(lambda: self._index.add_record(record))
 
     def records(self, action: str | None = None, actor: str | None = None, study: str | None = None,
-                limit: int = 100, offset: int = 0) -> list[ActionRecord]:
-        """Records of actions, newest first."""
-        return self.index.records(action=action, actor=actor, study=study, limit=limit, offset=offset)
+                limit: int = 100, offset: int = 0, since: dt.datetime | None = None,
+                until: dt.datetime | None = None) -> list[ActionRecord]:
+        """Records of actions, newest first (``since`` included, ``until`` excluded)."""
+        return self.index.records(action=action, actor=actor, study=study, limit=limit, offset=offset,
+                                  since=since, until=until)
 
     def remember_subjects(self, subjects: list[tuple[str, str, str]]) -> None:
         """Keep whom each ``(pseudonym, PatientID, IssuerOfPatientID)`` stands for."""

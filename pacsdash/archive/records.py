@@ -42,7 +42,7 @@ class ActionRecord:
     """One action on studies."""
 
     actor: str
-    action: str  # anonymize, export, send, delete
+    action: str  # anonymize, export, send, delete, repair, login, upload, user_change (see archive.audit)
     studies: list[str]
     outcome: str = "success"
     address: str = ""
@@ -73,9 +73,17 @@ def append(cur: duckdb.DuckDBPyConnection, record: ActionRecord) -> int:
 
 
 def select(cur: duckdb.DuckDBPyConnection, action: str | None = None, actor: str | None = None,
-           study: str | None = None, limit: int = 100, offset: int = 0) -> list[ActionRecord]:
-    """Records, newest first, filtered by exact action, actor or study."""
+           study: str | None = None, limit: int = 100, offset: int = 0,
+           since: dt.datetime | None = None, until: dt.datetime | None = None) -> list[ActionRecord]:
+    """Records, newest first, filtered by exact action, actor or study, and by
+    time (``since`` included, ``until`` excluded)."""
     where, params = [], []
+    if since is not None:
+        where.append("time >= ?")
+        params.append(since)
+    if until is not None:
+        where.append("time < ?")
+        params.append(until)
     if action:
         where.append("action = ?")
         params.append(action)

@@ -71,11 +71,14 @@ def dashboard_user(accounts: Accounts) -> Callable[[RequestHandler], str | None]
     return get_user
 
 
-def make_auth_provider(accounts: Accounts) -> BasicAuthProvider:
+def make_auth_provider(accounts: Accounts, on_login: Callable[[str, str, bool], None] | None = None
+                       ) -> BasicAuthProvider:
     """An auth provider whose login checks pacsdash users and whose sessions
-    can be revoked (logout, password, role or user change)."""
+    can be revoked (logout, password, role or user change); ``on_login(user,
+    address, succeeded)`` hears of every login tried (the audit trail)."""
 
     throttle = throttle_for(accounts)
+    heard = on_login or (lambda *_: None)
 
     class LoginHandler(BasicLoginHandler):
         _login_template = _ENV.get_template("login.html")
@@ -94,6 +97,7 @@ def make_auth_provider(accounts: Accounts) -> BasicAuthProvider:
                 self.write(self._login_template.render(login_endpoint=self._login_endpoint, errormessage=str(exc)))
                 return
             user = await IOLoop.current().run_in_executor(PASSWORD_CHECKS, accounts.authenticate, username, password)
+            heard(username, address, user is not None)
             if user is None:
                 throttle.failed(username, address)
                 self.redirect(self._login_endpoint + "?error=" + url_escape("Invalid username or password!"))

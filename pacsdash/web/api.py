@@ -13,7 +13,7 @@ from tornado.ioloop import IOLoop
 
 from pacsdash import __version__
 from pacsdash.access import Action, Role
-from pacsdash.archive import InstanceLocation, InvalidQuery, Level, Query, StoredFileError, store_many
+from pacsdash.archive import InstanceLocation, InvalidQuery, Level, Query, StoredFileError, audit, store_many
 from pacsdash.archive.check import check_archive, quarantine_folder
 from pacsdash.archive.export import zip_name
 from pacsdash.archive.actions import ActionError
@@ -235,6 +235,33 @@ class CheckHandler(BaseHandler):
         self.write_json(report.as_json())
 
 
+class AuditHandler(BaseHandler):
+    """``GET /api/audit?user=&action=&study=&since=&until=&limit=&offset=&format=csv``
+    (admin): the audit trail, newest first (:mod:`pacsdash.archive.audit`)."""
+
+    async def get(self) -> None:
+        user = self.require(Action.SEARCH)
+        if user.role is not Role.ADMIN:
+            raise ApiError(403, "the audit trail is for admins")
+        args = {k: self.get_query_argument(k, "") for k in ("user", "action", "study", "since", "until")}
+        try:
+            wanted = audit.filters(**args, limit=self.get_query_argument("limit", "100"),
+                                   offset=self.get_query_argument("offset", "0"))
+        except audit.BadFilter as exc:
+            raise bad_request(str(exc)) from None
+        form = self.get_query_argument("format", "json")
+        if form not in ("json", "csv"):
+            raise bad_request("format must be json or csv")
+        found = await IOLoop.current().run_in_executor(None, lambda: self.app.archive.records(**wanted))
+        entries = [audit.entry(r) for r in found]
+        if form == "csv":
+            self.set_header("Content-Type", "text/csv; charset=utf-8")
+            self.set_header("Content-Disposition", 'attachment; filename="pacsdash-audit.csv"')
+            self.finish(audit.as_csv(entries))
+            return
+        self.write_json({"entries": entries})
+
+
 class NoRouteHandler(BaseHandler):
     """Any other ``/api/...`` path: a JSON 404, as every API error is JSON."""
 
@@ -254,6 +281,7 @@ def api_routes(app: Any) -> list:
         (rf"/api/studies/{uid}/send", SendHandler, {"app": app}),
         (r"/api/local/import", LocalImportHandler, {"app": app}),
         (r"/api/check", CheckHandler, {"app": app}),
+        (r"/api/audit", AuditHandler, {"app": app}),
         *research_routes(app),
         (r"/api/.*", NoRouteHandler, {"app": app}),
     ]

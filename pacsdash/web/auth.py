@@ -42,6 +42,8 @@ class Authenticator:
         # A per-process key, so cache keys are useless outside this process.
         self._key = hashlib.sha256(local_token.encode()).digest()
         self.throttle = throttle_for(accounts)
+        #: ``(user, address, False)`` on each failed password check, for the audit trail.
+        self.on_failure: Callable[[str, str, bool], None] | None = None
 
     def user_for(self, authorization: str | None, address: str = "") -> User | None:
         """The caller named by an ``Authorization`` header, if the proof holds.
@@ -86,6 +88,8 @@ class Authenticator:
         user = self.accounts.authenticate(name, password)  # the same work for an unknown name
         if user is None:
             self.throttle.failed(name, address)
+            if self.on_failure is not None:
+                self.on_failure(name, address, False)
             return None
         self.throttle.succeeded(name)
         with self._lock:

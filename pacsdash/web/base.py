@@ -12,7 +12,7 @@ from tornado.httputil import HTTPHeaders, HTTPServerRequest
 
 from pacsdash.access import Accounts, Action, Role, User
 from pacsdash.access.throttle import TooManyAttempts
-from pacsdash.archive import Archive
+from pacsdash.archive import Archive, audit
 from pacsdash.archive.actions import Actor, StudyActions
 from pacsdash.config import Settings
 from pacsdash.traffic.recorder import TrafficRecorder
@@ -74,6 +74,7 @@ class AppContext:
 
     def __post_init__(self) -> None:
         self.authenticator = Authenticator(self.accounts, self.settings.auth.enabled, self.local_token)
+        self.authenticator.on_failure = audit.login_recorder(self.archive)
         if self.actions is None:
             self.actions = StudyActions(self.archive, self.settings.home, self.accounts, self.settings.server.aet)
 

@@ -1,0 +1,103 @@
+"""The audit trail: who did what to which studies, when, from where, and how it went.
+
+Entries are the archive's append-only action records (:mod:`pacsdash.archive.records`)
+shown in the shape of CONTRACT.md's ``GET /api/audit`` and ``pacsdash audit``:
+``{"time": ISO-8601 UTC, "user", "address", "action", "outcome", "studies"}``,
+after the DICOM audit messages of PS3.15 A.5 (who: the active participant;
+what: the event; the studies: the participant objects). Recorded today:
+logins and failed logins, anonymizations, exports, sends, deletions, repairs
+and uploads; queries, retrievals, peer refusals and user and label changes
+are not recorded yet.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+import logging
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from pacsdash.archive.records import ActionRecord
+
+LOGGER = logging.getLogger(__name__)
+
+#: The actions the contract names (``action=`` filter values).
+ACTIONS = ("login", "query", "retrieve", "export", "anonymize", "delete", "upload", "send", "peer_refused",
+           "user_change", "label_change", "repair")
+COLUMNS = ("time", "user", "address", "action", "outcome", "studies")
+MAX_LIMIT = 10_000
+
+
+class BadFilter(ValueError):
+    """An audit filter that cannot be used (an unknown action, a bad time); the message says which."""
+
+
+def parse_time(text: str, name: str) -> dt.datetime:
+    """An ISO-8601 date or date-time (UTC when no zone is given)."""
+    try:
+        value = dt.datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise BadFilter(f"{name} must be an ISO-8601 date or time, e.g. 2026-12-01 or 2026-12-01T08:00:00Z") from None
+    return value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
+
+
+def filters(user: str = "", action: str = "", study: str = "", since: str = "", until: str = "",
+            limit: str | int = 100, offset: str | int = 0) -> dict[str, Any]:
+    """Checked keyword arguments of :meth:`Archive.records` from text filters."""
+    if action and action not in ACTIONS:
+        raise BadFilter(f"action must be one of {', '.join(ACTIONS)}")
+    try:
+        limit, offset = int(str(limit)[:9]), int(str(offset)[:12])
+    except ValueError:
+        raise BadFilter("limit and offset must be whole numbers") from None
+    if not 0 < limit <= MAX_LIMIT or offset < 0:
+        raise BadFilter(f"limit must be 1 to {MAX_LIMIT} and offset 0 or more")
+    if len(user) > 256 or len(study) > 64:
+        raise BadFilter("user or study too long")
+    return {"actor": user or None, "action": action or None, "study": study or None, "limit": limit,
+            "offset": offset, "since": parse_time(since, "since") if since else None,
+            "until": parse_time(until, "until") if until else None}
+
+
+def entry(record: ActionRecord) -> dict[str, Any]:
+    """One record as an audit entry."""
+    time = record.time.astimezone(dt.timezone.utc).isoformat() if record.time else None
+    return {"time": time, "user": record.actor, "address": record.address, "action": record.action,
+            "outcome": record.outcome, "studies": list(record.studies)}
+
+
+def as_csv(entries: Iterable[dict[str, Any]]) -> str:
+    """The entries as CSV (studies joined by ``\\``, as DICOM joins values)."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(COLUMNS)
+    for item in entries:
+        writer.writerow([item["time"], item["user"], item["address"], item["action"], item["outcome"],
+                         "\\".join(item["studies"])])
+    return out.getvalue()
+
+
+#: Records that must not hold up their caller (a login on the event loop) are written from here, in order.
+_LATER = ThreadPoolExecutor(1, thread_name_prefix="pacsdash-audit")
+
+
+def login_recorder(archive: Any) -> Callable[[str, str, bool], None]:
+    """``record(user, address, succeeded)``: a login or a failed login in the
+    audit trail, written in the background (PS3.15 A.5.3.20 User Authentication)."""
+
+    def record(user: str, address: str, succeeded: bool) -> None:
+        entry = ActionRecord(actor=user[:256], action="login", studies=[], address=address,
+                             outcome="success" if succeeded else "failure")
+        _LATER.submit(_quietly, archive, entry)
+
+    return record
+
+
+def _quietly(archive: Any, record: ActionRecord) -> None:
+    try:
+        archive.record(record)
+    except Exception:  # the archive closing at shutdown: an audit entry lost, said in the log
+        LOGGER.warning("audit: could not record %s of %s", record.action, record.actor, exc_info=True)
