@@ -6,8 +6,9 @@ moment it is accepted, A-ASSOCIATE-RQ or not, and refuses all callers once
 associations, from one address locked every other peer out. Here:
 
 - a connection that has not yet sent its A-ASSOCIATE-RQ is *pending*; one
-  address may hold :attr:`Limits.per_address` pending connections, a new
-  one closing its oldest (a silent connection costs its sender a slot, not
+  address may hold :attr:`Limits.pending_per_address` pending connections
+  (twice ``per_address``: a scanner opening several associations at once
+  is not cut short), a new one closing its oldest (a silent connection costs its sender a slot, not
   the others theirs), and all addresses together :attr:`Limits.pending`,
   a new one closing the oldest of the address holding most; pending
   connections are also closed after the ACSE time-out (PS3.8 9.1.5 ARTIM);
@@ -27,7 +28,7 @@ import logging
 import socket
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,6 +49,11 @@ class Limits:
     reserved: int
     #: Pending connections, and associations of unregistered callers, per address.
     per_address: int
+
+    @property
+    def pending_per_address(self) -> int:
+        """Pending connections from one address."""
+        return 2 * self.per_address
 
     @property
     def pending(self) -> int:
@@ -77,7 +83,7 @@ class Admission:
             self._prune()
             from_address = [a for a, addr in self._pending.items() if addr == address]
             evict = None
-            if len(from_address) >= self.limits.per_address:
+            if len(from_address) >= self.limits.pending_per_address:
                 evict = from_address[0]
             elif len(self._pending) >= self.limits.pending:
                 busiest, _ = Counter(self._pending.values()).most_common(1)[0]
@@ -147,7 +153,8 @@ class StoreQuota:
         self.quota = quota
         self.window = window
         self._lock = threading.Lock()
-        self._stored: dict[str, list[tuple[float, int]]] = {}
+        #: Per address: (time, bytes) of each store in the window, and their sum.
+        self._stored: dict[str, tuple[deque[tuple[float, int]], list[int]]] = {}
 
     def remaining(self, address: str) -> int:
         """Bytes ``address`` may still store now."""
@@ -157,17 +164,19 @@ class StoreQuota:
     def add(self, address: str, size: int) -> None:
         """Count ``size`` bytes stored by ``address``."""
         with self._lock:
-            self._used(address)
-            self._stored.setdefault(address, []).append((time.monotonic(), size))
-            if len(self._stored) > 10_000:  # forget addresses whose window has passed
-                for key in [k for k, v in self._stored.items() if not v]:
-                    del self._stored[key]
+            if address not in self._stored and len(self._stored) >= 10_000:
+                for key in [k for k in self._stored if self._used(k) == 0]:
+                    del self._stored[key]  # forget addresses whose window has passed
+            entries, total = self._stored.setdefault(address, (deque(), [0]))
+            entries.append((time.monotonic(), size))
+            total[0] += size
 
     def _used(self, address: str) -> int:
-        entries = self._stored.get(address)
-        if not entries:
+        found = self._stored.get(address)
+        if found is None:
             return 0
+        entries, total = found
         since = time.monotonic() - self.window
-        if entries[0][0] < since:
-            entries[:] = [e for e in entries if e[0] >= since]
-        return sum(size for _, size in entries)
+        while entries and entries[0][0] < since:
+            total[0] -= entries.popleft()[1]
+        return total[0]
