@@ -234,7 +234,7 @@ def measure_search(index_path: Path, plan: DashIndexPlan, repetitions: int, fold
     import logging
 
     from pacsdash.archive import Archive
-    from pacsdash.dashboard.search import StudySearch
+    from pacsdash.dashboard.search import StudySearch, display_date
 
     logging.getLogger("bokeh").setLevel(logging.ERROR)
     home = folder / "search-home"
@@ -251,10 +251,11 @@ def measure_search(index_path: Path, plan: DashIndexPlan, repetitions: int, fold
             total, rows = search.total, search._table.value  # noqa: SLF001 - the table the user sees
             shown = min(PAGE_SIZE, case.expected)
             first_date = str(rows.iloc[0]["Date"]) if len(rows) else ""
-            if search.error or total != case.expected or len(rows) != shown or first_date != case.newest:
+            newest = display_date(case.newest) if case.newest else ""  # the table shows dates as 2020-01-31
+            if search.error or total != case.expected or len(rows) != shown or first_date != newest:
                 raise BenchError(f"dashboard search {case.label}: {total} studies, {len(rows)} rows, first dated "
                                  f"{first_date!r} ({search.error or 'no error'}); expected {case.expected}, {shown}, "
-                                 f"{case.newest!r}")
+                                 f"{newest!r}")
             times, find_times, count_times = [], [], []
             query = search.query()
             for rep in range(warmup + repetitions):
@@ -314,6 +315,8 @@ ROWS_SHOW_ONLY = """
 const rows = window.__deepAll('.tabulator-row')
 return rows.length === 1 && rows[0].textContent.includes(%s)
 """
+#: The canvas component's own element (focusable; the study panel's slot around it has the class too).
+VIEWER = ".pd-viewer[tabindex]"
 FRAME_DRAWN = "return window.__deepAll('.pd-viewer canvas[data-frame-index]').length > 0"
 #: Run in a page opened on a link before any of its scripts: from the start of the navigation (performance.now()
 #: counts from it), record when the viewer appears and when its canvas first drew a frame, once per animation frame.
@@ -321,7 +324,7 @@ LINK_MARKS_JS = DEEP_JS[DEEP_JS.index("{") + 1:DEEP_JS.rindex("}")] + """
 window.__linkMarks = {}
 const __pollLink = () => {
   const marks = window.__linkMarks
-  if (!('viewer' in marks) && window.__deepAll('.pd-viewer').length) marks.viewer = performance.now()
+  if (!('viewer' in marks) && window.__deepAll('.pd-viewer[tabindex]').length) marks.viewer = performance.now()
   if (window.__deepAll('.pd-viewer canvas[data-frame-index]').length) { marks.frame = performance.now(); return }
   requestAnimationFrame(__pollLink)
 }
@@ -451,17 +454,17 @@ def browser_session(browser: Any, base_url: str, patient: str, slices: int, shot
         # Open the study: click -> the study's title, the viewer, its first frame drawn.
         page.evaluate("([e, m]) => window.__armTimer(e, m)", ["pointerdown", {
             "study_panel": "return window.__deepAll('a[href$=\"/archive\"]').length > 0",
-            "viewer": "return window.__deepAll('.pd-viewer').length > 0", "frame": FRAME_DRAWN}])
+            "viewer": f"return window.__deepAll('{VIEWER}').length > 0", "frame": FRAME_DRAWN}])
         page.locator(".tabulator-row").first.click()
         marks = _wait_timer(page, 120, "first frame")
         out["first_frame_ms"] = marks["frame"]
         out["first_frame_marks_ms"] = marks
         if shots:
             page.screenshot(path=str(shots / "first-frame.png"))
-        viewer = page.locator(".pd-viewer").first
+        viewer = page.locator(VIEWER).first
         started = time.perf_counter()
         page.wait_for_function(
-            "(n) => window.__deepAll('.pd-viewer').some((v) => Number(v.dataset.cached) >= n)", arg=slices,
+            f"(n) => window.__deepAll('{VIEWER}').some((v) => Number(v.dataset.cached) >= n)", arg=slices,
             timeout=180_000, polling=50)
         out["all_slices_cached_after_first_ms"] = round((time.perf_counter() - started) * 1000, 1)
         frame_index = int(viewer.locator("canvas").get_attribute("data-frame-index") or -1)

@@ -110,7 +110,8 @@ class SeriesViewer(pn.viewable.Viewer):
         self._reset = pn.widgets.Button(label="Reset", width=90)
         self._reset.on_click(lambda _: self.canvas.reset_view())
         self._info = pn.pane.HTML("", sizing_mode="stretch_width")
-        self._tags_card = pn.Card(self.tags, title="Attributes", collapsed=True, sizing_mode="stretch_width")
+        # The attribute browser joins the card when it is first opened (a viewer opens without drawing it).
+        self._tags_card = pn.Card(title="Attributes", collapsed=True, sizing_mode="stretch_width")
         self._tags_card.param.watch(lambda _: self._update_tags(), "collapsed")
 
         _link(self, "frame_index", self.canvas, "frame_index")
@@ -265,6 +266,8 @@ class SeriesViewer(pn.viewable.Viewer):
     def _update_tags(self) -> None:
         if self._tags_card.collapsed:
             return  # read the header only when someone looks
+        if not self._tags_card.objects:
+            self._tags_card.objects = [self.tags]
         uid = self.current_instance
         current = self.tags.dataset
         if not uid:
