@@ -222,7 +222,10 @@ def test_notebook_phase_is_planned_with_quick_counts_and_targets():
     assert [notebook.cohort_note(999.9), notebook.cohort_note(1000.0)] == ["meets target", "MISSES target"]
     from pacsdash.client.client import PAGE
 
-    assert len(notebook.page_queries(PAGE - 1)) == 1 and len(notebook.page_queries(PAGE)) == 2  # a full page asks again
+    # Every page, then the request whose empty answer ends the search.
+    assert [q.offset for q in notebook.page_queries(PAGE - 1)] == [0, PAGE - 1]
+    assert [q.offset for q in notebook.page_queries(PAGE)] == [0, PAGE]
+    assert [q.offset for q in notebook.page_queries(0)] == [0]
 
 
 def test_activity_cost_is_the_share_of_the_rate_lost_with_the_page_open():
