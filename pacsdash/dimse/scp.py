@@ -29,6 +29,7 @@ from weakref import WeakKeyDictionary
 
 from pydicom import dcmread
 from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
 from pydicom.uid import UID, AllTransferSyntaxes
 from pynetdicom import AE, _config, evt
 from pynetdicom.association import Association
@@ -46,7 +47,7 @@ from pynetdicom.sop_class import (
 from pynetdicom.transport import ThreadedAssociationServer
 
 from pacsdash.access import Accounts
-from pacsdash.archive import Archive, InstanceLocation, InvalidQuery, Level
+from pacsdash.archive import Archive, DamagedFile, InstanceLocation, InvalidQuery, Level, MissingFile, StoredFileError
 from pacsdash.archive.outcomes import OUTCOMES, StoreOutcome, classify
 from pacsdash.archive.query import Query
 from pacsdash.config import ModalitySettings, ServerSettings
@@ -495,10 +496,14 @@ class DicomNode:
             path = self.archive.local_path(location)
             if (location.SOPClassUID, location.TransferSyntaxUID) in accepted:
                 yield Status.PENDING, StoredInstance(path, location)
-            else:
+                continue
+            try:
                 # The peer did not accept the stored encoding: let pynetdicom
                 # convert between uncompressed syntaxes if it can.
-                yield Status.PENDING, dcmread(path)
+                yield Status.PENDING, dcmread(self.archive.verified_path(location))
+            except (StoredFileError, InvalidDicomError, OSError) as exc:
+                LOGGER.warning("C-GET from %s: %s not sent: %s", describe_peer(event), location.SOPInstanceUID, exc)
+                yield Status.PENDING, StoredInstance(path, location)  # fails when sent: a failed sub-operation
 
 
 @dataclass(frozen=True)
@@ -532,7 +537,28 @@ class StoredInstance(Dataset):
         self.SOPClassUID = location.SOPClassUID
         self.SOPInstanceUID = location.SOPInstanceUID
         self.__dict__["source_path"] = path
+        self.__dict__["size"] = location.size
         self.__dict__["move_originator"] = originator
+
+    def checked_path(self) -> Path:
+        """The stored file, once it is there with the size received.
+
+        Raises
+        ------
+        MissingFile, DamagedFile
+            So that pynetdicom counts a failed sub-operation naming the
+            instance (PS3.4 C.4.2.3, C.4.3.3) instead of sending a file cut
+            short as if it were whole; ``pacsdash check`` names the cause.
+        """
+        path: Path = self.__dict__["source_path"]
+        try:
+            size = path.stat().st_size
+        except FileNotFoundError:
+            raise MissingFile(f"the stored file of {self.SOPInstanceUID} is missing") from None
+        if size != self.__dict__["size"]:
+            raise DamagedFile(f"the stored file of {self.SOPInstanceUID} has {size} bytes, not the "
+                              f"{self.__dict__['size']} received")
+        return path
 
 
 def _send_stored_file(original):
@@ -541,7 +567,7 @@ def _send_stored_file(original):
             originator = dataset.__dict__["move_originator"]
             if originator is not None:
                 originator_aet, originator_id = originator.aet, originator.message_id
-            dataset = dataset.__dict__["source_path"]
+            dataset = dataset.checked_path()
         if isinstance(dataset, (str, Path)):
             with even_length_copy(Path(dataset)) as path:
                 return original(self, path, msg_id, priority, originator_aet, originator_id)

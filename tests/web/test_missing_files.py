@@ -1,9 +1,8 @@
 """A missing or damaged stored file is a 404/410 (or a failed sub-operation), never a 500.
 
 The index keeps the row; the file is deleted (missing) or cut short
-(damaged) on disk by hand, as ``pacsdash check`` would find it. Tests of
-doors not yet changed are marked xfail(strict=True): they flip when the
-door maps :class:`pacsdash.archive.MissingFile` / ``DamagedFile``.
+(damaged) on disk by hand, as ``pacsdash check`` would find it. Every door
+maps :class:`pacsdash.archive.MissingFile` / ``DamagedFile``.
 """
 
 from __future__ import annotations
@@ -27,11 +26,7 @@ from tests.helpers import ServerProcess, run_cli
 
 ADMIN = ("root", "root-password")
 GONE = 410
-PENDING = "door fix pending: {} maps MissingFile/DamagedFile (see the check report, issue 15)"
 
-
-def pending(door: str):
-    return pytest.mark.xfail(strict=True, reason=PENDING.format(door))
 
 
 def _make_study(folder: Path, count: int) -> tuple[str, str, list[bytes]]:
@@ -156,7 +151,6 @@ def broken_study(request, archive: Archive):
     if request.param == "gone":
         path.unlink()
     else:
-        request.applymarker(pending("C-GET/C-MOVE of a damaged file (dimse/scp.py: verify before sending)"))
         path.write_bytes(path.read_bytes()[:-40])
     return study, broken
 
