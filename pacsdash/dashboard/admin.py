@@ -16,7 +16,7 @@ import panel as pn
 from pacsdash.access import Role
 from pacsdash.dashboard.admin_actions import AdminActions
 from pacsdash.dashboard.admin_views import LogView, PeersView, SettingsView, UsersView
-from pacsdash.dashboard.app import current_role, only_admins
+from pacsdash.dashboard.app import current_role, only_admins, opened_session
 
 
 def header(context: Any, user: str) -> pn.viewable.Viewable:
@@ -39,9 +39,10 @@ def admin_page(context: Any) -> pn.viewable.Viewable:
         return refused
     pn.extension("tabulator")
     login = pn.state.user
+    session = opened_session(context, login)
     actions = AdminActions(
         accounts=context.accounts,
-        still_admin=lambda: current_role(context, login) is Role.ADMIN,
+        still_admin=lambda: current_role(context, login, session) is Role.ADMIN,
         actor=login or "anonymous",
         calling_aet=context.settings.server.aet,
     )

@@ -21,20 +21,32 @@ from pacsdash.dashboard.upload import UploadPanel
 from pacsdash.web.research import export_jobs  # the API's export jobs: its download route serves ours
 
 
-def current_role(context: Any, user: str | None = None) -> Role | None:
+def current_role(context: Any, user: str | None = None, session: str | None = None) -> Role | None:
     """The role of ``user`` (default: the logged-in one) as the accounts say
-    now; admin when logins are off."""
+    now; admin when logins are off. With ``session`` (the user's session stamp
+    when the page opened), None once that session has ended: a logout
+    anywhere, a new password, a role change, the user removed and added again."""
     if not context.settings.auth.enabled:
         return Role.ADMIN
     user = user or pn.state.user
     stamp = context.accounts.credential_stamp(user) if user else None
-    return Role(stamp[0]) if stamp else None
+    if stamp is None or (session is not None and context.accounts.session_stamp(user) != session):
+        return None
+    return Role(stamp[0])
 
 
-def may(context: Any, user: str | None, action: Action) -> bool:
-    """Whether ``user`` may ``action`` at this moment (a role changed or a
-    user removed since the page opened counts at once)."""
-    role = current_role(context, user)
+def opened_session(context: Any, user: str | None) -> str | None:
+    """``user``'s session stamp as this page opens (None when logins are off)."""
+    if not context.settings.auth.enabled or not user:
+        return None
+    return context.accounts.session_stamp(user)
+
+
+def may(context: Any, user: str | None, action: Action, session: str | None = None) -> bool:
+    """Whether ``user`` may ``action`` at this moment (a role changed, a user
+    removed or, given ``session``, a session ended since the page opened
+    counts at once)."""
+    role = current_role(context, user, session)
     return role is not None and role.may(action)
 
 
@@ -110,20 +122,21 @@ def dashboard(context: Any) -> pn.viewable.Viewable:
     resolve_from_any_depth()
     login = pn.state.user
     user = login or "anonymous"
+    session = opened_session(context, login)
     pn.extension("tabulator")  # the upload's drop zone is a JSComponent of ours: no extension
     search = StudySearch(archive=context.archive)
     study = StudyPanel(archive=context.archive, role=role, accounts=context.accounts, user=user,
                        home=str(context.settings.home),
-                       actions=context.actions, current_role=lambda: current_role(context, login))
+                       actions=context.actions, current_role=lambda: current_role(context, login, session))
     patient = PatientView(archive=context.archive)
     overview = Overview(archive=context.archive, shown=False)  # read when its tab first opens
     export = ExportPanel(archive=context.archive, search=search, jobs=export_jobs(context), role=role, user=user,
-                         current_role=lambda: current_role(context, login))
+                         current_role=lambda: current_role(context, login, session))
     pages: list[tuple[str, Any]] = [("Studies", search), ("Study", study), ("Patient", patient), ("Export", export)]
     if role.may(Action.UPLOAD):  # never shown to a viewer; the upload itself checks again
         pages.append(("Upload", UploadPanel(
             archive=context.archive, user=user, limit_mb=context.settings.server.max_upload_mb,
-            may_upload=lambda: may(context, login, Action.UPLOAD),
+            may_upload=lambda: may(context, login, Action.UPLOAD, session),
         )))
     pages.append(("Overview", overview))
     tabs = pn.Tabs(*pages, dynamic=True, sizing_mode="stretch_width", margin=(0, 5))
