@@ -119,6 +119,7 @@ def start_server(settings: Settings) -> RunningServer:
     app = AppContext(settings=settings, archive=archive, accounts=accounts, local_token=new_token(), actions=actions,
                      traffic=traffic)
     if traffic is not None:
+        traffic.on_rejected = audit.peer_refusal_recorder(archive)
         archive.subscribe(traffic.on_commit)  # which association brought which patient's study
     if settings.server.dicom_workers > 0:
         node: DicomNode | DicomWorkers = DicomWorkers(settings, archive, settings.server.dicom_workers, traffic=traffic)

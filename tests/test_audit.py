@@ -102,3 +102,30 @@ def test_the_command_line_reads_it_through_the_server_and_offline(server, tmp_pa
     offline = run_cli("audit", "--user", "eve", "--home", str(server.home))
     assert offline.returncode == 0, offline.stderr
     assert "anonymize" in offline.stdout and "entries" in offline.stdout.splitlines()[-1]
+
+
+def test_a_refused_peer_is_in_the_trail_once_a_minute(tmp_path):
+    import subprocess
+
+    from tests.helpers import have_dcmtk
+
+    if not have_dcmtk():
+        pytest.skip("dcmtk is not installed (/usr/bin/findscu missing)")
+    home = tmp_path / "home"
+    assert run_cli("users", "add", "ada", "--role", "admin", "--password-stdin", "--home", str(home),
+                   input=USERS["ada"][1] + "\n").returncode == 0
+    running = ServerProcess.start(home, accept_unknown_store=False)
+    try:
+        for _ in range(3):  # a stranger asking to query: refused at association each time
+            refused = subprocess.run(["/usr/bin/findscu", "-S", "-aet", "STRANGER", "-aec", "PACSDASH", "-k",
+                                      "QueryRetrieveLevel=STUDY", "127.0.0.1", str(running.dicom_port)],
+                                     capture_output=True, text=True, timeout=60)
+            assert refused.returncode != 0
+        assert _entries(running, action="peer_refused")
+        time.sleep(1.5)  # every refusal has reached the server process by now
+        entries = _audit(running, action="peer_refused").json()["entries"]
+        assert len(entries) == 1, entries  # the same peer and reason: once a minute
+        [entry] = entries
+        assert entry["user"] == "STRANGER" and entry["address"] == "127.0.0.1" and entry["outcome"] == "failure"
+    finally:
+        running.stop()

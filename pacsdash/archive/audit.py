@@ -6,8 +6,8 @@ shown in the shape of CONTRACT.md's ``GET /api/audit`` and ``pacsdash audit``:
 after the DICOM audit messages of PS3.15 A.5 (who: the active participant;
 what: the event; the studies: the participant objects). Recorded today:
 logins and failed logins, anonymizations, exports, sends, deletions, repairs
-and uploads; queries, retrievals, peer refusals and user and label changes
-are not recorded yet.
+and associations refused to peers; queries, retrievals, uploads and user
+and label changes are not recorded yet.
 """
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ import csv
 import datetime as dt
 import io
 import logging
+import threading
+import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -101,3 +103,31 @@ def _quietly(archive: Any, record: ActionRecord) -> None:
         archive.record(record)
     except Exception:  # the archive closing at shutdown: an audit entry lost, said in the log
         LOGGER.warning("audit: could not record %s of %s", record.action, record.actor, exc_info=True)
+
+
+#: Seconds during which the same peer refused for the same reason is recorded once (a flood stays a few rows).
+REFUSAL_QUIET_SECONDS = 60.0
+
+
+def peer_refusal_recorder(archive: Any, clock: Callable[[], float] = time.monotonic) -> Callable[[Any], None]:
+    """``record(rejected)``: an association refused (``AssociationRejected`` from
+    :mod:`pacsdash.traffic`) as a ``peer_refused`` entry, the calling AE title
+    as the user (PS3.15 A.5.3.1 Application Activity, refused); the same
+    AE title, address and reason at most once a minute."""
+    last: dict[tuple[str, str, str], float] = {}
+    lock = threading.Lock()
+
+    def record(rejected: Any) -> None:
+        key = (str(rejected.calling_aet)[:16], str(rejected.address)[:64], str(rejected.reason)[:200])
+        now = clock()
+        with lock:
+            if now - last.get(key, -REFUSAL_QUIET_SECONDS) < REFUSAL_QUIET_SECONDS:
+                return
+            last[key] = now
+            if len(last) > 10_000:
+                last.clear()
+        entry = ActionRecord(actor=key[0], action="peer_refused", studies=[], address=key[1], outcome="failure",
+                             details={"reason": key[2], "called_aet": str(rejected.called_aet)[:16]})
+        _LATER.submit(_quietly, archive, entry)
+
+    return record

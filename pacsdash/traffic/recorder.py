@@ -12,7 +12,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict, deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -118,6 +118,8 @@ class TrafficRecorder:
         self.dropped = 0
         #: Grows with every event: a page redraws only when it changed.
         self.version = 0
+        #: Hears of each association refused (the audit trail's peer refusals).
+        self.on_rejected: Callable[[AssociationRejected], None] | None = None
 
     # -- recording -------------------------------------------------------------------
     def record(self, event: Event) -> None:
@@ -160,6 +162,8 @@ class TrafficRecorder:
             record = AssociationRecord(event)
             if kind is AssociationRejected:
                 record.ended, record.ended_at = "rejected", event.time
+                if self.on_rejected is not None:
+                    self.on_rejected(event)
             else:
                 self._by_peer[record.peer] = record
             self._associations[event.key] = record
