@@ -15,6 +15,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from pacsdash import __version__
+from pacsdash.access.accounts import MIN_PASSWORD_LENGTH
 from pacsdash.config import ConfigError, Settings, load_settings
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -126,7 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_home(add, leaf=True)
     add.add_argument("name")
     add.add_argument("--role", required=True, choices=["admin", "editor", "viewer"])
-    add.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
+    add.add_argument("--password-stdin", action="store_true",
+                     help=f"read the password (at least {MIN_PASSWORD_LENGTH} characters) from standard input")
     _add_home(users_sub.add_parser("list"), leaf=True)
     remove = users_sub.add_parser("remove")
     _add_home(remove, leaf=True)
@@ -134,7 +136,8 @@ def build_parser() -> argparse.ArgumentParser:
     passwd = users_sub.add_parser("passwd")
     _add_home(passwd, leaf=True)
     passwd.add_argument("name")
-    passwd.add_argument("--password-stdin", action="store_true")
+    passwd.add_argument("--password-stdin", action="store_true",
+                        help=f"read the new password (at least {MIN_PASSWORD_LENGTH} characters) from standard input")
 
     mods = sub.add_parser("modalities", help="manage DICOM peers")
     _add_home(mods)
@@ -162,10 +165,10 @@ def _read_password(from_stdin: bool) -> str:
         return sys.stdin.readline().rstrip("\r\n")
     if not sys.stdin.isatty():
         raise SystemExit("give --password-stdin to read the password from standard input")
-    from pacsdash.access import AccountError, confirmed_password
+    from pacsdash.access import AccountError, check_password, confirmed_password
 
-    first = getpass.getpass("Password: ")
     try:
+        first = check_password(getpass.getpass(f"Password (at least {MIN_PASSWORD_LENGTH} characters): "))
         return confirmed_password(first, getpass.getpass("Again: "))
     except AccountError as exc:
         raise SystemExit(str(exc)) from None

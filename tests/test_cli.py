@@ -9,7 +9,9 @@ from pydicom.dataset import Dataset
 from pynetdicom import AE
 from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind
 
+from pacsdash.access import Accounts
 from pacsdash.archive import Archive, Level, Query
+from pacsdash.config import load_settings
 from tests.factories import make_dataset
 from tests.helpers import BROKEN, SAMPLES, VALID, ServerProcess, free_port, run_cli
 
@@ -45,17 +47,32 @@ def find_patients(server) -> list[str]:
 
 
 def test_users_lifecycle(home):
-    result = run_cli("users", "add", "alice", "--role", "admin", "--password-stdin", "--home", str(home), input="pw1\n")
+    result = run_cli("users", "add", "alice", "--role", "admin", "--password-stdin", "--home", str(home), input="password-1\n")
     assert result.returncode == 0, result.stderr
-    assert run_cli("users", "add", "bob", "--home", str(home), "--role", "viewer", "--password-stdin", input="pw2\n").returncode == 0
+    assert run_cli("users", "add", "bob", "--home", str(home), "--role", "viewer", "--password-stdin", input="password-2\n").returncode == 0
     listing = run_cli("users", "list", "--home", str(home))
     assert listing.stdout.splitlines() == ["alice\tadmin", "bob\tviewer"]
-    again = run_cli("users", "add", "alice", "--role", "admin", "--password-stdin", "--home", str(home), input="x\n")
+    again = run_cli("users", "add", "alice", "--role", "admin", "--password-stdin", "--home", str(home), input="x-password\n")
     assert again.returncode == 1 and "exists already" in again.stderr
-    assert run_cli("users", "passwd", "bob", "--password-stdin", "--home", str(home), input="new\n").returncode == 0
+    assert run_cli("users", "passwd", "bob", "--password-stdin", "--home", str(home), input="new-password\n").returncode == 0
     assert run_cli("users", "remove", "bob", "--home", str(home)).returncode == 0
     assert run_cli("users", "list", "--home", str(home)).stdout.splitlines() == ["alice\tadmin"]
-    assert "pw1" not in (home / "pacsdash.toml").read_text() if (home / "pacsdash.toml").exists() else True
+    assert "password-1" not in (home / "pacsdash.toml").read_text() if (home / "pacsdash.toml").exists() else True
+
+
+def test_users_add_and_passwd_refuse_a_short_password(home):
+    short = run_cli("users", "add", "alice", "--role", "admin", "--password-stdin", "--home", str(home),
+                    input="9-chars!!\n")
+    assert short.returncode != 0 and "at least 10 characters" in short.stderr
+    assert run_cli("users", "list", "--home", str(home)).stdout == ""
+    added = run_cli("users", "add", "alice", "--role", "admin", "--password-stdin", "--home", str(home),
+                    input="10-chars!!\n")
+    assert added.returncode == 0, added.stderr
+    changed = run_cli("users", "passwd", "alice", "--password-stdin", "--home", str(home), input="9-chars!!\n")
+    assert changed.returncode != 0 and "at least 10 characters" in changed.stderr
+    accounts = Accounts(load_settings(home).accounts_path)
+    assert accounts.authenticate("alice", "10-chars!!") is not None  # the refused change changed nothing
+    assert "at least 10 characters" in run_cli("users", "add", "--help").stdout
 
 
 def test_modalities_lifecycle(home):
@@ -92,7 +109,7 @@ def test_import_offline_reports_each_failure(home, tmp_path):
 
 
 def test_admin_commands_and_import_work_while_serving(server, home):
-    assert run_cli("users", "add", "carol", "--role", "editor", "--password-stdin", "--home", str(home), input="pw\n").returncode == 0
+    assert run_cli("users", "add", "carol", "--role", "editor", "--password-stdin", "--home", str(home), input="carol-password\n").returncode == 0
     assert "carol" in run_cli("users", "list", "--home", str(home)).stdout
     result = run_cli("import", "--home", str(home), str(SAMPLES / "valid"))
     assert result.returncode == 0, result.stderr
@@ -192,6 +209,7 @@ def test_demo_defaults_to_its_own_home_and_prints_the_commands_for_it(tmp_path):
     home = (tmp_path / "pacsdash-demo").resolve()
     assert (home / "index.duckdb").exists() and not (tmp_path / "pacsdash-home").exists()
     assert f"pacsdash users add NAME --role admin|editor|viewer --password-stdin --home {home}" in result.stdout
+    assert "demo users: admin/admin-demo-pw, editor/editor-demo-pw, viewer/viewer-demo-pw" in result.stdout
     assert f"pacsdash modalities add NAME --aet AET --host HOST --port N --home {home}" in result.stdout
 
 

@@ -50,7 +50,7 @@ def stow_sender(http_port: int, paths, acknowledged: list[str], stop: threading.
         body, content_type = multipart([p.read_bytes() for p, _ in paths[start:start + 5]])
         try:
             response = requests.post(f"http://127.0.0.1:{http_port}/dicom-web/studies", data=body,
-                                     headers={"Content-Type": content_type}, auth=("editor", "pw"), timeout=30)
+                                     headers={"Content-Type": content_type}, auth=("editor", "editor-password"), timeout=30)
         except requests.RequestException:
             break
         if response.status_code == 200:
@@ -70,7 +70,7 @@ def test_kill_9_loses_no_acknowledged_instance(tmp_path):
             batch.append((path, ds.SOPInstanceUID))
         files.append(batch)
 
-    assert run_cli("users", "add", "editor", "--role", "editor", "--password-stdin", "--home", str(home), input="pw\n").returncode == 0
+    assert run_cli("users", "add", "editor", "--role", "editor", "--password-stdin", "--home", str(home), input="editor-password\n").returncode == 0
     server = ServerProcess.start(home)
     acknowledged: list[str] = []
     stop = threading.Event()

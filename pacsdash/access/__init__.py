@@ -1,6 +1,22 @@
 """Who may do what: users with roles, and registered DICOM peers."""
 
-from pacsdash.access.accounts import AccountError, Accounts, User, confirmed_password
+from pacsdash.access.accounts import (
+    MIN_PASSWORD_LENGTH,
+    AccountError,
+    Accounts,
+    User,
+    check_password,
+    confirmed_password,
+)
 from pacsdash.access.roles import Action, Role
 
-__all__ = ["AccountError", "Accounts", "Action", "Role", "User", "confirmed_password"]
+__all__ = [
+    "MIN_PASSWORD_LENGTH",
+    "AccountError",
+    "Accounts",
+    "Action",
+    "Role",
+    "User",
+    "check_password",
+    "confirmed_password",
+]

@@ -36,6 +36,9 @@ CREATE TABLE IF NOT EXISTS modalities (
 );
 """
 MAX_NAME = 64
+#: The shortest password a user may be given (when it is set or changed; a
+#: shorter one set before this rule keeps working until it is changed).
+MIN_PASSWORD_LENGTH = 10
 #: SQL condition, checked in the same statement as the change: the row is not
 #: the only admin (so no change, from any process, leaves the server without one).
 _NOT_LAST_ADMIN = "(role != 'admin' OR (SELECT count(*) FROM users WHERE role = 'admin') > 1)"
@@ -79,6 +82,14 @@ def check_user_name(name: str) -> str:
     return name
 
 
+def check_password(password: str) -> str:
+    """Return ``password`` if it may be set, else raise (at least :data:`MIN_PASSWORD_LENGTH` characters)."""
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise AccountError(f"the password must be at least {MIN_PASSWORD_LENGTH} characters long"
+                           f" (got {len(password)})")
+    return password
+
+
 def confirmed_password(password: str, again: str) -> str:
     """``password`` if it was typed the same twice (the CLI's prompt, the admin page's form)."""
     if password != again:
@@ -114,11 +125,11 @@ class Accounts:
 
     # -- users ---------------------------------------------------------------
     def add_user(self, name: str, role: Role | str, password: str) -> User:
-        """Create a user; the password is stored only as a salted hash."""
+        """Create a user; the password (at least :data:`MIN_PASSWORD_LENGTH`
+        characters) is stored only as a salted hash."""
         check_user_name(name)
         role = Role.parse(role)
-        if not password:
-            raise AccountError("the password must not be empty")
+        check_password(password)
         try:
             self._con().execute(
                 "INSERT INTO users (name, role, password_hash, session_stamp) VALUES (?, ?, ?, ?)",
@@ -129,9 +140,8 @@ class Accounts:
         return User(name, role)
 
     def set_password(self, name: str, password: str) -> None:
-        """Replace a user's password."""
-        if not password:
-            raise AccountError("the password must not be empty")
+        """Replace a user's password (at least :data:`MIN_PASSWORD_LENGTH` characters)."""
+        check_password(password)
         cur = self._con().execute("UPDATE users SET password_hash = ?, session_stamp = ? WHERE name = ?",
                                   (hash_password(password), new_session_stamp(), name))
         if cur.rowcount == 0:

@@ -2,7 +2,7 @@
 
 Every action goes through :class:`~pacsdash.access.Accounts` (the same calls
 as ``pacsdash users ...`` and ``pacsdash modalities ...``, so the same rules:
-non-empty passwords, valid names and AE titles, never the last admin), after
+passwords of at least ``MIN_PASSWORD_LENGTH`` characters, valid names and AE titles, never the last admin), after
 asking again whether the acting user is still an admin at that moment. Each
 change is logged with who made it.
 """

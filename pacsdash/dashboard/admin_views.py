@@ -16,7 +16,7 @@ from typing import Any, Callable
 import pandas as pd
 import panel as pn
 
-from pacsdash.access import AccountError, Role
+from pacsdash.access import MIN_PASSWORD_LENGTH, AccountError, Role
 from pacsdash.config import RETRIEVE_ACTIONS, Settings
 from pacsdash.dashboard.admin_actions import AdminActions, Refused
 from pacsdash.dashboard.admin_log import LEVELS, PERIODS, filter_log, filter_records, read_logs, since
@@ -25,6 +25,7 @@ from pacsdash.dashboard.admin_settings import settings_rows
 FORM_WIDTH = 340
 TABLE_HEIGHT = 420
 ROLES = [role.value for role in Role]
+PASSWORD_HINT = f"at least {MIN_PASSWORD_LENGTH} characters"
 
 
 
@@ -79,7 +80,7 @@ class UsersView(pn.viewable.Viewer):
         self.table.param.watch(self._on_select, "selection")
         self.new_name = pn.widgets.TextInput(name="Name", placeholder="letters, digits, . _ - @")
         self.new_role = pn.widgets.Select(name="Role", options=ROLES, value="viewer")
-        self.new_password = pn.widgets.PasswordInput(name="Password")
+        self.new_password = pn.widgets.PasswordInput(name="Password", placeholder=PASSWORD_HINT)
         self.new_again = pn.widgets.PasswordInput(name="Password again")
         self.add_button = pn.widgets.Button(name="Add user", button_type="primary")
         self.add_button.on_click(self._add)
@@ -87,7 +88,7 @@ class UsersView(pn.viewable.Viewer):
         self.role = pn.widgets.Select(name="Role", options=ROLES, disabled=True, width=160)
         self.role_button = pn.widgets.Button(name="Change role", disabled=True, width=120, align="end")
         self.role_button.on_click(self._set_role)
-        self.password = pn.widgets.PasswordInput(name="New password", disabled=True)
+        self.password = pn.widgets.PasswordInput(name="New password", placeholder=PASSWORD_HINT, disabled=True)
         self.again = pn.widgets.PasswordInput(name="New password again", disabled=True)
         self.password_button = pn.widgets.Button(name="Reset password", disabled=True)
         self.password_button.on_click(self._reset_password)

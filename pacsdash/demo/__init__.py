@@ -14,6 +14,10 @@ from pacsdash.config import CONFIG_NAME, Settings, init_home, set_server_option
 LOGGER = logging.getLogger(__name__)
 #: Real-world sample files shipped in the repository (absent from a wheel).
 SAMPLES = Path(__file__).resolve().parents[2] / "data" / "dicom-samples" / "valid"
+#: Users of a demo home (each named after its role) and their passwords:
+#: readable off the screen, and long enough for the password rule
+#: (:data:`pacsdash.access.MIN_PASSWORD_LENGTH`).
+DEMO_USERS = {"admin": "admin-demo-pw", "editor": "editor-demo-pw", "viewer": "viewer-demo-pw"}
 
 
 def make_demo_home(settings: Settings) -> Settings:
@@ -37,9 +41,10 @@ def make_demo_home(settings: Settings) -> Settings:
         settings = replace(settings, server=replace(settings.server, accept_unknown_store=True))
     accounts = Accounts(settings.accounts_path, settings.modalities)
     if not accounts.users():
-        for name, role in (("admin", "admin"), ("editor", "editor"), ("viewer", "viewer")):
-            accounts.add_user(name, role, name)
-        print("demo users: admin/admin, editor/editor, viewer/viewer (change them for real use)")
+        for name, password in DEMO_USERS.items():
+            accounts.add_user(name, name, password)
+        listed = ", ".join(f"{name}/{password}" for name, password in DEMO_USERS.items())
+        print(f"demo users: {listed} (change them for real use)")
     with HomeLock(settings.run_path), Archive.open_home(settings.store_path, settings.index_path) as archive:
         if archive.index.totals()["instances"]:
             print(f"{settings.home} already holds studies; serving them as they are")

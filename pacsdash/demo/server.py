@@ -23,8 +23,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-#: Users of a demo home and their passwords.
-DEMO_USERS = {"admin": "admin", "editor": "editor", "viewer": "viewer"}
+from pacsdash.demo import DEMO_USERS  # users of a demo home and their passwords
+
+__all__ = ["DEMO_USERS", "LocalServer"]
 
 
 @dataclass

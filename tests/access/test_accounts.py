@@ -6,7 +6,8 @@ import sqlite3
 
 import pytest
 
-from pacsdash.access import AccountError, Accounts, Action, Role
+from pacsdash.access import MIN_PASSWORD_LENGTH, AccountError, Accounts, Action, Role
+from pacsdash.access.passwords import hash_password
 from pacsdash.config import ModalitySettings
 
 
@@ -27,27 +28,54 @@ def test_passwords_are_stored_salted_and_hashed(accounts, tmp_path):
 
 
 def test_authenticate(accounts):
-    accounts.add_user("alice", "editor", "s3cret")
-    assert accounts.authenticate("alice", "s3cret").role is Role.EDITOR
-    assert accounts.authenticate("alice", "S3cret") is None
-    assert accounts.authenticate("nobody", "s3cret") is None
-    accounts.set_password("alice", "new")
-    assert accounts.authenticate("alice", "s3cret") is None
-    assert accounts.authenticate("alice", "new") is not None
+    accounts.add_user("alice", "editor", "s3cret-password")
+    assert accounts.authenticate("alice", "s3cret-password").role is Role.EDITOR
+    assert accounts.authenticate("alice", "S3cret-password") is None
+    assert accounts.authenticate("nobody", "s3cret-password") is None
+    accounts.set_password("alice", "new-password")
+    assert accounts.authenticate("alice", "s3cret-password") is None
+    assert accounts.authenticate("alice", "new-password") is not None
+
+
+def test_passwords_have_a_minimum_length(accounts):
+    assert MIN_PASSWORD_LENGTH == 10
+    with pytest.raises(AccountError, match="the password must be at least 10 characters long"):
+        accounts.add_user("carol", "viewer", "9-chars!!")
+    assert accounts.users() == []  # nothing was added
+    accounts.add_user("carol", "viewer", "10-chars!!")
+    assert accounts.authenticate("carol", "10-chars!!") is not None
+    with pytest.raises(AccountError, match="the password must be at least 10 characters long"):
+        accounts.set_password("carol", "9-chars!!")
+    assert accounts.authenticate("carol", "10-chars!!") is not None  # a refused change changes nothing
+    assert accounts.authenticate("carol", "9-chars!!") is None
+    accounts.set_password("carol", "other-10ch")
+    assert accounts.authenticate("carol", "other-10ch") is not None
+
+
+def test_a_short_password_set_before_the_rule_still_logs_in(accounts, tmp_path):
+    """The rule applies when a password is set, not when it is checked."""
+    accounts.add_user("old", "viewer", "a-long-password")
+    with sqlite3.connect(tmp_path / "accounts.sqlite") as con:  # as an older pacsdash stored it
+        con.execute("UPDATE users SET password_hash = ? WHERE name = ?", (hash_password("pw"), "old"))
+    again = Accounts(tmp_path / "accounts.sqlite")
+    assert again.authenticate("old", "pw").name == "old"
+    assert again.authenticate("old", "a-long-password") is None
+    with pytest.raises(AccountError, match="at least 10 characters"):
+        again.set_password("old", "pw2")  # but a new short one is refused
 
 
 def test_user_errors_are_clear(accounts):
-    accounts.add_user("alice", "viewer", "x")
+    accounts.add_user("alice", "viewer", "x-password")
     with pytest.raises(AccountError, match="exists already"):
-        accounts.add_user("alice", "viewer", "x")
+        accounts.add_user("alice", "viewer", "x-password")
     with pytest.raises(AccountError, match="no user named"):
         accounts.remove_user("bob")
-    with pytest.raises(AccountError, match="must not be empty"):
+    with pytest.raises(AccountError, match="at least 10 characters"):
         accounts.add_user("carol", "viewer", "")
     with pytest.raises(AccountError, match="user name"):
-        accounts.add_user("../etc", "viewer", "x")
+        accounts.add_user("../etc", "viewer", "x-password")
     with pytest.raises(ValueError, match="role must be one of"):
-        accounts.add_user("dave", "root", "x")
+        accounts.add_user("dave", "root", "x-password")
 
 
 def test_roles():
@@ -73,8 +101,8 @@ def test_modalities(tmp_path):
 
 
 def test_the_last_admin_is_neither_removed_nor_demoted(accounts):
-    accounts.add_user("root", "admin", "x")
-    accounts.add_user("bob", "viewer", "x")
+    accounts.add_user("root", "admin", "x-password")
+    accounts.add_user("bob", "viewer", "x-password")
     with pytest.raises(AccountError, match="last admin"):
         accounts.remove_user("root")
     with pytest.raises(AccountError, match="last admin"):
@@ -94,8 +122,8 @@ def test_the_last_admin_is_neither_removed_nor_demoted(accounts):
 def test_the_last_admin_holds_across_connections(tmp_path):
     """Two processes (the page and the CLI) each demoting one of two admins: one must fail."""
     first, second = Accounts(tmp_path / "a.sqlite"), Accounts(tmp_path / "a.sqlite")
-    first.add_user("a", "admin", "x")
-    first.add_user("b", "admin", "x")
+    first.add_user("a", "admin", "x-password")
+    first.add_user("b", "admin", "x-password")
     first.set_role("a", "viewer")
     with pytest.raises(AccountError, match="last admin"):
         second.set_role("b", "viewer")

@@ -37,19 +37,19 @@ class Served:
         return f"http://127.0.0.1:{self.server.http_port}"
 
     def qido(self, path: str, **params) -> list[dict]:
-        response = requests.get(f"{self.url}/dicom-web/{path}", params=params, auth=("admin", "admin-pw"))
+        response = requests.get(f"{self.url}/dicom-web/{path}", params=params, auth=("admin", "admin-password"))
         assert response.status_code in (200, 204), response.text
         return response.json() if response.status_code == 200 else []
 
 
 def start(home: Path, users: tuple[str, ...] = ("admin", "editor", "viewer")) -> Served:
-    """A server on ``home`` with users named after their roles, others viewers (password ``NAME-pw``)
+    """A server on ``home`` with users named after their roles, others viewers (password ``NAME-password``)
     and generated studies: ``LINK^nn`` patients, CT or MR, SliceThickness 1 or 5."""
     home.mkdir(parents=True)
     for user in dict.fromkeys(("admin", *users)):  # the admin stores the studies
         role = user if user in ("admin", "editor", "viewer") else "viewer"
         done = run_cli("users", "add", user, "--role", role, "--password-stdin", "--home", str(home),
-                       input=f"{user}-pw\n")
+                       input=f"{user}-password\n")
         assert done.returncode == 0, done.stderr
     served = Served(ServerProcess.start(home), home)
     files = []
@@ -73,7 +73,7 @@ def start(home: Path, users: tuple[str, ...] = ("admin", "editor", "viewer")) ->
             served.series.append(dcmread(io.BytesIO(second)).SeriesInstanceUID)
     body, content_type = multipart(files)
     response = requests.post(f"{served.url}/dicom-web/studies", data=body, headers={"Content-Type": content_type},
-                             auth=("admin", "admin-pw"))
+                             auth=("admin", "admin-password"))
     assert response.status_code == 200, response.text
     return served
 
@@ -96,7 +96,7 @@ def log_in(page, user: str) -> None:
     """Fill the login form the page was sent to and wait for the dashboard."""
     assert "/login" in page.url, page.url
     page.fill("#username", user)
-    page.fill("#password", f"{user}-pw")
+    page.fill("#password", f"{user}-password")
     page.click("button[type=submit]")
     page.wait_for_selector(".pd-header", timeout=60_000)
 

@@ -28,7 +28,7 @@ def server(tmp_path_factory):
     home.mkdir()
     for role in ("admin", "viewer"):
         assert run_cli("users", "add", role, "--role", role, "--password-stdin", "--home", str(home),
-                       input=f"{role}-pw\n").returncode == 0
+                       input=f"{role}-password\n").returncode == 0
     assert run_cli("modalities", "add", "scanner", "--home", str(home), "--aet", SCANNER, "--host", "127.0.0.1",
                    "--port", "11112").returncode == 0
     server = ServerProcess.start(home)  # two DICOM worker processes, as by default
@@ -42,7 +42,7 @@ def open_activity(browser, server, role: str, query: str = ""):
     page.goto(f"http://127.0.0.1:{server.http_port}/activity{query}")
     assert "/login" in page.url
     page.fill("#username", role)
-    page.fill("#password", f"{role}-pw")
+    page.fill("#password", f"{role}-password")
     page.click("button[type=submit]")
     page.wait_for_load_state()
     if "/activity" not in page.url:  # the login took us to the archive

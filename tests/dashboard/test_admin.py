@@ -31,17 +31,17 @@ def server(tmp_path_factory):
     (home / "pacsdash.toml").write_text('[modalities.fromconfig]\naet = "CONFIGURED"\nhost = "127.0.0.1"\nport = 104\n')
     for role in ("admin", "viewer"):
         added = run_cli("users", "add", role, "--role", role, "--password-stdin", "--home", str(home),
-                        input=f"{role}-pw\n")
+                        input=f"{role}-password\n")
         assert added.returncode == 0, added.stderr
     server = ServerProcess.start(home)
     base = f"http://127.0.0.1:{server.http_port}"
     body, content_type = multipart([VALID[0].read_bytes()])
     assert requests.post(f"{base}/dicom-web/studies", data=body, headers={"Content-Type": content_type},
-                         auth=("admin", "admin-pw")).status_code == 200
-    study = requests.get(f"{base}/api/studies", auth=("admin", "admin-pw")).json()
+                         auth=("admin", "admin-password")).status_code == 200
+    study = requests.get(f"{base}/api/studies", auth=("admin", "admin-password")).json()
     uid = (study["studies"] if isinstance(study, dict) else study)[0]["StudyInstanceUID"]
     assert requests.post(f"{base}/api/studies/{uid}/anonymize", json={},
-                         auth=("admin", "admin-pw")).status_code == 200  # leaves an action record
+                         auth=("admin", "admin-password")).status_code == 200  # leaves an action record
     server.study_uid = uid
     yield server
     server.stop()
@@ -80,7 +80,7 @@ def open_page(browser, server, user: str | None, password: str = "", path: str =
     if user is not None:
         page.goto(f"{base}/login")
         page.fill("#username", user)
-        page.fill("#password", password or f"{user}-pw")
+        page.fill("#password", password or f"{user}-password")
         page.click("button[type=submit]")
         page.wait_for_url(lambda url: "/login" not in url, timeout=30_000)
     page.goto(f"{base}{path}")
@@ -128,11 +128,16 @@ def test_admin_manages_users(browser, server, tmp_path):
     expect(row(page, "viewer")).to_be_visible()
     field(page, "Name", "Add a user").fill("carol")
     field(page, "Role", "Add a user").select_option("viewer")
-    field(page, "Password", "Add a user").fill("carol-1")
-    field(page, "Password again", "Add a user").fill("carol-1")
+    field(page, "Password", "Add a user").fill("9-chars!!")
+    field(page, "Password again", "Add a user").fill("9-chars!!")
+    click_button(page, "Add user")
+    notice(page, "the password must be at least 10 characters long")
+    assert accounts(server).credential_stamp("carol") is None
+    field(page, "Password", "Add a user").fill("carol-pass-1")
+    field(page, "Password again", "Add a user").fill("carol-pass-1")
     click_button(page, "Add user")
     notice(page, "added user carol (viewer)")
-    assert accounts(server).authenticate("carol", "carol-1").role is Role.VIEWER
+    assert accounts(server).authenticate("carol", "carol-pass-1").role is Role.VIEWER
     expect(row(page, "carol")).to_be_visible()
 
     row(page, "carol").click()
@@ -143,17 +148,23 @@ def test_admin_manages_users(browser, server, tmp_path):
     notice(page, "user carol is now editor")
     assert accounts(server).credential_stamp("carol")[0] == "editor"
 
-    field(page, "New password", "Change the selected user").fill("carol-2")
+    field(page, "New password", "Change the selected user").fill("carol-pass-2")
     field(page, "New password again", "Change the selected user").fill("carol-other")
     click_button(page, "Reset password")
     notice(page, "the passwords differ")
-    field(page, "New password again", "Change the selected user").fill("carol-2")
+    field(page, "New password", "Change the selected user").fill("carol-p-2")
+    field(page, "New password again", "Change the selected user").fill("carol-p-2")
+    click_button(page, "Reset password")
+    notice(page, "the password must be at least 10 characters long")
+    assert accounts(server).authenticate("carol", "carol-pass-1") is not None  # unchanged
+    field(page, "New password", "Change the selected user").fill("carol-pass-2")
+    field(page, "New password again", "Change the selected user").fill("carol-pass-2")
     click_button(page, "Reset password")
     notice(page, "changed the password of carol")
-    assert accounts(server).authenticate("carol", "carol-2") is not None
-    assert accounts(server).authenticate("carol", "carol-1") is None
+    assert accounts(server).authenticate("carol", "carol-pass-2") is not None
+    assert accounts(server).authenticate("carol", "carol-pass-1") is None
 
-    carol, carol_page = open_page(browser, server, "carol", "carol-2", path="/")
+    carol, carol_page = open_page(browser, server, "carol", "carol-pass-2", path="/")
     carol_page.wait_for_selector("text=carol (editor)", timeout=60_000)  # the new password logs in
     carol.close()
 
@@ -269,7 +280,7 @@ def test_a_viewer_is_refused_and_a_stranger_sent_to_login(browser, server, tmp_p
     context, page = open_page(browser, server, "viewer")
     page.wait_for_selector("text=This page is for administrators", timeout=60_000)
     content = page.content()
-    assert "fromconfig" not in content and "admin-pw" not in content and page.locator(".tabulator").count() == 0
+    assert "fromconfig" not in content and "admin-password" not in content and page.locator(".tabulator").count() == 0
     page.screenshot(path=tmp_path / "viewer-refused.png")
     context.close()
     context, page = open_page(browser, server, None)
@@ -304,15 +315,15 @@ def test_layout_fits(browser, server, tmp_path, size):
 
 
 def test_an_admin_demoted_while_the_page_is_open_changes_nothing(browser, server, tmp_path):
-    accounts(server).add_user("boss", "admin", "boss-pw")
+    accounts(server).add_user("boss", "admin", "boss-password")
     try:
-        context, page = open_page(browser, server, "boss", "boss-pw")
+        context, page = open_page(browser, server, "boss", "boss-password")
         page.wait_for_selector("text=Administration", timeout=60_000)
         expect(row(page, "viewer")).to_be_visible(timeout=30_000)
         accounts(server).set_role("boss", "viewer")  # from elsewhere (the CLI, another admin)
         field(page, "Name", "Add a user").fill("mallory")
-        field(page, "Password", "Add a user").fill("m")
-        field(page, "Password again", "Add a user").fill("m")
+        field(page, "Password", "Add a user").fill("mallory-password")
+        field(page, "Password again", "Add a user").fill("mallory-password")
         click_button(page, "Add user")
         notice(page, "you are no longer an admin: nothing was changed")
         assert accounts(server).credential_stamp("mallory") is None

@@ -22,7 +22,7 @@ from tests.helpers import free_port, have_dcmtk, wait_for_port, wait_until
 @pytest.fixture
 def admin(tmp_path):
     accounts = Accounts(tmp_path / "accounts.sqlite")
-    accounts.add_user("root", "admin", "pw")
+    accounts.add_user("root", "admin", "root-password")
     state = {"admin": True}
     actions = AdminActions(accounts, still_admin=lambda: state["admin"], actor="root", calling_aet="PACSDASH")
     return actions, state
@@ -31,15 +31,21 @@ def admin(tmp_path):
 def test_user_actions_change_the_accounts_file(admin, tmp_path, caplog):
     actions, _ = admin
     caplog.set_level(logging.INFO, "pacsdash.admin")
-    assert actions.add_user(" carol ", "viewer", "one", "one") == "added user carol (viewer)"
+    assert actions.add_user(" carol ", "viewer", "password-one", "password-one") == "added user carol (viewer)"
     with pytest.raises(AccountError, match="differ"):
-        actions.reset_password("carol", "two", "tw0")
-    actions.reset_password("carol", "two", "two")
+        actions.reset_password("carol", "password-two", "password-tw0")
+    actions.reset_password("carol", "password-two", "password-two")
     actions.set_role("carol", "editor")
     again = Accounts(tmp_path / "accounts.sqlite")  # what another process (the CLI, the server) reads
-    assert again.authenticate("carol", "two").role is Role.EDITOR
-    with pytest.raises(AccountError, match="must not be empty"):  # the CLI's rule, from Accounts
+    assert again.authenticate("carol", "password-two").role is Role.EDITOR
+    with pytest.raises(AccountError, match="at least 10 characters"):  # the CLI's rule, from Accounts
         actions.add_user("dave", "viewer", "", "")
+    with pytest.raises(AccountError, match="the password must be at least 10 characters long"):
+        actions.add_user("dave", "viewer", "9-chars!!", "9-chars!!")
+    with pytest.raises(AccountError, match="the password must be at least 10 characters long"):
+        actions.reset_password("carol", "9-chars!!", "9-chars!!")
+    assert again.authenticate("carol", "password-two") is not None  # unchanged
+    assert "dave" not in [u.name for u in again.users()]
     with pytest.raises(AccountError, match="last admin"):
         actions.remove_user("root")
     actions.remove_user("carol")
@@ -49,13 +55,13 @@ def test_user_actions_change_the_accounts_file(admin, tmp_path, caplog):
 
 def test_every_action_asks_again_whether_the_user_is_admin(admin, tmp_path):
     actions, state = admin
-    actions.add_user("carol", "viewer", "x", "x")
+    actions.add_user("carol", "viewer", "x-password", "x-password")
     actions.add_peer("ws", "WS", "127.0.0.1", 104, ["store"])
     state["admin"] = False  # demoted or removed since the page opened
     attempts = [
-        lambda: actions.add_user("eve", "admin", "x", "x"),
+        lambda: actions.add_user("eve", "admin", "x-password", "x-password"),
         lambda: actions.set_role("carol", "admin"),
-        lambda: actions.reset_password("carol", "y", "y"),
+        lambda: actions.reset_password("carol", "y-password", "y-password"),
         lambda: actions.remove_user("carol"),
         lambda: actions.add_peer("ws2", "WS2", "127.0.0.1", 104, []),
         lambda: actions.edit_peer("ws", "EVIL", "127.0.0.1", 104, []),
@@ -67,7 +73,7 @@ def test_every_action_asks_again_whether_the_user_is_admin(admin, tmp_path):
             attempt()
     accounts = Accounts(tmp_path / "accounts.sqlite")
     assert [(u.name, u.role) for u in accounts.users()] == [("carol", Role.VIEWER), ("root", Role.ADMIN)]
-    assert accounts.authenticate("carol", "x") is not None
+    assert accounts.authenticate("carol", "x-password") is not None
     assert [(m.name, m.aet) for m in accounts.modalities()] == [("ws", "WS")]
 
 

@@ -34,11 +34,11 @@ def server(tmp_path_factory):
     home.mkdir()
     (home / "pacsdash.toml").write_text(f"[server]\nmax_upload_mb = {UPLOAD_LIMIT_MB}\n")
     for role in ("admin", "editor", "viewer"):
-        assert run_cli("users", "add", role, "--role", role, "--password-stdin", "--home", str(home), input=f"{role}-pw\n").returncode == 0
+        assert run_cli("users", "add", role, "--role", role, "--password-stdin", "--home", str(home), input=f"{role}-password\n").returncode == 0
     server = ServerProcess.start(home)
     body, content_type = multipart([p.read_bytes() for p in VALID])
     assert requests.post(f"http://127.0.0.1:{server.http_port}/dicom-web/studies", data=body,
-                         headers={"Content-Type": content_type}, auth=("admin", "admin-pw")).status_code == 200
+                         headers={"Content-Type": content_type}, auth=("admin", "admin-password")).status_code == 200
     yield server
     server.stop()
 
@@ -53,7 +53,7 @@ def log_in(browser, server, role: str, shots: Path, viewport: tuple[int, int] = 
     assert "CompressedSamples" not in page.content()
     page.screenshot(path=shots / f"{role}-login.png")
     page.fill("#username", role)
-    page.fill("#password", f"{role}-pw")
+    page.fill("#password", f"{role}-password")
     page.click("button[type=submit]")
     page.wait_for_selector("text=Find studies", timeout=60_000)
     page.wait_for_selector(".tabulator-row", timeout=30_000)
@@ -106,7 +106,7 @@ def test_viewer_sees_no_delete_and_the_api_refuses(browser, server, tmp_path):
     page.wait_for_selector("text=Download the study (ZIP)", timeout=30_000)
     assert page.locator("button:has-text('Delete study')").count() == 0
     page.screenshot(path=tmp_path / "viewer-study.png")
-    response = requests.delete(f"http://127.0.0.1:{server.http_port}/api/studies/1.2.3", auth=("viewer", "viewer-pw"))
+    response = requests.delete(f"http://127.0.0.1:{server.http_port}/api/studies/1.2.3", auth=("viewer", "viewer-password"))
     assert response.status_code == 403
     context.close()
 
@@ -119,7 +119,7 @@ def test_names_are_shown_escaped(browser, server, tmp_path):
                         Modality="<i>CT")
     body, content_type = multipart([raw])
     requests.post(f"http://127.0.0.1:{server.http_port}/dicom-web/studies", data=body,
-                  headers={"Content-Type": content_type}, auth=("admin", "admin-pw"))
+                  headers={"Content-Type": content_type}, auth=("admin", "admin-password"))
     context, page = log_in(browser, server, "admin", tmp_path)
     dialogs = []
     page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
@@ -144,7 +144,7 @@ def test_a_new_study_appears_without_reloading(browser, server, tmp_path):
     search_name(page, "*latecomer*", 0)
     body, content_type = multipart([make_instance(PatientName="LATECOMER^LUKE", PatientID="LATE1")])
     assert requests.post(f"http://127.0.0.1:{server.http_port}/dicom-web/studies", data=body,
-                         headers={"Content-Type": content_type}, auth=("admin", "admin-pw")).status_code == 200
+                         headers={"Content-Type": content_type}, auth=("admin", "admin-password")).status_code == 200
     expect(page.locator(".tabulator-row")).to_have_count(1, timeout=30_000)
     page.screenshot(path=tmp_path / "arrived.png")
     context.close()
@@ -198,7 +198,7 @@ def test_an_editor_uploads_a_zip_and_a_file_and_finds_the_study(browser, server,
     search_name(page, "single^sam", 1)
     page.screenshot(path=tmp_path / "upload-found.png")
     studies = requests.get(f"http://127.0.0.1:{server.http_port}/api/studies", params={"PatientID": "ZIP1"},
-                           auth=("viewer", "viewer-pw")).json()["studies"]
+                           auth=("viewer", "viewer-password")).json()["studies"]
     assert [s["NumberOfStudyRelatedInstances"] for s in studies] == ["2"]
     log = (server.home / "logs" / "pacsdash.log").read_text()
     assert "dashboard upload by editor: 2 files received, 3 stored, 1 duplicate, 1 failed" in log
@@ -276,7 +276,7 @@ def test_store_pressed_early_stores_every_picked_file(browser, server, tmp_path)
     expect(summary).to_contain_text("10 stored, 0 duplicates, 0 failed", timeout=120_000)
     page.screenshot(path=tmp_path / "upload-early-done.png")
     found = requests.get(f"http://127.0.0.1:{server.http_port}/dicom-web/instances", params={"PatientID": "EARLY10"},
-                         auth=("viewer", "viewer-pw")).json()
+                         auth=("viewer", "viewer-password")).json()
     assert len(found) == 10
     context.close()
 
@@ -312,7 +312,7 @@ def test_a_viewer_sees_no_upload(browser, server, tmp_path):
 def stow(server, raws: list[bytes]) -> None:
     body, content_type = multipart(raws)
     assert requests.post(f"http://127.0.0.1:{server.http_port}/dicom-web/studies", data=body,
-                         headers={"Content-Type": content_type}, auth=("admin", "admin-pw")).status_code == 200
+                         headers={"Content-Type": content_type}, auth=("admin", "admin-password")).status_code == 200
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ import requests
 
 from tests.helpers import ServerProcess, run_cli
 
-USERS = {"admin": "admin-pw", "editor": "editor-pw", "viewer": "viewer-pw"}
+USERS = {"admin": "admin-password", "editor": "editor-password", "viewer": "viewer-password"}
 
 
 @pytest.fixture(scope="module")

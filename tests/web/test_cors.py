@@ -13,7 +13,7 @@ def test_cors_for_a_configured_origin(tmp_path):
     home = tmp_path / "home"
     home.mkdir()
     (home / "pacsdash.toml").write_text(f'[server]\ncors_origins = ["{ORIGIN}"]\n')
-    assert run_cli("users", "add", "v", "--role", "viewer", "--password-stdin", "--home", str(home), input="pw\n").returncode == 0
+    assert run_cli("users", "add", "v", "--role", "viewer", "--password-stdin", "--home", str(home), input="v-password\n").returncode == 0
     server = ServerProcess.start(home)
     try:
         url = f"http://127.0.0.1:{server.http_port}/dicom-web/studies"
@@ -22,12 +22,12 @@ def test_cors_for_a_configured_origin(tmp_path):
         assert preflight.status_code == 204
         assert preflight.headers["Access-Control-Allow-Origin"] == ORIGIN
         assert "authorization" in preflight.headers["Access-Control-Allow-Headers"].lower()
-        answer = requests.get(url, auth=("v", "pw"), headers={"Origin": ORIGIN})
+        answer = requests.get(url, auth=("v", "v-password"), headers={"Origin": ORIGIN})
         assert answer.status_code == 200
         assert answer.headers["Access-Control-Allow-Origin"] == ORIGIN
         denied = requests.get(url, headers={"Origin": ORIGIN})
         assert denied.status_code == 401 and denied.headers["Access-Control-Allow-Origin"] == ORIGIN
-        other = requests.get(url, auth=("v", "pw"), headers={"Origin": "http://evil.example"})
+        other = requests.get(url, auth=("v", "v-password"), headers={"Origin": "http://evil.example"})
         assert "Access-Control-Allow-Origin" not in other.headers
     finally:
         server.stop()
@@ -39,7 +39,7 @@ def test_a_star_origin_is_a_literal_star_without_credentials(tmp_path):
     home = tmp_path / "home"
     home.mkdir()
     (home / "pacsdash.toml").write_text('[server]\ncors_origins = ["*"]\n')
-    assert run_cli("users", "add", "v", "--role", "viewer", "--password-stdin", "--home", str(home), input="pw\n").returncode == 0
+    assert run_cli("users", "add", "v", "--role", "viewer", "--password-stdin", "--home", str(home), input="v-password\n").returncode == 0
     server = ServerProcess.start(home)
     try:
         base = f"http://127.0.0.1:{server.http_port}"
@@ -48,10 +48,10 @@ def test_a_star_origin_is_a_literal_star_without_credentials(tmp_path):
                                                    "Access-Control-Request-Headers": "authorization"})
         assert preflight.status_code == 204 and preflight.headers["Access-Control-Allow-Origin"] == "*"
         assert "Access-Control-Allow-Credentials" not in preflight.headers
-        answer = requests.get(url, auth=("v", "pw"), headers={"Origin": "http://evil.example"})
+        answer = requests.get(url, auth=("v", "v-password"), headers={"Origin": "http://evil.example"})
         assert answer.status_code == 200 and answer.headers["Access-Control-Allow-Origin"] == "*"
         assert "Access-Control-Allow-Credentials" not in answer.headers
-        login = requests.post(f"{base}/login", data={"username": "v", "password": "pw"}, allow_redirects=False)
+        login = requests.post(f"{base}/login", data={"username": "v", "password": "v-password"}, allow_redirects=False)
         cookies = dict(login.cookies)
         assert requests.get(url, cookies=cookies).status_code in (200, 204)
         stolen = requests.get(url, cookies=cookies, headers={"Origin": "http://evil.example"})

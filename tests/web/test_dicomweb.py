@@ -258,9 +258,9 @@ def test_password_check_is_cached_but_follows_changes(base_url, web_server):
 
     session = session_for("viewer")
     assert session.get(f"{base_url}/dicom-web/studies").status_code == 200
-    assert run_cli("users", "passwd", "viewer", "--password-stdin", "--home", str(web_server.home), input="new-pw\n").returncode == 0
+    assert run_cli("users", "passwd", "viewer", "--password-stdin", "--home", str(web_server.home), input="new-viewer-pw\n").returncode == 0
     assert session.get(f"{base_url}/dicom-web/studies").status_code == 401
-    assert requests.get(f"{base_url}/dicom-web/studies", auth=("viewer", "new-pw")).status_code == 200
+    assert requests.get(f"{base_url}/dicom-web/studies", auth=("viewer", "new-viewer-pw")).status_code == 200
     assert run_cli("users", "passwd", "viewer", "--password-stdin", "--home", str(web_server.home), input=USERS["viewer"] + "\n").returncode == 0
 
 
