@@ -1,7 +1,7 @@
 """``/activity``: live DICOM associations and HTTP requests, for admins.
 
 The page reads the server's :class:`~pacsdash.traffic.recorder.TrafficRecorder`
-every two seconds (a periodic callback of the session, no reload) and redraws
+every three seconds (a periodic callback of the session, no reload) and redraws
 only when something was recorded. Teaching mode hides identifying values
 (see :mod:`pacsdash.dashboard.activity_names` for what is hidden and why);
 ``/activity?teaching=1`` opens in it.
@@ -30,8 +30,8 @@ from pacsdash.dashboard.app import only_admins
 from pacsdash.traffic.recorder import AssociationRecord, Snapshot, TrafficRecorder
 
 #: Milliseconds between looks at the recorder; seconds between plot redraws.
-REFRESH_MS = 2000
-PLOT_EVERY = 10.0
+REFRESH_MS = 3000
+PLOT_EVERY = 15.0
 LATEST = "latest"
 
 
