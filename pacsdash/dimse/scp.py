@@ -407,7 +407,6 @@ class DicomNode:
     # -- C-FIND ------------------------------------------------------------
     def handle_find(self, event: Event) -> Iterator[tuple[int, Dataset | None]]:
         """C-FIND (PS3.4 C.4.1): match the identifier, one pending response per match."""
-        aet = event.assoc.requestor.ae_title.strip()
         if not self.allows(event.assoc, "find"):
             LOGGER.warning("refused C-FIND from %s: peer not allowed to find", describe_peer(event))
             yield _status(Status.NOT_AUTHORIZED, "this peer may not query here"), None

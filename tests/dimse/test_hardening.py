@@ -10,9 +10,7 @@ from __future__ import annotations
 import socket
 import struct
 import subprocess
-import threading
 import time
-from io import BytesIO
 
 import pytest
 from pydicom.dataset import Dataset
