@@ -8,6 +8,7 @@ server runs, and the server sees a change at the next request or association.
 
 from __future__ import annotations
 
+import fcntl
 import secrets
 import sqlite3
 import threading
@@ -105,10 +106,20 @@ class Accounts:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.configured = configured
         self._local = threading.local()
-        with closing(self._connect()) as con:
-            con.execute("PRAGMA journal_mode=WAL")
-            con.executescript(_SCHEMA)
-            _add_session_stamps(con)
+        # Switching to WAL and creating the schema take locks SQLite may refuse
+        # at once (SQLITE_BUSY with no busy wait) while another process does the
+        # same: the DICOM worker processes all open this file as they start.
+        # One process at a time, then, through a lock file beside it.
+        with open(self.path.with_name(self.path.name + ".lock"), "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                with closing(self._connect()) as con:
+                    if con.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                        con.execute("PRAGMA journal_mode=WAL")
+                    con.executescript(_SCHEMA)
+                    _add_session_stamps(con)
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
 
     def _connect(self) -> sqlite3.Connection:
         con = sqlite3.connect(self.path, timeout=10, isolation_level=None)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import sqlite3
+from pathlib import Path
 
 import pytest
 
@@ -155,3 +157,31 @@ def test_a_password_typed_twice_must_match():
     assert confirmed_password("same", "same") == "same"
     with pytest.raises(AccountError, match="the passwords differ"):
         confirmed_password("one", "two")
+
+
+def _open_accounts_when_told(path: str, go, errors) -> None:
+    go.wait()
+    try:
+        Accounts(Path(path))
+    except Exception as error:  # reported to the test, which names it
+        errors.put(f"{type(error).__name__}: {error}")
+
+
+def test_processes_opening_a_new_accounts_file_at_once_all_succeed(tmp_path):
+    """The DICOM worker processes open the accounts file as they start; a
+    worker must never die of "database is locked" because a sibling was
+    switching the file to WAL or creating its tables at the same moment."""
+    context = multiprocessing.get_context("fork")
+    for attempt in range(40):
+        path = tmp_path / f"try{attempt}" / "accounts.sqlite"
+        go, errors = context.Event(), context.Queue()
+        processes = [context.Process(target=_open_accounts_when_told, args=(str(path), go, errors)) for _ in range(6)]
+        for process in processes:
+            process.start()
+        go.set()
+        for process in processes:
+            process.join(60)
+        failures = [errors.get(timeout=5) for _ in range(errors.qsize())] if not errors.empty() else []
+        assert failures == [], f"attempt {attempt}: {failures}"
+        assert [process.exitcode for process in processes] == [0] * 6
+        assert Accounts(path).users() == []
