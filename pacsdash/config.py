@@ -76,6 +76,10 @@ class ServerSettings:
     #: ``tls/cert.pem`` and ``tls/key.pem``).
     tls_cert: str = ""
     tls_key: str = ""
+    #: Run the DICOM node on pynetdicom as released, without the changes
+    #: :mod:`pacsdash.dimse.compat` installs (slower; to tell a pacsdash bug
+    #: from a pynetdicom one, or to run on a pynetdicom version they do not fit).
+    plain_pynetdicom: bool = False
 
 
 @dataclass(frozen=True)
@@ -352,6 +356,7 @@ dicom_workers = 2       # processes receiving associations (0: inside the server
 # cors_origins = ["http://viewer.example:3000"]   # browsers on these origins may call DICOMweb
 # tls_cert = "tls/cert.pem"   # with tls_key: HTTPS only on http_port (`pacsdash tls selfsigned`)
 # tls_key = "tls/key.pem"
+# plain_pynetdicom = false    # true: the DICOM node on pynetdicom as released (slower; for diagnosis)
 
 [auth]
 enabled = true          # HTTP callers log in (users: `pacsdash users add`)
