@@ -133,15 +133,23 @@ def dashboard(context: Any) -> pn.viewable.Viewable:
     export = ExportPanel(archive=context.archive, search=search, jobs=export_jobs(context), role=role, user=user,
                          current_role=lambda: current_role(context, login, session))
     pages: list[tuple[str, Any]] = [("Studies", search), ("Study", study), ("Patient", patient), ("Export", export)]
+    upload = None
     if role.may(Action.UPLOAD):  # never shown to a viewer; the upload itself checks again
-        pages.append(("Upload", UploadPanel(
+        upload = pn.Column(UploadPanel(
             archive=context.archive, user=user, limit_mb=context.settings.server.max_upload_mb,
             may_upload=lambda: may(context, login, Action.UPLOAD, session),
-        )))
+        ), visible=False, sizing_mode="stretch_width", margin=(0, 5))
+        # Its tab is an empty page; the upload itself is shown below the tabs
+        # while that tab is open and only hidden otherwise, never taken out of
+        # the page: the files being sent live in the browser, and dynamic tabs
+        # that rebuilt it on a quick switch left a page deaf to the server.
+        pages.append(("Upload", pn.Spacer(height=0)))
     pages.append(("Overview", overview))
     tabs = pn.Tabs(*pages, dynamic=True, sizing_mode="stretch_width", margin=(0, 5))
     names = [name for name, _ in pages]
     tabs.param.watch(lambda e: setattr(overview, "shown", overview.shown or names[e.new] == "Overview"), "active")
+    if upload is not None:
+        tabs.param.watch(lambda e: setattr(upload, "visible", names[e.new] == "Upload"), "active")
 
     def show(name: str) -> None:
         tabs.active = names.index(name)
@@ -182,6 +190,7 @@ def dashboard(context: Any) -> pn.viewable.Viewable:
         pn.Row(pn.pane.HTML("<b style='font-size: 1.4em'>pacsdash</b>", margin=(4, 10)), problem, who,
                sizing_mode="stretch_width", height=36, css_classes=["pd-header"]),
         tabs,
+        *([upload] if upload is not None else []),
         navigation.history,
         sizing_mode="stretch_width",
     )

@@ -26,9 +26,12 @@ import param
 
 LOGGER = logging.getLogger(__name__)
 
-#: Bytes per chunk the browser sends (one websocket message each).
+#: Most bytes per chunk the browser sends (one websocket message each).
 CHUNK_SIZE = 2**20
-#: Bytes the browser may send ahead of the server's acknowledgements.
+#: Most bytes the browser may send ahead of the server's acknowledgements.
+#: Within it, the browser keeps about half a second of the throughput it
+#: measures in flight: clicks travel the same websocket, and on a slow link a
+#: full window queued ahead of them made the page deaf for a minute.
 WINDOW = 4 * 2**20
 #: Most files one page may have announced and not yet stored.
 MAX_FILES = 20_000
@@ -82,7 +85,7 @@ RECEIVER_CSS = """
 RECEIVER_ESM = r"""
 const LISTED = 200
 // One upload per FileReceiver (its key), kept across re-renders of its view
-// (a dynamic tab hidden and shown again): the browser's File objects live here.
+// (shown again after the page was rebuilt or reconnected): the browser's File objects live here.
 const UPLOADS = new Map()
 
 function el(tag, cls, text) {
@@ -124,12 +127,27 @@ async function dropped(items) {
 function upload(key) {
   if (!UPLOADS.has(key)) {
     UPLOADS.set(key, {token: Math.random().toString(36).slice(2, 10), counter: 0, files: new Map(), queue: [],
-                      sending: false, resuming: false, model: null, redraw: () => {}})
+                      sending: false, resuming: false, model: null, redraw: () => {}, acks: [], acked: 0})
   }
   return UPLOADS.get(key)
 }
 
 const OPEN = new Set(["waiting", "receiving"])
+// Flow control: in flight, about AHEAD_MS of the throughput the acknowledgements
+// show (clicks wait behind it on the same websocket), within the server's window.
+const AHEAD_MS = 500, MIN_CHUNK = 16384, FIRST_WINDOW = 256 * 1024, MEASURED_MS = 3000
+
+function budget(u) {
+  const now = performance.now()
+  while (u.acks.length > 2 && now - u.acks[0][0] > MEASURED_MS) u.acks.shift()
+  let window = FIRST_WINDOW
+  if (u.acks.length >= 2) {
+    const [t0, b0] = u.acks[0], [t1, b1] = u.acks[u.acks.length - 1]
+    if (t1 - t0 >= 50) window = Math.max(4 * MIN_CHUNK, (b1 - b0) / (t1 - t0) * AHEAD_MS)
+  }
+  window = Math.min(u.model.window, window)
+  return {window, chunk: Math.min(u.model.chunk_size, Math.max(MIN_CHUNK, Math.floor(window / 4)))}
+}
 
 // Bytes sent and not yet acknowledged (an empty file counts as one byte).
 function inflight(u) {
@@ -142,10 +160,10 @@ async function pump(u) {
   if (u.sending) return
   u.sending = true
   try {
-    while (u.model && !u.resuming && u.queue.length && inflight(u) < u.model.window) {
+    while (u.model && !u.resuming && u.queue.length && inflight(u) < budget(u).window) {
       const id = u.queue[0], f = u.files.get(id)
       if (!f || !OPEN.has(f.state) || (f.sent >= f.size && (f.size > 0 || f.sentEmpty))) { u.queue.shift(); continue }
-      const start = f.sent, end = Math.min(start + u.model.chunk_size, f.size)
+      const start = f.sent, end = Math.min(start + budget(u).chunk, f.size)
       let data
       try {
         data = await f.file.slice(start, end).arrayBuffer()
@@ -243,6 +261,10 @@ export function render({ model }) {
     if (m.type === "ack") {
       const f = u.files.get(m.id)
       if (f && OPEN.has(f.state)) {
+        if (!m.rewind && m.received > f.acked) {
+          u.acked += m.received - f.acked
+          u.acks.push([performance.now(), u.acked])
+        }
         f.acked = m.received
         if (m.rewind) { f.sent = m.received; f.sentEmpty = false; if (!u.queue.includes(m.id)) u.queue.push(m.id) }
         if (m.done) f.state = "arrived"
