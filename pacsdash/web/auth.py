@@ -9,6 +9,7 @@ of frames does not pay the deliberate cost of scrypt on every request.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import hashlib
@@ -19,15 +20,25 @@ from collections import OrderedDict
 from collections.abc import Callable
 
 from pacsdash.access import Accounts, Role, User
-from pacsdash.access.throttle import throttle_for
+from pacsdash.access.throttle import PASSWORD_CHECKS, TooManyAttempts, throttle_for
 
 #: Seconds a verified credential is remembered.
 CACHE_SECONDS = 60
 CACHE_SIZE = 1024
+#: Password checks that may wait for a thread of the pool at once (HTTP Basic).
+MAX_WAITING = 64
 #: The caller when ``[auth] enabled = false``.
 ANONYMOUS = User("anonymous", Role.ADMIN)
 #: The command line, calling the server that owns its home.
 LOCAL_CLI = User("local-cli", Role.ADMIN)
+
+
+class ChecksBusy(TooManyAttempts):
+    """More password checks waiting than :data:`MAX_WAITING` (HTTP 429, retry in 1 s)."""
+
+    def __init__(self) -> None:
+        Exception.__init__(self, "too many password checks at once; try again in 1 s")
+        self.retry_after = 1
 
 
 class Authenticator:
@@ -39,6 +50,7 @@ class Authenticator:
         self.local_token = local_token
         self._cache: OrderedDict[bytes, tuple[tuple[str, str], float]] = OrderedDict()
         self._lock = threading.Lock()
+        self._waiting = 0
         # A per-process key, so cache keys are useless outside this process.
         self._key = hashlib.sha256(local_token.encode()).digest()
         self.throttle = throttle_for(accounts)
@@ -54,6 +66,36 @@ class Authenticator:
             When that user name (or ``address``) failed too often lately
             (:mod:`pacsdash.access.throttle`); the password is not checked.
         """
+        parsed = self._parse(authorization)
+        if not isinstance(parsed, tuple):
+            return parsed
+        name, password = parsed
+        return self._cached(name, password) or self._check(name, password, address)
+
+    async def user_for_async(self, authorization: str | None, address: str = "") -> User | None:
+        """:meth:`user_for` for the event loop: a password not verified lately
+        is checked (scrypt, slow on purpose) in the small pool of
+        :data:`~pacsdash.access.throttle.PASSWORD_CHECKS`, never on the loop;
+        at most :data:`MAX_WAITING` checks wait for it (beyond: 429, retry in 1 s)."""
+        parsed = self._parse(authorization)
+        if not isinstance(parsed, tuple):
+            return parsed
+        name, password = parsed
+        cached = self._cached(name, password)
+        if cached is not None:
+            return cached
+        with self._lock:
+            if self._waiting >= MAX_WAITING:
+                raise ChecksBusy()
+            self._waiting += 1
+        try:
+            return await asyncio.wrap_future(PASSWORD_CHECKS.submit(self._check, name, password, address))
+        finally:
+            with self._lock:
+                self._waiting -= 1
+
+    def _parse(self, authorization: str | None) -> User | None | tuple[str, str]:
+        """The caller, when no password is to be checked; else ``(name, password)`` of Basic credentials."""
         if not self.enabled:
             return ANONYMOUS
         if not authorization:
@@ -71,19 +113,29 @@ class Authenticator:
         name, sep, password = decoded.partition(":")
         if not sep or not name or len(name) > 64 or len(password) > 1024:
             return None
-        return self._check(name, password, address)
+        return name, password
+
+    def _key_of(self, name: str, password: str) -> bytes:
+        return hmac.new(self._key, f"{name}\x00{password}".encode(), hashlib.sha256).digest()
+
+    def _cached(self, name: str, password: str) -> User | None:
+        """The user, if these credentials were verified lately and the password has not changed since."""
+        stamp = self.accounts.credential_stamp(name)
+        if stamp is None:
+            return None
+        key = self._key_of(name, password)
+        with self._lock:
+            hit = self._cache.get(key)
+            if hit is not None and hit[1] > time.monotonic() and hit[0][1] == stamp[1]:
+                self._cache.move_to_end(key)
+                return User(name, Role(stamp[0]))
+        return None
 
     def _check(self, name: str, password: str, address: str = "") -> User | None:
-        key = hmac.new(self._key, f"{name}\x00{password}".encode(), hashlib.sha256).digest()
+        """Verify the password (slow: scrypt); remember a success for :data:`CACHE_SECONDS`."""
+        key = self._key_of(name, password)
         now = time.monotonic()
         stamp = self.accounts.credential_stamp(name)
-        if stamp is not None:
-            with self._lock:
-                hit = self._cache.get(key)
-                if hit is not None and hit[1] > now and hit[0][1] == stamp[1]:
-                    # Same password hash as when it was verified: still valid.
-                    self._cache.move_to_end(key)
-                    return User(name, Role(stamp[0]))
         self.throttle.check(name, address)
         user = self.accounts.authenticate(name, password)  # the same work for an unknown name
         if user is None:
@@ -92,13 +144,11 @@ class Authenticator:
                 self.on_failure(name, address, False)
             return None
         self.throttle.succeeded(name)
-        with self._lock:
-            if user is not None:
+        if stamp is not None:
+            with self._lock:
                 self._cache[key] = ((user.role.value, stamp[1]), now + CACHE_SECONDS)
                 while len(self._cache) > CACHE_SIZE:
                     self._cache.popitem(last=False)
-            else:
-                self._cache.pop(key, None)
         return user
 
 

@@ -79,6 +79,10 @@ class AppContext:
             self.actions = StudyActions(self.archive, self.settings.home, self.accounts, self.settings.server.aet)
 
 
+#: :meth:`BaseHandler.require` before :meth:`BaseHandler.authenticate` ran.
+_UNCHECKED = object()
+
+
 class BaseHandler(RequestHandler):
     """A handler with the app context, login and JSON helpers.
 
@@ -93,16 +97,34 @@ class BaseHandler(RequestHandler):
         self.app = app
         self.set_default_headers()  # Tornado sets them before initialize()
 
-    def prepare(self) -> None:
-        """Refuse a change that a cross-site page could have made (see :meth:`check_change_request`)."""
+    async def prepare(self) -> None:
+        """Refuse a change that a cross-site page could have made (see
+        :meth:`check_change_request`); check the credentials sent, off the event loop."""
         self.check_change_request()
+        await self.authenticate()
 
     # -- access ----------------------------------------------------------------
-    def require(self, action: Action) -> User:
+    async def authenticate(self) -> None:
+        """Who the ``Authorization`` header names, for :meth:`require`: a
+        password is verified in a thread pool (scrypt), so guessing clients
+        never hold up the event loop and every other request."""
         try:
-            user = self.app.authenticator.user_for(self.request.headers.get("Authorization"), self.request.remote_ip or "")
+            self._caller = await self.app.authenticator.user_for_async(
+                self.request.headers.get("Authorization"), self.request.remote_ip or "")
         except TooManyAttempts as exc:
-            raise ApiError(429, str(exc), exc.retry_after) from None
+            self._caller = exc
+
+    def require(self, action: Action) -> User:
+        caller = getattr(self, "_caller", _UNCHECKED)
+        if caller is _UNCHECKED:  # a route whose prepare() did not authenticate
+            try:
+                caller = self.app.authenticator.user_for(self.request.headers.get("Authorization"),
+                                                         self.request.remote_ip or "")
+            except TooManyAttempts as exc:
+                caller = exc
+        if isinstance(caller, TooManyAttempts):
+            raise ApiError(429, str(caller), caller.retry_after)
+        user = caller
         if user is None and self.request.method in ("GET", "HEAD"):
             user = self._dashboard_user()
         if user is None:

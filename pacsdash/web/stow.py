@@ -95,11 +95,11 @@ class StowMixin:
     _spool: BodySpool | None = None
     _last_byte: float = 0.0
 
-    def prepare(self: Any) -> None:
+    async def prepare(self: Any) -> None:
         """Before any of the body is read: the CSRF rule, the login and role
         (401, 403), the media type (415) and the declared size (413); then
         the connection may read up to ``max_upload_mb`` for this request."""
-        super().prepare()
+        await super().prepare()
         if self.request.method != "POST":
             return
         self.require(Action.UPLOAD)

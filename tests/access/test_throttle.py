@@ -79,3 +79,39 @@ def test_the_http_authenticator_stops_checking_passwords_of_a_guessed_name(tmp_p
     with pytest.raises(TooManyAttempts):
         authenticator.user_for(_basic("dora", "dora-password-1"), "127.0.0.1")  # even the right one waits
     assert authenticator.user_for(_basic("eve", "eve-password-12"), "127.0.0.1").name == "eve"
+
+
+def test_the_event_loop_never_checks_a_password(tmp_path, monkeypatch):
+    """HTTP Basic passwords (scrypt) are verified in the password pool, not on
+    the loop serving every request; a verified one is remembered, and more
+    checks waiting than the pool takes answer 429 at once."""
+    import asyncio
+    import threading
+
+    from pacsdash.access import accounts as accounts_module
+    from pacsdash.web import auth
+
+    accounts = Accounts(tmp_path / "accounts.db", {})
+    accounts.add_user("dora", "viewer", "dora-password-1")
+    authenticator = Authenticator(accounts, True, "token")
+    checked_on = []
+    verify = accounts_module.verify_password
+    monkeypatch.setattr(accounts_module, "verify_password",
+                        lambda *args: checked_on.append(threading.current_thread().name) or verify(*args))
+
+    async def scenario():
+        loop_thread = threading.current_thread().name
+        right = await authenticator.user_for_async(_basic("dora", "dora-password-1"), "127.0.0.1")
+        wrong = await authenticator.user_for_async(_basic("dora", "guess"), "127.0.0.1")
+        again = await authenticator.user_for_async(_basic("dora", "dora-password-1"), "127.0.0.1")  # remembered
+        return loop_thread, right, wrong, again
+
+    loop_thread, right, wrong, again = asyncio.run(scenario())
+    assert right.name == "dora" and wrong is None and again.name == "dora"
+    assert len(checked_on) == 2 and loop_thread not in checked_on
+    assert all(name.startswith("pacsdash-password") for name in checked_on)
+
+    monkeypatch.setattr(auth, "MAX_WAITING", 0)
+    with pytest.raises(auth.ChecksBusy) as busy:
+        asyncio.run(authenticator.user_for_async(_basic("dora", "another-guess"), "127.0.0.1"))
+    assert busy.value.retry_after == 1 and "too many password checks" in str(busy.value)
