@@ -6,7 +6,7 @@ HOME_DIR ?= pacsdash-demo
 HTTP_PORT ?= 8042
 DICOM_PORT ?= 4242
 
-.PHONY: demo test bench notebooks venv clean
+.PHONY: demo test bench soak notebooks venv clean
 
 venv: $(VENV)/.installed
 
@@ -28,6 +28,9 @@ notebooks: venv
 
 bench: venv
 	$(PY) -m benchmarks.run $(BENCH_ARGS)
+
+soak: venv
+	$(PY) -m benchmarks.soak $(SOAK_ARGS)
 
 clean:
 	rm -rf $(VENV) $(HOME_DIR) .pytest_cache benchmarks/work
