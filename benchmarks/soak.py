@@ -659,6 +659,7 @@ def run(seconds: float, kills: int, seed: int, tmp_root: Path, keep: bool) -> di
         begun = time.monotonic()
         clients.start()
         survived = 0
+        failures: list[str] = []
         final_start_counts: dict[str, int] = {}
         try:
             for at in kill_times(seconds, kills, rng):
@@ -672,18 +673,24 @@ def run(seconds: float, kills: int, seed: int, tmp_root: Path, keep: bool) -> di
                 say(f"  {time.monotonic() - begun:6.1f} s: kill -9 of {killed} process(es); {acked_then} acknowledged "
                     "so far")
                 server.launch()
-                took = server.await_ready()
+                try:
+                    took = server.await_ready()
+                except BenchError as exc:
+                    failures.append(f"restart after kill {len(restarts) + 1}: {exc}")
+                    say(f"  the server did not come back: {exc}")
+                    break
                 restarts.append(took)
                 survived += 1
                 say(f"  {time.monotonic() - begun:6.1f} s: back: DICOM {took['dicom_s']} s, dashboard "
                     f"{took['dashboard_s']} s after the start")
-            final_start_counts = server.counts()
-            time.sleep(max(0.0, begun + seconds - time.monotonic()))
+            if not failures:
+                final_start_counts = server.counts()
+                time.sleep(max(0.0, begun + seconds - time.monotonic()))
         finally:
             stuck = clients.finish()
         load_seconds = time.monotonic() - begun
         time.sleep(2.0)
-        final_end_counts = server.counts()
+        final_end_counts = {} if failures else server.counts()
         sampler.stop_event.set()
         sampler.join(2)
         stopping = time.monotonic()
@@ -693,12 +700,21 @@ def run(seconds: float, kills: int, seed: int, tmp_root: Path, keep: bool) -> di
         server.proc = None
         say(f"load stopped after {load_seconds:.0f} s; server stopped with SIGTERM in {stop_seconds} s "
             f"(exit {server.exit_code}); starting it again to check every acknowledged instance")
-        server.launch()
-        clean = server.await_ready()
         acked = dict(ledger.acked)
-        checking = time.monotonic()
-        lost, why = verify(server, acked)
-        verify_seconds = round(time.monotonic() - checking, 1)
+        clean: dict[str, float] = {}
+        lost: list[str] | None = None
+        why: dict[str, int] = {}
+        verify_seconds = None
+        server.launch()
+        try:
+            clean = server.await_ready()
+        except BenchError as exc:
+            failures.append(f"final start: {exc}")
+            say(f"the server did not start for the check: {exc}")
+        else:
+            checking = time.monotonic()
+            lost, why = verify(server, acked)
+            verify_seconds = round(time.monotonic() - checking, 1)
         server.stop()
         issues = server.issues
     tallies = {kind: t.as_dict() for kind, t in ledger.tallies.items()}
@@ -707,9 +723,10 @@ def run(seconds: float, kills: int, seed: int, tmp_root: Path, keep: bool) -> di
         "sent": ledger.sent,
         "acknowledged": len(acked),
         "acknowledged_by": {via: sum(1 for a in acked.values() if a.via == via) for via in ("c-store", "stow-rs")},
-        "lost": len(lost),
+        "lost": None if lost is None else len(lost),
         "lost_reasons": why,
-        "lost_uids": lost[:50],
+        "lost_uids": (lost or [])[:50],
+        "failures": failures,
         "kills": kills,
         "kills_survived": survived,
         "requests_ok": sum(t["ok"] for t in tallies.values()),
@@ -741,7 +758,7 @@ def table(r: dict[str, Any]) -> str:
     def timing(key: str, target: float) -> str:
         s = r[key]
         if not s["n"]:
-            return "no kills"
+            return "none measured"
         verdict = "meets" if s["max"] <= target else "misses"
         return f"median {s['median']:.2f} s, max {s['max']:.2f} s (n={s['n']}; target {target:g} s: {verdict})"
 
@@ -752,7 +769,8 @@ def table(r: dict[str, Any]) -> str:
         ("Instances sent", f"{r['sent']:,}"),
         ("Acknowledged", f"{r['acknowledged']:,} (C-STORE {r['acknowledged_by']['c-store']:,}, STOW-RS "
                          f"{r['acknowledged_by']['stow-rs']:,})"),
-        ("Lost (must be 0)", f"{r['lost']}" + (f" {r['lost_reasons']}" if r["lost"] else "")),
+        ("Lost (must be 0)", "not checked: the server did not start" if r["lost"] is None
+         else f"{r['lost']}" + (f" {r['lost_reasons']}" if r["lost"] else "")),
         ("Kills survived", f"{r['kills_survived']} of {r['kills']}"),
         ("Requests ok / failed", f"{r['requests_ok']:,} / {r['requests_failed']:,} ({kinds})"),
         ("HTTP 5xx", f"{r['http_5xx']}"),
@@ -760,8 +778,8 @@ def table(r: dict[str, Any]) -> str:
         ("Restart after kill -9: DICOM C-ECHO", timing("restart_dicom_s", TARGET_DICOM_S)),
         ("Restart after kill -9: dashboard /login 200", timing("restart_dashboard_s", TARGET_DASHBOARD_S)),
         ("First start / clean start (DICOM, dashboard)", f"{r['first_start']['dicom_s']:.2f} s, "
-         f"{r['first_start']['dashboard_s']:.2f} s / {r['clean_start']['dicom_s']:.2f} s, "
-         f"{r['clean_start']['dashboard_s']:.2f} s"),
+         f"{r['first_start']['dashboard_s']:.2f} s / " + (f"{r['clean_start']['dicom_s']:.2f} s, "
+         f"{r['clean_start']['dashboard_s']:.2f} s" if r["clean_start"] else "failed")),
         ("Peak RSS", f"server {r['peak_rss_mib']['server']} MiB, process tree {r['peak_rss_mib']['tree']} MiB "
                      f"({r['peak_rss_mib']['tree_processes']} processes)"),
         ("File handles, final run start -> end", f"server {start.get('fds')} -> {end.get('fds')}, tree "
@@ -771,6 +789,7 @@ def table(r: dict[str, Any]) -> str:
         ("SIGTERM stop", f"{r['sigterm_stop_s']} s, {'clean' if r['stopped_cleanly'] else 'NOT clean'}"),
         ("Server log warnings/errors", f"{r['server_log_issues']}"),
     ]
+    rows += [("FAILURE", " ".join(f.split())[:300].replace("|", "/")) for f in r["failures"]]
     return "\n".join(["| Figure | Value |", "|---|---|", *(f"| {a} | {b} |" for a, b in rows)])
 
 
