@@ -21,6 +21,7 @@ from pacsdash.archive.actions import StudyActions  # noqa: E402
 from pacsdash.config import Settings, init_home  # noqa: E402
 from pacsdash.dashboard.pages import served_pages  # noqa: E402
 from pacsdash.dashboard.auth import cookie_secret, make_auth_provider  # noqa: E402
+from pacsdash.dimse import compat  # noqa: E402
 from pacsdash.dimse.scp import DicomNode  # noqa: E402
 from pacsdash.dimse.scu import send_files  # noqa: E402
 from pacsdash.dimse.workers import DicomWorkers  # noqa: E402
@@ -121,6 +122,7 @@ def start_server(settings: Settings) -> RunningServer:
     if traffic is not None:
         traffic.on_rejected = audit.peer_refusal_recorder(archive)
         archive.subscribe(traffic.on_commit)  # which association brought which patient's study
+    compat.install(plain=settings.server.plain_pynetdicom)  # this process's SCUs and DICOM node
     if settings.server.dicom_workers > 0:
         node: DicomNode | DicomWorkers = DicomWorkers(settings, archive, settings.server.dicom_workers, traffic=traffic)
         dicom_port = node.start()

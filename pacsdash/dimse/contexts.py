@@ -7,7 +7,8 @@ regular expressions) every transfer syntax UID: about a tenth of a second of
 CPU per association, before the first byte of data. Scanners and viewers
 often open one association per study, so that is paid again and again.
 
-:func:`install` gives :class:`~pynetdicom.presentation.PresentationContext` a
+Installed by :func:`pacsdash.dimse.compat.install`, :func:`_copy_context` gives
+:class:`~pynetdicom.presentation.PresentationContext` a
 ``__deepcopy__`` that copies what a context owns (its lists) and shares its
 UIDs, which are immutable strings. :func:`prefer_requestor_order` reorders
 the copied contexts in place, again without re-validating UIDs.
@@ -20,8 +21,6 @@ from typing import Any
 from pynetdicom.association import Association
 from pynetdicom.presentation import PresentationContext
 
-_installed = False
-
 
 def _copy_context(self: PresentationContext, memo: dict[int, Any]) -> PresentationContext:
     """``copy.deepcopy`` of a context: its own lists, shared immutable values."""
@@ -32,11 +31,11 @@ def _copy_context(self: PresentationContext, memo: dict[int, Any]) -> Presentati
 
 
 def install() -> None:
-    """Make deep copies of presentation contexts cheap in this process (idempotent)."""
-    global _installed
-    if not _installed:
-        PresentationContext.__deepcopy__ = _copy_context  # type: ignore[attr-defined]
-        _installed = True
+    """Apply pacsdash's changes to pynetdicom, this module's among them
+    (:func:`pacsdash.dimse.compat.install`; kept for existing callers)."""
+    from pacsdash.dimse import compat
+
+    compat.install()
 
 
 def prefer_requestor_order(assoc: Association) -> None:

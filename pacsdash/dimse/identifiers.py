@@ -6,7 +6,6 @@ import struct
 from collections.abc import Iterator
 from typing import Any
 
-import pynetdicom.service_class
 from pydicom.dataset import Dataset
 from pydicom.tag import Tag
 
@@ -179,6 +178,8 @@ def _encode_for_service(original: Any) -> Any:
 
 
 def install() -> None:
-    """Let pynetdicom's C-FIND service send pre-encoded identifiers (idempotent)."""
-    if not hasattr(pynetdicom.service_class.encode, "__wrapped__"):
-        pynetdicom.service_class.encode = _encode_for_service(pynetdicom.service_class.encode)
+    """Apply pacsdash's changes to pynetdicom, this module's among them
+    (:func:`pacsdash.dimse.compat.install`; kept for existing callers)."""
+    from pacsdash.dimse import compat
+
+    compat.install()

@@ -33,7 +33,6 @@ from collections.abc import Iterable, Iterator
 
 import pynetdicom.dimse
 import pynetdicom.dul
-import pynetdicom.fsm
 from pynetdicom import evt
 from pynetdicom.dimse import DIMSEServiceProvider
 from pynetdicom.dimse_messages import C_FIND_RSP
@@ -91,7 +90,8 @@ class PDUGroup(P_DATA):
     """P-DATA requests to be sent as consecutive P-DATA-TF PDUs in one socket write.
 
     Its :attr:`presentation_data_value_list` is every PDV of its PDUs, in
-    order; :func:`install` makes the state machine's DT-1 and AR-7 actions
+    order; :func:`_sending_groups`, installed by :mod:`pacsdash.dimse.compat`,
+    makes the state machine's DT-1 and AR-7 actions
     encode each of :attr:`pdus` as a PDU of its own.
     """
 
@@ -156,8 +156,8 @@ def _send_group(dul, group: PDUGroup) -> None:
 
 
 def _sending_groups(original, next_state: str):
-    """A state machine action that sends a P-DATA request (DT-1, AR-7),
-    as pynetdicom 3.0's ``original`` does, a :class:`PDUGroup` in one write."""
+    """A state machine action that sends a P-DATA request (DT-1, AR-7, PS3.8 9.2),
+    as pynetdicom's ``original`` does, a :class:`PDUGroup` in one write."""
 
     def action(dul) -> str:
         primitive = dul.to_provider_queue.get(False)
@@ -229,8 +229,8 @@ def _send_pending_find(self: DIMSEServiceProvider, primitive: C_FIND, context_id
 
 
 def send_msg(self: DIMSEServiceProvider, primitive: object, context_id: int) -> None:
-    """:meth:`DIMSEServiceProvider.send_msg` (pynetdicom 3.0), PDVs packed by
-    :func:`pack` and written together by :func:`writes`."""
+    """:meth:`DIMSEServiceProvider.send_msg` (pynetdicom :data:`~pacsdash.dimse.compat.PYNETDICOM_VERSION`),
+    PDVs packed by :func:`pack` and written together by :func:`writes`."""
     if type(primitive) is C_FIND and _send_pending_find(self, primitive, context_id):
         return
     if getattr(primitive, "MessageIDBeingRespondedTo", None) is None:
@@ -243,13 +243,3 @@ def send_msg(self: DIMSEServiceProvider, primitive: object, context_id: int) -> 
     maximum = self.maximum_pdu_size
     for pdata in writes(pack(message.encode_msg(context_id, maximum), maximum)):
         self.dul.send_pdu(pdata)
-
-
-def install() -> None:
-    """Make every association of this process send messages this way (idempotent)."""
-    DIMSEServiceProvider.send_msg = send_msg  # type: ignore[method-assign]
-    # The two actions that send a P-DATA-TF PDU: Sta6 + Evt9, Sta8 + Evt9 (PS3.8 9.2).
-    for name in ("DT-1", "AR-7"):
-        description, function, next_state = pynetdicom.fsm.ACTIONS[name]
-        if not hasattr(function, "__wrapped__"):
-            pynetdicom.fsm.ACTIONS[name] = (description, _sending_groups(function, next_state), next_state)

@@ -34,7 +34,6 @@ MAX_COMMAND_SET = 64 * 1024
 MAX_PDU_BEFORE_ASSOCIATION = 1 << 20
 #: Message control header bits (PS3.8 E.2).
 COMMAND, LAST = 0x01, 0x02
-_installed = False
 
 
 def request_problem(primitive: Any) -> str | None:
@@ -132,6 +131,9 @@ def pdata_problem(dimse: DIMSEServiceProvider, primitive: Any, max_data_set: int
 
 
 def _checked_receive(original: Any) -> Any:
+    """``DIMSEServiceProvider.receive_primitive`` checking, on an accepted association,
+    each P-DATA with :func:`pdata_problem` first (installed by :mod:`pacsdash.dimse.compat`)."""
+
     def receive_primitive(self: DIMSEServiceProvider, primitive: Any) -> None:
         if self.assoc.is_acceptor:
             problem = pdata_problem(self, primitive, getattr(self.assoc, "max_data_set", None))
@@ -161,11 +163,3 @@ def bound_socket(sock: socket.socket, stall: float, send_stall: float) -> None:
             sock.setsockopt(socket.SOL_SOCKET, option, struct.pack("ll", whole, int((seconds - whole) * 1e6)))
         except OSError as exc:  # closed in between
             LOGGER.debug("could not bound socket waits: %s", exc)
-
-
-def install() -> None:
-    """Check every P-DATA received by an accepted association (idempotent)."""
-    global _installed
-    if not _installed:
-        DIMSEServiceProvider.receive_primitive = _checked_receive(DIMSEServiceProvider.receive_primitive)  # type: ignore[method-assign]
-        _installed = True

@@ -17,9 +17,9 @@ replaces the naps by waits that end as soon as there is work:
   user thread asks it to pause (``_reactor_checkpoint.clear()``).
 
 Both waits also end after :data:`IDLE_WAIT` seconds so that pynetdicom's
-timers (ARTIM, network idle timeout) are checked as before. :func:`install`
-makes pynetdicom create these classes for every association, requested or
-accepted, in this process.
+timers (ARTIM, network idle timeout) are checked as before.
+:func:`pacsdash.dimse.compat.install` makes pynetdicom create these classes
+for every association, requested or accepted, in this process.
 """
 
 from __future__ import annotations
@@ -32,7 +32,6 @@ import threading
 import weakref
 from typing import Any
 
-import pynetdicom.ae
 import pynetdicom.association
 import pynetdicom.dul
 import pynetdicom.fsm
@@ -42,15 +41,12 @@ from pynetdicom.dul import DULServiceProvider
 from pynetdicom.pdu import A_ABORT_RQ
 from pynetdicom.transport import AssociationSocket
 
-from pacsdash.dimse import packing
-
 #: Longest wait before the loops look at their timers again [s].
 IDLE_WAIT = 0.02
 #: Largest single socket read [bytes].
 RECV_CHUNK = 1 << 20
 
 _POLL_IN = select.POLLIN | select.POLLPRI | select.POLLERR | select.POLLHUP
-_installed = False
 
 
 class WakePipe:
@@ -199,7 +195,7 @@ class EventDrivenDUL(DULServiceProvider):
                 assoc_wake.set()  # the association thread notices the DUL has ended
 
     def _run(self) -> None:
-        # Mirrors pynetdicom.dul.DULServiceProvider.run_reactor (3.0), single-step mode excluded.
+        # Mirrors pynetdicom.dul.DULServiceProvider.run_reactor (compat.PYNETDICOM_VERSION), single-step mode excluded.
         self._idle_timer.start()
         idle = False
         while True:
@@ -291,7 +287,7 @@ class EventDrivenAssociation(Association):
 
     def __init__(self, ae: Any, mode: str) -> None:
         self._wake = threading.Event()
-        super().__init__(ae, mode)  # creates its DUL as EventDrivenDUL once installed
+        super().__init__(ae, mode)  # creates its DUL as EventDrivenDUL once compat installed it
         self.dimse.msg_queue = SignalingQueue(self._wake.set)
         self._reactor_checkpoint = _Checkpoint(self._wake)
         self._reactor_checkpoint.set()
@@ -315,7 +311,7 @@ class EventDrivenAssociation(Association):
             self._kill = True
 
     def _run_reactor(self) -> None:
-        # Mirrors pynetdicom.association.Association._run_reactor (3.0).
+        # Mirrors pynetdicom.association.Association._run_reactor (compat.PYNETDICOM_VERSION).
         self._is_paused = False
         while not self._kill:
             self._wake.wait(IDLE_WAIT)
@@ -404,13 +400,8 @@ def _recv(self: AssociationSocket, nr_bytes: int) -> bytearray:
 
 
 def install() -> None:
-    """Make pynetdicom use the event-driven classes in this process (idempotent)."""
-    global _installed
-    if _installed:
-        return
-    pynetdicom.association.DULServiceProvider = EventDrivenDUL  # what Association.__init__ creates
-    pynetdicom.association.Association = EventDrivenAssociation  # acceptors (transport imports it late)
-    pynetdicom.ae.Association = EventDrivenAssociation  # requestors
-    AssociationSocket.recv = _recv  # type: ignore[method-assign]
-    packing.install()
-    _installed = True
+    """Apply pacsdash's changes to pynetdicom, this module's among them
+    (:func:`pacsdash.dimse.compat.install`; kept for existing callers)."""
+    from pacsdash.dimse import compat
+
+    compat.install()

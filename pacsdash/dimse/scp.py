@@ -12,6 +12,9 @@ malformed, is rejected, and so is one beyond the limits of
 :mod:`pacsdash.dimse.admission`; malformed P-DATA-TF PDUs are aborted
 (:mod:`pacsdash.dimse.protocol`). C-STOREs have a size limit, and unknown
 peers a quota (PS3.4 B.2.3, Refused: Out of Resources).
+
+The node runs with pacsdash's changes to pynetdicom
+(:mod:`pacsdash.dimse.compat`) unless ``[server] plain_pynetdicom`` is true.
 """
 
 from __future__ import annotations
@@ -23,7 +26,6 @@ from multiprocessing import reduction
 from multiprocessing.connection import Connection
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 from weakref import WeakKeyDictionary
 
@@ -31,7 +33,7 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import UID, AllTransferSyntaxes
-from pynetdicom import AE, _config, evt
+from pynetdicom import AE, evt
 from pynetdicom.association import Association
 from pynetdicom.events import Event
 from pynetdicom.presentation import AllStoragePresentationContexts, build_context
@@ -47,15 +49,15 @@ from pynetdicom.sop_class import (
 from pynetdicom.transport import ThreadedAssociationServer
 
 from pacsdash.access import Accounts
-from pacsdash.archive import Archive, DamagedFile, InstanceLocation, InvalidQuery, Level, MissingFile, StoredFileError
+from pacsdash.archive import Archive, InstanceLocation, InvalidQuery, Level, StoredFileError
 from pacsdash.archive.outcomes import OUTCOMES, StoreOutcome, classify
 from pacsdash.archive.query import Query
 from pacsdash.config import ModalitySettings, ServerSettings
-from pacsdash.dimse import contexts, identifiers, protocol
+from pacsdash.dimse import compat, contexts, protocol
 from pacsdash.dimse.admission import Admission, Limits, StoreQuota
 from pacsdash.dimse.peers import PeerPolicy
 from pacsdash.dimse.identifiers import ResponseBuilder, query_from_identifier
-from pacsdash.dimse.files import even_length_copy
+from pacsdash.dimse.files import MoveOriginator, StoredInstance
 from pacsdash.dimse import reactor
 from pacsdash.dimse.sockets import NODELAY_HANDLERS
 from pacsdash.dimse.status import Status
@@ -64,16 +66,6 @@ from pacsdash.traffic.dimse import DimseTap
 from pacsdash.traffic.recorder import TrafficSink
 
 LOGGER = logging.getLogger(__name__)
-
-# Send stored files as they are, never decoded and re-encoded.
-_config.STORE_SEND_CHUNKED_DATASET = True
-# Identifiers can be large and hold patient data: keep them out of the log.
-_config.LOG_REQUEST_IDENTIFIERS = False
-_config.LOG_RESPONSE_IDENTIFIERS = False
-# pynetdicom's standard handlers log every PDU and DIMSE message at DEBUG
-# level; bound to every association, they cost CPU per PDU even when that
-# level is off. pacsdash logs what matters itself.
-_config.LOG_HANDLER_LEVEL = "none"
 
 TRANSFER_SYNTAXES = [str(uid) for uid in AllTransferSyntaxes]
 UNCOMPRESSED = ["1.2.840.10008.1.2.1", "1.2.840.10008.1.2"]
@@ -164,12 +156,9 @@ class DicomNode:
         self, archive: Archive, accounts: Accounts, server: ServerSettings, handoff: Connection | None = None,
         traffic: TrafficSink | None = None, traffic_prefix: str | None = None,
     ) -> None:
-        reactor.install()
-        identifiers.install()
-        contexts.install()
+        compat.install(plain=server.plain_pynetdicom)  # idempotent; the server calls it first
         self.archive = archive
         self.settings = server
-        protocol.install()
         self.policy = PeerPolicy(accounts, server.accept_unknown_store, check_address=server.check_peer_address)
         #: Who each association's requestor is (see :meth:`handle_association_request`).
         self._callers: WeakKeyDictionary[Association, Caller] = WeakKeyDictionary()
@@ -421,7 +410,8 @@ class DicomNode:
             yield _status(Status.FIND_IDENTIFIER_MISMATCH, str(exc)), None
             return
         syntax = UID(event.context.transfer_syntax)
-        raw_ok = syntax.is_little_endian and not syntax.is_deflated
+        # Pre-encoded identifiers need the change to pynetdicom's encode (:mod:`.identifiers`).
+        raw_ok = syntax.is_little_endian and not syntax.is_deflated and compat.installed()
         builder = ResponseBuilder(identifier, query.level, self.settings.aet,
                                   implicit_vr=syntax.is_implicit_VR if raw_ok else None)
         for row in rows:
@@ -473,7 +463,7 @@ class DicomNode:
             if event.is_cancelled:
                 yield Status.CANCEL, None
                 return
-            yield Status.PENDING, StoredInstance(self.archive.local_path(location), location, originator)
+            yield Status.PENDING, self._instance_to_send(event, location, originator)
 
     def handle_get(self, event: Event) -> Iterator[Any]:
         """C-GET (PS3.4 C.4.3): send matches back over the same association."""
@@ -492,93 +482,37 @@ class DicomNode:
             if event.is_cancelled:
                 yield Status.CANCEL, None
                 return
-            path = self.archive.local_path(location)
             if (location.SOPClassUID, location.TransferSyntaxUID) in accepted:
-                yield Status.PENDING, StoredInstance(path, location)
-                continue
-            try:
+                yield Status.PENDING, self._instance_to_send(event, location)
+            else:
                 # The peer did not accept the stored encoding: let pynetdicom
                 # convert between uncompressed syntaxes if it can.
-                yield Status.PENDING, dcmread(self.archive.verified_path(location))
-            except (StoredFileError, InvalidDicomError, OSError) as exc:
-                LOGGER.warning("C-GET from %s: %s not sent: %s", describe_peer(event), location.SOPInstanceUID, exc)
-                yield Status.PENDING, StoredInstance(path, location)  # fails when sent: a failed sub-operation
+                yield Status.PENDING, self._decoded_instance(event, location)
 
+    def _instance_to_send(self, event: Event, location: InstanceLocation,
+                          originator: MoveOriginator | None = None) -> Dataset:
+        """What a C-GET/C-MOVE handler yields for one stored instance: a
+        :class:`StoredInstance`, sent as stored, or on plain pynetdicom
+        (:mod:`pacsdash.dimse.compat`) the decoded data set."""
+        if compat.installed():
+            return StoredInstance(self.archive.local_path(location), location, originator)
+        return self._decoded_instance(event, location)
 
-@dataclass(frozen=True)
-class MoveOriginator:
-    """Who asked for a C-MOVE: what its C-STORE sub-operations name in Move
-    Originator Application Entity Title (0000,1030) and Move Originator
-    Message ID (0000,1031) (PS3.7 9.3.1.1), so that the destination can tell
-    which move an instance belongs to."""
-
-    aet: str
-    message_id: int
-
-
-class StoredInstance(Dataset):
-    """A stand-in for a stored file, yielded to pynetdicom's C-GET/C-MOVE code.
-
-    pynetdicom's retrieve service only accepts :class:`Dataset` objects, which
-    it re-encodes before sending. Sending that way would change the bytes
-    (re-deflated data sets, normalised sequences). This placeholder carries
-    the identifying UIDs pynetdicom logs, plus the file's path; the patched
-    ``send_c_store`` below hands the path to pynetdicom's own chunked file
-    sending, which copies the stored data set bytes unchanged.
-
-    For a C-MOVE it also carries the :class:`MoveOriginator`: pynetdicom's
-    C-MOVE service names the mover itself (its own AE title) as the move
-    originator; ``send_c_store`` below names the requestor instead.
-    """
-
-    def __init__(self, path: Path, location: InstanceLocation, originator: MoveOriginator | None = None) -> None:
-        super().__init__()
-        self.SOPClassUID = location.SOPClassUID
-        self.SOPInstanceUID = location.SOPInstanceUID
-        self.__dict__["source_path"] = path
-        self.__dict__["size"] = location.size
-        self.__dict__["move_originator"] = originator
-
-    def checked_path(self) -> Path:
-        """The stored file, once it is there with the size received.
-
-        Raises
-        ------
-        MissingFile, DamagedFile
-            So that pynetdicom counts a failed sub-operation naming the
-            instance (PS3.4 C.4.2.3, C.4.3.3) instead of sending a file cut
-            short as if it were whole; ``pacsdash check`` names the cause.
-        """
-        path: Path = self.__dict__["source_path"]
+    def _decoded_instance(self, event: Event, location: InstanceLocation) -> Dataset:
+        """The stored instance decoded by pydicom, for pynetdicom to re-encode;
+        if it cannot be read, a stand-in whose sending fails (a failed
+        sub-operation naming it, PS3.4 C.4.2.3, C.4.3.3)."""
         try:
-            size = path.stat().st_size
-        except FileNotFoundError:
-            raise MissingFile(f"the stored file of {self.SOPInstanceUID} is missing") from None
-        if size != self.__dict__["size"]:
-            raise DamagedFile(f"the stored file of {self.SOPInstanceUID} has {size} bytes, not the "
-                              f"{self.__dict__['size']} received")
-        return path
+            return dcmread(self.archive.verified_path(location))
+        except (StoredFileError, InvalidDicomError, OSError) as exc:
+            LOGGER.warning("%s from %s: %s not sent: %s", _service_name(event), describe_peer(event),
+                           location.SOPInstanceUID, exc)
+            return StoredInstance(self.archive.local_path(location), location)
 
 
-def _send_stored_file(original):
-    def send_c_store(self, dataset, msg_id=1, priority=2, originator_aet=None, originator_id=None):
-        if isinstance(dataset, StoredInstance):
-            originator = dataset.__dict__["move_originator"]
-            if originator is not None:
-                originator_aet, originator_id = originator.aet, originator.message_id
-            dataset = dataset.checked_path()
-        if isinstance(dataset, (str, Path)):
-            with even_length_copy(Path(dataset)) as path:
-                return original(self, path, msg_id, priority, originator_aet, originator_id)
-        return original(self, dataset, msg_id, priority, originator_aet, originator_id)
-
-    send_c_store.__wrapped__ = original
-    send_c_store.__doc__ = original.__doc__
-    return send_c_store
-
-
-if not hasattr(Association.send_c_store, "__wrapped__"):
-    Association.send_c_store = _send_stored_file(Association.send_c_store)
+def _service_name(event: Event) -> str:
+    """``C-GET`` or ``C-MOVE``, for log lines."""
+    return "C-MOVE" if event.event is evt.EVT_C_MOVE else "C-GET"
 
 
 def _check_model(event: Event, query: Query) -> None:

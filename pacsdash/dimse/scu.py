@@ -2,6 +2,8 @@
 
 Files are sent as they are stored (pynetdicom's chunked sending: the data set
 bytes are never decoded and re-encoded), each in its own transfer syntax.
+Both helpers install pacsdash's changes to pynetdicom in the mode this
+process chose (:func:`pacsdash.dimse.compat.ensure`).
 """
 
 from __future__ import annotations
@@ -14,15 +16,14 @@ from pathlib import Path
 
 from pydicom.errors import InvalidDicomError
 from pydicom.filereader import read_file_meta_info
-from pynetdicom import AE, _config
+from pynetdicom import AE
 from pynetdicom.presentation import build_context
 from pynetdicom.sop_class import Verification
 
-from pacsdash.dimse import reactor
+from pacsdash.dimse import compat
 from pacsdash.dimse.sockets import NODELAY_HANDLERS
 
 LOGGER = logging.getLogger(__name__)
-_config.STORE_SEND_CHUNKED_DATASET = True
 MAX_CONTEXTS = 128
 
 
@@ -65,7 +66,7 @@ def echo(host: str, port: int, called_aet: str = "ANY-SCP", calling_aet: str = "
     AssociationFailed
         If no association could be made.
     """
-    reactor.install()
+    compat.ensure()
     ae = AE(ae_title=calling_aet)
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = timeout
     ae.add_requested_context(Verification)
@@ -134,7 +135,7 @@ def send_files(
     for group, pairs in zip(groups, group_pairs):
         if not group:
             continue
-        reactor.install()
+        compat.ensure()
         ae = AE(ae_title=calling_aet)
         ae.acse_timeout = ae.network_timeout = 30
         ae.dimse_timeout = timeout

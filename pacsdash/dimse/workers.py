@@ -47,11 +47,13 @@ def worker_main(settings: Settings, connection: Connection, handoff: Connection,
     from pacsdash.archive.archive import Archive
     from pacsdash.archive.remote import RemoteIndex
     from pacsdash.archive.store import LocalStore
+    from pacsdash.dimse import compat
     from pacsdash.dimse.scp import DicomNode
     from pacsdash.logs import configure_logging
     from pacsdash.traffic.channel import TrafficForwarder
 
     configure_logging(settings.log_path, f"dicom-worker-{number}")
+    compat.install(plain=settings.server.plain_pynetdicom)  # a spawned process starts with pynetdicom as released
     index = RemoteIndex(connection)
     archive = Archive(LocalStore(settings.store_path), index)
     forwarder = TrafficForwarder(traffic).start() if traffic is not None else None
