@@ -5,9 +5,10 @@ shown in the shape of CONTRACT.md's ``GET /api/audit`` and ``pacsdash audit``:
 ``{"time": ISO-8601 UTC, "user", "address", "action", "outcome", "studies"}``,
 after the DICOM audit messages of PS3.15 A.5 (who: the active participant;
 what: the event; the studies: the participant objects). Recorded today:
-logins and failed logins, anonymizations, exports, sends, deletions, repairs
-and associations refused to peers; queries, retrievals, uploads and user
-and label changes are not recorded yet.
+logins and failed logins, anonymizations, exports, sends, deletions, repairs,
+associations refused to peers, and the queries, retrievals and uploads of
+the HTTP doors (DICOMweb, WADO-URI, the JSON API); queries and retrievals over
+DIMSE and in the dashboard, and user and label changes, are not recorded yet.
 """
 
 from __future__ import annotations
@@ -129,5 +130,38 @@ def peer_refusal_recorder(archive: Any, clock: Callable[[], float] = time.monoto
         entry = ActionRecord(actor=key[0], action="peer_refused", studies=[], address=key[1], outcome="failure",
                              details={"reason": key[2], "called_aet": str(rejected.called_aet)[:16]})
         _LATER.submit(_quietly, archive, entry)
+
+    return record
+
+
+#: Seconds during which the same query, retrieval or upload by the same user is recorded once:
+#: a viewer fetching a study's frames one by one is one retrieval in the trail.
+REQUEST_QUIET_SECONDS = 60.0
+
+
+def request_recorder(archive: Any, clock: Callable[[], float] = time.monotonic
+                     ) -> Callable[[str, str, str, bool, list[str], dict[str, Any]], None]:
+    """``record(user, address, action, succeeded, studies, details)``: a query,
+    retrieval or upload through a door (PS3.15 A.5.3.9 Query, A.5.3.3 DICOM
+    Instances Accessed / Transferred), written in the background; the same
+    one again (user, address, action, outcome, studies and query alike)
+    within :data:`REQUEST_QUIET_SECONDS` is not repeated."""
+    last: dict[tuple, float] = {}
+    lock = threading.Lock()
+
+    def record(user: str, address: str, action: str, succeeded: bool, studies: list[str],
+               details: dict[str, Any]) -> None:
+        outcome = "success" if succeeded else "failure"
+        studies = [str(uid)[:64] for uid in studies[:1000]]
+        key = (user[:256], address[:64], action, outcome, tuple(studies), str(details.get("query", ""))[:1000])
+        now = clock()
+        with lock:
+            if now - last.get(key, -REQUEST_QUIET_SECONDS) < REQUEST_QUIET_SECONDS:
+                return
+            last[key] = now
+            if len(last) > 10_000:
+                last.clear()
+        _LATER.submit(_quietly, archive, ActionRecord(actor=key[0], action=action, studies=studies, address=key[1],
+                                                      outcome=outcome, details=details))
 
     return record

@@ -58,6 +58,8 @@ class HealthHandler(BaseHandler):
 class StudiesHandler(BaseHandler):
     """``GET /api/studies?PatientName=...&StudyDate=...&limit=&offset=``."""
 
+    audit_action = "query"
+
     async def get(self) -> None:
         self.require(Action.SEARCH)
         filters = {}
@@ -120,6 +122,8 @@ class _Chunks:
 
 class ArchiveHandler(BaseHandler):
     """``GET /api/studies/{uid}/archive``: the original files as a ZIP, streamed."""
+
+    audit_action = "retrieve"
 
     async def get(self, study: str) -> None:
         self.require(Action.DOWNLOAD)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Callable
+from typing import Any, ClassVar
 
 from tornado.web import HTTPError, OutputTransform, RequestHandler
 from tornado.httputil import HTTPHeaders, HTTPServerRequest
@@ -65,6 +66,8 @@ class AppContext:
     dicom_port: int = 0
     ready: bool = False
     authenticator: Authenticator = field(init=False)
+    #: Records queries, retrievals and uploads in the audit trail (see :meth:`BaseHandler.on_finish`).
+    audit_request: Callable[[str, str, str, bool, list[str], dict[str, Any]], None] = field(init=False)
     #: Encoded DICOM JSON of instances (see :mod:`pacsdash.web.metadata_cache`).
     metadata_cache: MetadataCache = field(default_factory=MetadataCache)
     #: Send, delete, anonymize, export (see :mod:`pacsdash.archive.actions`).
@@ -75,6 +78,7 @@ class AppContext:
     def __post_init__(self) -> None:
         self.authenticator = Authenticator(self.accounts, self.settings.auth.enabled, self.local_token)
         self.authenticator.on_failure = audit.login_recorder(self.archive)
+        self.audit_request = audit.request_recorder(self.archive)
         if self.actions is None:
             self.actions = StudyActions(self.archive, self.settings.home, self.accounts, self.settings.server.aet)
 
@@ -92,6 +96,10 @@ class BaseHandler(RequestHandler):
     """
 
     user: User | None = None
+    #: What a request to this route is in the audit trail ("query", "retrieve"), if anything.
+    audit_action: ClassVar[str | None] = None
+    #: The studies a request concerned when its path does not name them (set by the route).
+    audit_studies: list[str] | None = None
 
     def initialize(self, app: AppContext) -> None:
         self.app = app
@@ -102,6 +110,29 @@ class BaseHandler(RequestHandler):
         :meth:`check_change_request`); check the credentials sent, off the event loop."""
         self.check_change_request()
         await self.authenticate()
+
+    def on_finish(self) -> None:
+        """Put an authenticated query, retrieval or upload in the audit trail
+        (:func:`pacsdash.archive.audit.request_recorder`)."""
+        action = self.audited_as()
+        if action is None or self.user is None:
+            return
+        try:
+            studies = self.audit_studies
+            if studies is None:
+                named = self.path_args[0] if self.path_args else self.get_query_argument("studyUID", "")
+                studies = [named] if named and len(named) <= 64 else []
+            details: dict[str, Any] = {"route": type(self).__name__, "status": self.get_status()}
+            if action == "query" and self.request.query:
+                details["query"] = self.request.query[:1000]
+            self.app.audit_request(self.user.name, self.request.remote_ip or "", action, self.get_status() < 400,
+                                   studies, details)
+        except Exception:  # the trail never fails a request; a lost entry is logged
+            LOGGER.warning("audit: could not record a %s by %s", action, self.user.name, exc_info=True)
+
+    def audited_as(self) -> str | None:
+        """This request's action in the audit trail (a route's ``audit_action`` unless it says otherwise)."""
+        return self.audit_action
 
     # -- access ----------------------------------------------------------------
     async def authenticate(self) -> None:

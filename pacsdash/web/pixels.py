@@ -458,6 +458,8 @@ class RenderedHandler(_InstancesHandler):
 class WadoUriHandler(BaseHandler):
     """GET /wado?requestType=WADO&studyUID=...&seriesUID=...&objectUID=... (PS3.18 9)."""
 
+    audit_action = "retrieve"
+
     async def get(self) -> None:
         self.require(Action.VIEW)
         args = {k: v[0].decode("utf-8", "replace") for k, v in self.request.query_arguments.items()}

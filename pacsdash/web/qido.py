@@ -150,6 +150,8 @@ MATCHING_EXTENSIONS = "numeric-comparison"
 class QidoHandler(BaseHandler):
     """GET on the six QIDO-RS resources."""
 
+    audit_action = "query"
+
     def initialize(self, app: Any, level: Level) -> None:
         super().initialize(app)
         self.level = level

@@ -95,6 +95,10 @@ class StowMixin:
     _spool: BodySpool | None = None
     _last_byte: float = 0.0
 
+    def audited_as(self: Any) -> str | None:
+        """A POST is an upload in the audit trail, naming the studies it stored."""
+        return "upload" if self.request.method == "POST" else super().audited_as()  # type: ignore[misc]
+
     async def prepare(self: Any) -> None:
         """Before any of the body is read: the CSRF rule, the login and role
         (401, 403), the media type (415) and the declared size (413); then
@@ -133,6 +137,7 @@ class StowMixin:
     def on_finish(self: Any) -> None:
         if self._spool is not None:
             self._spool.close()
+        super().on_finish()  # the audit trail
 
     def on_connection_close(self: Any) -> None:
         super().on_connection_close()
@@ -175,6 +180,8 @@ class StowMixin:
             *(loop.run_in_executor(None, self._store_span, body, span, origin, study) for span in spans)
         )
         base = f"{self.base_url()}/dicom-web"
+        self.audit_studies = sorted({r.StudyInstanceUID for r in outcomes if isinstance(r, StoreResult)}
+                                    | ({study} if study else set()))
         referenced, failed = [], []
         for result in outcomes:
             if isinstance(result, StoreResult):

@@ -67,6 +67,8 @@ def accepted_transfer_syntax(header: str, part_type: str) -> str | None:
 class _InstancesHandler(BaseHandler):
     """Finds the instances a WADO-RS URL names."""
 
+    audit_action = "retrieve"
+
     def locations(self, study: str, series: str | None = None, instance: str | None = None) -> list[InstanceLocation]:
         if instance is not None and series is not None:
             # One instance (frames, rendered, its metadata): the remembered location.
