@@ -96,6 +96,13 @@ def test_fuzzed_pdus_in_an_association(fuzz_node, payload):
 
 
 def test_the_listener_serves_after_the_fuzzing(fuzz_node):
-    assert echo_works(fuzz_node)
-    counts = fuzz_node.admission.counts()
-    assert counts["admitted"] <= 1 and counts["pending"] <= 1, counts  # nothing left holding a slot
+    # A registered peer is served. (This node's ACSE timeout is 1 s: on a
+    # loaded machine one association may miss it, so up to three tries.)
+    assert any(echo_works(fuzz_node) for _ in range(3))
+    # Nothing left holding a slot: the last fuzzed associations end within
+    # seconds (their threads may still be closing on a busy machine); a slot
+    # that leaked would stay taken.
+    deadline = time.monotonic() + 15
+    while (counts := fuzz_node.admission.counts())["admitted"] or counts["pending"]:
+        assert time.monotonic() < deadline, counts
+        time.sleep(0.1)
