@@ -7,30 +7,26 @@ import os
 import signal
 import threading
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 # Serve Bokeh's and Panel's scripts from this process, never from a CDN.
 os.environ.setdefault("BOKEH_RESOURCES", "server")
 
-import panel as pn  # noqa: E402
-from tornado.ioloop import IOLoop  # noqa: E402
-
+# Only what the DICOM side needs is imported here: after a crash the DICOM
+# port must take associations again within a second (scanners give up), and
+# Panel with the dashboard takes seconds to import; start_server imports
+# them once the DICOM node is up.
 from pacsdash import __version__  # noqa: E402
 from pacsdash.access import Accounts  # noqa: E402
-from pacsdash.archive import Archive, audit  # noqa: E402
-from pacsdash.archive.actions import StudyActions  # noqa: E402
 from pacsdash.config import Settings, init_home  # noqa: E402
-from pacsdash.dashboard.pages import served_pages  # noqa: E402
-from pacsdash.dashboard.auth import cookie_secret, make_auth_provider  # noqa: E402
-from pacsdash.dimse import compat  # noqa: E402
-from pacsdash.dimse.scp import DicomNode  # noqa: E402
-from pacsdash.dimse.scu import send_files  # noqa: E402
 from pacsdash.dimse.workers import DicomWorkers  # noqa: E402
 from pacsdash.logs import configure_logging as _configure_logging  # noqa: E402
 from pacsdash.runtime import HomeLock, ServerInfo, new_token, write_server_info  # noqa: E402
-from pacsdash.traffic.http import record_requests  # noqa: E402
 from pacsdash.traffic.recorder import TrafficRecorder  # noqa: E402
-from pacsdash.web.routes import http_routes  # noqa: E402
-from pacsdash.web.base import AppContext, SecurityHeaders  # noqa: E402
+
+if TYPE_CHECKING:
+    from pacsdash.dimse.scp import DicomNode
+    from pacsdash.web.base import AppContext
 
 LOGGER = logging.getLogger("pacsdash")
 #: ``PACSDASH_TRAFFIC=off`` starts the server without its traffic record
@@ -104,9 +100,26 @@ def start_server(settings: Settings) -> RunningServer:
     init_home(settings.home)
     lock = HomeLock(settings.run_path)
     lock.acquire()
+    traffic = None if os.environ.get(TRAFFIC_VARIABLE, "").lower() == "off" else TrafficRecorder()
+    workers = None
+    if settings.server.dicom_workers > 0:
+        # Connections queue from now on, and the workers set up while the
+        # archive opens (and recovers, after a crash).
+        workers = DicomWorkers(settings, None, settings.server.dicom_workers, traffic=traffic)
+        try:
+            workers.spawn()
+        except Exception:
+            workers.stop()
+            lock.release()
+            raise
+    from pacsdash.archive import Archive, audit
+    from pacsdash.dimse import compat
+
     try:
         archive = Archive.open_home(settings.store_path, settings.index_path)
     except Exception:
+        if workers is not None:
+            workers.stop()
         lock.release()
         raise
     report = archive.reconcile()
@@ -115,21 +128,34 @@ def start_server(settings: Settings) -> RunningServer:
     accounts = Accounts(settings.accounts_path, settings.modalities)
     if settings.auth.enabled and not accounts.users():
         LOGGER.warning("no users yet: add one with `pacsdash users add NAME --role admin --password-stdin`")
-    actions = StudyActions(archive, settings.home, accounts, settings.server.aet, sender=send_files)
-    traffic = None if os.environ.get(TRAFFIC_VARIABLE, "").lower() == "off" else TrafficRecorder()
-    app = AppContext(settings=settings, archive=archive, accounts=accounts, local_token=new_token(), actions=actions,
-                     traffic=traffic)
     if traffic is not None:
         traffic.on_rejected = audit.peer_refusal_recorder(archive)
         archive.subscribe(traffic.on_commit)  # which association brought which patient's study
     compat.install(plain=settings.server.plain_pynetdicom)  # this process's SCUs and DICOM node
-    if settings.server.dicom_workers > 0:
-        node: DicomNode | DicomWorkers = DicomWorkers(settings, archive, settings.server.dicom_workers, traffic=traffic)
-        dicom_port = node.start()
+    if workers is not None:
+        workers.archive = archive
+        node: DicomNode | DicomWorkers = workers
+        dicom_port = workers.start()
     else:
+        from pacsdash.dimse.scp import DicomNode
+
         node = DicomNode(archive, accounts, settings.server, traffic=traffic)
         node.start()
         dicom_port = node.port
+    # The DICOM node is up: now the dashboard and the HTTP doors.
+    import panel as pn
+
+    from pacsdash.archive.actions import StudyActions
+    from pacsdash.dashboard.auth import cookie_secret, make_auth_provider
+    from pacsdash.dashboard.pages import served_pages
+    from pacsdash.dimse.scu import send_files
+    from pacsdash.traffic.http import record_requests
+    from pacsdash.web.base import AppContext, SecurityHeaders
+    from pacsdash.web.routes import http_routes
+
+    actions = StudyActions(archive, settings.home, accounts, settings.server.aet, sender=send_files)
+    app = AppContext(settings=settings, archive=archive, accounts=accounts, local_token=new_token(), actions=actions,
+                     traffic=traffic)
     app.dicom_port = dicom_port
     routes = http_routes(app)
     auth: dict = {}
@@ -222,6 +248,8 @@ def serve(settings: Settings) -> None:
     """Run the server until SIGINT or SIGTERM."""
     check_ports(settings)
     running = start_server(settings)
+    from tornado.ioloop import IOLoop
+
     loop = IOLoop.current()
     stopping = threading.Event()
 

@@ -55,3 +55,21 @@ def test_ctrl_c_stops_server_and_workers_cleanly_in_one_line(tmp_path):
     output = log.read_text()
     assert "Traceback" not in output and "KeyboardInterrupt" not in output and "RemoteError" not in output, output
     assert output.count("stopped cleanly") == 1
+
+
+def test_the_dicom_side_starts_before_the_dashboard_is_imported():
+    """After a crash the DICOM port must take associations again within about a
+    second (scanners give up on a PACS that does not answer); Panel and the
+    dashboard take seconds to import. So ``pacsdash serve`` reaches the point
+    where it takes the DICOM port and starts its workers with neither
+    imported, nor pydicom (the workers import it themselves, meanwhile).
+    The restart times are measured by ``make soak``."""
+    import sys
+
+    probe = ("import sys, pacsdash.cli, pacsdash.server\n"
+             "heavy = sorted(m for m in ('panel', 'bokeh', 'holoviews', 'pacsdash.dashboard', 'pacsdash.web', 'pydicom',"
+             " 'pynetdicom', 'duckdb') if m in sys.modules)\n"
+             "print(','.join(heavy))")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "", f"imported before the DICOM port is taken: {result.stdout.strip()}"

@@ -86,19 +86,30 @@ class DicomWorkers:
         self._services: list[Any] = []
         self._listener: socket.socket | None = None
         self._handoffs: list[tuple[Any, Connection]] = []
+        #: Spawned workers not yet served the index: (number, pipe, ready event, process).
+        self._unserved: list[tuple[int, Connection, Any, Any]] = []
         self._watch = threading.Event()
 
-    def start(self) -> int:
-        """Start the workers; return the DICOM port once all are listening."""
-        from pacsdash.archive.remote import IndexService
+    def listen(self) -> int:
+        """Take the DICOM port now: peers' connections wait in its backlog
+        until the workers serve them (a scanner calling while the server
+        starts is answered late, not refused). Returns the port."""
+        if self._listener is None:
+            host = self.settings.server.host
+            family = socket.AF_INET6 if ":" in host else socket.AF_INET
+            self._listener = socket.socket(family, socket.SOCK_STREAM)
+            self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            self._listener.bind((host, self.settings.server.dicom_port))
+            self._listener.listen(128)
+            self.port = self._listener.getsockname()[1]
+        return self.port
 
-        host = self.settings.server.host
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        self._listener = socket.socket(family, socket.SOCK_STREAM)
-        self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._listener.bind((host, self.settings.server.dicom_port))
-        self.port = self._listener.getsockname()[1]
-        events = []
+    def spawn(self) -> None:
+        """Start the worker processes: they import and set up while the server
+        opens its archive; :meth:`start` then serves them the index."""
+        if self._processes or self._unserved:
+            return
+        self.listen()
         for number in range(self.count):
             parent, child = self._context.Pipe(duplex=True)
             handoff_parent, handoff_child = self._context.Pipe(duplex=True)  # a Unix socket: can carry fds
@@ -119,16 +130,27 @@ class DicomWorkers:
                 traffic_child.close()
                 self._receivers.append(TrafficReceiver(traffic_parent, self.traffic, f"worker{number}").start())
             self._handoffs.append((process, handoff_parent))
+            self._processes.append(process)
+            self._unserved.append((number, parent, ready, process))
+
+    def start(self) -> int:
+        """Start the workers (if :meth:`spawn` did not) and serve them the
+        archive's index; return the DICOM port once all are listening."""
+        from pacsdash.archive.remote import IndexService
+
+        host = self.settings.server.host
+        self.spawn()
+        events = []
+        for number, parent, ready, process in self._unserved:
             service = IndexService(self.archive, parent, f"worker{number}")
             service.start()
-            self._processes.append(process)
             self._services.append(service)
             events.append((ready, process))
+        self._unserved.clear()
         for ready, process in events:
             if not ready.wait(READY_TIMEOUT):
                 self.stop()
                 raise RuntimeError(f"{process.name} did not start listening within {READY_TIMEOUT}s")
-        self._listener.listen(128)
         threading.Thread(target=self._accept, name="pacsdash-dicom-accept", daemon=True).start()
         threading.Thread(target=self._supervise, name="pacsdash-worker-watch", daemon=True).start()
         LOGGER.info("%d DICOM worker processes listening on %s:%d", self.count, host, self.port)
@@ -170,6 +192,9 @@ class DicomWorkers:
     def stop(self, timeout: float = 15) -> None:
         """Ask the workers to stop and wait for them."""
         self._watch.set()
+        for _, parent, _, _ in self._unserved:  # spawned, never served: their index is gone
+            parent.close()
+        self._unserved.clear()
         for service in self._services:
             service.stop()
         for process in self._processes:
