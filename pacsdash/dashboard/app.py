@@ -137,6 +137,7 @@ def dashboard(context: Any) -> pn.viewable.Viewable:
     if role.may(Action.UPLOAD):  # never shown to a viewer; the upload itself checks again
         upload = pn.Column(UploadPanel(
             archive=context.archive, user=user, limit_mb=context.settings.server.max_upload_mb,
+            spool_dir=str(context.settings.run_path),
             may_upload=lambda: may(context, login, Action.UPLOAD, session),
         ), visible=False, sizing_mode="stretch_width", margin=(0, 5))
         # Its tab is an empty page; the upload itself is shown below the tabs

@@ -17,7 +17,7 @@ import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, BinaryIO
 
 from pacsdash.archive.outcomes import OUTCOMES, StoreOutcome, classify
 
@@ -89,20 +89,49 @@ def is_zip(data: bytes) -> bool:
     return data[:4] in (b"PK\x03\x04", b"PK\x05\x06")
 
 
-def as_bytes(value: Any) -> bytes:
-    """Panel hands text-looking files over decoded; take them back to bytes."""
-    return value.encode("utf-8") if isinstance(value, str) else bytes(value)
+def as_bytes(value: Any) -> bytes | BinaryIO:
+    """Panel hands text-looking files over decoded; take them back to bytes.
+    A binary file (the dashboard's spooled upload) stays a file: it is read
+    when it is stored, one at a time."""
+    if isinstance(value, str):
+        return value.encode("utf-8")
+    if hasattr(value, "read") and hasattr(value, "seek"):
+        return value
+    return bytes(value)
 
 
-def pairs(files: Mapping[str, Any] | Iterable[tuple[str, Any]]) -> list[tuple[str, bytes]]:
-    """``(name, bytes)`` of each file; names may repeat (two folders' ``IM0001``)."""
+def pairs(files: Mapping[str, Any] | Iterable[tuple[str, Any]]) -> list[tuple[str, bytes | BinaryIO]]:
+    """``(name, bytes or binary file)`` of each file; names may repeat (two folders' ``IM0001``)."""
     items = files.items() if isinstance(files, Mapping) else files
     return [(name, as_bytes(data)) for name, data in items]
 
 
-def expand(files: Mapping[str, bytes] | Iterable[tuple[str, bytes]], limit: int) -> tuple[list[_Item], list[FileOutcome]]:
+def _size(data: bytes | BinaryIO) -> int:
+    if isinstance(data, bytes):
+        return len(data)
+    data.seek(0, io.SEEK_END)
+    return data.tell()
+
+
+def _head(data: bytes | BinaryIO) -> bytes:
+    """The first bytes, enough to tell a ZIP from a DICOM file."""
+    if isinstance(data, bytes):
+        return data[:132]
+    data.seek(0)
+    return data.read(132)
+
+
+def _whole(data: bytes | BinaryIO) -> bytes:
+    if isinstance(data, bytes):
+        return data
+    data.seek(0)
+    return data.read()
+
+
+def expand(files: Mapping[str, Any] | Iterable[tuple[str, Any]], limit: int) -> tuple[list[_Item], list[FileOutcome]]:
     """The files to store (ZIPs opened, folders inside them too) and those
-    refused on the way.
+    refused on the way. Files may be bytes or binary files (read only when
+    stored).
 
     Raises
     ------
@@ -110,19 +139,19 @@ def expand(files: Mapping[str, bytes] | Iterable[tuple[str, bytes]], limit: int)
         If the files, or what the ZIPs among them unpack to, exceed ``limit`` bytes.
     """
     files = pairs(files)
-    received = sum(len(data) for _, data in files)
+    received = sum(_size(data) for _, data in files)
     if received > limit:
         raise UploadTooLarge(f"{megabytes(received)} received, more than the {megabytes(limit)} allowed")
     items: list[_Item] = []
     refused: list[FileOutcome] = []
     unpacked = 0
     for name, data in files:
-        if not is_zip(data):
-            unpacked += len(data)
-            items.append(_Item(name, lambda data=data: data))
+        if not is_zip(_head(data)):
+            unpacked += _size(data)
+            items.append(_Item(name, lambda data=data: _whole(data)))
             continue
         try:
-            archive = zipfile.ZipFile(io.BytesIO(data))
+            archive = zipfile.ZipFile(io.BytesIO(data) if isinstance(data, bytes) else data)
             members = [m for m in archive.infolist() if not m.is_dir()]
         except ZIP_ERRORS as exc:
             refused.append(FileOutcome(name, FAILED, f"not a readable ZIP: {exc}"))

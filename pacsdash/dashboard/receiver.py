@@ -16,9 +16,10 @@ arrived, with a reason for each picked file that did not.
 from __future__ import annotations
 
 import logging
+import tempfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, BinaryIO, ClassVar
 from uuid import uuid4
 
 import panel as pn
@@ -37,6 +38,8 @@ WINDOW = 4 * 2**20
 MAX_FILES = 20_000
 #: Longest file name kept (the rest is cut; names are only ever shown).
 MAX_NAME = 1000
+#: Bytes of one picked file kept in memory; beyond, it is spooled to disk.
+IN_MEMORY = 2 * 2**20
 
 WAITING, RECEIVING, ARRIVED, FAILED, REFUSED = "waiting", "receiving", "arrived", "failed", "refused"
 #: States in which a file is still on its way.
@@ -49,7 +52,12 @@ def megabytes(size: int) -> str:
 
 @dataclass
 class PickedFile:
-    """One file the browser announced, and what has arrived of it."""
+    """One file the browser announced, and what has arrived of it.
+
+    What arrived is spooled: kept in memory up to :data:`IN_MEMORY` bytes,
+    then in a file of its own (mode 0600) in the receiver's spool folder,
+    so an upload of a gigabyte does not sit in the server's memory.
+    """
 
     id: str
     name: str
@@ -57,11 +65,38 @@ class PickedFile:
     state: str = WAITING
     reason: str = ""
     received: int = 0
-    chunks: list[bytes] = field(default_factory=list, repr=False)
+    spool: Any = field(default=None, repr=False)
+
+    def write(self, chunk: bytes, folder: str | None) -> None:
+        if self.spool is None:
+            self.spool = tempfile.SpooledTemporaryFile(max_size=IN_MEMORY, dir=folder, prefix="upload-")
+        self.spool.write(chunk)
+
+    def handed_over(self) -> BinaryIO:
+        """What arrived, as a file read from its start (the caller closes it,
+        which removes it); the picked file keeps nothing."""
+        spool, self.spool = self.spool, None
+        if spool is None:
+            spool = tempfile.SpooledTemporaryFile(max_size=IN_MEMORY)  # an empty file
+        spool.seek(0)
+        return spool
+
+    def discard(self) -> None:
+        """Drop what arrived (removed, failed, refused)."""
+        if self.spool is not None:
+            self.spool.close()
+            self.spool = None
 
     @property
     def data(self) -> bytes:
-        return b"".join(self.chunks)
+        """What arrived so far (for tests and small files)."""
+        if self.spool is None:
+            return b""
+        position = self.spool.tell()
+        self.spool.seek(0)
+        data = self.spool.read()
+        self.spool.seek(position)
+        return data
 
 
 RECEIVER_CSS = """
@@ -330,12 +365,14 @@ class FileReceiver(pn.custom.JSComponent):
     _esm = RECEIVER_ESM
     _stylesheets: ClassVar[list[str]] = [RECEIVER_CSS]
 
-    def __init__(self, allowed: Callable[[], bool], limit: int, **params: Any) -> None:
+    def __init__(self, allowed: Callable[[], bool], limit: int, spool_dir: str | None = None, **params: Any) -> None:
         params.setdefault("sizing_mode", "stretch_width")
         params.setdefault("key", uuid4().hex)
         super().__init__(**params)
         self._allowed = allowed
         self._limit = limit
+        #: Where files larger than :data:`IN_MEMORY` are spooled while they arrive (None: the system's).
+        self.spool_dir = spool_dir
         self.files: dict[str, PickedFile] = {}
         self.closed = False  # every view of it is gone (the page was closed)
         self.on_refusal: Callable[[str], None] = lambda message: None
@@ -349,10 +386,11 @@ class FileReceiver(pn.custom.JSComponent):
         """Of ``ids``, those still uploading."""
         return [i for i in ids if i in self.files and self.files[i].state in UNFINISHED]
 
-    def take(self, ids: Iterable[str]) -> tuple[list[tuple[str, bytes]], list[PickedFile]]:
-        """Hand over ``ids``: ``(name, bytes)`` of those that arrived, and the
-        files that did not (refused, failed, or still on their way) with their state."""
-        arrived: list[tuple[str, bytes]] = []
+    def take(self, ids: Iterable[str]) -> tuple[list[tuple[str, BinaryIO]], list[PickedFile]]:
+        """Hand over ``ids``: ``(name, file)`` of those that arrived (files read
+        from their start; closing one removes it), and the files that did not
+        (refused, failed, or still on their way) with their state."""
+        arrived: list[tuple[str, BinaryIO]] = []
         missing: list[PickedFile] = []
         taken = []
         for file_id in ids:
@@ -361,10 +399,10 @@ class FileReceiver(pn.custom.JSComponent):
                 continue  # removed by the user
             taken.append(file_id)
             if picked.state == ARRIVED:
-                arrived.append((picked.name, picked.data))
+                arrived.append((picked.name, picked.handed_over()))
             else:
+                picked.discard()
                 missing.append(picked)
-            picked.chunks = []
         self._send_msg({"type": "taken", "ids": taken})
         self._count()
         return arrived, missing
@@ -378,6 +416,8 @@ class FileReceiver(pn.custom.JSComponent):
             ids = [str(f.get("id"))[:64] for f in data.get("files") or [] if isinstance(f, dict)] \
                 if kind == "announce" else [str(data.get("id"))[:64]]
             self._refuse(list(self.files) + ids, "your role may not upload")
+            for picked in self.files.values():
+                picked.discard()
             self.files.clear()
             self._count()
             return
@@ -392,7 +432,7 @@ class FileReceiver(pn.custom.JSComponent):
         elif kind == "remove":
             removed = self.files.pop(str(data.get("id"))[:64], None)
             if removed is not None:
-                removed.chunks = []
+                removed.discard()
         self._count()
 
     def _announce(self, announced: Any) -> None:
@@ -436,7 +476,12 @@ class FileReceiver(pn.custom.JSComponent):
                 or picked.received + len(chunk) > picked.size or len(chunk) > self.chunk_size:
             self._fail(file_id, "arrived damaged (a chunk out of order or beyond its size); pick it again")
             return
-        picked.chunks.append(chunk)
+        try:
+            picked.write(chunk, self.spool_dir)
+        except OSError as exc:  # the spool folder is full or gone: this file fails, said why
+            LOGGER.warning("dashboard upload: cannot spool %r: %s", picked.name[:200], exc)
+            self._fail(file_id, f"could not be kept on the server while uploading ({exc.strerror or exc})")
+            return
         picked.received += len(chunk)
         picked.state = ARRIVED if picked.received == picked.size else RECEIVING
         self._send_msg({"type": "ack", "id": file_id, "received": picked.received, "done": picked.state == ARRIVED})
@@ -470,7 +515,8 @@ class FileReceiver(pn.custom.JSComponent):
         picked = self.files.get(file_id)
         if picked is None:
             return
-        picked.state, picked.reason, picked.chunks = FAILED, reason, []
+        picked.state, picked.reason = FAILED, reason
+        picked.discard()
         self._send_msg({"type": "failed", "ids": [file_id], "reason": reason})
 
     def _refuse(self, ids: list[str], reason: str) -> None:

@@ -70,12 +70,14 @@ class UploadPanel(pn.viewable.Viewer):
     user = param.String(default="anonymous", doc="Who uploads (logged and recorded as the origin).")
     may_upload = param.Callable(default=lambda: False, doc="Whether the user may upload, asked at each step.")
     limit_mb = param.Integer(default=1024, bounds=(1, None), doc="[server] max_upload_mb.")
+    spool_dir = param.String(default=None, allow_None=True,
+                             doc="Where files arriving are spooled beyond a few MB (the home's run folder).")
     busy = param.Boolean(default=False)
     report = param.Parameter(default=None, doc="The last UploadReport.")
 
     def __init__(self, **params: Any) -> None:
         super().__init__(**params)
-        self.receiver = FileReceiver(lambda: self.may_upload(), self.limit, min_height=120)
+        self.receiver = FileReceiver(lambda: self.may_upload(), self.limit, spool_dir=self.spool_dir, min_height=120)
         self.receiver.on_refusal = self._on_refusal
         self.receiver.param.watch(self._on_received, ["picked", "arrived"])
         self._store = pn.widgets.Button(label="Store in the archive", color="primary", width=360, disabled=True)
@@ -134,7 +136,11 @@ class UploadPanel(pn.viewable.Viewer):
                                        f" still uploading; they are stored with the rest once they arrive…</p>")
                 await asyncio.sleep(WAIT_STEP)
             arrived, missing = receiver.take(batch)
-            report = await self._ingest(arrived)
+            try:
+                report = await self._ingest(arrived)
+            finally:
+                for _, spooled in arrived:
+                    spooled.close()  # removes it
         finally:
             self.busy = False
             self._progress.visible = False
@@ -147,7 +153,7 @@ class UploadPanel(pn.viewable.Viewer):
         self._result.object = report_html(report)
         return report
 
-    async def _ingest(self, files: list[tuple[str, bytes]]) -> UploadReport:
+    async def _ingest(self, files: list[tuple[str, Any]]) -> UploadReport:
         """Store ``files`` in a worker thread, moving the progress bar."""
         self._status.object = "<p>Storing…</p>"
         self._progress.param.update(value=0, max=1, visible=True)

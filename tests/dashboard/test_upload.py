@@ -97,6 +97,15 @@ def announce(receiver, files: dict[str, bytes], prefix: str = "f") -> list[str]:
     return ids
 
 
+def read_all(arrived) -> list[tuple[str, bytes]]:
+    """``(name, bytes)`` of what :meth:`FileReceiver.take` handed over (its files closed)."""
+    out = []
+    for name, spooled in arrived:
+        out.append((name, spooled.read()))
+        spooled.close()
+    return out
+
+
 def send(receiver, file_id: str, data: bytes, chunk: int = 1000) -> None:
     for offset in range(0, max(len(data), 1), chunk):
         receiver._handle_msg({"type": "chunk", "id": file_id, "offset": offset, "data": data[offset:offset + chunk]})
@@ -226,10 +235,10 @@ def test_the_receiver_refuses_files_beyond_the_limit_before_they_are_sent():
     send(receiver, b, b"y" * 600)  # sent anyway: dropped, nothing held
     assert receiver.files[b].received == 0
     send(receiver, a, b"x" * 700)  # longer than announced
-    assert receiver.files[a].state == "failed" and receiver.files[a].chunks == []
+    assert receiver.files[a].state == "failed" and receiver.files[a].spool is None
     send(receiver, c, b"z" * 300)
     arrived, missing = receiver.take([a, b, c])
-    assert arrived == [("c", b"z" * 300)] and {m.name for m in missing} == {"a", "b"}
+    assert read_all(arrived) == [("c", b"z" * 300)] and {m.name for m in missing} == {"a", "b"}
 
 
 def test_a_shown_again_view_resumes_where_the_server_got_to(monkeypatch):
@@ -253,4 +262,45 @@ def test_an_empty_file_arrives():
     receiver = FileReceiver(lambda: True, 1000)
     [e] = announce(receiver, {"empty": b""})
     send(receiver, e, b"")
-    assert receiver.arrived == 1 and receiver.take([e])[0] == [("empty", b"")]
+    assert receiver.arrived == 1 and read_all(receiver.take([e])[0]) == [("empty", b"")]
+
+
+def test_a_large_file_is_spooled_to_disk_while_it_arrives_and_removed_once_stored(archive, tmp_path):
+    """A file beyond a few MB is kept in a file of the spool folder, not in the
+    server's memory, while it arrives; it is stored whole, and nothing is left
+    in the folder afterwards."""
+    import os
+
+    from pacsdash.dashboard.receiver import IN_MEMORY
+
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    panel = UploadPanel(archive=archive, user="ed", may_upload=lambda: True, limit_mb=64, spool_dir=str(spool))
+    big = make_instance(PatientID="SPOOL1", Rows=1024, Columns=2048, PixelData=os.urandom(1024 * 2048 * 2))
+    assert len(big) > IN_MEMORY
+    [file_id] = announce(panel.receiver, {"big.dcm": big})
+    send(panel.receiver, file_id, big, chunk=2**20)
+    picked = panel.receiver.files[file_id]
+    assert picked.state == "arrived" and picked.spool._rolled  # on disk, not in memory
+    assert picked.spool._file.name not in (None, "")  # a real file descriptor of the spool folder
+    report = asyncio.run(panel.store())
+    assert report.count(STORED) == 1
+    [location] = archive.locate(Level.PATIENT, "SPOOL1")
+    assert archive.local_path(location).read_bytes() == big
+    assert list(spool.iterdir()) == []  # removed (unnamed while it lived, on Linux)
+
+
+def test_a_zip_handed_over_as_a_spooled_file_is_opened_member_by_member(archive):
+    import tempfile
+
+    raws = [make_instance(PatientID="ZSPOOL"), make_instance(PatientID="ZSPOOL")]
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as zipped:
+        for k, raw in enumerate(raws):
+            zipped.writestr(f"folder/{k}.dcm", raw)
+    spooled = tempfile.SpooledTemporaryFile(max_size=16)  # on disk at once
+    spooled.write(buffer.getvalue())
+    spooled.seek(0)
+    report = ingest(archive, [("both.zip", spooled)], "test", 64 * 2**20)
+    assert report.count(STORED) == 2 and {f.name for f in report.files} == {"both.zip/folder/0.dcm",
+                                                                            "both.zip/folder/1.dcm"}
