@@ -110,23 +110,37 @@ def _quietly(archive: Any, record: ActionRecord) -> None:
 REFUSAL_QUIET_SECONDS = 60.0
 
 
+class _OncePer:
+    """Whether a key was seen less than ``seconds`` ago (a flood stays a few rows); bounded memory."""
+
+    def __init__(self, seconds: float, clock: Callable[[], float]) -> None:
+        self.seconds, self.clock = seconds, clock
+        self._last: dict[tuple, float] = {}
+        self._lock = threading.Lock()
+
+    def first(self, key: tuple) -> bool:
+        """True the first time ``key`` comes in a period (and remembers it)."""
+        now = self.clock()
+        with self._lock:
+            if now - self._last.get(key, -self.seconds) < self.seconds:
+                return False
+            self._last[key] = now
+            if len(self._last) > 10_000:
+                self._last.clear()
+        return True
+
+
 def peer_refusal_recorder(archive: Any, clock: Callable[[], float] = time.monotonic) -> Callable[[Any], None]:
     """``record(rejected)``: an association refused (``AssociationRejected`` from
     :mod:`pacsdash.traffic`) as a ``peer_refused`` entry, the calling AE title
     as the user (PS3.15 A.5.3.1 Application Activity, refused); the same
     AE title, address and reason at most once a minute."""
-    last: dict[tuple[str, str, str], float] = {}
-    lock = threading.Lock()
+    seen = _OncePer(REFUSAL_QUIET_SECONDS, clock)
 
     def record(rejected: Any) -> None:
         key = (str(rejected.calling_aet)[:16], str(rejected.address)[:64], str(rejected.reason)[:200])
-        now = clock()
-        with lock:
-            if now - last.get(key, -REFUSAL_QUIET_SECONDS) < REFUSAL_QUIET_SECONDS:
-                return
-            last[key] = now
-            if len(last) > 10_000:
-                last.clear()
+        if not seen.first(key):
+            return
         entry = ActionRecord(actor=key[0], action="peer_refused", studies=[], address=key[1], outcome="failure",
                              details={"reason": key[2], "called_aet": str(rejected.called_aet)[:16]})
         _LATER.submit(_quietly, archive, entry)
@@ -146,21 +160,15 @@ def request_recorder(archive: Any, clock: Callable[[], float] = time.monotonic
     Instances Accessed / Transferred), written in the background; the same
     one again (user, address, action, outcome, studies and query alike)
     within :data:`REQUEST_QUIET_SECONDS` is not repeated."""
-    last: dict[tuple, float] = {}
-    lock = threading.Lock()
+    seen = _OncePer(REQUEST_QUIET_SECONDS, clock)
 
     def record(user: str, address: str, action: str, succeeded: bool, studies: list[str],
                details: dict[str, Any]) -> None:
         outcome = "success" if succeeded else "failure"
         studies = [str(uid)[:64] for uid in studies[:1000]]
         key = (user[:256], address[:64], action, outcome, tuple(studies), str(details.get("query", ""))[:1000])
-        now = clock()
-        with lock:
-            if now - last.get(key, -REQUEST_QUIET_SECONDS) < REQUEST_QUIET_SECONDS:
-                return
-            last[key] = now
-            if len(last) > 10_000:
-                last.clear()
+        if not seen.first(key):
+            return
         _LATER.submit(_quietly, archive, ActionRecord(actor=key[0], action=action, studies=studies, address=key[1],
                                                       outcome=outcome, details=details))
 
