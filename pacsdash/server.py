@@ -176,6 +176,11 @@ def start_server(settings: Settings) -> RunningServer:
         http_server_kwargs={"max_body_size": MAX_BODY_BYTES, "max_buffer_size": MAX_BUFFER_BYTES},
     )
     http._tornado.transforms.append(SecurityHeaders)  # noqa: SLF001 - on the dashboard's pages too
+    if settings.auth.enabled:
+        from pacsdash.dashboard.admin_only import admin_pages_transform
+
+        http._tornado.transforms.append(  # noqa: SLF001 - 403 on /admin and /activity for non-admins
+            admin_pages_transform(accounts, auth["cookie_secret"]))
     if traffic is not None:
         record_requests(http._tornado, traffic, routes)  # noqa: SLF001 - the Tornado application
     http.start()

@@ -347,8 +347,8 @@ def test_page_answers_each_caller_as_the_contract_says(row, caller, stored, base
         assert answer.status_code == 302 and "login" in answer.headers.get("Location", ""), what
     elif RANK[caller] >= RANK[row.lowest]:
         assert answer.status_code == 200, what
-    # A logged-in role below the page's: not asserted here. The contract's 403 is not what
-    # the server answers (200, the refusal is inside the page); reported to its owner.
+    else:  # logged in, a role below the page's: 403, the refusal page as its body
+        assert answer.status_code == 403, what
 
 
 def test_basic_credentials_are_no_dashboard_login(base_url):
