@@ -250,22 +250,27 @@ def check_ports(settings: Settings) -> None:
 
 
 def serve(settings: Settings) -> None:
-    """Run the server until SIGINT or SIGTERM."""
+    """Run the server until SIGINT or SIGTERM (one that comes while it starts
+    stops it cleanly once started: an unclean stop costs a recovery)."""
     check_ports(settings)
-    running = start_server(settings)
-    from tornado.ioloop import IOLoop
-
-    loop = IOLoop.current()
     stopping = threading.Event()
+    loop = None
 
     def shutdown(signum: int, frame: object) -> None:
         if stopping.is_set():
             return
         stopping.set()
-        loop.add_callback_from_signal(loop.stop)
+        if loop is not None:
+            loop.add_callback_from_signal(loop.stop)
 
     signal.signal(signal.SIGTERM, shutdown)
     signal.signal(signal.SIGINT, shutdown)
+    running = start_server(settings)
+    from tornado.ioloop import IOLoop
+
+    loop = IOLoop.current()
+    if stopping.is_set():  # asked to stop while starting
+        loop.add_callback(loop.stop)
     try:
         loop.start()
     finally:

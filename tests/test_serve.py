@@ -73,3 +73,29 @@ def test_the_dicom_side_starts_before_the_dashboard_is_imported():
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "", f"imported before the DICOM port is taken: {result.stdout.strip()}"
+
+
+def test_a_sigterm_while_starting_stops_the_server_cleanly(tmp_path):
+    """A service manager may stop the server while it is still starting; it
+    then stops cleanly once started (exit 0, the home marked clean) instead
+    of dying half-started, which would cost a recovery at the next start."""
+    import time
+
+    home = tmp_path / "home"
+    log = tmp_path / "serve.log"
+    with open(log, "wb") as out:
+        process = subprocess.Popen(pacsdash_cmd("serve", "--home", str(home), "--http-port", "0", "--dicom-port", "0"),
+                                   stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not (home / "index.duckdb").exists():  # the server has begun: it opened its archive
+            assert process.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.02)
+        assert not (home / "run" / "server.json").exists(), "started already: the test came too late"
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(60) == 0, log.read_text()
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    output = log.read_text()
+    assert "Traceback" not in output and output.count("stopped cleanly") == 1, output
