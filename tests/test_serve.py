@@ -29,10 +29,9 @@ def test_a_busy_port_is_named_in_one_line_before_anything_starts(tmp_path):
         squatter.close()
 
 
-def test_ctrl_c_stops_server_and_workers_cleanly_in_one_line(tmp_path):
-    """Ctrl-C in a terminal signals the whole process group: the server and its
-    DICOM workers (which used to print a RemoteError traceback each)."""
-    import json
+def start_serve(tmp_path, until: str, step: float = 0.1):
+    """``pacsdash serve`` on a fresh home, its output in ``serve.log``; returns
+    ``(process, home, log)`` once the file ``until`` (relative to the home) exists."""
     import time
 
     home = tmp_path / "home"
@@ -40,11 +39,24 @@ def test_ctrl_c_stops_server_and_workers_cleanly_in_one_line(tmp_path):
     with open(log, "wb") as out:
         process = subprocess.Popen(pacsdash_cmd("serve", "--home", str(home), "--http-port", "0", "--dicom-port", "0"),
                                    stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.monotonic() + 60
+    while not (home / until).exists():
+        if process.poll() is not None or time.monotonic() > deadline:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGKILL)
+            raise AssertionError(f"{until} never appeared: {log.read_text()}")
+        time.sleep(step)
+    return process, home, log
+
+
+def test_ctrl_c_stops_server_and_workers_cleanly_in_one_line(tmp_path):
+    """Ctrl-C in a terminal signals the whole process group: the server and its
+    DICOM workers (which used to print a RemoteError traceback each)."""
+    import json
+    import time
+
+    process, home, log = start_serve(tmp_path, "run/server.json")
     try:
-        deadline = time.monotonic() + 60
-        while not (home / "run" / "server.json").exists():
-            assert process.poll() is None and time.monotonic() < deadline, log.read_text()
-            time.sleep(0.1)
         assert json.loads((home / "run" / "server.json").read_text())["dicom_port"]
         time.sleep(1)  # the workers are up
         os.killpg(process.pid, signal.SIGINT)  # what a terminal does on Ctrl-C
@@ -79,18 +91,8 @@ def test_a_sigterm_while_starting_stops_the_server_cleanly(tmp_path):
     """A service manager may stop the server while it is still starting; it
     then stops cleanly once started (exit 0, the home marked clean) instead
     of dying half-started, which would cost a recovery at the next start."""
-    import time
-
-    home = tmp_path / "home"
-    log = tmp_path / "serve.log"
-    with open(log, "wb") as out:
-        process = subprocess.Popen(pacsdash_cmd("serve", "--home", str(home), "--http-port", "0", "--dicom-port", "0"),
-                                   stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    process, home, log = start_serve(tmp_path, "index.duckdb", step=0.02)  # begun: it opened its archive
     try:
-        deadline = time.monotonic() + 60
-        while not (home / "index.duckdb").exists():  # the server has begun: it opened its archive
-            assert process.poll() is None and time.monotonic() < deadline, log.read_text()
-            time.sleep(0.02)
         assert not (home / "run" / "server.json").exists(), "started already: the test came too late"
         process.send_signal(signal.SIGTERM)
         assert process.wait(60) == 0, log.read_text()
