@@ -39,6 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--http-port", type=int, help="HTTP port (default 8042)")
     serve.add_argument("--dicom-port", type=int, help="DICOM port (default 4242)")
     serve.add_argument("--aet", help="our AE title (default PACSDASH)")
+    serve.add_argument("--dicom-tls-port", type=int,
+                       help="also accept DICOM over TLS on this port (needs [server] tls_cert and tls_key)")
 
     demo = sub.add_parser("demo", help="make a home with sample studies, then serve it")
     demo.add_argument("--home", type=Path, default=None, help="home folder (default ./pacsdash-demo)")
@@ -177,7 +179,8 @@ def _read_password(from_stdin: bool) -> str:
 def cmd_serve(args: argparse.Namespace) -> int:
     from pacsdash.server import configure_logging, serve
 
-    settings = _settings(args, host=args.host, http_port=args.http_port, dicom_port=args.dicom_port, aet=args.aet)
+    settings = _settings(args, host=args.host, http_port=args.http_port, dicom_port=args.dicom_port, aet=args.aet,
+                         dicom_tls_port=args.dicom_tls_port)
     configure_logging(settings)
     serve(settings)
     return EXIT_OK

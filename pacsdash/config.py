@@ -76,6 +76,12 @@ class ServerSettings:
     #: ``tls/cert.pem`` and ``tls/key.pem``).
     tls_cert: str = ""
     tls_key: str = ""
+    #: DICOM over TLS (PS3.15 B.1) on this port, with ``tls_cert`` and
+    #: ``tls_key``; 0: no TLS listener. The plain ``dicom_port`` stays open.
+    dicom_tls_port: int = 0
+    #: PEM file of the certificate authorities whose client certificates the
+    #: TLS listeners demand; empty: peers are not asked for a certificate.
+    tls_client_ca: str = ""
     #: Run the DICOM node on pynetdicom as released, without the changes
     #: :mod:`pacsdash.dimse.compat` installs (slower; to tell a pacsdash bug
     #: from a pynetdicom one, or to run on a pynetdicom version they do not fit).
@@ -117,6 +123,28 @@ class ModalitySettings:
     host: str
     port: int
     allow: tuple[str, ...] = RETRIEVE_ACTIONS
+    #: Study labels this peer is restricted to (empty: every study).
+    labels: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class LabelRule:
+    """``[[label_rules]]``: give new studies ``label`` when an instance of
+    theirs comes from ``calling_aet`` (any, when empty) and matches ``where``
+    (attribute keyword or tag -> value, in QIDO matching syntax)."""
+
+    label: str
+    calling_aet: str = ""
+    where: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class AuditSettings:
+    """``[audit]``: where the audit trail goes besides the index."""
+
+    #: ``udp://HOST:PORT`` or ``tcp://HOST:PORT`` of a syslog collector that
+    #: receives each entry as an RFC 5424 message; empty: none.
+    syslog: str = ""
 
 
 @dataclass(frozen=True)
@@ -129,6 +157,8 @@ class Settings:
     storage: StorageSettings = field(default_factory=StorageSettings)
     index: IndexSettings = field(default_factory=IndexSettings)
     modalities: tuple[ModalitySettings, ...] = ()
+    label_rules: tuple[LabelRule, ...] = ()
+    audit: AuditSettings = field(default_factory=AuditSettings)
 
     @property
     def store_path(self) -> Path:
@@ -237,7 +267,7 @@ def _modalities(raw: Any) -> tuple[ModalitySettings, ...]:
         where = f"[modalities.{name}]"
         if not isinstance(table, dict):
             raise ConfigError(f"{where} must be a table with aet, host and port")
-        unknown = set(table) - {"aet", "host", "port", "allow"}
+        unknown = set(table) - {"aet", "host", "port", "allow", "labels"}
         if unknown:
             raise ConfigError(f"{where} has unknown key(s) {', '.join(sorted(unknown))}")
         for key in ("aet", "host", "port"):
@@ -252,19 +282,88 @@ def _modalities(raw: Any) -> tuple[ModalitySettings, ...]:
                 host=table["host"],
                 port=check_port(table["port"], f"{where} port", allow_zero=False),
                 allow=check_allow(table.get("allow", list(RETRIEVE_ACTIONS)), f"{where} allow"),
+                labels=check_labels(table.get("labels", []), f"{where} labels"),
             )
         )
     return tuple(peers)
 
 
+#: A study label: what ``pacsdash labels add`` and ``--labels`` accept.
+LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+def check_label(value: Any, where: str) -> str:
+    """Return ``value`` if it is a valid study label (letters, digits, ``_.-``; 1 to 64), else raise."""
+    if not isinstance(value, str) or not LABEL.match(value):
+        raise ConfigError(
+            f"{where} must be a label of 1 to 64 letters, digits, '_', '.' or '-' "
+            f"starting with a letter or digit, got {value!r}"
+        )
+    return value
+
+
+def check_labels(value: Any, where: str) -> tuple[str, ...]:
+    """A list (or comma-separated text) of labels, checked, without repeats."""
+    if isinstance(value, str):
+        value = [v.strip() for v in value.split(",") if v.strip()]
+    if not isinstance(value, (list, tuple)):
+        raise ConfigError(f"{where} must be a list of labels, got {value!r}")
+    return tuple(dict.fromkeys(check_label(v, where) for v in value))
+
+
+def _label_rules(raw: Any) -> tuple[LabelRule, ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        raise ConfigError(f"[[label_rules]] must be an array of tables, got {raw!r}")
+    rules = []
+    for number, table in enumerate(raw, 1):
+        where = f"[[label_rules]] #{number}"
+        if not isinstance(table, dict):
+            raise ConfigError(f"{where} must be a table with label, calling_aet and/or where")
+        unknown = set(table) - {"label", "calling_aet", "where"}
+        if unknown:
+            raise ConfigError(f"{where} has unknown key(s) {', '.join(sorted(unknown))}")
+        if "label" not in table:
+            raise ConfigError(f"{where} label is required")
+        conditions = table.get("where", {})
+        if not isinstance(conditions, dict) or not all(isinstance(v, str) for v in conditions.values()):
+            raise ConfigError(f"{where} where must be a table of attribute = \"matching value\"")
+        aet = table.get("calling_aet", "")
+        if not aet and not conditions:
+            raise ConfigError(f"{where} needs calling_aet or where: a rule for every study is a default label")
+        rules.append(LabelRule(
+            label=check_label(table["label"], f"{where} label"),
+            calling_aet=check_aet(aet, f"{where} calling_aet") if aet else "",
+            where=tuple((str(k), v) for k, v in conditions.items()),
+        ))
+    return tuple(rules)
+
+
+def _audit(raw: Any) -> AuditSettings:
+    audit = _section(AuditSettings, raw, "audit")
+    if audit.syslog and not re.match(r"^(udp|tcp)://[^/\s:]+:\d{1,5}$", audit.syslog):
+        raise ConfigError(f"[audit] syslog must be udp://HOST:PORT or tcp://HOST:PORT, got {audit.syslog!r}")
+    return audit
+
+
 def _tls_paths(server: ServerSettings, home: Path) -> ServerSettings:
-    """``tls_cert`` and ``tls_key`` as absolute paths of existing files, both or neither."""
+    """``tls_cert``, ``tls_key`` and ``tls_client_ca`` as absolute paths of
+    existing files; cert and key both or neither, and needed by ``dicom_tls_port``."""
     if bool(server.tls_cert) != bool(server.tls_key):
         raise ConfigError("[server] tls_cert and tls_key go together: set both (HTTPS) or neither (HTTP)")
+    if server.dicom_tls_port and not server.tls_cert:
+        raise ConfigError("[server] dicom_tls_port needs tls_cert and tls_key (`pacsdash tls selfsigned` writes them)")
+    if server.tls_client_ca and not server.tls_cert:
+        raise ConfigError("[server] tls_client_ca needs tls_cert and tls_key: client certificates are asked over TLS")
+    if server.dicom_tls_port and server.dicom_tls_port in (server.dicom_port, server.http_port):
+        raise ConfigError(f"[server] dicom_tls_port {server.dicom_tls_port} is already dicom_port or http_port")
     if not server.tls_cert:
         return server
     paths = {}
-    for key in ("tls_cert", "tls_key"):
+    for key in ("tls_cert", "tls_key", "tls_client_ca"):
+        if not getattr(server, key):
+            continue
         path = Path(getattr(server, key)).expanduser()
         path = path if path.is_absolute() else home.resolve() / path
         if not path.is_file():
@@ -299,7 +398,7 @@ def load_settings(
             raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
     elif config_file is not None:
         raise ConfigError(f"config file {path} does not exist")
-    unknown = set(raw) - {"server", "auth", "storage", "index", "modalities"}
+    unknown = set(raw) - {"server", "auth", "storage", "index", "modalities", "label_rules", "audit"}
     if unknown:
         raise ConfigError(f"{path}: unknown section(s) {', '.join(sorted(unknown))}")
     try:
@@ -323,6 +422,8 @@ def load_settings(
             storage=_section(StorageSettings, raw.get("storage"), "storage"),
             index=_section(IndexSettings, raw.get("index"), "index"),
             modalities=_modalities(raw.get("modalities")),
+            label_rules=_label_rules(raw.get("label_rules")),
+            audit=_audit(raw.get("audit")),
         )
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from None
@@ -356,6 +457,8 @@ dicom_workers = 2       # processes receiving associations (0: inside the server
 # cors_origins = ["http://viewer.example:3000"]   # browsers on these origins may call DICOMweb
 # tls_cert = "tls/cert.pem"   # with tls_key: HTTPS only on http_port (`pacsdash tls selfsigned`)
 # tls_key = "tls/key.pem"
+# dicom_tls_port = 2762       # DICOM over TLS (PS3.15 B.1) with the same certificate
+# tls_client_ca = "tls/peers-ca.pem"   # demand client certificates signed by these CAs
 # plain_pynetdicom = false    # true: the DICOM node on pynetdicom as released (slower; for diagnosis)
 
 [auth]
@@ -373,6 +476,16 @@ path = "index.duckdb"   # metadata index
 # host = "127.0.0.1"
 # port = 11112
 # allow = ["store", "find", "move", "get"]
+# labels = ["trial-7"]          # this peer sees only studies with one of these labels
+
+# New studies get a label when an instance matches a rule (`pacsdash labels add` by hand):
+# [[label_rules]]
+# label = "trial-7"
+# calling_aet = "CT_TRIAL"      # sent by this AE title (optional)
+# where = { StudyDescription = "TRIAL-7*" }   # and matching these values (optional)
+
+# [audit]
+# syslog = "udp://127.0.0.1:514"   # also send each audit entry as RFC 5424 syslog
 """
 
 
