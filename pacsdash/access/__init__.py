@@ -6,6 +6,7 @@ from pacsdash.access.accounts import (
     Accounts,
     User,
     check_password,
+    checked_labels,
     confirmed_password,
 )
 from pacsdash.access.roles import Action, Role
@@ -18,5 +19,6 @@ __all__ = [
     "Role",
     "User",
     "check_password",
+    "checked_labels",
     "confirmed_password",
 ]

@@ -13,12 +13,13 @@ import secrets
 import sqlite3
 import threading
 from contextlib import closing
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 from pacsdash.access.passwords import hash_password, verify_password
 from pacsdash.access.roles import Role
-from pacsdash.config import RETRIEVE_ACTIONS, ConfigError, ModalitySettings, check_aet, check_allow, check_port
+from pacsdash.config import RETRIEVE_ACTIONS, ConfigError, ModalitySettings, check_aet, check_allow, check_labels, check_port
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS users (
@@ -26,16 +27,24 @@ CREATE TABLE IF NOT EXISTS users (
     role TEXT NOT NULL,
     password_hash TEXT NOT NULL,
     created_at TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP,
-    session_stamp TEXT NOT NULL DEFAULT ''
+    session_stamp TEXT NOT NULL DEFAULT '',
+    labels TEXT NOT NULL DEFAULT ''
 );
 CREATE TABLE IF NOT EXISTS modalities (
     name TEXT PRIMARY KEY,
     aet TEXT NOT NULL,
     host TEXT NOT NULL,
     port INTEGER NOT NULL,
-    allow TEXT NOT NULL
+    allow TEXT NOT NULL,
+    labels TEXT NOT NULL DEFAULT ''
 );
 """
+#: Columns added since the first release: (table, column, definition), added
+#: to an older file when it is opened (:func:`_add_columns`).
+_ADDED_COLUMNS = (
+    ("users", "labels", "TEXT NOT NULL DEFAULT ''"),
+    ("modalities", "labels", "TEXT NOT NULL DEFAULT ''"),
+)
 MAX_NAME = 64
 #: The shortest password a user may be given (when it is set or changed; a
 #: shorter one set before this rule keeps working until it is changed).
@@ -62,6 +71,38 @@ def _add_session_stamps(con: sqlite3.Connection) -> None:
     con.execute("UPDATE users SET session_stamp = lower(hex(randomblob(16))) WHERE session_stamp = ''")
 
 
+def _add_columns(con: sqlite3.Connection) -> None:
+    """Give tables from an older accounts file the columns of :data:`_ADDED_COLUMNS`
+    (a user or peer without labels sees every study, as before labels)."""
+    for table, column, definition in _ADDED_COLUMNS:
+        if column in {row[1] for row in con.execute(f"PRAGMA table_info({table})")}:
+            continue
+        try:
+            con.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
+        except sqlite3.OperationalError:  # another process added it just now
+            if column not in {row[1] for row in con.execute(f"PRAGMA table_info({table})")}:
+                raise
+
+
+def _joined(labels: tuple[str, ...]) -> str:
+    """Labels as stored: joined by commas (a label holds none, see :data:`pacsdash.config.LABEL`)."""
+    return ",".join(labels)
+
+
+def _split(stored: str) -> tuple[str, ...]:
+    return tuple(label for label in stored.split(",") if label)
+
+
+def checked_labels(labels: str | Iterable[str] | None, where: str = "--labels") -> tuple[str, ...]:
+    """Labels (a list, or comma-separated text) if each is a valid study label, without repeats; else raise."""
+    if labels is None:
+        return ()
+    try:
+        return check_labels(labels if isinstance(labels, str) else list(labels), where)
+    except ConfigError as exc:
+        raise AccountError(str(exc)) from None
+
+
 class AccountError(ValueError):
     """A user or peer cannot be added, changed or removed; the message says why."""
 
@@ -72,6 +113,8 @@ class User:
 
     name: str
     role: Role
+    #: Study labels this user is restricted to (empty: every study).
+    labels: tuple[str, ...] = ()
 
 
 def check_user_name(name: str) -> str:
@@ -116,7 +159,8 @@ class Accounts:
                 with closing(self._connect()) as con:
                     if con.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
                         con.execute("PRAGMA journal_mode=WAL")
-                    con.executescript(_SCHEMA)
+                    con.executescript(_SCHEMA)  # leaves an older file's tables as they are:
+                    _add_columns(con)  # they get the newer columns here
                     _add_session_stamps(con)
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
@@ -135,20 +179,23 @@ class Accounts:
         return con
 
     # -- users ---------------------------------------------------------------
-    def add_user(self, name: str, role: Role | str, password: str) -> User:
+    def add_user(self, name: str, role: Role | str, password: str,
+                 labels: str | Iterable[str] | None = ()) -> User:
         """Create a user; the password (at least :data:`MIN_PASSWORD_LENGTH`
-        characters) is stored only as a salted hash."""
+        characters) is stored only as a salted hash. ``labels`` restrict the
+        user to studies having one of them (none: every study)."""
         check_user_name(name)
         role = Role.parse(role)
+        labels = checked_labels(labels)
         check_password(password)
         try:
             self._con().execute(
-                "INSERT INTO users (name, role, password_hash, session_stamp) VALUES (?, ?, ?, ?)",
-                (name, role.value, hash_password(password), new_session_stamp()),
+                "INSERT INTO users (name, role, password_hash, session_stamp, labels) VALUES (?, ?, ?, ?, ?)",
+                (name, role.value, hash_password(password), new_session_stamp(), _joined(labels)),
             )
         except sqlite3.IntegrityError:
             raise AccountError(f"user {name!r} exists already") from None
-        return User(name, role)
+        return User(name, role, labels)
 
     def set_password(self, name: str, password: str) -> None:
         """Replace a user's password (at least :data:`MIN_PASSWORD_LENGTH` characters)."""
@@ -168,6 +215,17 @@ class Accounts:
         if cur.rowcount == 0:
             self._why_unchanged(name, f"demoted to {role.value}")
 
+    def set_labels(self, name: str, labels: str | Iterable[str] | None) -> bool:
+        """Restrict a user to studies having one of ``labels`` (none: every
+        study); True if that changed them, which ends the user's dashboard
+        sessions as a new role does."""
+        labels = _joined(checked_labels(labels))
+        cur = self._con().execute("UPDATE users SET labels = ?, session_stamp = ? WHERE name = ? AND labels != ?",
+                                  (labels, new_session_stamp(), name, labels))
+        if cur.rowcount == 0 and self.credential_stamp(name) is None:
+            raise AccountError(f"no user named {name!r}")
+        return cur.rowcount > 0
+
     def remove_user(self, name: str) -> None:
         """Delete a user; the last admin cannot be removed."""
         cur = self._con().execute(f"DELETE FROM users WHERE name = ? AND {_NOT_LAST_ADMIN}", (name,))
@@ -183,7 +241,7 @@ class Accounts:
     def session_stamp(self, name: str) -> str | None:
         """The stamp every dashboard session of ``name`` carries in its signed
         cookie (None if there is no such user). A new one is drawn when the
-        user is added, changes password or role, or logs out
+        user is added, changes password, role or labels, or logs out
         (:meth:`revoke_sessions`), so older cookies stop working at once; a
         user removed and added again gets a new one too."""
         row = self._con().execute("SELECT session_stamp FROM users WHERE name = ?", (name,)).fetchone()
@@ -195,8 +253,13 @@ class Accounts:
 
     def users(self) -> list[User]:
         """Every user, by name."""
-        rows = self._con().execute("SELECT name, role FROM users ORDER BY name").fetchall()
-        return [User(name, Role(role)) for name, role in rows]
+        rows = self._con().execute("SELECT name, role, labels FROM users ORDER BY name").fetchall()
+        return [User(name, Role(role), _split(labels)) for name, role, labels in rows]
+
+    def user(self, name: str) -> User | None:
+        """The user called ``name`` with their role and labels now (None if there is none)."""
+        row = self._con().execute("SELECT role, labels FROM users WHERE name = ?", (name,)).fetchone()
+        return None if row is None else User(name, Role(row[0]), _split(row[1]))
 
     def credential_stamp(self, name: str) -> tuple[str, str] | None:
         """The user's role and password hash (None if there is no such user).
@@ -209,40 +272,58 @@ class Accounts:
 
     def authenticate(self, name: str, password: str) -> User | None:
         """The user if ``password`` is theirs, else None (constant-time check)."""
-        row = self._con().execute("SELECT role, password_hash FROM users WHERE name = ?", (name,)).fetchone()
+        row = self._con().execute("SELECT role, password_hash, labels FROM users WHERE name = ?",
+                                  (name,)).fetchone()
         if row is None:
             verify_password(password, None)  # same work whether or not the user exists
             return None
-        role, stored = row
-        return User(name, Role(role)) if verify_password(password, stored) else None
+        role, stored, labels = row
+        return User(name, Role(role), _split(labels)) if verify_password(password, stored) else None
 
     # -- modalities ----------------------------------------------------------
-    def add_modality(self, name: str, aet: str, host: str, port: int, allow: str | list[str] | None = None) -> ModalitySettings:
-        """Register a DICOM peer."""
-        peer = self._checked_modality(name, aet, host, port, allow)
+    def add_modality(self, name: str, aet: str, host: str, port: int, allow: str | list[str] | None = None,
+                     labels: str | Iterable[str] | None = ()) -> ModalitySettings:
+        """Register a DICOM peer; ``labels`` restrict it to studies having one of them (none: every study)."""
+        peer = self._checked_modality(name, aet, host, port, allow, labels)
         try:
             self._con().execute(
-                "INSERT INTO modalities (name, aet, host, port, allow) VALUES (?, ?, ?, ?, ?)",
-                (peer.name, peer.aet, peer.host, peer.port, ",".join(peer.allow)),
+                "INSERT INTO modalities (name, aet, host, port, allow, labels) VALUES (?, ?, ?, ?, ?, ?)",
+                (peer.name, peer.aet, peer.host, peer.port, ",".join(peer.allow), _joined(peer.labels)),
             )
         except sqlite3.IntegrityError:
             raise AccountError(f"modality {name!r} exists already") from None
         return peer
 
     def update_modality(self, name: str, aet: str, host: str, port: int,
-                        allow: str | list[str] | None = None) -> ModalitySettings:
-        """Change a CLI-registered peer's AE title, address and permissions (checked as when added)."""
-        peer = self._checked_modality(name, aet, host, port, allow)
+                        allow: str | list[str] | None = None,
+                        labels: str | Iterable[str] | None = None) -> ModalitySettings:
+        """Change a CLI-registered peer's AE title, address, permissions and
+        (unless ``labels`` is None) labels, checked as when added."""
+        peer = self._checked_modality(name, aet, host, port, allow, labels)
         cur = self._con().execute(
-            "UPDATE modalities SET aet = ?, host = ?, port = ?, allow = ? WHERE name = ?",
-            (peer.aet, peer.host, peer.port, ",".join(peer.allow), peer.name),
+            "UPDATE modalities SET aet = ?, host = ?, port = ?, allow = ?, labels = coalesce(?, labels) WHERE name = ?",
+            (peer.aet, peer.host, peer.port, ",".join(peer.allow), None if labels is None else _joined(peer.labels),
+             peer.name),
         )
         if cur.rowcount == 0:
             raise AccountError(f"no modality named {name!r}")
-        return peer
+        return self.modality(peer.name) or peer
+
+    def set_modality_labels(self, name: str, labels: str | Iterable[str] | None) -> bool:
+        """Restrict a CLI-registered peer to studies having one of ``labels``
+        (none: every study); True if that changed them."""
+        if any(m.name == name for m in self.configured):
+            raise AccountError(f"modality {name!r} is defined in pacsdash.toml; change it there")
+        labels = _joined(checked_labels(labels))
+        cur = self._con().execute("UPDATE modalities SET labels = ? WHERE name = ? AND labels != ?",
+                                  (labels, name, labels))
+        if cur.rowcount == 0 and self.modality(name) is None:
+            raise AccountError(f"no modality named {name!r}")
+        return cur.rowcount > 0
 
     def _checked_modality(self, name: str, aet: str, host: str, port: int,
-                          allow: str | list[str] | None) -> ModalitySettings:
+                          allow: str | list[str] | None,
+                          labels: str | Iterable[str] | None = ()) -> ModalitySettings:
         """The peer as given, if every value is acceptable and it is not one of pacsdash.toml's."""
         if not name or len(name) > MAX_NAME or not all(c.isalnum() or c in "._-" for c in name):
             raise AccountError(f"modality name {name[:80]!r} must be 1 to {MAX_NAME} letters, digits or . _ -")
@@ -255,6 +336,7 @@ class Accounts:
                 host=host,
                 port=check_port(port, "--port", allow_zero=False),
                 allow=check_allow(list(RETRIEVE_ACTIONS) if allow is None else allow, "--allow"),
+                labels=checked_labels(labels),
             )
         except ConfigError as exc:
             raise AccountError(str(exc)) from None
@@ -272,10 +354,11 @@ class Accounts:
 
     def modalities(self) -> list[ModalitySettings]:
         """Peers from the config file, then those added with the CLI."""
-        rows = self._con().execute("SELECT name, aet, host, port, allow FROM modalities ORDER BY name").fetchall()
+        rows = self._con().execute(
+            "SELECT name, aet, host, port, allow, labels FROM modalities ORDER BY name").fetchall()
         added = [
-            ModalitySettings(name, aet, host, port, tuple(a for a in allow.split(",") if a))
-            for name, aet, host, port, allow in rows
+            ModalitySettings(name, aet, host, port, tuple(a for a in allow.split(",") if a), _split(labels))
+            for name, aet, host, port, allow, labels in rows
         ]
         return list(self.configured) + added
 
