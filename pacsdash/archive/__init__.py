@@ -8,7 +8,7 @@ from pacsdash.archive.archive import (Archive, DamagedFile, MissingFile, Outcome
 from pacsdash.archive.attributes import Level
 from pacsdash.archive.index import InstanceLocation
 from pacsdash.archive.parsing import InvalidInstance
-from pacsdash.archive.query import InvalidQuery, Query
+from pacsdash.archive.query import InvalidQuery, Query, Scope
 
 __all__ = [
     "Archive",
@@ -20,6 +20,7 @@ __all__ = [
     "MissingFile",
     "Outcome",
     "Query",
+    "Scope",
     "StoreResult",
     "StoredFileError",
     "store_many",

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from pacsdash.archive.attributes import Level
+from pacsdash.archive.query import Scope
 from pacsdash.archive.records import ActionRecord
 
 LOGGER = logging.getLogger(__name__)
@@ -39,6 +40,8 @@ class Actor:
     name: str
     kind: str = "user"  # user | peer | local
     address: str = ""
+    #: The studies this actor may see and act on (None: every study).
+    scope: Scope | None = None
 
     @property
     def origin(self) -> str:
@@ -133,7 +136,7 @@ class StudyActions:
         peer = self.accounts.modality(str(modality)) if self.accounts is not None else None
         if peer is None:
             raise ActionError(f"no modality named {str(modality)[:64]!r}", 404)
-        locations = self.archive.locate(Level.STUDY, study_uid)
+        locations = self.archive.scoped(actor.scope).locate(Level.STUDY, study_uid)
         if not locations:
             raise ActionError("no such study", 404)
         if self.sender is None:
@@ -154,6 +157,8 @@ class StudyActions:
 
     def delete(self, study_uid: str, actor: Actor) -> int:
         """Remove a study and its files; return how many instances."""
+        if not self.archive.scoped(actor.scope).sees(study_uid):
+            raise ActionError("no such study", 404)
         removed = self.archive.delete_study(study_uid)
         if not removed:
             raise ActionError("no such study", 404)
@@ -168,11 +173,15 @@ class StudyActions:
         deidentifier = self.deidentifier(options)
         seen, note = self._collector()
         try:
-            result = anonymize_study(self.archive, study_uid, deidentifier, f"anonymize:{actor.name}",
-                                     include_burned_in, progress, note)
+            result = anonymize_study(self.archive.scoped(actor.scope), study_uid, deidentifier,
+                                     f"anonymize:{actor.name}", include_burned_in, progress, note)
         except NoSuchStudy:
             raise ActionError("no such study", 404) from None
         self._remember(seen)
+        if result.stored or result.duplicates:
+            # The copy is for the same people as the original: it keeps its labels.
+            for label in self.archive.labels_of(study_uid):
+                self.archive.add_label(result.StudyInstanceUID, label)
         self.archive.record(ActionRecord(
             actor=actor.name, address=actor.address, action="anonymize", studies=[study_uid],
             details={"profile": "basic", "method": deidentifier.method,
@@ -189,7 +198,7 @@ class StudyActions:
         deidentifier = self.deidentifier([o.value for o in request.options]) if request.anonymize else None
         seen, note = self._collector()
         try:
-            summary = Exporter(self.archive, request, deidentifier, progress, note).run()
+            summary = Exporter(self.archive.scoped(actor.scope), request, deidentifier, progress, note).run()
         except ExportError as exc:
             raise ActionError(str(exc)) from None
         self._remember(seen)
@@ -204,6 +213,40 @@ class StudyActions:
                     len(summary.studies), request.out, request.format.value,
                     ", anonymized" if request.anonymize else "", summary.files, summary.left_out)
         return summary
+
+    def labels(self, study_uid: str, actor: Actor) -> list[str]:
+        """The labels of a study the actor may see."""
+        if not self.archive.scoped(actor.scope).sees(study_uid):
+            raise ActionError("no such study", 404)
+        return self.archive.labels_of(study_uid)
+
+    def add_label(self, study_uid: str, label: str, actor: Actor) -> bool:
+        """Give a study a label (True if it did not have it); a ``label_change`` in the audit trail."""
+        return self._change_label(study_uid, label, actor, adding=True)
+
+    def remove_label(self, study_uid: str, label: str, actor: Actor) -> bool:
+        """Take a label from a study (True if it had it); a ``label_change`` in the audit trail."""
+        return self._change_label(study_uid, label, actor, adding=False)
+
+    def _change_label(self, study_uid: str, label: str, actor: Actor, adding: bool) -> bool:
+        from pacsdash.config import ConfigError, check_label
+
+        try:
+            check_label(label, "label")
+        except ConfigError as exc:
+            raise ActionError(str(exc)) from None
+        if not self.archive.scoped(actor.scope).sees(study_uid):
+            raise ActionError("no such study", 404)
+        try:
+            changed = (self.archive.add_label if adding else self.archive.remove_label)(study_uid, label)
+        except KeyError:
+            raise ActionError("no such study", 404) from None
+        self.archive.record(ActionRecord(
+            actor=actor.name, address=actor.address, action="label_change", studies=[study_uid],
+            details={"label": label, "change": "add" if adding else "remove", "changed": changed}))
+        LOGGER.info("label %s by %s of study %s: %s%s", "add" if adding else "remove", actor.origin, study_uid,
+                    label, "" if changed else " (no change)")
+        return changed
 
     def lookup(self, pseudonym: str) -> dict[str, str] | None:
         """Whom a subject pseudonym stands for (admins only; never exported)."""

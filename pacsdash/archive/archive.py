@@ -34,7 +34,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, as_completed, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -45,7 +45,8 @@ from pacsdash.archive.attributes import Level
 from pacsdash.archive.index import DuckDBIndex, Index, InstanceLocation
 from pacsdash.archive.journal import Journal, UidFilter
 from pacsdash.archive.parsing import InstanceRecord, InvalidInstance, parse_instance
-from pacsdash.archive.query import Query
+from pacsdash.archive import labels
+from pacsdash.archive.query import Query, Scope
 from pacsdash.archive.records import ActionRecord
 from pacsdash.archive.store import LocalStore, Store
 
@@ -488,11 +489,14 @@ class Archive:
         self.dirty = False
 
     @classmethod
-    def open_home(cls, store_path: Path, index_path: Path) -> Archive:
-        """Open the local file store, DuckDB index and index journal of a home folder."""
+    def open_home(cls, store_path: Path, index_path: Path, label_rules: Iterable[Any] = ()) -> Archive:
+        """Open the local file store, DuckDB index and index journal of a home folder;
+        ``label_rules`` (``[[label_rules]]``) label new studies as they are indexed."""
         index_path.parent.mkdir(parents=True, exist_ok=True)
         journal = Journal(index_path.with_name(index_path.name + ".journal"))
-        return cls(LocalStore(store_path), DuckDBIndex(index_path), journal)
+        index = DuckDBIndex(index_path)
+        index.label_rules = labels.compile_rules(label_rules)  # before the journal's replay
+        return cls(LocalStore(store_path), index, journal)
 
     def wait_indexed(self) -> None:
         """Wait until every acknowledged instance can be found in the index."""
@@ -594,24 +598,31 @@ class Archive:
 
     # -- reading ---------------------------------------------------------------
     def find(self, query: Query) -> list[dict[str, Any]]:
-        """Entities matching ``query`` (see :mod:`pacsdash.archive.query`)."""
+        """Entities matching ``query`` (see :mod:`pacsdash.archive.query`), within its scope."""
         return self.index.find(query)
 
     def count(self, query: Query) -> int:
-        """How many entities match ``query``."""
+        """How many entities match ``query``, within its scope."""
         return self.index.count(query)
 
-    def locate(self, level: Level, uid: str | None = None, **keys: str) -> list[InstanceLocation]:
-        """Instances of an entity, with their file keys and encodings."""
-        return self.index.locate(level, uid, **keys)
+    def locate(self, level: Level, uid: str | None = None, scope: Scope | None = None,
+               **keys: str) -> list[InstanceLocation]:
+        """Instances of an entity that ``scope`` may see, with their file keys and encodings."""
+        return self.index.locate(level, uid, scope, **keys)
 
-    def locate_instance(self, sop_uid: str) -> InstanceLocation | None:
-        """One instance's file and encoding, or None; remembered until a removal.
+    def locate_instance(self, sop_uid: str, scope: Scope | None = None) -> InstanceLocation | None:
+        """One instance's file and encoding, or None (also when ``scope`` may
+        not see its study); remembered until a removal.
 
         Viewers ask for the frames of the same instances again and again
         (WADO-RS frames, rendered, WADO-URI), and an index query costs more
         than the rest of such a request.
         """
+        if scope is not None:
+            location = self.locate_instance(sop_uid)
+            if location is None or not scope.sees(self.labels_of(location.StudyInstanceUID)):
+                return None
+            return location
         location = self._located.get(sop_uid)
         if location is None:
             found = self.index.locate(Level.IMAGE, None, SOPInstanceUID=sop_uid)
@@ -683,9 +694,39 @@ class Archive:
                 raise DamagedFile(f"the stored file {location.file} of {location.SOPInstanceUID} cannot be read: "
                                   f"{exc}", location.SOPInstanceUID, location.file) from None
 
-    def summary(self) -> dict[str, Any]:
-        """Totals, studies per modality and studies per month (for an overview)."""
-        return self.index.summary()
+    def summary(self, scope: Scope | None = None) -> dict[str, Any]:
+        """Totals, studies per modality and studies per month (for an overview) of what ``scope`` may see."""
+        return self.index.summary(scope)
+
+    # -- who sees what (see :mod:`pacsdash.archive.scoped`) -----------------------
+    def scoped(self, scope: Scope | None) -> Any:
+        """This archive as someone restricted to ``scope`` sees it (itself when None)."""
+        from pacsdash.archive.scoped import ScopedArchive
+
+        return self if scope is None else ScopedArchive(self, scope)
+
+    def sees(self, study_uid: str) -> bool:
+        """Whether the study is indexed (every study is visible to the unscoped archive)."""
+        return bool(self.count(Query(Level.STUDY, {"StudyInstanceUID": study_uid})))
+
+    # -- study labels (see :mod:`pacsdash.archive.labels`) ------------------------
+    def labels_of(self, study_uid: str) -> list[str]:
+        """The labels of a study, sorted."""
+        return self.index.labels_of([study_uid]).get(study_uid, [])
+
+    def add_label(self, study_uid: str, label: str) -> bool:
+        """Give an indexed study a label; False if it had it.
+
+        Raises
+        ------
+        KeyError
+            If no such study is indexed.
+        """
+        return self._writer.call(lambda: self._index.add_label(study_uid, label))
+
+    def remove_label(self, study_uid: str, label: str) -> bool:
+        """Take a label from a study; False if it did not have it."""
+        return self._writer.call(lambda: self._index.remove_label(study_uid, label))
 
     def local_path(self, location: InstanceLocation) -> Path:
         """A local file holding the instance's stored bytes."""
@@ -730,9 +771,23 @@ class Archive:
         return self._writer.call(lambda: function(self._index))
 
     # -- records of actions ------------------------------------------------------
+    #: Called with each action record once kept (see :meth:`on_record`).
+    _record_listeners: tuple[Callable[[ActionRecord], None], ...] = ()
+
+    def on_record(self, listener: Callable[[ActionRecord], None]) -> None:
+        """Call ``listener`` with each action record once kept (id and time set), in the
+        recording thread: it must not block (the syslog forwarder only queues)."""
+        self._record_listeners = (*self._record_listeners, listener)
+
     def record(self, record: ActionRecord) -> int:
         """Keep a record of an action on studies (append-only); return its id."""
-        return self._writer.call(lambda: self._index.add_record(record))
+        number = self._writer.call(lambda: self._index.add_record(record))
+        for listener in self._record_listeners:
+            try:
+                listener(replace(record, id=number, time=record.time or dt.datetime.now(dt.timezone.utc)))
+            except Exception:  # a listener never fails the recording
+                LOGGER.exception("a listener of action records failed")
+        return number
 
     def records(self, action: str | None = None, actor: str | None = None, study: str | None = None,
                 limit: int = 100, offset: int = 0, since: dt.datetime | None = None,

@@ -17,9 +17,9 @@ from typing import Any, Protocol
 import duckdb
 
 from pacsdash.archive.attributes import TABLE_ATTRIBUTES, Level
-from pacsdash.archive import records, summaries
+from pacsdash.archive import labels, records, summaries
 from pacsdash.archive.parsing import InstanceRecord
-from pacsdash.archive.query import Query, compile_count, compile_query
+from pacsdash.archive.query import Query, Scope, compile_count, compile_query
 
 #: Columns beside the DICOM attributes. Counts and ModalitiesInStudy are
 #: stored too, kept up to date by :mod:`pacsdash.archive.summaries`.
@@ -59,7 +59,7 @@ class Index(Protocol):
     def find(self, query: Query) -> list[dict[str, Any]]: ...
     def count(self, query: Query) -> int: ...
     def known(self, sop_uids: Iterable[str]) -> set[str]: ...
-    def locate(self, level: Level, uid: str | None = None, **keys: str) -> list[InstanceLocation]: ...
+    def locate(self, level: Level, uid: str | None = None, scope: Scope | None = None, **keys: str) -> list[InstanceLocation]: ...
     def locate_matching(self, query: Query) -> list[InstanceLocation]: ...
     def delete_study(self, study_uid: str) -> list[str]: ...
     def remove_files(self, keys: list[str]) -> None: ...
@@ -74,7 +74,10 @@ class Index(Protocol):
                 limit: int = 100, offset: int = 0, since: Any = None, until: Any = None) -> list[records.ActionRecord]: ...
     def remember_subjects(self, subjects: list[tuple[str, str, str]]) -> None: ...
     def subject(self, pseudonym: str) -> dict[str, str] | None: ...
-    def summary(self) -> dict[str, Any]: ...
+    def summary(self, scope: Scope | None = None) -> dict[str, Any]: ...
+    def labels_of(self, study_uids: list[str]) -> dict[str, list[str]]: ...
+    def add_label(self, study_uid: str, label: str) -> bool: ...
+    def remove_label(self, study_uid: str, label: str) -> bool: ...
     def close(self) -> None: ...
 
 
@@ -130,7 +133,10 @@ class DuckDBIndex:
         for statement in _schema():
             self._con.execute(statement)
         records.create(self._con)
+        labels.create(self._con)
         self._migrate()
+        #: ``[[label_rules]]`` applied to each batch of new instances (see :mod:`pacsdash.archive.labels`).
+        self.label_rules: list[labels.CompiledRule] = []
         #: The writer's memory of the values its recent series have (see :class:`summaries.SeriesValues`).
         self._values = summaries.SeriesValues()
         self._local = threading.local()
@@ -230,6 +236,8 @@ class DuckDBIndex:
                     for r in records
                 ]
                 _insert_columns(cur, "instances", image_columns + ["file", "size", "origin", "attributes"], rows)
+            if self.label_rules and records:
+                labels.apply_rules(cur, self.label_rules, [(r.SOPInstanceUID, r.origin) for r in records])
             summaries.add_instances(cur, records, new_parents[Level.SERIES])
             values = self._values.add(cur, records, new_parents[Level.SERIES])
             if journal_position is not None:
@@ -316,6 +324,7 @@ class DuckDBIndex:
             cur.execute(f'DELETE FROM {summaries.VALUES_TABLE} WHERE "StudyInstanceUID" = ?', [study_uid])
             cur.execute('DELETE FROM series WHERE "StudyInstanceUID" = ?', [study_uid])
             cur.execute('DELETE FROM studies WHERE "StudyInstanceUID" = ?', [study_uid])
+            labels.drop_studies(cur, [study_uid])
             if row is not None:
                 cur.execute(
                     'DELETE FROM patients WHERE "PatientID" = ? AND NOT EXISTS '
@@ -358,7 +367,8 @@ class DuckDBIndex:
         sql, params = compile_count(query)
         return int(self._cursor().execute(sql, params).fetchone()[0])
 
-    def locate(self, level: Level, uid: str | None = None, **keys: str) -> list[InstanceLocation]:
+    def locate(self, level: Level, uid: str | None = None, scope: Scope | None = None,
+               **keys: str) -> list[InstanceLocation]:
         """Instances under one entity, or matching UID keys.
 
         Parameters
@@ -367,10 +377,16 @@ class DuckDBIndex:
             Level of ``uid``.
         uid
             UID (or PatientID) of the entity whose instances are wanted.
+        scope
+            Whose request this is: only instances of studies it may see.
         keys
             Further exact keys: StudyInstanceUID, SeriesInstanceUID, SOPInstanceUID.
         """
-        where, params = [], []
+        where: list[str] = []
+        params: list = []
+        if scope is not None:
+            visible, params = scope.studies_sql()
+            where.append(f'i."StudyInstanceUID" IN ({visible})')
         if uid is not None:
             if level is Level.PATIENT:
                 where.append('i."StudyInstanceUID" IN (SELECT "StudyInstanceUID" FROM studies WHERE "PatientID" = ?)')
@@ -397,7 +413,7 @@ class DuckDBIndex:
         if query.level is not Level.IMAGE:
             raise ValueError("locate_matching takes an IMAGE-level query")
         compiled = compile_query(
-            Query(Level.IMAGE, query.filters, fields=["TransferSyntaxUID"]),
+            Query(Level.IMAGE, query.filters, fields=["TransferSyntaxUID"], scope=query.scope),
             extra_columns=("i.file", "i.size"),
         )
         names = [a.keyword for a in compiled.columns]
@@ -439,22 +455,55 @@ class DuckDBIndex:
     def subject(self, pseudonym: str) -> dict[str, str] | None:
         return records.subject(self._cursor(), pseudonym)
 
-    def summary(self) -> dict[str, Any]:
-        """Totals; ``by_modality`` as (modality, studies); ``by_month`` as (YYYYMM, studies)."""
+    # -- study labels (see :mod:`pacsdash.archive.labels`) ------------------------
+    def labels_of(self, study_uids: list[str]) -> dict[str, list[str]]:
+        """StudyInstanceUID -> its labels, for those of ``study_uids`` that have any."""
+        return labels.of_studies(self._cursor(), list(study_uids))
+
+    def add_label(self, study_uid: str, label: str) -> bool:
+        """Label an indexed study (writer thread); False if it had the label.
+
+        Raises
+        ------
+        KeyError
+            If no such study is indexed.
+        """
+        cur = self._cursor()
+        if not cur.execute('SELECT 1 FROM studies WHERE "StudyInstanceUID" = ?', [study_uid]).fetchone():
+            raise KeyError(study_uid)
+        return labels.add(cur, study_uid, label)
+
+    def remove_label(self, study_uid: str, label: str) -> bool:
+        """Take a label from a study (writer thread); False if it did not have it."""
+        return labels.remove(self._cursor(), study_uid, label)
+
+    def summary(self, scope: Scope | None = None) -> dict[str, Any]:
+        """Totals; ``by_modality`` as (modality, studies); ``by_month`` as (YYYYMM, studies);
+        of the studies ``scope`` may see."""
         cursor = self._cursor()
+        visible, params = ("", []) if scope is None else scope.studies_sql()
+        within = f' AND "StudyInstanceUID" IN ({visible})' if scope is not None else ""
         by_modality = cursor.execute(
             'SELECT coalesce("Modality", \'(none)\') AS modality, count(DISTINCT "StudyInstanceUID") AS studies '
-            "FROM series GROUP BY 1 ORDER BY 2 DESC"
+            f"FROM series WHERE true{within} GROUP BY 1 ORDER BY 2 DESC", params
         ).fetchall()
         by_month = cursor.execute(
             'SELECT substr("StudyDate", 1, 6) AS month, count(*) AS studies FROM studies '
-            "WHERE regexp_full_match(\"StudyDate\", '[0-9]{8}') GROUP BY 1 ORDER BY 1"
+            f"WHERE regexp_full_match(\"StudyDate\", '[0-9]{{8}}'){within} GROUP BY 1 ORDER BY 1", params
         ).fetchall()
-        return {"totals": self.totals(), "by_modality": by_modality, "by_month": by_month}
+        return {"totals": self.totals(scope), "by_modality": by_modality, "by_month": by_month}
 
-    def totals(self) -> dict[str, int]:
-        """Number of patients, studies, series and instances."""
+    def totals(self, scope: Scope | None = None) -> dict[str, int]:
+        """Number of patients, studies, series and instances (that ``scope`` may see)."""
         cur = self._cursor()
-        return {
-            level.table: int(cur.execute(f"SELECT count(*) FROM {level.table}").fetchone()[0]) for level in Level
-        }
+        if scope is None:
+            return {
+                level.table: int(cur.execute(f"SELECT count(*) FROM {level.table}").fetchone()[0]) for level in Level
+            }
+        visible, params = scope.studies_sql()
+        row = cur.execute(
+            'SELECT count(DISTINCT "PatientID"), count(*), coalesce(sum("NumberOfStudyRelatedSeries"), 0), '
+            f'coalesce(sum("NumberOfStudyRelatedInstances"), 0) FROM studies WHERE "StudyInstanceUID" IN ({visible})',
+            params,
+        ).fetchone()
+        return dict(zip((level.table for level in Level), (int(v) for v in row)))

@@ -28,6 +28,11 @@ entity matches when any of its instances does, as it would over the JSON, on
 a few rows per series instead of every instance's JSON; the value returned is
 the first indexed.
 
+A query carries the scope of whoever asks (:class:`Scope`): a user or peer
+restricted to study labels sees only the studies holding one of them, at
+every level, in every count and in every value taken from rows below a
+patient. The compiler applies it; no door filters results itself.
+
 Values never reach SQL text: they are bound parameters. Only column names
 from the fixed table in :mod:`pacsdash.archive.attributes` and tag numbers
 formatted by this module are written into the SQL.
@@ -36,6 +41,7 @@ formatted by this module are written into the SQL.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from pacsdash.archive.attributes import (
@@ -68,6 +74,39 @@ _SQL_OPERATORS = {"<=": "<=", ">=": ">=", "<": "<", ">": ">", "!=": "<>"}
 
 class InvalidQuery(ValueError):
     """A query key or value breaks a matching rule; the message says which."""
+
+
+#: Table of study labels (see :mod:`pacsdash.archive.labels`).
+LABELS_TABLE = "study_labels"
+
+
+@dataclass(frozen=True)
+class Scope:
+    """The studies someone may see: those holding at least one of ``labels``.
+
+    ``None`` in place of a scope means every study (an unrestricted user);
+    a scope with no labels sees nothing.
+    """
+
+    labels: frozenset[str]
+
+    @classmethod
+    def of(cls, labels: "Iterable[str] | None") -> "Scope | None":
+        """The scope of a user or peer restricted to ``labels``; None when unrestricted (no labels)."""
+        labels = frozenset(labels or ())
+        return cls(labels) if labels else None
+
+    def studies_sql(self) -> tuple[str, list]:
+        """A SELECT of the visible StudyInstanceUIDs and its parameters."""
+        if not self.labels:
+            return 'SELECT NULL AS "StudyInstanceUID" WHERE false', []
+        labels = sorted(self.labels)
+        marks = ", ".join("?" * len(labels))
+        return f'SELECT "StudyInstanceUID" FROM {LABELS_TABLE} WHERE label IN ({marks})', labels
+
+    def sees(self, study_labels: "Iterable[str]") -> bool:
+        """Whether a study with ``study_labels`` is visible."""
+        return not self.labels.isdisjoint(study_labels)
 
 
 @dataclass
@@ -106,6 +145,8 @@ class Query:
     #: of each instance: its attribute JSON (8-hex-digit tag -> DICOM text),
     #: as text, under the row key :data:`OTHER_ATTRIBUTES`.
     other_attributes: bool = False
+    #: Whose search this is: only studies it may see match (None: every study).
+    scope: Scope | None = None
 
     def __post_init__(self) -> None:
         if self.limit is not None and self.limit < 0:
@@ -403,7 +444,7 @@ def compile_query(query: Query, extra_columns: tuple[str, ...] = ()) -> Compiled
     ordered = " ORDER BY " + ", ".join(order)
     if query.limit is None and not query.offset:
         sql = f"SELECT {', '.join(select)}{filtered}{ordered}"
-        return CompiledQuery(sql, params, list(wanted.values()), extra_keys)
+        return _scoped(CompiledQuery(sql, params, list(wanted.values()), extra_keys), query.scope)
     # A page: choose its keys first, then compute the returned values (counts,
     # ModalitiesInStudy, values from other tables) for those rows only.
     page = f"SELECT {key}{filtered}{ordered}"
@@ -414,7 +455,31 @@ def compile_query(query: Query, extra_columns: tuple[str, ...] = ()) -> Compiled
         page += " OFFSET ?"
         params.append(query.offset)
     sql = f"SELECT {', '.join(select)} FROM {_FROM[level]} WHERE {key} IN ({page}){ordered}"
-    return CompiledQuery(sql, params, list(wanted.values()), extra_keys)
+    return _scoped(CompiledQuery(sql, params, list(wanted.values()), extra_keys), query.scope)
+
+
+#: The studies table, as every compiled statement names it (and only it).
+_STUDIES = re.compile(r"\bstudies\b")
+#: What a scoped statement reads instead: the visible studies, defined by a CTE.
+VISIBLE_STUDIES = "visible_studies"
+
+
+def _scoped(compiled: CompiledQuery, scope: Scope | None) -> CompiledQuery:
+    """``compiled`` reading only the studies ``scope`` may see.
+
+    Every statement reaches patients, series and instances through the
+    studies table (joined, or tied by :func:`_tie` and the derived counts;
+    a scoped PATIENT query asks for a study of the patient in
+    :func:`_conditions`), so reading a CTE of the visible studies in its
+    place scopes every row, count and value. The CTE comes first, and so do
+    its parameters.
+    """
+    if scope is None:
+        return compiled
+    studies, labels = scope.studies_sql()
+    body = _STUDIES.sub(VISIBLE_STUDIES, compiled.sql)
+    cte = f"WITH {VISIBLE_STUDIES} AS (SELECT * FROM studies WHERE \"StudyInstanceUID\" IN ({studies})) "
+    return CompiledQuery(cte + body, labels + compiled.params, compiled.columns, compiled.extra_keys)
 
 
 def _returned(level: Level, attr: Attribute, outer: str) -> str:
@@ -432,6 +497,9 @@ def _conditions(query: Query) -> tuple[list[str], list]:
     level = query.level
     where: list[str] = []
     params: list = []
+    if query.scope is not None and level is Level.PATIENT:
+        # A patient none of whose studies may be seen is not there (see _scoped).
+        where.append('EXISTS (SELECT 1 FROM studies v WHERE v."PatientID" = p."PatientID")')
     for name, value in query.filters.items():
         attr = resolve([name])[0]
         if not isinstance(value, str):
@@ -459,7 +527,16 @@ def _conditions(query: Query) -> tuple[list[str], list]:
     return where, params
 
 
+def conditions(query: Query) -> tuple[list[str], list]:
+    """The SQL conditions (over the level's aliases) matching ``query``'s
+    filters and scope, with their parameters; for statements built elsewhere
+    (label rules)."""
+    return _conditions(query)
+
+
 def compile_count(query: Query) -> tuple[str, list]:
     """SQL counting every match of ``query``, ignoring paging (no returned values computed)."""
     where, params = _conditions(query)
-    return f"SELECT count(*) FROM {_FROM[query.level]}" + (" WHERE " + " AND ".join(where) if where else ""), params
+    sql = f"SELECT count(*) FROM {_FROM[query.level]}" + (" WHERE " + " AND ".join(where) if where else "")
+    compiled = _scoped(CompiledQuery(sql, params, []), query.scope)
+    return compiled.sql, compiled.params

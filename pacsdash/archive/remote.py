@@ -23,7 +23,7 @@ LOGGER = logging.getLogger(__name__)
 
 #: Index methods a worker may call: reads run directly, changes go through
 #: the server's writer thread.
-READS = frozenset({"find", "count", "known", "locate", "locate_matching", "files", "totals"})
+READS = frozenset({"find", "count", "known", "locate", "locate_matching", "files", "totals", "labels_of"})
 CHANGES = frozenset({"delete_study", "remove_files"})
 
 
