@@ -9,6 +9,9 @@ logins and failed logins, anonymizations, exports, sends, deletions, repairs,
 associations refused to peers, and the queries, retrievals and uploads of
 the HTTP doors (DICOMweb, WADO-URI, the JSON API); queries and retrievals over
 DIMSE and in the dashboard, and user and label changes, are not recorded yet.
+With ``[audit] syslog`` set, each entry is also sent to the site's collector
+as a PS3.15 A.5.1 audit message in an RFC 5424 syslog message
+(:mod:`pacsdash.archive.audit_syslog`, which maps each action to its A.5.3 event).
 """
 
 from __future__ import annotations
@@ -89,7 +92,7 @@ _LATER = ThreadPoolExecutor(1, thread_name_prefix="pacsdash-audit")
 
 def login_recorder(archive: Any) -> Callable[[str, str, bool], None]:
     """``record(user, address, succeeded)``: a login or a failed login in the
-    audit trail, written in the background (PS3.15 A.5.3.20 User Authentication)."""
+    audit trail, written in the background (PS3.15 A.5.3.12 User Authentication)."""
 
     def record(user: str, address: str, succeeded: bool) -> None:
         entry = ActionRecord(actor=user[:256], action="login", studies=[], address=address,
@@ -133,7 +136,7 @@ class _OncePer:
 def peer_refusal_recorder(archive: Any, clock: Callable[[], float] = time.monotonic) -> Callable[[Any], None]:
     """``record(rejected)``: an association refused (``AssociationRejected`` from
     :mod:`pacsdash.traffic`) as a ``peer_refused`` entry, the calling AE title
-    as the user (PS3.15 A.5.3.1 Application Activity, refused); the same
+    as the user (PS3.15 A.5.3.11 Security Alert, Node Authentication); the same
     AE title, address and reason at most once a minute."""
     seen = _OncePer(REFUSAL_QUIET_SECONDS, clock)
 
@@ -156,8 +159,8 @@ REQUEST_QUIET_SECONDS = 60.0
 def request_recorder(archive: Any, clock: Callable[[], float] = time.monotonic
                      ) -> Callable[[str, str, str, bool, list[str], dict[str, Any]], None]:
     """``record(user, address, action, succeeded, studies, details)``: a query,
-    retrieval or upload through a door (PS3.15 A.5.3.9 Query, A.5.3.3 DICOM
-    Instances Accessed / Transferred), written in the background; the same
+    retrieval or upload through a door (PS3.15 A.5.3.10 Query, A.5.3.7 DICOM
+    Instances Transferred), written in the background; the same
     one again (user, address, action, outcome, studies and query alike)
     within :data:`REQUEST_QUIET_SECONDS` is not repeated."""
     seen = _OncePer(REQUEST_QUIET_SECONDS, clock)
