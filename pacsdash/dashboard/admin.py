@@ -15,7 +15,7 @@ import panel as pn
 
 from pacsdash.access import Role
 from pacsdash.dashboard.admin_actions import AdminActions
-from pacsdash.dashboard.admin_views import LogView, PeersView, SettingsView, UsersView
+from pacsdash.dashboard.admin_views import LogView, PeersView, SettingsView, UsersView, client_address
 from pacsdash.dashboard.app import current_role, only_admins, opened_session
 
 
@@ -45,6 +45,8 @@ def admin_page(context: Any) -> pn.viewable.Viewable:
         still_admin=lambda: current_role(context, login, session) is Role.ADMIN,
         actor=login or "anonymous",
         calling_aet=context.settings.server.aet,
+        archive=context.archive,
+        address=client_address(),
     )
     tabs = pn.Tabs(
         ("Users", UsersView(actions)),

@@ -4,7 +4,8 @@ Every action goes through :class:`~pacsdash.access.Accounts` (the same calls
 as ``pacsdash users ...`` and ``pacsdash modalities ...``, so the same rules:
 passwords of at least ``MIN_PASSWORD_LENGTH`` characters, valid names and AE titles, never the last admin), after
 asking again whether the acting user is still an admin at that moment. Each
-change is logged with who made it.
+change is logged with who made it, and put in the audit trail as a
+``user_change`` entry (:mod:`pacsdash.access.changes`), refused ones too.
 """
 
 from __future__ import annotations
@@ -12,9 +13,9 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, Callable
 
-from pacsdash.access import AccountError, Accounts, Role, confirmed_password
+from pacsdash.access import AccountError, Accounts, Role, changes, checked_labels, confirmed_password
 from pacsdash.config import ModalitySettings
 from pacsdash.dimse.scu import AssociationFailed, echo
 
@@ -53,6 +54,10 @@ class AdminActions:
         Our AE title in a C-ECHO (the server's own).
     echo
         The C-ECHO SCU, ``echo(host, port, called_aet, calling_aet, timeout) -> status``.
+    archive
+        Where changes are recorded (its ``record(ActionRecord)``); None records none.
+    address
+        The admin's address, for the audit trail.
     """
 
     accounts: Accounts
@@ -60,6 +65,8 @@ class AdminActions:
     actor: str
     calling_aet: str = "PACSDASH"
     echo: Callable[..., int] = field(default=echo)
+    archive: Any = None
+    address: str = ""
 
     def _check(self) -> None:
         if not self.still_admin():
@@ -69,49 +76,104 @@ class AdminActions:
         LOGGER.info("%s (by admin %s, in the admin page)", message, self.actor)
         return message
 
-    # -- users -------------------------------------------------------------------
-    def add_user(self, name: str, role: Role | str, password: str, again: str) -> str:
-        """Create a user (``pacsdash users add``)."""
+    def _change(self, user: str, change: str, do: Callable[[], str], **details: Any) -> str:
+        """Do a change (if still admin) and record it, or its refusal, in the audit trail."""
         self._check()
-        user = self.accounts.add_user(name.strip(), role, confirmed_password(password, again))
-        return self._done(f"added user {user.name} ({user.role.value})")
+        try:
+            message = do()
+        except (AccountError, ValueError) as exc:
+            self._audit(user, change, False, error=str(exc), **details)
+            raise
+        self._audit(user, change, True, **details)
+        return self._done(message)
+
+    def _audit(self, user: str, change: str, ok: bool, **details: Any) -> None:
+        """One ``user_change`` entry; a failure to write it is logged, the change stands."""
+        if self.archive is None:
+            return
+        try:
+            self.archive.record(changes.user_change(self.actor, user, change, ok, self.address, **details))
+        except Exception:
+            LOGGER.exception("audit: could not record the %s of %s by admin %s", change, user, self.actor)
+
+    # -- users -------------------------------------------------------------------
+    def add_user(self, name: str, role: Role | str, password: str, again: str, labels: str | list[str] = "") -> str:
+        """Create a user (``pacsdash users add``), restricted to ``labels`` if any."""
+        name = name.strip()
+
+        def add() -> str:
+            user = self.accounts.add_user(name, role, confirmed_password(password, again), labels)
+            return f"added user {user.name} ({user.role.value}{restriction(user.labels)})"
+
+        return self._change(name, "add", add, role=str(getattr(role, "value", role)), labels=as_listed(labels))
 
     def set_role(self, name: str, role: Role | str) -> str:
         """Change a user's role (not the last admin's)."""
-        self._check()
-        self.accounts.set_role(name, role)
-        return self._done(f"user {name} is now {Role.parse(role).value}")
+        def change() -> str:
+            self.accounts.set_role(name, role)
+            return f"user {name} is now {Role.parse(role).value}"
+
+        return self._change(name, "role", change, role=str(getattr(role, "value", role)))
+
+    def set_labels(self, name: str, labels: str | list[str]) -> str:
+        """Restrict a user to studies having one of ``labels`` (none: every study)."""
+        def change() -> str:
+            changed = self.accounts.set_labels(name, labels)
+            user = self.accounts.user(name)
+            now = user.labels if user is not None else ()
+            return (f"user {name} now sees {sees(now)}" if changed
+                    else f"user {name} already saw {sees(now)}: nothing changed")
+
+        return self._change(name, "labels", change, labels=as_listed(labels))
 
     def reset_password(self, name: str, password: str, again: str) -> str:
         """Give a user a new password (``pacsdash users passwd``)."""
-        self._check()
-        self.accounts.set_password(name, confirmed_password(password, again))
-        return self._done(f"changed the password of {name}")
+        def change() -> str:
+            self.accounts.set_password(name, confirmed_password(password, again))
+            return f"changed the password of {name}"
+
+        return self._change(name, "password", change)
 
     def remove_user(self, name: str) -> str:
         """Delete a user (``pacsdash users remove``; not the last admin)."""
-        self._check()
-        self.accounts.remove_user(name)
-        return self._done(f"removed user {name}")
+        def remove() -> str:
+            self.accounts.remove_user(name)
+            return f"removed user {name}"
+
+        return self._change(name, "remove", remove)
 
     # -- peers -------------------------------------------------------------------
-    def add_peer(self, name: str, aet: str, host: str, port: int, allow: list[str]) -> str:
-        """Register a DICOM peer (``pacsdash modalities add``)."""
-        self._check()
-        peer = self.accounts.add_modality(name.strip(), aet, host.strip(), port, list(allow))
-        return self._done(f"added peer {peer.name}: {describe(peer)}")
+    def add_peer(self, name: str, aet: str, host: str, port: int, allow: list[str],
+                 labels: str | list[str] = "") -> str:
+        """Register a DICOM peer (``pacsdash modalities add``), restricted to ``labels`` if any."""
+        name, host = name.strip(), host.strip()
 
-    def edit_peer(self, name: str, aet: str, host: str, port: int, allow: list[str]) -> str:
-        """Change a registered peer's AE title, address and permissions."""
-        self._check()
-        peer = self.accounts.update_modality(name.strip(), aet, host.strip(), port, list(allow))
-        return self._done(f"changed peer {peer.name}: {describe(peer)}")
+        def add() -> str:
+            peer = self.accounts.add_modality(name, aet, host, port, list(allow), labels)
+            return f"added peer {peer.name}: {describe(peer)}"
+
+        return self._change(name, "peer_add", add, aet=aet, host=host, port=port, allow=list(allow),
+                            labels=as_listed(labels))
+
+    def edit_peer(self, name: str, aet: str, host: str, port: int, allow: list[str],
+                  labels: str | list[str] = "") -> str:
+        """Change a registered peer's AE title, address, permissions and labels."""
+        name, host = name.strip(), host.strip()
+
+        def edit() -> str:
+            peer = self.accounts.update_modality(name, aet, host, port, list(allow), labels)
+            return f"changed peer {peer.name}: {describe(peer)}"
+
+        return self._change(name, "peer_edit", edit, aet=aet, host=host, port=port, allow=list(allow),
+                            labels=as_listed(labels))
 
     def remove_peer(self, name: str) -> str:
         """Forget a registered peer (``pacsdash modalities remove``)."""
-        self._check()
-        self.accounts.remove_modality(name)
-        return self._done(f"removed peer {name}")
+        def remove() -> str:
+            self.accounts.remove_modality(name)
+            return f"removed peer {name}"
+
+        return self._change(name, "peer_remove", remove)
 
     def echo_peer(self, name: str) -> EchoResult:
         """C-ECHO a registered peer at its host, port and AE title; never raises for the peer's sake."""
@@ -136,5 +198,23 @@ class AdminActions:
 
 
 def describe(peer: ModalitySettings) -> str:
-    """``AET@host:port may store,find`` for messages."""
-    return f"{peer.aet}@{peer.host}:{peer.port} may {','.join(peer.allow) or 'nothing'}"
+    """``AET@host:port may store,find`` (``, only studies labelled a, b``) for messages."""
+    return f"{peer.aet}@{peer.host}:{peer.port} may {','.join(peer.allow) or 'nothing'}{restriction(peer.labels)}"
+
+
+def as_listed(labels: str | list[str]) -> list[str] | str:
+    """Labels as the audit trail lists them: checked, or as typed when they are not valid."""
+    try:
+        return list(checked_labels(labels))
+    except AccountError:
+        return labels if isinstance(labels, str) else ",".join(map(str, labels))
+
+
+def sees(labels: tuple[str, ...]) -> str:
+    """What a user or peer with ``labels`` sees, in words."""
+    return f"only studies labelled {', '.join(labels)}" if labels else "every study"
+
+
+def restriction(labels: tuple[str, ...]) -> str:
+    """``, only studies labelled a, b`` for messages, or nothing for no labels."""
+    return f", {sees(labels)}" if labels else ""

@@ -26,7 +26,17 @@ FORM_WIDTH = 340
 TABLE_HEIGHT = 420
 ROLES = [role.value for role in Role]
 PASSWORD_HINT = f"at least {MIN_PASSWORD_LENGTH} characters"
+LABELS_HINT = "comma-separated; empty: every study"
+USER_COLUMNS = ["Name", "Role", "Labels"]
 
+
+
+def client_address() -> str:
+    """The address of this dashboard session's browser, for the audit trail ("" outside a session)."""
+    try:
+        return str(pn.state.curdoc.session_context.request.remote_ip or "")  # type: ignore[union-attr]
+    except Exception:  # no session (tests, notebooks)
+        return ""
 
 
 def confirmation(on_yes: Any, confirm: Any) -> tuple[pn.widgets.Button, pn.widgets.Button, pn.Row]:
@@ -70,24 +80,29 @@ def table(columns: list[str], **params: Any) -> pn.widgets.Tabulator:
 
 
 class UsersView(pn.viewable.Viewer):
-    """Every user with their role; add one, change a role, reset a password, remove."""
+    """Every user with their role and labels; add one, change a role or labels, reset a password, remove."""
 
     def __init__(self, actions: AdminActions, **params: Any) -> None:
         super().__init__(**params)
         self.actions = actions
         self.notice = Notice()
-        self.table = table(["Name", "Role"], selectable=1, height=TABLE_HEIGHT, min_width=300)
+        self.table = table(USER_COLUMNS, selectable=1, height=TABLE_HEIGHT, min_width=300)
         self.table.param.watch(self._on_select, "selection")
         self.new_name = pn.widgets.TextInput(name="Name", placeholder="letters, digits, . _ - @")
         self.new_role = pn.widgets.Select(name="Role", options=ROLES, value="viewer")
         self.new_password = pn.widgets.PasswordInput(name="Password", placeholder=PASSWORD_HINT)
         self.new_again = pn.widgets.PasswordInput(name="Password again")
+        self.new_labels = pn.widgets.TextInput(name="Only studies labelled", placeholder=LABELS_HINT)
         self.add_button = pn.widgets.Button(name="Add user", button_type="primary")
         self.add_button.on_click(self._add)
         self.chosen = pn.pane.HTML("<i>Click a user in the table.</i>", margin=(4, 10))
         self.role = pn.widgets.Select(name="Role", options=ROLES, disabled=True, width=160)
         self.role_button = pn.widgets.Button(name="Change role", disabled=True, width=120, align="end")
         self.role_button.on_click(self._set_role)
+        self.labels = pn.widgets.TextInput(name="Only studies labelled", placeholder=LABELS_HINT, disabled=True,
+                                           width=160)
+        self.labels_button = pn.widgets.Button(name="Set labels", disabled=True, width=120, align="end")
+        self.labels_button.on_click(self._set_labels)
         self.password = pn.widgets.PasswordInput(name="New password", placeholder=PASSWORD_HINT, disabled=True)
         self.again = pn.widgets.PasswordInput(name="New password again", disabled=True)
         self.password_button = pn.widgets.Button(name="Reset password", disabled=True)
@@ -100,12 +115,14 @@ class UsersView(pn.viewable.Viewer):
 
     @property
     def _selection_widgets(self) -> list:
-        return [self.role, self.role_button, self.password, self.again, self.password_button, self.remove_button]
+        return [self.role, self.role_button, self.labels, self.labels_button, self.password, self.again,
+                self.password_button, self.remove_button]
 
     def refresh(self) -> None:
         """Read the users again (none for someone no longer admin); keep the chosen one if it still exists."""
         users = self.actions.accounts.users() if self.actions.still_admin() else []
-        self.table.value = pd.DataFrame([(u.name, u.role.value) for u in users], columns=["Name", "Role"])
+        self.table.value = pd.DataFrame([(u.name, u.role.value, ", ".join(u.labels)) for u in users],
+                                        columns=USER_COLUMNS)
         names = [u.name for u in users]
         self.table.selection = [names.index(self.selected)] if self.selected in names else []
         self._choose(self.selected if self.selected in names else "")
@@ -120,8 +137,10 @@ class UsersView(pn.viewable.Viewer):
         for widget in self._selection_widgets:
             widget.disabled = not name
         if name:
-            role = self.table.value.set_index("Name").loc[name, "Role"]
+            row = self.table.value.set_index("Name").loc[name]
+            role = str(row["Role"])
             self.role.value = role
+            self.labels.value = str(row["Labels"])
             self.chosen.object = f"Selected: <b>{html.escape(name)}</b> ({html.escape(role)})"
             self.confirm_button.name = f"Yes, remove {name}"
         else:
@@ -133,14 +152,17 @@ class UsersView(pn.viewable.Viewer):
     def _add(self, _: Any) -> None:
         def add() -> str:
             return self.actions.add_user(self.new_name.value, self.new_role.value,
-                                         self.new_password.value, self.new_again.value)
+                                         self.new_password.value, self.new_again.value, self.new_labels.value)
 
         if attempt(self.notice, add):
-            self.new_name.value = self.new_password.value = self.new_again.value = ""
+            self.new_name.value = self.new_password.value = self.new_again.value = self.new_labels.value = ""
         self.refresh()
 
     def _set_role(self, _: Any) -> None:
         attempt(self.notice, lambda: self.actions.set_role(self.selected, self.role.value), self.refresh)
+
+    def _set_labels(self, _: Any) -> None:
+        attempt(self.notice, lambda: self.actions.set_labels(self.selected, self.labels.value), self.refresh)
 
     def _reset_password(self, _: Any) -> None:
         def reset() -> str:
@@ -153,16 +175,18 @@ class UsersView(pn.viewable.Viewer):
         attempt(self.notice, lambda: self.actions.remove_user(self.selected), self.refresh)
 
     def __panel__(self) -> pn.viewable.Viewable:
-        add = pn.Card(self.new_name, self.new_role, self.new_password, self.new_again, self.add_button,
+        add = pn.Card(self.new_name, self.new_role, self.new_password, self.new_again, self.new_labels,
+                      self.add_button,
                       title="Add a user", collapsible=False, width=FORM_WIDTH)
-        change = pn.Card(self.chosen, pn.Row(self.role, self.role_button), self.password, self.again,
+        change = pn.Card(self.chosen, pn.Row(self.role, self.role_button), pn.Row(self.labels, self.labels_button),
+                         self.password, self.again,
                          self.password_button, self.remove_button, self.confirm_row,
                          title="Change the selected user", collapsible=False, width=FORM_WIDTH)
         return pn.Column(self.notice, pn.Row(self.table, pn.Column(add, change), sizing_mode="stretch_width"),
                          sizing_mode="stretch_width")
 
 
-PEER_COLUMNS = ["Name", "AE title", "Host", "Port", "May", "From"]
+PEER_COLUMNS = ["Name", "AE title", "Host", "Port", "May", "Labels", "From"]
 
 
 class PeersView(pn.viewable.Viewer):
@@ -180,6 +204,7 @@ class PeersView(pn.viewable.Viewer):
         self.port = pn.widgets.IntInput(name="Port", start=1, end=65535, value=104)
         self.allow = pn.widgets.CheckBoxGroup(name="May ask us to", options=list(RETRIEVE_ACTIONS),
                                               value=list(RETRIEVE_ACTIONS), inline=True)
+        self.labels = pn.widgets.TextInput(name="Only studies labelled", placeholder=LABELS_HINT)
         self.add_button = pn.widgets.Button(name="Add peer", button_type="primary")
         self.add_button.on_click(lambda _: self._change(self.actions.add_peer))
         self.save_button = pn.widgets.Button(name="Save changes")
@@ -198,7 +223,8 @@ class PeersView(pn.viewable.Viewer):
         """Read the peers again (none for someone no longer admin)."""
         configured = {m.name for m in self.actions.accounts.configured}
         peers = self.actions.accounts.modalities() if self.actions.still_admin() else []
-        rows = [(p.name, p.aet, p.host, str(p.port), ",".join(p.allow), "pacsdash.toml" if p.name in configured else "added")
+        rows = [(p.name, p.aet, p.host, str(p.port), ",".join(p.allow), ", ".join(p.labels),
+                 "pacsdash.toml" if p.name in configured else "added")
                 for p in peers]
         self.table.value = pd.DataFrame(rows, columns=PEER_COLUMNS)
         self.table.selection = []
@@ -210,6 +236,7 @@ class PeersView(pn.viewable.Viewer):
         self.peer_name.value, self.aet.value, self.host.value = str(row["Name"]), str(row["AE title"]), str(row["Host"])
         self.port.value = int(row["Port"])
         self.allow.value = [a for a in str(row["May"]).split(",") if a]
+        self.labels.value = str(row["Labels"])
         self._confirm(False)
 
     def _confirm(self, show: bool) -> None:
@@ -218,7 +245,8 @@ class PeersView(pn.viewable.Viewer):
 
     def _change(self, method: Callable[..., str]) -> None:
         def change() -> str:
-            return method(self.peer_name.value, self.aet.value, self.host.value, self.port.value or 0, self.allow.value)
+            return method(self.peer_name.value, self.aet.value, self.host.value, self.port.value or 0, self.allow.value,
+                          self.labels.value)
 
         attempt(self.notice, change, self.refresh)
 
@@ -241,7 +269,7 @@ class PeersView(pn.viewable.Viewer):
 
     def __panel__(self) -> pn.viewable.Viewable:
         form = pn.Card(self.peer_name, self.aet, self.host, self.port,
-                       pn.pane.HTML("May ask us to:", margin=(4, 10, 0, 10)), self.allow,
+                       pn.pane.HTML("May ask us to:", margin=(4, 10, 0, 10)), self.allow, self.labels,
                        pn.Row(self.add_button, self.save_button), pn.Row(self.echo_button, self.remove_button),
                        self.confirm_row, title="Peer", collapsible=False, width=FORM_WIDTH)
         return pn.Column(self.notice, pn.Row(pn.Column(self.table, self.hint, sizing_mode="stretch_width"), form,
