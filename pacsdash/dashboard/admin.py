@@ -1,4 +1,4 @@
-"""``/admin``: users, peers, the settings and the log, for admins.
+"""``/admin``: users, peers, the settings, the log and the audit trail, for admins.
 
 Everything ``pacsdash users ...`` and ``pacsdash modalities ...`` do, through
 the same :class:`~pacsdash.access.Accounts` calls, plus editing and echoing a
@@ -15,6 +15,7 @@ import panel as pn
 
 from pacsdash.access import Role
 from pacsdash.dashboard.admin_actions import AdminActions
+from pacsdash.dashboard.admin_audit import AuditView
 from pacsdash.dashboard.admin_views import LogView, PeersView, SettingsView, UsersView, client_address
 from pacsdash.dashboard.app import current_role, only_admins, opened_session
 
@@ -53,6 +54,7 @@ def admin_page(context: Any) -> pn.viewable.Viewable:
         ("Peers", PeersView(actions)),
         ("Settings", SettingsView(context.settings, context.dicom_port)),
         ("Log", LogView(context.settings, context.archive, actions.still_admin)),
+        ("Audit", AuditView(context.archive, actions.still_admin)),
         dynamic=True, sizing_mode="stretch_width", margin=(0, 5),
     )
     return pn.Column(header(context, login or "anonymous"), tabs, sizing_mode="stretch_width")
