@@ -34,6 +34,8 @@ class ServerInfo:
     token: str
     #: The HTTPS certificate when the listener serves HTTPS ("" for HTTP).
     certificate: str = ""
+    #: The DICOM over TLS port (PS3.15 B.1), 0 when there is none.
+    dicom_tls_port: int = 0
 
     @property
     def base_url(self) -> str:

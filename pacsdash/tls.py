@@ -1,10 +1,13 @@
-"""TLS for the HTTP listener: a self-signed certificate for a home, and the
-client context the command line uses to call its own server over HTTPS.
+"""TLS for the HTTP and DICOM listeners: a self-signed certificate for a
+home, the server side context both listeners use, and the client context the
+command line uses to call its own server over HTTPS.
 
 ``pacsdash tls selfsigned`` writes ``HOME/tls/cert.pem`` and ``key.pem``
 (0600) naming localhost, 127.0.0.1, ::1, the configured host and this
 machine's name, with the `cryptography` library. Point ``[server] tls_cert``
-and ``tls_key`` at them (or at a site's own certificate) to serve HTTPS.
+and ``tls_key`` at them (or at a site's own certificate) to serve HTTPS, and
+DICOM over TLS on ``dicom_tls_port`` (PS3.15 B.1); ``tls_client_ca`` makes
+both demand a client certificate signed by those CAs.
 """
 
 from __future__ import annotations
@@ -85,6 +88,24 @@ def _write_private(path: Path, data: bytes) -> None:
     with os.fdopen(fd, "wb") as handle:
         handle.write(data)
     os.replace(tmp, path)
+
+
+def server_context(certificate: str, key: str, client_ca: str = "") -> ssl.SSLContext:
+    """The server side context of the HTTPS and DICOM TLS listeners.
+
+    TLS 1.2 at least (PS3.15 B.1 and its BCP 195 profiles). With
+    ``client_ca`` (a PEM file of CA certificates) a client must present a
+    certificate signed by one of them, or the handshake fails
+    (``ssl.CERT_REQUIRED``); the system's CAs are never trusted for clients
+    (``ssl.create_default_context`` would load them).
+    """
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(certificate, key)
+    if client_ca:
+        context.load_verify_locations(cafile=client_ca)
+        context.verify_mode = ssl.CERT_REQUIRED
+    return context
 
 
 def pinned_context(certificate: str) -> ssl.SSLContext:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import ssl
 import time
 from multiprocessing import reduction
 from multiprocessing.connection import Connection
@@ -57,6 +58,7 @@ from pacsdash.dimse import compat, contexts, protocol
 from pacsdash.dimse.admission import Admission, Limits, StoreQuota
 from pacsdash.dimse.peers import PeerPolicy
 from pacsdash.dimse.identifiers import ResponseBuilder, query_from_identifier
+from pacsdash.dimse.secure import TlsListener
 from pacsdash.dimse.files import MoveOriginator, StoredInstance
 from pacsdash.dimse import reactor
 from pacsdash.dimse.sockets import NODELAY_HANDLERS
@@ -108,10 +110,27 @@ class Caller:
     peer: ModalitySettings | None
 
 
-class _HandedOffServer(ThreadedAssociationServer):
+class _NodeServer(ThreadedAssociationServer):
+    """pynetdicom's threaded association server; connections accepted on
+    the TLS port (:class:`~pacsdash.dimse.secure.TlsListener`) do their
+    handshake in their own thread before they are served (PS3.15 B.1)."""
+
+    tls: TlsListener | None = None
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        if self.tls is not None and self.tls.speaks_tls(request):
+            peer = ":".join(str(part) for part in tuple(client_address)[:2])
+            request = self.tls.handshake(request, peer)
+            if request is None:
+                return
+        super().process_request_thread(request, client_address)
+
+
+class _HandedOffServer(_NodeServer):
     """An association server that does not listen: the server process accepts
-    each connection and hands its socket over a pipe (SCM_RIGHTS), so that it
-    can spread associations evenly over worker processes."""
+    each connection (on the plain and the TLS port) and hands its socket over
+    a pipe (SCM_RIGHTS), so that it can spread associations evenly over
+    worker processes."""
 
     handoff: Connection
 
@@ -136,17 +155,22 @@ class _HandedOffServer(ThreadedAssociationServer):
 
 
 class _NodeAE(AE):
-    """pynetdicom's AE, optionally taking its connections from a hand-off pipe."""
+    """pynetdicom's AE, its servers doing TLS handshakes in their connections'
+    threads, optionally taking connections from a hand-off pipe."""
 
     handoff: Connection | None = None
+    #: The TLS port of the next server :meth:`make_server` makes, or None.
+    tls: TlsListener | None = None
 
     def make_server(self, *args: Any, **kwargs: Any) -> Any:
-        if self.handoff is not None and kwargs.get("server_class") is ThreadedAssociationServer:
-            kwargs["server_class"] = _HandedOffServer
-            server = super().make_server(*args, **kwargs)
-            server.handoff = self.handoff  # read only once serving starts
-            return server
-        return super().make_server(*args, **kwargs)
+        if kwargs.get("server_class") is not ThreadedAssociationServer:
+            return super().make_server(*args, **kwargs)
+        kwargs["server_class"] = _HandedOffServer if self.handoff is not None else _NodeServer
+        server = super().make_server(*args, **kwargs)
+        server.tls = self.tls  # read once serving starts, as the hand-off pipe
+        if self.handoff is not None:
+            server.handoff = self.handoff
+        return server
 
 
 class DicomNode:
@@ -183,6 +207,8 @@ class DicomNode:
             for model in models:
                 self.ae.add_supported_context(model, TRANSFER_SYNTAXES)
         self.server: ThreadedAssociationServer | None = None
+        #: The listener on ``dicom_tls_port`` (in-process node), or None.
+        self.tls_server: ThreadedAssociationServer | None = None
         #: Records associations and DIMSE messages (:mod:`pacsdash.traffic`), or None.
         self.tap = DimseTap(traffic, traffic_prefix) if traffic is not None else None
 
@@ -193,8 +219,16 @@ class DicomNode:
             raise RuntimeError("the DICOM node is not started")
         return int(self.server.server_address[1])
 
+    @property
+    def tls_port(self) -> int | None:
+        """The DICOM over TLS port (``dicom_tls_port``), or None when there is none."""
+        return self.settings.dicom_tls_port or None
+
     def start(self) -> None:
-        """Start listening in background threads."""
+        """Start listening in background threads: on ``dicom_port`` and, with
+        ``dicom_tls_port``, for DICOM over TLS there (PS3.15 B.1). A node
+        given a hand-off pipe listens on neither: the server process hands
+        it connections accepted on both."""
         handlers = NODELAY_HANDLERS + [
             (evt.EVT_CONN_OPEN, self.handle_connection),
             (evt.EVT_REQUESTED, self.handle_association_request),
@@ -207,16 +241,24 @@ class DicomNode:
         ]
         if self.tap is not None:
             handlers += self.tap.handlers()
-        self.server = self.ae.start_server(
-            (self.settings.host, self.settings.dicom_port), block=False, evt_handlers=handlers
-        )
-        LOGGER.info("DICOM node %s listening on %s:%d", self.settings.aet, self.settings.host, self.port)
+        host = self.settings.host
+        tls = TlsListener.from_settings(self.settings)
+        self.ae.tls = tls if self.ae.handoff is not None else None  # the worker's one server serves both
+        self.server = self.ae.start_server((host, self.settings.dicom_port), block=False, evt_handlers=handlers)
+        if tls is not None and self.ae.handoff is None:
+            self.ae.tls = tls
+            self.tls_server = self.ae.start_server((host, tls.port), block=False, evt_handlers=handlers)
+            self.ae.tls = None
+            LOGGER.info("DICOM node %s listening for DICOM over TLS on %s:%d%s", self.settings.aet, host,
+                        tls.port, " (client certificates required)" if self.settings.tls_client_ca else "")
+        LOGGER.info("DICOM node %s listening on %s:%d", self.settings.aet, host, self.port)
 
     def stop(self) -> None:
         """Stop listening and abort open associations."""
-        if self.server is not None:
-            self.server.shutdown()
-            self.server = None
+        for server in (self.tls_server, self.server):
+            if server is not None:
+                server.shutdown()
+        self.server = self.tls_server = None
 
     # -- association -------------------------------------------------------
     def handle_connection(self, event: Event) -> None:
@@ -347,7 +389,7 @@ class DicomNode:
             wrapper.pdu_limit = limit + MB  # no PDU can be larger than the largest data set
             assoc.max_data_set = limit  # checked by protocol.pdata_problem when pynetdicom reads
             protocol.bound_socket(sock, self.settings.network_timeout, self.settings.network_timeout)
-        if isinstance(dul, reactor.EventDrivenDUL):
+        if isinstance(dul, reactor.EventDrivenDUL) and not isinstance(sock, ssl.SSLSocket):  # the lane peeks
             dul.store_lane = StoreLane(dul, self.store_received, self.tap, limit=self.store_limit)
 
     def _store_allowed(self, assoc: Association) -> bool:

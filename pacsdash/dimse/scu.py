@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import ssl
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -98,8 +99,12 @@ def send_files(
     calling_aet: str = "PACSDASH-SCU",
     on_result: Callable[[SendResult], None] | None = None,
     timeout: float = 60,
+    tls_args: tuple[ssl.SSLContext, str | None] | None = None,
 ) -> list[SendResult]:
     """C-STORE each file to the peer; return one result per file.
+
+    ``tls_args``: (client context, server host name) to call over TLS
+    (PS3.15 B.1), as pynetdicom's ``AE.associate`` takes them.
 
     Files that are not DICOM Part 10 fail without stopping the others. Files
     are grouped so that each association needs at most 128 presentation
@@ -140,7 +145,8 @@ def send_files(
         ae.acse_timeout = ae.network_timeout = 30
         ae.dimse_timeout = timeout
         contexts = [build_context(sop, [ts]) for sop, ts in sorted(pairs)]
-        assoc = ae.associate(host, port, contexts=contexts, ae_title=called_aet, evt_handlers=NODELAY_HANDLERS)
+        assoc = ae.associate(host, port, contexts=contexts, ae_title=called_aet, evt_handlers=NODELAY_HANDLERS,
+                             tls_args=tls_args)
         if not assoc.is_established:
             raise AssociationFailed(_why_not(assoc, host, port, called_aet))
         accepted = {(str(cx.abstract_syntax), str(cx.transfer_syntax[0])) for cx in assoc.accepted_contexts}

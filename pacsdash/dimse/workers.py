@@ -9,6 +9,11 @@ four associations to one worker). Each worker writes files to the store itself a
 through :class:`~pacsdash.archive.remote.RemoteIndex`; the server process
 keeps the only index connection and its single writer.
 
+With ``[server] dicom_tls_port`` the server process also accepts on that
+port and hands those connections over the same way; the worker that takes
+one does its TLS handshake (:mod:`pacsdash.dimse.secure`), so that the
+server process does no cryptography.
+
 A worker stops when the server process closes its pipe, including when the
 server is killed: its pending C-STOREs then fail, unacknowledged.
 
@@ -20,6 +25,7 @@ events; the DICOM data never waits for them.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import multiprocessing
 import os
@@ -37,8 +43,9 @@ READY_TIMEOUT = 60
 
 
 def worker_main(settings: Settings, connection: Connection, handoff: Connection, port: int, number: int,
-                ready: Any, traffic: Connection | None = None) -> None:
-    """Entry point of one worker process; ``traffic``: where to send its traffic events, if anywhere."""
+                ready: Any, traffic: Connection | None = None, tls_port: int = 0) -> None:
+    """Entry point of one worker process; ``traffic``: where to send its traffic events, if anywhere;
+    ``tls_port``: the DICOM over TLS port the server process listens on (0: none)."""
     import signal
 
     # Ctrl-C reaches the whole process group: the server stops its workers itself.
@@ -58,7 +65,7 @@ def worker_main(settings: Settings, connection: Connection, handoff: Connection,
     archive = Archive(LocalStore(settings.store_path), index)
     forwarder = TrafficForwarder(traffic).start() if traffic is not None else None
     node = DicomNode(archive, Accounts(settings.accounts_path, settings.modalities),
-                     replace(settings.server, dicom_port=port), handoff=handoff,
+                     replace(settings.server, dicom_port=port, dicom_tls_port=tls_port), handoff=handoff,
                      traffic=forwarder, traffic_prefix=f"w{number}-{os.getpid()}")
     node.start()
     ready.set()
@@ -85,23 +92,29 @@ class DicomWorkers:
         self._processes: list[Any] = []
         self._services: list[Any] = []
         self._listener: socket.socket | None = None
+        #: The DICOM over TLS port (``dicom_tls_port``), or 0 for none.
+        self.tls_port = 0
+        self._tls_listener: socket.socket | None = None
+        self._turn = itertools.count()
+        #: One hand-off at a time: two ports are accepted on, by two threads.
+        self._handoff_lock = threading.Lock()
         self._handoffs: list[tuple[Any, Connection]] = []
         #: Spawned workers not yet served the index: (number, pipe, ready event, process).
         self._unserved: list[tuple[int, Connection, Any, Any]] = []
         self._watch = threading.Event()
 
     def listen(self) -> int:
-        """Take the DICOM port now: peers' connections wait in its backlog
-        until the workers serve them (a scanner calling while the server
-        starts is answered late, not refused). Returns the port."""
+        """Take the DICOM port (and the DICOM over TLS port) now: peers'
+        connections wait in its backlog until the workers serve them (a
+        scanner calling while the server starts is answered late, not
+        refused). Returns the port."""
         if self._listener is None:
-            host = self.settings.server.host
-            family = socket.AF_INET6 if ":" in host else socket.AF_INET
-            self._listener = socket.socket(family, socket.SOCK_STREAM)
-            self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            self._listener.bind((host, self.settings.server.dicom_port))
-            self._listener.listen(128)
+            server = self.settings.server
+            self._listener = _listening_socket(server.host, server.dicom_port)
             self.port = self._listener.getsockname()[1]
+            if server.dicom_tls_port:
+                self._tls_listener = _listening_socket(server.host, server.dicom_tls_port)
+                self.tls_port = self._tls_listener.getsockname()[1]
         return self.port
 
     def spawn(self) -> None:
@@ -117,7 +130,7 @@ class DicomWorkers:
             traffic_parent, traffic_child = self._context.Pipe(duplex=False) if self.traffic is not None else (None, None)
             process = self._context.Process(
                 target=worker_main,
-                args=(self.settings, child, handoff_child, self.port, number, ready, traffic_child),
+                args=(self.settings, child, handoff_child, self.port, number, ready, traffic_child, self.tls_port),
                 name=f"pacsdash-dicom-worker-{number}",
                 daemon=True,
             )
@@ -151,23 +164,25 @@ class DicomWorkers:
             if not ready.wait(READY_TIMEOUT):
                 self.stop()
                 raise RuntimeError(f"{process.name} did not start listening within {READY_TIMEOUT}s")
-        threading.Thread(target=self._accept, name="pacsdash-dicom-accept", daemon=True).start()
+        threading.Thread(target=self._accept, args=(self._listener,), name="pacsdash-dicom-accept", daemon=True).start()
+        if self._tls_listener is not None:
+            threading.Thread(target=self._accept, args=(self._tls_listener,), name="pacsdash-dicom-tls-accept",
+                             daemon=True).start()
+            LOGGER.info("DICOM over TLS on %s:%d, handed to the same workers", host, self.tls_port)
         threading.Thread(target=self._supervise, name="pacsdash-worker-watch", daemon=True).start()
         LOGGER.info("%d DICOM worker processes listening on %s:%d", self.count, host, self.port)
         return self.port
 
-    def _accept(self) -> None:
-        """Accept connections and hand each to the next live worker."""
-        turn = 0
+    def _accept(self, listener: socket.socket) -> None:
+        """Accept connections on ``listener`` and hand each to the next live worker."""
         while True:
             try:
-                conn, _ = self._listener.accept()
+                conn, _ = listener.accept()
             except OSError:
                 return  # the listener was closed: stopping
-            with conn:
+            with conn, self._handoff_lock:
                 for _ in range(len(self._handoffs)):
-                    process, pipe = self._handoffs[turn % len(self._handoffs)]
-                    turn += 1
+                    process, pipe = self._handoffs[next(self._turn) % len(self._handoffs)]
                     if process.exitcode is not None:
                         continue
                     try:
@@ -209,9 +224,24 @@ class DicomWorkers:
         self._receivers.clear()
         self._processes.clear()
         self._services.clear()
-        if self._listener is not None:
-            self._listener.close()
-            self._listener = None
+        for listener in (self._listener, self._tls_listener):
+            if listener is not None:
+                listener.close()
+        self._listener = self._tls_listener = None
         for _, pipe in self._handoffs:
             pipe.close()
         self._handoffs.clear()
+
+
+def _listening_socket(host: str, port: int) -> socket.socket:
+    """A TCP socket listening on ``host``:``port`` (0: a free port)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    listener = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind((host, port))
+        listener.listen(128)
+    except OSError:
+        listener.close()
+        raise
+    return listener
