@@ -19,6 +19,10 @@ from pacsdash.access.accounts import MIN_PASSWORD_LENGTH
 from pacsdash.config import ConfigError, Settings, load_settings
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+LABELS_HELP = ("comma-separated study labels: only studies with one of them are seen (default: every study); "
+               "a label is 1 to 64 letters, digits, '_', '.' or '-'")
+#: What ``users list`` and ``modalities list`` show for no labels.
+EVERY_STUDY = "all studies"
 
 
 def _add_home(parser: argparse.ArgumentParser, leaf: bool = False) -> None:
@@ -131,6 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--role", required=True, choices=["admin", "editor", "viewer"])
     add.add_argument("--password-stdin", action="store_true",
                      help=f"read the password (at least {MIN_PASSWORD_LENGTH} characters) from standard input")
+    add.add_argument("--labels", default="", metavar="L1,L2", help=LABELS_HELP)
     _add_home(users_sub.add_parser("list"), leaf=True)
     remove = users_sub.add_parser("remove")
     _add_home(remove, leaf=True)
@@ -140,6 +145,10 @@ def build_parser() -> argparse.ArgumentParser:
     passwd.add_argument("name")
     passwd.add_argument("--password-stdin", action="store_true",
                         help=f"read the new password (at least {MIN_PASSWORD_LENGTH} characters) from standard input")
+    ulabels = users_sub.add_parser("labels", help="restrict a user to studies with these labels ('' lifts it)")
+    _add_home(ulabels, leaf=True)
+    ulabels.add_argument("name")
+    ulabels.add_argument("labels", metavar="L1,L2", help=LABELS_HELP)
 
     mods = sub.add_parser("modalities", help="manage DICOM peers")
     _add_home(mods)
@@ -151,10 +160,27 @@ def build_parser() -> argparse.ArgumentParser:
     madd.add_argument("--host", required=True)
     madd.add_argument("--port", type=int, required=True)
     madd.add_argument("--allow", default="store,find,move,get", help="comma-separated: store,find,move,get")
+    madd.add_argument("--labels", default="", metavar="L1,L2", help=LABELS_HELP)
     _add_home(mods_sub.add_parser("list"), leaf=True)
     mremove = mods_sub.add_parser("remove")
     _add_home(mremove, leaf=True)
     mremove.add_argument("name")
+    mlabels = mods_sub.add_parser("labels", help="restrict a peer to studies with these labels ('' lifts it)")
+    _add_home(mlabels, leaf=True)
+    mlabels.add_argument("name")
+    mlabels.add_argument("labels", metavar="L1,L2", help=LABELS_HELP)
+
+    labels = sub.add_parser("labels", help="study labels, which users and peers may be restricted to")
+    _add_home(labels)
+    labels_sub = labels.add_subparsers(dest="action", required=True)
+    for action, text in (("add", "give a study a label"), ("remove", "take a label from a study")):
+        change = labels_sub.add_parser(action, help=text)
+        _add_home(change, leaf=True)
+        change.add_argument("study", metavar="STUDY_UID")
+        change.add_argument("label", metavar="LABEL")
+    llist = labels_sub.add_parser("list", help="the labels of a study")
+    _add_home(llist, leaf=True)
+    llist.add_argument("study", metavar="STUDY_UID")
     return parser
 
 
@@ -607,6 +633,64 @@ def _note_new_home(settings: Settings) -> None:
               f"runs elsewhere (the demo uses ./pacsdash-demo), give its folder with --home.", file=sys.stderr)
 
 
+def _record_change(settings: Settings, record) -> bool:
+    """Put the ``user_change`` entry ``record`` in the home's audit trail:
+    through the running server (only its process writes the index), else
+    into the archive under the home's lock. False, having said why, if it could not."""
+    from pacsdash.access import changes
+    from pacsdash.runtime import HomeBusy, running_server
+
+    server = running_server(settings.run_path)
+    try:
+        if server is not None:
+            _local_api(server, "POST", "/api/local/audit", changes.as_json(record), timeout=60)
+        else:
+            from pacsdash.archive import Archive
+            from pacsdash.config import init_home
+            from pacsdash.runtime import HomeLock
+
+            init_home(settings.home)
+            with HomeLock(settings.run_path), Archive.open_home(settings.store_path, settings.index_path) as archive:
+                archive.record(record)
+    except (RuntimeError, HomeBusy, OSError) as exc:
+        print(f"error: the change was made, but could not be put in the audit trail: {exc}", file=sys.stderr)
+        return False
+    return True
+
+
+def _account_change(settings: Settings, user: str, change: str, do, **details) -> int:
+    """Run ``do()`` (which changes the accounts and prints what it did) and record it,
+    or its refusal, as a ``user_change`` in the audit trail (never a password)."""
+    from pacsdash.access import AccountError, changes
+
+    try:
+        do()
+    except (AccountError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        try:
+            record = changes.user_change(_actor().name, user, change, False, error=str(exc)[:1000], **details)
+        except changes.BadChange:  # a name too long to record: nothing was changed either
+            return EXIT_FAILED
+        _record_change(settings, record)
+        return EXIT_FAILED
+    recorded = _record_change(settings, changes.user_change(_actor().name, user, change, True, **details))
+    return EXIT_OK if recorded else EXIT_FAILED
+
+
+def _listed(labels: str) -> list[str] | str:
+    """``--labels`` as the audit trail lists them: checked, or as typed when they are not valid."""
+    from pacsdash.access import AccountError, checked_labels
+
+    try:
+        return list(checked_labels(labels))
+    except AccountError:
+        return labels[:1000]
+
+
+def _sees(labels: tuple[str, ...]) -> str:
+    return f"only studies labelled {', '.join(labels)}" if labels else "every study"
+
+
 def cmd_users(args: argparse.Namespace) -> int:
     from pacsdash.access import AccountError, Accounts
 
@@ -618,27 +702,40 @@ def cmd_users(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return EXIT_FAILED
     accounts = Accounts(settings.accounts_path, settings.modalities)
-    try:
-        if args.action == "add":
-            user = accounts.add_user(args.name, args.role, _read_password(args.password_stdin))
-            print(f"added {user.name} ({user.role.value})")
-        elif args.action == "list":
-            for user in accounts.users():
-                print(f"{user.name}\t{user.role.value}")
-        elif args.action == "remove":
+    if args.action == "list":
+        for user in accounts.users():
+            print(f"{user.name}\t{user.role.value}\t{','.join(user.labels) or EVERY_STUDY}")
+        return EXIT_OK
+    if args.action == "add":
+        def add() -> None:
+            user = accounts.add_user(args.name, args.role, _read_password(args.password_stdin), args.labels)
+            print(f"added {user.name} ({user.role.value}, {_sees(user.labels)})")
+
+        return _account_change(settings, args.name, "add", add, role=args.role, labels=_listed(args.labels))
+    if args.action == "remove":
+        def remove() -> None:
             accounts.remove_user(args.name)
             print(f"removed {args.name}")
-        elif args.action == "passwd":
+
+        return _account_change(settings, args.name, "remove", remove)
+    if args.action == "passwd":
+        def passwd() -> None:
             accounts.set_password(args.name, _read_password(args.password_stdin))
             print(f"changed the password of {args.name}")
-    except (AccountError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_FAILED
-    return EXIT_OK
+
+        return _account_change(settings, args.name, "password", passwd)
+
+    def relabel() -> None:
+        changed = accounts.set_labels(args.name, args.labels)
+        user = accounts.user(args.name)
+        now = _sees(user.labels if user else ())
+        print(f"{args.name} now sees {now}" if changed else f"{args.name} already saw {now}: nothing changed")
+
+    return _account_change(settings, args.name, "labels", relabel, labels=_listed(args.labels))
 
 
 def cmd_modalities(args: argparse.Namespace) -> int:
-    from pacsdash.access import AccountError, Accounts
+    from pacsdash.access import Accounts
 
     settings = _settings(args)
     if args.action == "add":
@@ -647,19 +744,82 @@ def cmd_modalities(args: argparse.Namespace) -> int:
         print(f"error: {settings.home} holds no pacsdash home; give the right one with --home", file=sys.stderr)
         return EXIT_FAILED
     accounts = Accounts(settings.accounts_path, settings.modalities)
-    try:
-        if args.action == "add":
-            peer = accounts.add_modality(args.name, args.aet, args.host, args.port, args.allow)
-            print(f"added {peer.name}: {peer.aet}@{peer.host}:{peer.port} may {','.join(peer.allow)}")
-        elif args.action == "list":
-            for peer in accounts.modalities():
-                print(f"{peer.name}\t{peer.aet}\t{peer.host}\t{peer.port}\t{','.join(peer.allow)}")
-        elif args.action == "remove":
+    if args.action == "list":
+        for peer in accounts.modalities():
+            print(f"{peer.name}\t{peer.aet}\t{peer.host}\t{peer.port}\t{','.join(peer.allow)}"
+                  f"\t{','.join(peer.labels) or EVERY_STUDY}")
+        return EXIT_OK
+    if args.action == "add":
+        def add() -> None:
+            peer = accounts.add_modality(args.name, args.aet, args.host, args.port, args.allow, args.labels)
+            print(f"added {peer.name}: {peer.aet}@{peer.host}:{peer.port} may {','.join(peer.allow)}, "
+                  f"{_sees(peer.labels)}")
+
+        return _account_change(settings, args.name, "peer_add", add, aet=args.aet, host=args.host, port=args.port,
+                               allow=[a.strip() for a in args.allow.split(",") if a.strip()],
+                               labels=_listed(args.labels))
+    if args.action == "remove":
+        def remove() -> None:
             accounts.remove_modality(args.name)
             print(f"removed {args.name}")
-    except AccountError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+
+        return _account_change(settings, args.name, "peer_remove", remove)
+
+    def relabel() -> None:
+        changed = accounts.set_modality_labels(args.name, args.labels)
+        peer = accounts.modality(args.name)
+        now = _sees(peer.labels if peer else ())
+        print(f"{args.name} now sees {now}" if changed else f"{args.name} already saw {now}: nothing changed")
+
+    return _account_change(settings, args.name, "peer_edit", relabel, labels=_listed(args.labels))
+
+
+def cmd_labels(args: argparse.Namespace) -> int:
+    """``labels add|remove|list STUDY_UID [LABEL]``, through the running server if any."""
+    from pacsdash.archive.actions import ActionError
+    from pacsdash.config import check_label
+    from pacsdash.runtime import running_server
+
+    label = getattr(args, "label", None)
+    if label is not None:
+        try:
+            check_label(label, "LABEL")
+        except ConfigError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_FAILED
+    settings = _settings(args)
+    server = running_server(settings.run_path)
+    try:
+        if server is not None:
+            path = f"/api/studies/{urllib.request.quote(args.study, safe='')}/labels"
+            if label is None:
+                now = _local_api(server, "GET", path)["labels"]
+            else:
+                answer = _local_api(server, "PUT" if args.action == "add" else "DELETE",
+                                    f"{path}/{urllib.request.quote(label, safe='')}")
+                now = answer.get("labels")
+                if now is None:
+                    now = _local_api(server, "GET", path)["labels"]
+                changed = answer.get("changed", (label in now) == (args.action == "add"))
+        else:
+            with _offline_actions(settings) as actions:
+                if label is not None:
+                    change = actions.add_label if args.action == "add" else actions.remove_label
+                    changed = change(args.study, label, _actor())
+                now = actions.labels(args.study, _actor())
+    except (ActionError, RuntimeError) as exc:
+        print(f"error: study {args.study[:80]}: {exc}", file=sys.stderr)
         return EXIT_FAILED
+    if label is None:
+        for name in now:
+            print(name)
+        return EXIT_OK
+    if args.action == "add":
+        print(f"added label {label} to study {args.study}" if changed
+              else f"study {args.study} already had label {label}: nothing changed")
+    else:
+        print(f"removed label {label} from study {args.study}" if changed
+              else f"study {args.study} had no label {label}: nothing changed")
     return EXIT_OK
 
 
@@ -677,6 +837,7 @@ COMMANDS = {
     "audit": cmd_audit,
     "users": cmd_users,
     "modalities": cmd_modalities,
+    "labels": cmd_labels,
 }
 
 

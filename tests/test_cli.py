@@ -51,12 +51,12 @@ def test_users_lifecycle(home):
     assert result.returncode == 0, result.stderr
     assert run_cli("users", "add", "bob", "--home", str(home), "--role", "viewer", "--password-stdin", input="password-2\n").returncode == 0
     listing = run_cli("users", "list", "--home", str(home))
-    assert listing.stdout.splitlines() == ["alice\tadmin", "bob\tviewer"]
+    assert listing.stdout.splitlines() == ["alice\tadmin\tall studies", "bob\tviewer\tall studies"]
     again = run_cli("users", "add", "alice", "--role", "admin", "--password-stdin", "--home", str(home), input="x-password\n")
     assert again.returncode == 1 and "exists already" in again.stderr
     assert run_cli("users", "passwd", "bob", "--password-stdin", "--home", str(home), input="new-password\n").returncode == 0
     assert run_cli("users", "remove", "bob", "--home", str(home)).returncode == 0
-    assert run_cli("users", "list", "--home", str(home)).stdout.splitlines() == ["alice\tadmin"]
+    assert run_cli("users", "list", "--home", str(home)).stdout.splitlines() == ["alice\tadmin\tall studies"]
     assert "password-1" not in (home / "pacsdash.toml").read_text() if (home / "pacsdash.toml").exists() else True
 
 
@@ -78,7 +78,7 @@ def test_users_add_and_passwd_refuse_a_short_password(home):
 def test_modalities_lifecycle(home):
     add = run_cli("modalities", "add", "ws", "--home", str(home), "--aet", "WS1", "--host", "127.0.0.1", "--port", "11112", "--allow", "find,move")
     assert add.returncode == 0, add.stderr
-    assert run_cli("modalities", "list", "--home", str(home)).stdout.splitlines() == ["ws\tWS1\t127.0.0.1\t11112\tfind,move"]
+    assert run_cli("modalities", "list", "--home", str(home)).stdout.splitlines() == ["ws\tWS1\t127.0.0.1\t11112\tfind,move\tall studies"]
     bad = run_cli("modalities", "add", "x", "--home", str(home), "--aet", "X", "--host", "h", "--port", "1", "--allow", "steal")
     assert bad.returncode == 1 and "--allow" in bad.stderr
     assert run_cli("modalities", "remove", "ws", "--home", str(home)).returncode == 0

@@ -8,6 +8,7 @@ from tornado.web import stream_request_body
 
 from pacsdash.archive import Level
 from pacsdash.web.api import api_routes
+from pacsdash.web.audit_local import LocalAuditHandler
 from pacsdash.web.pixels import FramesHandler, PixelDataHandler, RenderedHandler, WadoUriHandler
 from pacsdash.web.qido import QidoHandler
 from pacsdash.web.stow import StowMixin
@@ -61,4 +62,5 @@ def dicomweb_routes(app: Any, prefix: str = PREFIX) -> list:
 
 def http_routes(app: Any) -> list:
     """All routes mounted beside the dashboard."""
-    return api_routes(app) + dicomweb_routes(app) + [(r"/wado/?", WadoUriHandler, {"app": app})]
+    return ([(r"/api/local/audit", LocalAuditHandler, {"app": app})]  # before api_routes' catch-all
+            + api_routes(app) + dicomweb_routes(app) + [(r"/wado/?", WadoUriHandler, {"app": app})])
