@@ -87,6 +87,8 @@ ACCESS: list[Row] = [
         why="pacsdash check --repair changes the archive: admin, as the audit trail; 400 once past the check"),
     Row("/api/local/import", "POST", LOCAL, {"paths": []},
         why="`pacsdash import` is 'no network': the route is the command line's (its token), no user's"),
+    Row("/api/local/audit", "POST", LOCAL, {"change": "not-a-change"},
+        why="`pacsdash users|modalities` while the server runs: their user_change entries, the command line's only"),
     Row("/api/exports", "POST", VIEWER, {"studies": [], "where": {}},
         why="viewer: download (an export of originals); nothing to export: 400 once past the check"),
     Row("/api/exports", "POST", EDITOR, {"anonymize": True},
