@@ -318,7 +318,9 @@ class LogView(pn.viewable.Viewer):
         self.log = table(["Time", "Level", "Process", "Logger", "Message"], pagination="local", page_size=15,
                          formatters={"Message": {"type": "textarea"}}, min_width=600)
         self.user = pn.widgets.TextInput(name="User", placeholder="any part of the name", width=180)
-        self.action = pn.widgets.Select(name="Action", options=["", "anonymize", "export", "send", "delete"], width=130)
+        self.action = pn.widgets.Select(name="Action", width=130,
+                                        options=["", "anonymize", "export", "send", "delete", "user_change",
+                                                 "label_change"])
         self.records_text = pn.widgets.TextInput(name="Text", placeholder="study, address, details", width=220)
         self.records_period = pn.widgets.Select(name="When", options=list(PERIODS), value="everything", width=150)
         self.records_reload = pn.widgets.Button(name="Reload", width=90, align="end")
