@@ -16,12 +16,14 @@ class Action(enum.Enum):
     SEND = "send"
     IMPORT = "import"
     DELETE = "delete"
+    #: Give studies labels and take them away (access by study).
+    LABEL = "label"
     MANAGE_USERS = "manage-users"
     MANAGE_PEERS = "manage-peers"
 
 
 _VIEWER = frozenset({Action.SEARCH, Action.VIEW, Action.DOWNLOAD})
-_EDITOR = _VIEWER | {Action.UPLOAD, Action.ANONYMIZE, Action.SEND, Action.IMPORT}
+_EDITOR = _VIEWER | {Action.UPLOAD, Action.ANONYMIZE, Action.SEND, Action.IMPORT, Action.LABEL}
 _ADMIN = _EDITOR | {Action.DELETE, Action.MANAGE_USERS, Action.MANAGE_PEERS}
 
 

@@ -519,7 +519,8 @@ class Archive:
 
     # -- ingest ------------------------------------------------------------------
     def store_bytes(self, raw: bytes, origin: str = "", expect_study: str | None = None,
-                    data_set: tuple[str, int] | None = None, record: InstanceRecord | None = None) -> StoreResult:
+                    data_set: tuple[str, int] | None = None, record: InstanceRecord | None = None,
+                    labels: tuple[str, ...] = ()) -> StoreResult:
         """Archive one Part 10 instance; return once it is durable.
 
         Parameters
@@ -538,6 +539,9 @@ class Archive:
             The index record of exactly these bytes, when the caller parsed
             them already (:func:`~pacsdash.archive.parsing.parse_instance`, in
             a worker process that made them); ``raw`` is then not read again.
+        labels
+            Labels the instance's study gets if this instance creates it (the
+            labels of a restricted uploader, so that they see what they stored).
 
         Raises
         ------
@@ -557,6 +561,7 @@ class Archive:
             self._discard(writing, key)
             raise
         record.file = key
+        record.labels = tuple(labels)
         committing = self._writer.submit(record)
         try:
             writing.result()

@@ -238,6 +238,8 @@ class DuckDBIndex:
                 _insert_columns(cur, "instances", image_columns + ["file", "size", "origin", "attributes"], rows)
             if self.label_rules and records:
                 labels.apply_rules(cur, self.label_rules, [(r.SOPInstanceUID, r.origin) for r in records])
+            labels.claim_new(cur, [(r.StudyInstanceUID, r.labels) for r in records
+                                   if r.labels and r.StudyInstanceUID in new_parents[Level.STUDY]])
             summaries.add_instances(cur, records, new_parents[Level.SERIES])
             values = self._values.add(cur, records, new_parents[Level.SERIES])
             if journal_position is not None:

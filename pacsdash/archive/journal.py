@@ -50,6 +50,7 @@ def encode_record(record: InstanceRecord) -> bytes:
             "size": record.size,
             "origin": record.origin,
             "file": record.file,
+            **({"labels": list(record.labels)} if record.labels else {}),
         },
         ensure_ascii=False,
         separators=(",", ":"),
@@ -60,6 +61,7 @@ def decode_record(payload: bytes) -> InstanceRecord:
     """The record of one JSON payload."""
     data: dict[str, Any] = json.loads(payload)
     data["columns"] = {Level(level): values for level, values in data["columns"].items()}
+    data["labels"] = tuple(data.get("labels", ()))
     return InstanceRecord(**data)
 
 

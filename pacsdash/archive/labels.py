@@ -109,6 +109,15 @@ def compile_rules(rules: Iterable[object]) -> list[CompiledRule]:
     return out
 
 
+def claim_new(cur: duckdb.DuckDBPyConnection, claims: list[tuple[str, tuple[str, ...]]]) -> None:
+    """Give studies made by this batch the labels of who stored them
+    (``(StudyInstanceUID, labels)``, within the caller's transaction)."""
+    pairs = sorted({(study, label) for study, wanted in claims for label in wanted})
+    if pairs:
+        cur.execute(f"INSERT INTO {LABELS_TABLE} SELECT unnest(?), unnest(?) ON CONFLICT DO NOTHING",
+                    [[p[0] for p in pairs], [p[1] for p in pairs]])
+
+
 def apply_rules(cur: duckdb.DuckDBPyConnection, rules: list[CompiledRule], new: list[tuple[str, str]]) -> None:
     """Label the studies of the new instances ``(SOPInstanceUID, origin)``
     that each rule matches (within the caller's transaction, after they are inserted)."""

@@ -113,6 +113,9 @@ class InstanceRecord:
     origin: str = ""
     #: Store key of the file, set once the bytes are durable.
     file: str = ""
+    #: Labels its study gets if this instance creates it (an upload by a
+    #: user restricted to labels: what they store, they keep seeing).
+    labels: tuple[str, ...] = ()
 
 
 def check_uid(value: Any, keyword: str) -> str:

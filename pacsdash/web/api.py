@@ -18,6 +18,7 @@ from pacsdash.archive.check import check_archive, quarantine_folder
 from pacsdash.archive.export import zip_name
 from pacsdash.archive.actions import ActionError
 from pacsdash.web.base import ApiError, BaseHandler, bad_request
+from pacsdash.web.labels import StudyLabelHandler, StudyLabelsHandler
 from pacsdash.web.qido import check_uid_path, parse_int
 from pacsdash.web.research import research_routes
 
@@ -75,8 +76,8 @@ class StudiesHandler(BaseHandler):
             query = Query(Level.STUDY, filters, list(STUDY_FIELDS), limit=limit, offset=offset,
                           order_by=[("StudyDate", True), ("StudyTime", True)], include_defaults=False)
             loop = IOLoop.current()
-            rows = await loop.run_in_executor(None, self.app.archive.find, query)
-            total = await loop.run_in_executor(None, self.app.archive.count, query)
+            rows = await loop.run_in_executor(None, self.archive.find, query)
+            total = await loop.run_in_executor(None, self.archive.count, query)
         except InvalidQuery as exc:
             raise bad_request(str(exc)) from None
         self.write_json({"total": total, "limit": limit, "offset": offset, "studies": rows})
@@ -153,7 +154,7 @@ class ArchiveHandler(BaseHandler):
     def _available(self, study: str) -> tuple[list[tuple[InstanceLocation, Path]], list[StoredFileError]]:
         """The study's instances whose files are there as received, and the errors of the others."""
         found, unavailable = [], []
-        for location in self.app.archive.locate(Level.STUDY, study):
+        for location in self.archive.locate(Level.STUDY, study):
             try:
                 found.append((location, self.app.archive.verified_path(location)))
             except StoredFileError as exc:
@@ -283,6 +284,8 @@ def api_routes(app: Any) -> list:
         (rf"/api/studies/{uid}/?", StudyHandler, {"app": app}),
         (rf"/api/studies/{uid}/archive", ArchiveHandler, {"app": app}),
         (rf"/api/studies/{uid}/send", SendHandler, {"app": app}),
+        (rf"/api/studies/{uid}/labels/?", StudyLabelsHandler, {"app": app}),
+        (rf"/api/studies/{uid}/labels/{uid}", StudyLabelHandler, {"app": app}),
         (r"/api/local/import", LocalImportHandler, {"app": app}),
         (r"/api/check", CheckHandler, {"app": app}),
         (r"/api/audit", AuditHandler, {"app": app}),

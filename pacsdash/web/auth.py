@@ -126,10 +126,10 @@ class Authenticator:
         key = self._key_of(name, password)
         with self._lock:
             hit = self._cache.get(key)
-            if hit is not None and hit[1] > time.monotonic() and hit[0][1] == stamp[1]:
-                self._cache.move_to_end(key)
-                return User(name, Role(stamp[0]))
-        return None
+            if hit is None or hit[1] <= time.monotonic() or hit[0][1] != stamp[1]:
+                return None
+            self._cache.move_to_end(key)
+        return self.accounts.user(name)  # the role and study labels as they are now
 
     def _check(self, name: str, password: str, address: str = "") -> User | None:
         """Verify the password (slow: scrypt); remember a success for :data:`CACHE_SECONDS`."""

@@ -11,9 +11,9 @@ from typing import Any, ClassVar
 from tornado.web import HTTPError, OutputTransform, RequestHandler
 from tornado.httputil import HTTPHeaders, HTTPServerRequest
 
-from pacsdash.access import Accounts, Action, Role, User
+from pacsdash.access import Accounts, Action, User
 from pacsdash.access.throttle import TooManyAttempts
-from pacsdash.archive import Archive, audit
+from pacsdash.archive import Archive, Scope, audit
 from pacsdash.archive.actions import Actor, StudyActions
 from pacsdash.config import Settings
 from pacsdash.traffic.recorder import TrafficRecorder
@@ -96,6 +96,8 @@ class BaseHandler(RequestHandler):
     """
 
     user: User | None = None
+    #: The studies the caller may see (None: every study); set by :meth:`require`.
+    scope: Scope | None = None
     #: What a request to this route is in the audit trail ("query", "retrieve"), if anything.
     audit_action: ClassVar[str | None] = None
     #: The studies a request concerned when its path does not name them (set by the route).
@@ -163,13 +165,23 @@ class BaseHandler(RequestHandler):
         if not user.role.may(action):
             raise ApiError(403, f"the {user.role.value} role may not {action.value}")
         self.user = user
+        self.scope = Scope.of(user.labels)
         return user
+
+    @property
+    def archive(self) -> Any:
+        """The archive as the caller may see it (call :meth:`require` first):
+        a study outside their labels is not there, a 404 like an unknown UID."""
+        if self.user is None:
+            raise RuntimeError("require() decides whose archive this is")
+        return self.app.archive.scoped(self.scope)
 
     @property
     def actor(self) -> Actor:
         """Who asks, for the archive's actions (call :meth:`require` first)."""
         name = self.user.name if self.user is not None else "anonymous"
-        return Actor(name=name, kind="local" if name == "local-cli" else "user", address=self.request.remote_ip or "")
+        return Actor(name=name, kind="local" if name == "local-cli" else "user", address=self.request.remote_ip or "",
+                     scope=self.scope)
 
     def _dashboard_user(self) -> User | None:
         """The user logged in to the dashboard, for the downloads it links to.
@@ -183,8 +195,7 @@ class BaseHandler(RequestHandler):
         if not self.application.settings.get("cookie_secret") or self.cross_origin():
             return None
         name = session_user(self.get_secure_cookie, self.app.accounts)
-        stamp = self.app.accounts.credential_stamp(name) if name else None
-        return User(name, Role(stamp[0])) if name and stamp else None
+        return self.app.accounts.user(name) if name else None
 
     def own_origins(self) -> set[str]:
         """This server's origins (RFC 6454) as the caller may know them."""

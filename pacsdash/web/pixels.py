@@ -472,7 +472,7 @@ class WadoUriHandler(BaseHandler):
             uids[keyword] = check_uid_path(args[key], keyword)
         content_type = args.get("contentType", "image/jpeg").split(",")[0].strip().lower()
         found = await IOLoop.current().run_in_executor(
-            None, lambda: self.app.archive.locate_instance(uids["SOPInstanceUID"])
+            None, lambda: self.archive.locate_instance(uids["SOPInstanceUID"])
         )
         if found is None or (found.StudyInstanceUID, found.SeriesInstanceUID) != (
             uids["StudyInstanceUID"], uids["SeriesInstanceUID"]

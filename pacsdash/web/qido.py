@@ -167,7 +167,7 @@ class QidoHandler(BaseHandler):
             path_keys["SeriesInstanceUID"] = check_uid_path(series, "SeriesInstanceUID")
         query, returned, lowered = build_query(self, self.level, path_keys)
         try:
-            rows = await IOLoop.current().run_in_executor(None, self.app.archive.find, query)
+            rows = await IOLoop.current().run_in_executor(None, self.archive.find, query)
         except InvalidQuery as exc:
             raise bad_request(str(exc)) from None
         if not rows and path_keys and not query.offset:
@@ -198,7 +198,7 @@ class QidoHandler(BaseHandler):
         """A search under a study or series that does not exist is a 404, not
         an empty result (PS3.18 10.6.3: the target resource is unknown)."""
         level = Level.SERIES if "SeriesInstanceUID" in path_keys else Level.STUDY
-        if not await _exists(self.app.archive, level, path_keys):
+        if not await _exists(self.archive, level, path_keys):
             raise ApiError(404, f"no such {'series' if level is Level.SERIES else 'study'}")
 
 

@@ -160,6 +160,8 @@ class StowMixin:
         user = self.require(Action.UPLOAD)
         if study is not None:
             check_uid_path(study, "StudyInstanceUID")
+            if self.scope is not None and self.app.archive.sees(study) and not self.archive.sees(study):
+                raise ApiError(404, "no such study")  # another's study: as if unknown
         boundary = self._stow_media()
         spool = self._spool
         if spool is None:  # not streamed (a handler routed without stream_request_body)
@@ -221,7 +223,9 @@ class StowMixin:
         if part.content_type not in ("", "application/dicom"):
             return "", "", OUTCOMES[StoreOutcome.UNSUPPORTED].failure_reason
         try:
-            return self.app.archive.store_bytes(part.content, origin=origin, expect_study=study)
+            # What a user restricted to labels uploads, they keep seeing: a study it makes gets their labels.
+            return self.app.archive.store_bytes(part.content, origin=origin, expect_study=study,
+                                                labels=self.user.labels if self.user is not None else ())
         except Exception as exc:  # every failure becomes its FailureReason (archive/outcomes.py)
             outcome = classify(exc)
             if outcome is StoreOutcome.PROCESSING_FAILURE:

@@ -74,7 +74,7 @@ class _InstancesHandler(BaseHandler):
             # One instance (frames, rendered, its metadata): the remembered location.
             study = check_uid_path(study, "StudyInstanceUID")
             series = check_uid_path(series, "SeriesInstanceUID")
-            location = self.app.archive.locate_instance(check_uid_path(instance, "SOPInstanceUID"))
+            location = self.archive.locate_instance(check_uid_path(instance, "SOPInstanceUID"))
             if location is None or (location.StudyInstanceUID, location.SeriesInstanceUID) != (study, series):
                 raise ApiError(404, "no such instance")
             return [location]
@@ -83,7 +83,7 @@ class _InstancesHandler(BaseHandler):
             keys["SeriesInstanceUID"] = check_uid_path(series, "SeriesInstanceUID")
         if instance is not None:
             keys["SOPInstanceUID"] = check_uid_path(instance, "SOPInstanceUID")
-        found = self.app.archive.locate(Level.IMAGE, None, **keys)
+        found = self.archive.locate(Level.IMAGE, None, **keys)
         if not found:
             raise ApiError(404, "no such " + ("instance" if instance else "series" if series else "study"))
         return found

@@ -41,7 +41,7 @@ from pydicom.uid import generate_uid
 from tornado.web import RequestHandler
 
 from tests.factories import PREFIX, make_instance
-from tests.web.conftest import USERS, session_for
+from tests.web.conftest import TRIAL_LABEL, USERS, session_for
 from tests.web.test_dicomweb import multipart
 
 PUBLIC = "public"  # anyone, logged in or not
@@ -125,19 +125,14 @@ ACCESS: list[Row] = [
     Row("/wado?requestType=WADO&studyUID={study}&seriesUID={series}&objectUID={instance}", "GET", VIEWER),
     Row("/wado?requestType=WADO&studyUID={study}&seriesUID={series}&objectUID={instance}"
         "&contentType=application/dicom", "GET", VIEWER, why="viewer: download"),
+    # -- study labels: who sees what ----------------------------------------------
+    Row("/api/studies/{study}/labels", "GET", EDITOR, why="'GET/PUT/DELETE /api/studies/{uid}/labels[/{label}] (editor)'"),
+    Row("/api/studies/{study}/labels/{label}", "PUT", EDITOR, why="editor: labels"),
+    Row("/api/studies/{study}/labels/{label}", "DELETE", EDITOR, why="editor: labels"),
     # -- no such API route: 404 to anyone (no route, nothing to protect) ----------
     Row("/api/no-such-route", "GET", PUBLIC, why="an unknown /api path is 404 whoever asks"),
 ]
 
-#: In CONTRACT.md ("GET/PUT/DELETE /api/studies/{uid}/labels[/{label}] (editor)") but
-#: not served: these paths fall to the /api catch-all and answer 404 to anyone, so
-#: "no credentials: 401" and "viewer: 403" fail. Left out of ACCESS (reported to the
-#: server's owner); move them into ACCESS once the routes exist.
-CONTRACT_ROUTES_NOT_SERVED: list[Row] = [
-    Row("/api/studies/{study}/labels", "GET", EDITOR),
-    Row("/api/studies/{study}/labels/{label}", "PUT", EDITOR),
-    Row("/api/studies/{study}/labels/{label}", "DELETE", EDITOR),
-]
 
 #: The dashboard's pages (Panel, cookie login; Basic credentials are not a dashboard login).
 #: Without a login a page sends the browser to the login page (the contract's "login
@@ -252,7 +247,7 @@ def stored(base_url) -> dict[str, str]:
 def fill(template: str, stored: dict[str, str], base_url: str) -> tuple[str, dict[str, str]]:
     """The URL of ``template`` and the values used (a throwaway study is stored now)."""
     values = dict(stored, job="0" * 32, pseudonym="NOSUCHPSEUDONYM", label="teaching")
-    if "{throwaway}" in template:
+    if "{throwaway}" in template and not values.get("throwaway"):  # unless the test brings its own
         values["throwaway"] = generate_uid(PREFIX)
         answer = stow(base_url, make_instance(StudyInstanceUID=values["throwaway"], PatientID="THROWAWAY"))
         assert answer.status_code == 200, answer.text
@@ -357,3 +352,102 @@ def test_basic_credentials_are_no_dashboard_login(base_url):
     """The pages take the login page's cookie; Basic credentials still lead to the login page."""
     answer = requests.get(f"{base_url}/admin", auth=(ADMIN, USERS[ADMIN]), allow_redirects=False, timeout=60)
     assert answer.status_code == 302 and "login" in answer.headers.get("Location", "")
+
+
+# -- the label dimension: a caller restricted to labels ----------------------------------
+#: Rows naming a stored study (directly or through its series, instance or patient).
+STUDY_ROWS = [row for row in ACCESS if re.search(r"\{(study|series|instance|patient|throwaway)\}", row.template)
+              and row.lowest not in (PUBLIC, LOCAL)]
+
+
+def _label(study: str, base_url: str) -> None:
+    answer = session_for(ADMIN).put(f"{base_url}/api/studies/{study}/labels/{TRIAL_LABEL}",
+                                    headers={"X-Requested-With": "pacsdash-tests"}, timeout=60)
+    assert answer.status_code == 200 and TRIAL_LABEL in answer.json()["labels"], answer.text
+
+
+@pytest.fixture(scope="module")
+def labelled(base_url) -> dict[str, str]:
+    """A second real study, labelled trial-7: what the restricted callers may see."""
+    uids = {"study": generate_uid(PREFIX), "series": generate_uid(PREFIX), "instance": generate_uid(PREFIX),
+            "patient": "ACCESS-TRIAL"}
+    answer = stow(base_url, make_instance(StudyInstanceUID=uids["study"], SeriesInstanceUID=uids["series"],
+                                          SOPInstanceUID=uids["instance"], PatientID=uids["patient"]))
+    assert answer.status_code == 200, answer.text
+    _label(uids["study"], base_url)
+    return uids
+
+
+def _as(row: Row, caller: str, uids: dict[str, str], base_url: str, label_throwaway: bool = False
+        ) -> requests.Response:
+    """``row`` called by ``caller`` on the study ``uids`` (its throwaway labelled when asked)."""
+    if label_throwaway and "{throwaway}" in row.template:
+        throwaway = generate_uid(PREFIX)
+        assert stow(base_url, make_instance(StudyInstanceUID=throwaway, PatientID="THROWAWAY")).status_code == 200
+        _label(throwaway, base_url)
+        uids = dict(uids, throwaway=throwaway)
+    if "{throwaway}" in row.template and uids.get("unknown"):
+        uids = dict(uids, throwaway=uids["study"])  # nobody stored it
+    return call(row, caller, uids, base_url)
+
+
+def _results(answer: requests.Response) -> list:
+    body = answer.json()
+    return body["studies"] if isinstance(body, dict) else body
+
+
+@pytest.mark.parametrize("row", STUDY_ROWS, ids=row_id)
+def test_a_caller_restricted_to_labels_finds_other_studies_as_if_they_did_not_exist(row, stored, labelled, base_url):
+    """Role x route x label: ``trial-ROLE`` (the row's role, restricted to trial-7) is answered
+    for an unlabelled study exactly as for a UID nobody stored (404 for a resource, no match
+    for a search; never a 403 that would confirm it exists), and for a trial-7 study as the
+    unrestricted user of that role is."""
+    caller = f"trial-{row.lowest}"
+    unknown = {"study": generate_uid(PREFIX), "series": generate_uid(PREFIX), "instance": generate_uid(PREFIX),
+               "patient": "NOBODY-STORED-THIS", "unknown": "yes"}
+    hidden = _as(row, caller, dict(stored), base_url)
+    never = _as(row, caller, unknown, base_url)
+    what = f"{row_id(row)} as {caller}"
+    assert hidden.status_code == never.status_code, f"{what}: hidden {hidden.status_code}, unknown {never.status_code}"
+    assert hidden.status_code != 403 and hidden.status_code < 500, what
+    if "?PatientID=" in row.template:  # a search: no match
+        assert hidden.status_code == 200 and _results(hidden) == [] == _results(never), what
+    elif row.body is None:
+        assert hidden.status_code == 404, f"{what}: {hidden.status_code} {hidden.text[:200]}"
+    seen = _as(row, caller, dict(labelled), base_url, label_throwaway=True)
+    plain = _as(row, row.lowest, dict(labelled), base_url, label_throwaway=True)
+    assert seen.status_code == plain.status_code, f"{what} on a trial-7 study: {seen.status_code} vs {plain.status_code}"
+    if "?PatientID=" in row.template:
+        assert len(_results(seen)) == 1, what
+
+
+def test_a_restricted_editor_keeps_seeing_what_they_upload_and_cannot_add_to_a_hidden_study(stored, base_url):
+    editor = session_for(f"trial-{EDITOR}")
+    new = generate_uid(PREFIX)
+    answer = stow(base_url, make_instance(StudyInstanceUID=new, PatientID="TRIAL-UPLOAD"), session=editor)
+    assert answer.status_code == 200, answer.text
+    mine = editor.get(f"{base_url}/api/studies/{new}/labels", timeout=60)
+    assert mine.status_code == 200 and mine.json()["labels"] == [TRIAL_LABEL]
+    assert editor.get(f"{base_url}/dicom-web/studies?StudyInstanceUID={new}", timeout=60).json()
+    into_hidden = stow(base_url, make_instance(StudyInstanceUID=stored["study"], PatientID=stored["patient"]),
+                       study=stored["study"], session=editor)
+    assert into_hidden.status_code == 404, into_hidden.text
+    assert session_for(ADMIN).get(f"{base_url}/api/studies/{stored['study']}/labels", timeout=60).json()["labels"] == []
+
+
+def test_a_label_change_shows_at_the_next_request_and_lands_in_the_audit_trail(base_url):
+    viewer, admin = session_for(f"trial-{VIEWER}"), session_for(ADMIN)
+    study = generate_uid(PREFIX)
+    assert stow(base_url, make_instance(StudyInstanceUID=study, PatientID="LABEL-LATER")).status_code == 200
+    url = f"{base_url}/dicom-web/studies/{study}/metadata"
+    assert viewer.get(url, timeout=60).status_code == 404
+    _label(study, base_url)
+    assert viewer.get(url, timeout=60).status_code == 200
+    removed = admin.delete(f"{base_url}/api/studies/{study}/labels/{TRIAL_LABEL}",
+                           headers={"X-Requested-With": "pacsdash-tests"}, timeout=60)
+    assert removed.status_code == 200 and removed.json() == {"StudyInstanceUID": study, "labels": [], "changed": True}
+    assert viewer.get(url, timeout=60).status_code == 404  # the instance cache does not keep it visible
+    bad = admin.put(f"{base_url}/api/studies/{study}/labels/has%20space", headers={"X-Requested-With": "x"}, timeout=60)
+    assert bad.status_code == 400
+    trail = admin.get(f"{base_url}/api/audit", params={"action": "label_change", "study": study}, timeout=60).json()
+    assert [(e["user"], e["outcome"]) for e in trail["entries"]] == [(ADMIN, "success"), (ADMIN, "success")]
