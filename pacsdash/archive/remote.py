@@ -24,7 +24,7 @@ LOGGER = logging.getLogger(__name__)
 #: Index methods a worker may call: reads run directly, changes go through
 #: the server's writer thread.
 READS = frozenset({"find", "count", "known", "locate", "locate_matching", "files", "totals", "labels_of"})
-CHANGES = frozenset({"delete_study", "remove_files"})
+CHANGES = frozenset({"delete_study", "remove_files", "add_record"})
 
 
 class RemoteError(RuntimeError):
@@ -203,6 +203,8 @@ class IndexService:
             return [future.result().value == "stored" for future in futures]
         if method in READS:
             return getattr(archive.index, method)(*args)
+        if method == "add_record":  # an audit entry of a worker's DIMSE service: the server's own path
+            return archive.record(args[0])
         if method in CHANGES:
             result = archive._writer.call(lambda: getattr(archive._index, method)(*args))  # noqa: SLF001
             archive.forget_locations()

@@ -25,7 +25,7 @@ import ssl
 import time
 from multiprocessing import reduction
 from multiprocessing.connection import Connection
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 from weakref import WeakKeyDictionary
@@ -50,7 +50,7 @@ from pynetdicom.sop_class import (
 from pynetdicom.transport import ThreadedAssociationServer
 
 from pacsdash.access import Accounts
-from pacsdash.archive import Archive, InstanceLocation, InvalidQuery, Level, StoredFileError
+from pacsdash.archive import Archive, InstanceLocation, InvalidQuery, Level, Scope, StoredFileError, audit
 from pacsdash.archive.outcomes import OUTCOMES, StoreOutcome, classify
 from pacsdash.archive.query import Query
 from pacsdash.config import ModalitySettings, ServerSettings
@@ -211,6 +211,8 @@ class DicomNode:
         self.tls_server: ThreadedAssociationServer | None = None
         #: Records associations and DIMSE messages (:mod:`pacsdash.traffic`), or None.
         self.tap = DimseTap(traffic, traffic_prefix) if traffic is not None else None
+        #: Queries and retrievals in the audit trail (PS3.15 A.5.3.9, A.5.3.3), written in the background.
+        self.audit = audit.request_recorder(archive)
 
     @property
     def port(self) -> int:
@@ -339,6 +341,20 @@ class DicomNode:
             caller = self._callers[assoc] = Caller(aet, address, self.policy.peer(aet, address))
         return caller
 
+    def archive_for(self, assoc: Association) -> Any:
+        """The archive as ``assoc``'s peer may see it: a peer registered with
+        labels sees only studies holding one of them (CONTRACT.md ``--labels``)."""
+        peer = self.caller(assoc).peer
+        return self.archive.scoped(Scope.of(peer.labels) if peer is not None else Scope(frozenset()))
+
+    def _audit(self, event: Event, action: str, succeeded: bool, studies: Iterable[str], query: str = "") -> None:
+        """A query or retrieval by the association's peer, in the audit trail."""
+        caller = self.caller(event.assoc)
+        details: dict[str, Any] = {"service": _SERVICES.get(event.event, "DIMSE"), "called_aet": self.settings.aet}
+        if query:
+            details["query"] = query[:1000]
+        self.audit(caller.aet, caller.address, action, succeeded, sorted(set(studies))[:1000], details)
+
     def allows(self, assoc: Association, action: str) -> bool:
         """Whether ``assoc``'s requestor may ``store``/``find``/``move``/``get``."""
         peer = self.caller(assoc).peer
@@ -412,8 +428,11 @@ class DicomNode:
         if not self._store_allowed(assoc):
             LOGGER.warning("refused C-STORE from %s: peer not allowed to store", peer)
             return _status(OUTCOMES[StoreOutcome.NOT_AUTHORIZED].dimse_status, "this peer may not store here")
+        registered = self.caller(assoc).peer
         try:
-            result = self.archive.store_bytes(raw, origin=f"dicom:{peer}", data_set=data_set)
+            # A peer restricted to labels keeps seeing the studies it sends: a study it makes gets its labels.
+            result = self.archive.store_bytes(raw, origin=f"dicom:{peer}", data_set=data_set,
+                                              labels=registered.labels if registered is not None else ())
         except Exception as exc:  # every failure becomes its status (archive/outcomes.py)
             outcome = classify(exc)
             if outcome is StoreOutcome.CANNOT_UNDERSTAND:
@@ -440,17 +459,20 @@ class DicomNode:
         """C-FIND (PS3.4 C.4.1): match the identifier, one pending response per match."""
         if not self.allows(event.assoc, "find"):
             LOGGER.warning("refused C-FIND from %s: peer not allowed to find", describe_peer(event))
+            self._audit(event, "query", False, ())
             yield _status(Status.NOT_AUTHORIZED, "this peer may not query here"), None
             return
         identifier = event.identifier
         try:
             query = query_from_identifier(identifier)
             _check_model(event, query)
-            rows = self.archive.find(query)
+            rows = self.archive_for(event.assoc).find(query)
         except InvalidQuery as exc:
             LOGGER.warning("C-FIND from %s: %s", describe_peer(event), exc)
             yield _status(Status.FIND_IDENTIFIER_MISMATCH, str(exc)), None
             return
+        self._audit(event, "query", True, (r["StudyInstanceUID"] for r in rows if r.get("StudyInstanceUID")),
+                    _describe_query(query))
         syntax = UID(event.context.transfer_syntax)
         # Pre-encoded identifiers need the change to pynetdicom's encode (:mod:`.identifiers`).
         raw_ok = syntax.is_little_endian and not syntax.is_deflated and compat.installed()
@@ -469,7 +491,9 @@ class DicomNode:
         keys = {k: v for k, v in query.filters.items() if v}
         if not keys:
             raise InvalidQuery("a retrieve needs at least one key with a value")
-        return self.archive.locate_matching(Query(Level.IMAGE, keys))
+        locations = self.archive_for(event.assoc).locate_matching(Query(Level.IMAGE, keys))
+        self._audit(event, "retrieve", True, (loc.StudyInstanceUID for loc in locations), _describe_query(query))
+        return locations
 
     def handle_move(self, event: Event) -> Iterator[Any]:
         """C-MOVE (PS3.4 C.4.2): send matches to a registered peer only.
@@ -481,6 +505,7 @@ class DicomNode:
         aet = event.assoc.requestor.ae_title.strip()
         if not self.allows(event.assoc, "move"):
             LOGGER.warning("refused C-MOVE from %s: peer not allowed to move", describe_peer(event))
+            self._audit(event, "retrieve", False, ())
             raise PermissionError(f"peer {aet!r} may not C-MOVE")
         destination_aet = str(event.move_destination or "").strip()
         destination = self.policy.destination(destination_aet)
@@ -512,6 +537,7 @@ class DicomNode:
         aet = event.assoc.requestor.ae_title.strip()
         if not self.allows(event.assoc, "get"):
             LOGGER.warning("refused C-GET from %s: peer not allowed to get", describe_peer(event))
+            self._audit(event, "retrieve", False, ())
             raise PermissionError(f"peer {aet!r} may not C-GET")
         try:
             locations = self._matching_instances(event)
@@ -550,6 +576,15 @@ class DicomNode:
             LOGGER.warning("%s from %s: %s not sent: %s", _service_name(event), describe_peer(event),
                            location.SOPInstanceUID, exc)
             return StoredInstance(self.archive.local_path(location), location)
+
+
+_SERVICES = {evt.EVT_C_FIND: "C-FIND", evt.EVT_C_MOVE: "C-MOVE", evt.EVT_C_GET: "C-GET"}
+
+
+def _describe_query(query: Query) -> str:
+    """The level and keys of a query, for its audit entry (``STUDY PatientID=X``)."""
+    keys = " ".join(f"{k}={v}" for k, v in query.filters.items() if v)
+    return f"{query.level.value} {keys}".strip()
 
 
 def _service_name(event: Event) -> str:

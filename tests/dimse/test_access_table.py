@@ -46,6 +46,8 @@ PEERS: dict[str, tuple[str, ...]] = {
 UNKNOWN = "STRANGER"
 #: Where C-MOVEs go: a registered modality with a storage SCP of the test's own.
 DESTINATION = "MOVEDEST"
+#: A peer allowed every service but restricted to studies labelled trial-7 (``--labels``).
+TRIAL_PEER, TRIAL_LABEL = "TRIALPEER", "trial-7"
 
 
 def allowed(caller: str, accept_unknown_store: bool) -> set[str]:
@@ -84,6 +86,9 @@ def make_home(path, destination_port: int) -> tuple[object, dict[str, str]]:
         done = run_cli("modalities", "add", aet.lower(), "--aet", aet, "--host", "127.0.0.1", "--port", str(port),
                        "--allow", ",".join(services), "--home", str(home))
         assert done.returncode == 0, done.stderr
+    done = run_cli("modalities", "add", "trialpeer", "--aet", TRIAL_PEER, "--host", "127.0.0.1", "--port", "11300",
+                   "--allow", "store,find,move,get", "--labels", TRIAL_LABEL, "--home", str(home))
+    assert done.returncode == 0, done.stderr
     done = run_cli("modalities", "add", "movedest", "--aet", DESTINATION, "--host", "127.0.0.1",
                    "--port", str(destination_port), "--allow", "store", "--home", str(home))
     assert done.returncode == 0, done.stderr
@@ -206,3 +211,41 @@ def test_accepting_unknown_stores_changes_nothing_for_registered_peers(servers, 
         outcome, what = ask(server, caller, service, uids, destination[1])
         want = "accepted" if service in allowed(caller, accept_unknown_store=True) else "refused"
         assert outcome == want, f"{service} by {caller} (accept_unknown_store = true): expected {want}, got {what}"
+
+
+def test_a_peer_restricted_to_labels_finds_and_retrieves_only_studies_with_them(servers, destination):
+    """Role x service x label for DIMSE: the imported study has no label, so the trial-7 peer's
+    C-FIND matches nothing and its C-MOVE and C-GET deliver nothing (successes with no
+    match, as for a study nobody stored); once the study is labelled it gets all three.
+    What the peer stores itself it keeps finding. Each query and retrieval is in the audit trail."""
+    server, uids = servers[False]
+    hidden = {service: ask(server, TRIAL_PEER, service, uids, destination[1]) for service in ("find", "move", "get")}
+    assert hidden == {"find": ("other", "final status 0, 0 match(es)"), "move": ("other", "final status 0, 0 delivered"),
+                      "get": ("other", "final status 0, 0 delivered")}, hidden
+    done = run_cli("labels", "add", uids["study"], TRIAL_LABEL, "--home", str(server.home))
+    assert done.returncode == 0, done.stdout + done.stderr
+    try:
+        for service in ("find", "move", "get"):
+            outcome, what = ask(server, TRIAL_PEER, service, uids, destination[1])
+            assert outcome == "accepted", f"{service} by {TRIAL_PEER} of a trial-7 study: {what}"
+        assert ask(server, "EVERYONE", "find", uids, destination[1])[0] == "accepted"  # unrestricted peers still see it
+    finally:
+        assert run_cli("labels", "remove", uids["study"], TRIAL_LABEL, "--home", str(server.home)).returncode == 0
+    sent = {"study": generate_uid(PREFIX), "series": generate_uid(PREFIX), "instance": generate_uid(PREFIX)}
+    ae = client(TRIAL_PEER)
+    ae.add_requested_context(CTImageStorage)
+    assoc = ae.associate("127.0.0.1", server.dicom_port, ae_title=server.aet)
+    assert assoc.is_established
+    try:
+        status = assoc.send_c_store(make_dataset(StudyInstanceUID=sent["study"], SeriesInstanceUID=sent["series"],
+                                                 SOPInstanceUID=sent["instance"], PatientID="TRIALSENT"))
+        assert int(status.Status) == 0
+    finally:
+        assoc.release()
+    assert ask(server, TRIAL_PEER, "find", sent, destination[1])[0] == "accepted"
+    trail = run_cli("audit", "--user", TRIAL_PEER, "--csv", "--home", str(server.home))
+    assert trail.returncode == 0, trail.stderr
+    rows = [line.split(",") for line in trail.stdout.splitlines()[1:]]
+    actions = {(row[3], row[4]) for row in rows}
+    assert {("query", "success"), ("retrieve", "success")} <= actions, trail.stdout
+    assert any(uids["study"] in line for line in trail.stdout.splitlines() if ",retrieve," in line), trail.stdout
