@@ -116,7 +116,7 @@ def start_server(settings: Settings) -> RunningServer:
     from pacsdash.dimse import compat
 
     try:
-        archive = Archive.open_home(settings.store_path, settings.index_path)
+        archive = Archive.open_home(settings.store_path, settings.index_path, settings.label_rules)
     except Exception:
         if workers is not None:
             workers.stop()
@@ -125,6 +125,10 @@ def start_server(settings: Settings) -> RunningServer:
     report = archive.reconcile()
     if report["indexed"] or report["removed"] or report["temporary_removed"]:
         LOGGER.warning("recovered after an unclean stop: %s", report)
+    if settings.audit.syslog:  # each audit entry also to the site's collector (PS3.15 A.5 over RFC 5424)
+        from pacsdash.archive.audit_syslog import SyslogForwarder
+
+        archive.on_record(SyslogForwarder(settings.audit.syslog, aet=settings.server.aet))
     accounts = Accounts(settings.accounts_path, settings.modalities)
     if settings.auth.enabled and not accounts.users():
         LOGGER.warning("no users yet: add one with `pacsdash users add NAME --role admin --password-stdin`")
@@ -136,12 +140,14 @@ def start_server(settings: Settings) -> RunningServer:
         workers.archive = archive
         node: DicomNode | DicomWorkers = workers
         dicom_port = workers.start()
+        dicom_tls_port = workers.tls_port
     else:
         from pacsdash.dimse.scp import DicomNode
 
         node = DicomNode(archive, accounts, settings.server, traffic=traffic)
         node.start()
         dicom_port = node.port
+        dicom_tls_port = node.tls_port or 0
     # The DICOM node is up: now the dashboard and the HTTP doors.
     import panel as pn
 
@@ -172,8 +178,8 @@ def start_server(settings: Settings) -> RunningServer:
         title="pacsdash",
         extra_patterns=routes,
         **auth,
-        **https_options(settings),
-        http_server_kwargs={"max_body_size": MAX_BODY_BYTES, "max_buffer_size": MAX_BUFFER_BYTES},
+        http_server_kwargs={"max_body_size": MAX_BODY_BYTES, "max_buffer_size": MAX_BUFFER_BYTES,
+                            **https_options(settings)},
     )
     http._tornado.transforms.append(SecurityHeaders)  # noqa: SLF001 - on the dashboard's pages too
     if settings.auth.enabled:
@@ -194,10 +200,11 @@ def start_server(settings: Settings) -> RunningServer:
         aet=settings.server.aet,
         token=app.local_token,
         certificate=settings.server.tls_cert,
+        dicom_tls_port=dicom_tls_port,
     )
     write_server_info(settings.run_path, info)
     LOGGER.info(
-        "pacsdash %s serving %s: %s %s/ DICOM %s@%s:%d",
+        "pacsdash %s serving %s: %s %s/ DICOM %s@%s:%d%s",
         __version__,
         settings.home,
         "HTTPS" if settings.server.tls_cert else "HTTP",
@@ -205,16 +212,23 @@ def start_server(settings: Settings) -> RunningServer:
         settings.server.aet,
         settings.server.host,
         dicom_port,
+        f", DICOM over TLS :{dicom_tls_port}" if dicom_tls_port else "",
     )
     return RunningServer(app, node, http, lock)
 
 
-def https_options(settings: Settings) -> dict[str, str]:
-    """``pn.serve``'s certificate and key when ``[server] tls_cert``/``tls_key``
-    are set: the HTTP port then speaks HTTPS only."""
+def https_options(settings: Settings) -> dict[str, object]:
+    """Tornado's ``ssl_options`` (an :class:`ssl.SSLContext`, see
+    :func:`pacsdash.tls.server_context`) when ``[server] tls_cert``/``tls_key``
+    are set: the HTTP port then speaks HTTPS only, and with ``tls_client_ca``
+    demands a client certificate signed by those CAs. (Bokeh's own
+    ``ssl_certfile`` cannot ask for client certificates.)"""
     if not settings.server.tls_cert:
         return {}
-    return {"ssl_certfile": settings.server.tls_cert, "ssl_keyfile": settings.server.tls_key}
+    from pacsdash.tls import server_context
+
+    server = settings.server
+    return {"ssl_options": server_context(server.tls_cert, server.tls_key, server.tls_client_ca)}
 
 
 class PortTaken(OSError):
@@ -235,7 +249,8 @@ def check_ports(settings: Settings) -> None:
     host = settings.server.host
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     for what, port, flag in (("HTTP", settings.server.http_port, "--http-port"),
-                             ("DICOM", settings.server.dicom_port, "--dicom-port")):
+                             ("DICOM", settings.server.dicom_port, "--dicom-port"),
+                             ("DICOM TLS", settings.server.dicom_tls_port, "--dicom-tls-port")):
         if not port:
             continue  # port 0: the system picks a free one
         probe = socket.socket(family, socket.SOCK_STREAM)
@@ -244,7 +259,7 @@ def check_ports(settings: Settings) -> None:
             probe.bind((host, port))
         except OSError as exc:
             raise PortTaken(f"the {what} port {port} on {host} is taken ({exc.strerror}); stop what uses it or "
-                            f"choose another with {flag} or [server] {what.lower()}_port") from None
+                            f"choose another with {flag} or [server] {what.lower().replace(' ', '_')}_port") from None
         finally:
             probe.close()
 

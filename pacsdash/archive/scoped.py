@@ -18,6 +18,11 @@ from pacsdash.archive.index import InstanceLocation
 from pacsdash.archive.query import Query, Scope
 
 
+def scope_of(archive: Any) -> Scope | None:
+    """The scope an archive view reads with (None: the whole archive)."""
+    return archive.scope if isinstance(archive, ScopedArchive) else None
+
+
 class ScopedArchive:
     """An :class:`~pacsdash.archive.archive.Archive` seen through ``scope``."""
 
@@ -52,6 +57,12 @@ class ScopedArchive:
     def summary(self, scope: Scope | None = None) -> dict[str, Any]:
         """Totals and breakdowns of the visible studies."""
         return self.unscoped.summary(self.scope)
+
+    def store_bytes(self, raw: bytes, *args: Any, **kwargs: Any) -> Any:
+        """Store an instance; a study it makes gets the scope's labels, so
+        that whoever stores through this view keeps seeing what they stored."""
+        kwargs.setdefault("labels", tuple(sorted(self.scope.labels)))
+        return self.unscoped.store_bytes(raw, *args, **kwargs)
 
     def sees(self, study_uid: str) -> bool:
         """Whether the study is indexed and visible."""

@@ -11,6 +11,7 @@ from typing import Any
 import panel as pn
 
 from pacsdash.access import Action, Role
+from pacsdash.archive import Scope
 from pacsdash.dashboard.navigation import Navigation, request_link
 from pacsdash.dashboard.overview import Overview
 from pacsdash.dashboard.patient import PatientView
@@ -124,19 +125,22 @@ def dashboard(context: Any) -> pn.viewable.Viewable:
     user = login or "anonymous"
     session = opened_session(context, login)
     pn.extension("tabulator")  # the upload's drop zone is a JSComponent of ours: no extension
-    search = StudySearch(archive=context.archive)
-    study = StudyPanel(archive=context.archive, role=role, accounts=context.accounts, user=user,
+    # What this user may see: every component reads through it (a changed label list ends the session).
+    account = context.accounts.user(login) if login else None
+    archive = context.archive.scoped(Scope.of(account.labels) if account is not None else None)
+    search = StudySearch(archive=archive)
+    study = StudyPanel(archive=archive, role=role, accounts=context.accounts, user=user,
                        home=str(context.settings.home),
                        actions=context.actions, current_role=lambda: current_role(context, login, session))
-    patient = PatientView(archive=context.archive)
-    overview = Overview(archive=context.archive, shown=False)  # read when its tab first opens
-    export = ExportPanel(archive=context.archive, search=search, jobs=export_jobs(context), role=role, user=user,
+    patient = PatientView(archive=archive)
+    overview = Overview(archive=archive, shown=False)  # read when its tab first opens
+    export = ExportPanel(archive=archive, search=search, jobs=export_jobs(context), role=role, user=user,
                          current_role=lambda: current_role(context, login, session))
     pages: list[tuple[str, Any]] = [("Studies", search), ("Study", study), ("Patient", patient), ("Export", export)]
     upload = None
     if role.may(Action.UPLOAD):  # never shown to a viewer; the upload itself checks again
         upload = pn.Column(UploadPanel(
-            archive=context.archive, user=user, limit_mb=context.settings.server.max_upload_mb,
+            archive=archive, user=user, limit_mb=context.settings.server.max_upload_mb,
             spool_dir=str(context.settings.run_path),
             may_upload=lambda: may(context, login, Action.UPLOAD, session),
         ), visible=False, sizing_mode="stretch_width", margin=(0, 5))

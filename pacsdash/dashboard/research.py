@@ -47,6 +47,7 @@ from pydicom.sequence import Sequence
 from pacsdash.access import Action, Role
 from pacsdash.archive import InvalidQuery, Level, Query
 from pacsdash.archive.actions import ActionError, Actor
+from pacsdash.archive.scoped import scope_of
 from pacsdash.dashboard.search import person_name
 from pacsdash.research.deidentify import Deidentifier, burned_in_reason
 from pacsdash.research.export import MANIFEST, ExportFormat, ExportRequest
@@ -523,6 +524,7 @@ class AnonymizePanel(pn.viewable.Viewer):
     current_role = param.Callable(default=None, doc="The user's role now (None: gone); default: ``role``.")
     role = param.ClassSelector(class_=Role, default=Role.VIEWER)
     user = param.String(default="anonymous", doc="Who acts (recorded).")
+    scope = param.Parameter(default=None, doc="The studies the user may see (None: all); see archive.scoped.")
     study_uid = param.String(default="")
     busy = param.Boolean(default=False)
     result = param.Parameter(default=None, doc="The last AnonymizedStudy.")
@@ -577,7 +579,7 @@ class AnonymizePanel(pn.viewable.Viewer):
         if self.busy or not self.study_uid or self.actions is None:
             return None
         uid, options, burned_in = self.study_uid, list(self.picker.value), self._burned_in.value
-        actor = Actor(self.user)
+        actor = Actor(self.user, scope=self.scope)
         self.busy = True
         self._enable()
         self._result.object, self._open.visible = "", False
@@ -786,7 +788,7 @@ class ExportPanel(pn.viewable.Viewer):
         self._result.object, self.message = "", f"Exporting {len(request.studies)} studies…"
         self._progress.param.update(value=0, max=1, visible=True)
         try:
-            job = self.jobs.start(request, Actor(self.user), own_folder=True)
+            job = self.jobs.start(request, Actor(self.user, scope=scope_of(self.archive)), own_folder=True)
             self.job = job
             while job.state in ("queued", "running"):
                 await asyncio.sleep(POLL)

@@ -252,10 +252,16 @@ def as_source(source: Any) -> DataSource:
     from dicomweb_client.api import DICOMwebClient
 
     from pacsdash.archive import Archive
+    from pacsdash.archive.scoped import ScopedArchive
     from pacsdash.client import Client
 
     if isinstance(source, DICOMwebClient):
         source = _wrap_dicomweb_client(source)
+    if isinstance(source, ScopedArchive):  # one user's view: its own source, as light as the view
+        cached = source.__dict__.get("_dashboard_source")
+        if cached is None:
+            cached = source.__dict__["_dashboard_source"] = ArchiveSource(source)
+        return cached
     if isinstance(source, Archive):
         cached = getattr(source, "_dashboard_source", None)
         if cached is None:

@@ -18,6 +18,7 @@ import param
 from pacsdash.access import Action, Role
 from pacsdash.archive import Level, Query
 from pacsdash.archive.actions import ActionError, Actor
+from pacsdash.archive.scoped import scope_of
 from pacsdash.dashboard.history import LinkBox
 from pacsdash.dashboard.links import valid_uid
 from pacsdash.dashboard.research import AnonymizePanel, OptionsPicker, TagComparison
@@ -115,7 +116,7 @@ class StudyPanel(pn.viewable.Viewer):
             options = OptionsPicker()
             shared = {"actions": self.actions, "picker": options, "current_role": self.current_role,
                       "role": self.role}
-            anonymize = AnonymizePanel(user=self.user, study_uid=self._shown_uid, **shared)
+            anonymize = AnonymizePanel(user=self.user, study_uid=self._shown_uid, scope=scope_of(self.archive), **shared)
             anonymize.param.watch(self._on_open_new, "opened")
             compare = TagComparison(archive=self.archive, shown_instance=self._shown_instance,
                                     study_uid=self._shown_uid, **shared)
@@ -264,7 +265,7 @@ class StudyPanel(pn.viewable.Viewer):
         self._progress.visible = self._progress.value = True
         try:
             summary = await asyncio.get_running_loop().run_in_executor(
-                None, lambda: self.actions.send(uid, name, Actor(self.user)))
+                None, lambda: self.actions.send(uid, name, Actor(self.user, scope=scope_of(self.archive))))
             total = summary.sent + summary.failed
             self.message = f"Sent {summary.sent} of {total} instances to {summary.modality}."
         except ActionError as exc:
@@ -282,7 +283,7 @@ class StudyPanel(pn.viewable.Viewer):
         uid = self.study_uid
         try:
             removed = await asyncio.get_running_loop().run_in_executor(
-                None, lambda: self.actions.delete(uid, Actor(self.user)))
+                None, lambda: self.actions.delete(uid, Actor(self.user, scope=scope_of(self.archive))))
         except ActionError as exc:
             self.message = f"Could not delete: {exc}"
             return
