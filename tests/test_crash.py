@@ -13,7 +13,7 @@ from pynetdicom.presentation import build_context
 from pacsdash.archive import Archive, Level, Query
 from pacsdash.dimse.sockets import NODELAY_HANDLERS
 from tests.factories import make_dataset
-from tests.helpers import ServerProcess, run_cli
+from tests.helpers import ServerProcess, run_cli, wait_until
 
 SENDERS = 4
 PER_SENDER = 150
@@ -87,8 +87,11 @@ def test_kill_9_loses_no_acknowledged_instance(tmp_path):
         t.join(30)
     assert 0 < len(acknowledged) < SENDERS * PER_SENDER, "the kill should land in the middle of the ingest"
 
-    # A restart recovers: everything acknowledged is there.
+    # A restart recovers: everything acknowledged is there. It serves first and
+    # indexes the orphan files after (a stop before that leaves the home unclean).
     server = ServerProcess.start(home)
+    log = home / "logs" / "pacsdash.log"
+    wait_until(lambda: "after an unclean stop" in log.read_text(), 120, what="the reconcile's report")
     server.stop()
     with Archive.open_home(home / "store", home / "index.duckdb") as archive:
         indexed = {r["SOPInstanceUID"] for r in archive.find(Query(Level.IMAGE))}

@@ -20,7 +20,9 @@ write and the journal run side by side, so a crash can leave either one
 without the other, never acknowledged. :meth:`Archive.reconcile` runs at
 every start after an unclean stop: it removes half-written temporary files,
 indexes complete files the index does not know and drops index rows whose
-file never arrived, so the index and the file store agree.
+file never arrived, so the index and the file store agree. The server uses
+:meth:`Archive.reconcile_in_background`: the listing, the temporary files and
+the rows are settled before it serves, the orphan files indexed while it serves.
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ from pacsdash.archive.parsing import InstanceRecord, InvalidInstance, parse_inst
 from pacsdash.archive import labels
 from pacsdash.archive.query import Query, Scope
 from pacsdash.archive.records import ActionRecord
-from pacsdash.archive.store import LocalStore, Store
+from pacsdash.archive.store import LocalStore, Store, is_key
 
 LOGGER = logging.getLogger(__name__)
 #: Most records committed in one index transaction.
@@ -178,10 +180,9 @@ class _Writer:
         """Apply journal entries the index lacks (after a crash); return how many."""
         if self.journal is None:
             return 0
-        entries = self.journal.replay()
         applied = self.call(self.index.journal_position)
-        todo = [(sequence, record) for sequence, record in entries if sequence > applied]
-        last = max([applied] + [sequence for sequence, _ in entries])
+        todo = self.journal.replay(after=applied)  # only the entries the index lacks are decoded
+        last = max(applied, self.journal.last)
         self._journaled = self._applied = last
         self._next_sequence = last + 1
         if todo:
@@ -809,54 +810,117 @@ class Archive:
         """Whom a pseudonym stands for, or None."""
         return self.index.subject(pseudonym)
 
-    # -- consistency -----------------------------------------------------------
+    # -- consistency (after an unclean stop) ---------------------------------------
+    #: The reconcile finishing in the background, if one was started (see :meth:`reconcile_in_background`).
+    _reconciliation: Reconciliation | None = None
+
     def reconcile(self, full: bool = False, progress: Callable[[int], None] | None = None) -> dict[str, int]:
-        """Make the index and the file store agree after an unclean stop.
+        """Make the index and the file store agree after an unclean stop, all of it now.
 
         After a clean stop (or with nothing to do) it returns at once; ``full``
-        checks anyway. It removes half-written temporary files, indexes
-        complete files the index does not know (written, never acknowledged),
-        removes files of instances the index already has, and drops index
-        rows whose file is missing (committed, never acknowledged).
+        checks anyway. It removes half-written temporary files, drops index
+        rows whose file is missing (committed, never acknowledged), indexes
+        complete files the index does not know (written, never acknowledged)
+        and removes files of instances the index already has.
         """
-        report = {"temporary_removed": 0, "indexed": 0, "removed": 0, "missing": 0}
+        job = self._begin_reconcile(full)
+        if job is None:
+            return _empty_report()
+        job.run(progress)
+        return job.report
+
+    def reconcile_in_background(self) -> Reconciliation | None:
+        """Reconcile after an unclean stop, the slow part while the archive serves.
+
+        Before returning (before anything is served) it lists the store and
+        the index's files, removes temporary files and drops the rows whose
+        file is missing: a peer resending such an instance must find it new,
+        not a duplicate of a row about to go. The orphan files (listed now,
+        unknown to the index now) are then indexed, or removed as copies, by
+        a thread; new files arrive under new keys, never among them. Until it
+        is done the home stays marked unclean, so a kill meanwhile means a
+        reconcile at the next start; :meth:`close` stops it. Returns it, or
+        None when there is nothing to do in the background.
+        """
+        job = self._begin_reconcile(full=False)
+        if job is None:
+            return None
+        if job.complete:
+            job.log()
+            return None
+        self._reconciliation = job
+        job.start()
+        return job
+
+    def wait_reconciled(self, timeout: float | None = None) -> bool:
+        """Wait for a reconcile running in the background (see :meth:`reconcile_in_background`);
+        return whether none is running any more."""
+        job = self._reconciliation
+        return job is None or job.wait(timeout)
+
+    def _begin_reconcile(self, full: bool) -> Reconciliation | None:
+        """List what the unclean stop left and settle what must be settled before serving."""
         if self.was_clean and not full:
-            return report
-        report["temporary_removed"] = self.store.clean_temporary()
+            return None
+        started = time.monotonic()
+        report = _empty_report()
+        keys, temporary = self.store.listing()
         indexed = self.index.files()
-        for key in (k for k in self.store.keys() if k not in indexed):
-            raw = self.store.local_path(key).read_bytes()
-            try:
-                record = parse_instance(raw, "recovered")
-            except InvalidInstance:
-                LOGGER.warning("removing unreadable orphan file %s", key)
-                self.store.delete(key)
-                report["removed"] += 1
-                continue
-            record.file = key
-            if self._writer.submit(record).result() is Outcome.STORED:
-                report["indexed"] += 1
-            else:
-                self.store.delete(key)
-                report["removed"] += 1
-            if progress:
-                progress(1)
-        missing = [f for f in indexed if not self.store.exists(f)]
+        for path in temporary:
+            path.unlink(missing_ok=True)
+        report["temporary_removed"] = len(temporary)
+        stored = set(keys)
+        missing = sorted(f for f in indexed if f not in stored)
         if missing:
+            # No file appears under one of these keys any more (new files get new keys): checked once more.
+            missing = [f for f in missing if not (is_key(f) and self.store.exists(f))]
             LOGGER.warning("dropping %d index rows whose files never arrived", len(missing))
             self._writer.call(lambda: self._index.remove_files(missing))
             self.forget_locations()
         report["missing"] = len(missing)
-        return report
+        orphans = sorted(k for k in keys if k not in indexed)
+        return Reconciliation(self, orphans, report, started)
+
+    def _adopt_orphan(self, key: str) -> str:
+        """Index the orphan file ``key`` listed before serving; return ``"indexed"``,
+        ``"removed"`` (unreadable, or a copy of an indexed instance) or ``"gone"``."""
+        try:
+            raw = self.store.local_path(key).read_bytes()
+        except FileNotFoundError:
+            return "gone"
+        try:
+            record = parse_instance(raw, "recovered")
+        except InvalidInstance:
+            LOGGER.warning("removing unreadable orphan file %s", key)
+            self.store.delete(key)  # nothing can index it: adopting parses too
+            return "removed"
+        record.file = key
+        if self._writer.submit(record).result() is Outcome.STORED:
+            return "indexed"
+        # A copy: its SOP Instance UID is indexed (or journaled) with another file, one a
+        # peer sent again meanwhile, say. Removed in the index thread, unless that file is this one.
+        return "removed" if self._writer.call(lambda: self._remove_unreferenced(record)) else "gone"
+
+    def _remove_unreferenced(self, record: InstanceRecord) -> bool:
+        """Delete ``record.file`` unless the index or the journal refers to it (index thread)."""
+        with self._writer._state:  # noqa: SLF001 - the writer's record of journaled, unindexed files
+            pending = self._writer._pending.get(record.SOPInstanceUID)  # noqa: SLF001
+        if record.file in (pending, self._index.file_of(record.SOPInstanceUID)):
+            return False
+        self.store.delete(record.file)
+        return True
 
     def close(self) -> None:
         """Finish pending writes and close the index."""
         if self._closed:
             return
         self._closed = True
+        reconciling = self._reconciliation
+        if reconciling is not None:
+            reconciling.stop()  # between two files; unfinished, the next start reconciles again
         self._files.shutdown(wait=True)
         self._writer.stop()
-        if not self.dirty and not self._writer.failed:
+        if not self.dirty and not self._writer.failed and (reconciling is None or reconciling.complete):
             self._index.mark_closed()
             if self._writer.journal is not None:
                 self._writer.journal.reset()
@@ -869,6 +933,107 @@ class Archive:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _empty_report() -> dict[str, int]:
+    return {"temporary_removed": 0, "indexed": 0, "removed": 0, "missing": 0}
+
+
+#: An orphan file modified less than this long ago [s] is handled last, once
+#: this old: a DICOM worker of the killed server may still be finishing it
+#: (and then deletes it, its C-STORE having failed).
+ORPHAN_SETTLE_SECONDS = 2.0
+
+
+class Reconciliation:
+    """The orphan files an unclean stop left, indexed while the archive serves.
+
+    Only files listed before the archive served are handled, each once more
+    checked against the index before it is indexed or removed. :meth:`stop`
+    ends it between two files; the home then stays marked unclean.
+    """
+
+    def __init__(self, archive: Archive, orphans: list[str], report: dict[str, int], started: float) -> None:
+        self.archive = archive
+        self.orphans = orphans
+        #: ``temporary_removed``, ``indexed``, ``removed`` (orphans), ``missing`` (rows dropped).
+        self.report = report
+        self.started = started
+        #: Set once every orphan was handled.
+        self.complete = not orphans
+        self._stop = threading.Event()
+        self._done = threading.Event()
+        self._thread: threading.Thread | None = None
+        if self.complete:
+            self._done.set()
+
+    def start(self) -> None:
+        """Handle the orphans in a thread of their own."""
+        self._thread = threading.Thread(target=self._run, name="pacsdash-reconcile", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            self.run(settle=True)
+        except Exception:  # the home stays unclean: the next start tries again
+            LOGGER.exception("reconciling the index with the store after an unclean stop failed")
+        finally:
+            self._done.set()
+        if self.complete:
+            self.log()
+
+    def run(self, progress: Callable[[int], None] | None = None, settle: bool = False) -> None:
+        """Handle every orphan, unless stopped; with ``settle`` (a server that
+        serves meanwhile), recent ones last, once :data:`ORPHAN_SETTLE_SECONDS` old."""
+        later: list[str] = []
+        for key in self.orphans:
+            if settle and not self._settled(key):
+                later.append(key)
+                continue
+            if not self._handle(key, progress):
+                return
+        for key in later:
+            while not self._settled(key):
+                if self._stop.wait(0.2):
+                    return
+            if not self._handle(key, progress):
+                return
+        self.complete = True
+
+    def _settled(self, key: str) -> bool:
+        try:
+            modified = self.archive.store.local_path(key).stat().st_mtime
+        except (FileNotFoundError, KeyError):
+            return True
+        return time.time() - modified >= ORPHAN_SETTLE_SECONDS
+
+    def _handle(self, key: str, progress: Callable[[int], None] | None) -> bool:
+        if self._stop.is_set():
+            return False
+        outcome = self.archive._adopt_orphan(key)  # noqa: SLF001 - its archive's
+        if outcome in self.report:
+            self.report[outcome] += 1
+        if progress:
+            progress(1)
+        return True
+
+    def log(self) -> None:
+        """Log what was done (a warning if anything was)."""
+        seconds = time.monotonic() - self.started
+        if any(self.report.values()):
+            LOGGER.warning("recovered after an unclean stop: %s (%.2f s)", self.report, seconds)
+        else:
+            LOGGER.info("checked after an unclean stop: the index and the store agree (%.2f s)", seconds)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait until it ended (done or stopped); return whether it did."""
+        return self._done.wait(timeout)
+
+    def stop(self) -> None:
+        """End it after the file in hand, and wait."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
 
 
 def _missing(location: InstanceLocation) -> MissingFile:

@@ -344,6 +344,9 @@ def check_archive(archive: Archive, *, repair: bool = False, quarantine: Path | 
     if repair and quarantine is None:
         raise ValueError("a repair needs a quarantine folder")
     report = CheckReport(repair=repair)
+    # A server reconciling after an unclean stop indexes (or removes) the orphan files
+    # it listed; checked meanwhile, those would be reported, and repaired twice.
+    archive.wait_reconciled()
     report.hashes = bool(archive.in_writer(_create_hashes))
     keys = list(archive.store.keys())  # listed before the rows: a file then indexed is not an orphan
     archive.wait_indexed()

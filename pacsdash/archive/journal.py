@@ -80,23 +80,35 @@ class Journal:
         self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
         if created:
             _fsync_dir(self.path.parent)
+        #: The highest sequence number :meth:`replay` found (0: none).
+        self.last = 0
 
-    def replay(self) -> list[tuple[int, InstanceRecord]]:
-        """Every complete entry, in order; a torn tail is cut off the file."""
+    def replay(self, after: int = 0) -> list[tuple[int, InstanceRecord]]:
+        """Every complete entry numbered above ``after``, in order; a torn tail
+        is cut off the file.
+
+        Entries up to ``after`` (those the index has) are checked but not
+        decoded: after a crash the journal may hold thousands of them, and
+        decoding their JSON took most of the archive's opening.
+        """
         with open(self.path, "rb") as handle:
             data = handle.read()
         entries: list[tuple[int, InstanceRecord]] = []
         offset = 0
+        last = 0
         while offset + HEADER.size <= len(data):
             magic, length, crc, sequence = HEADER.unpack_from(data, offset)
             payload = data[offset + HEADER.size : offset + HEADER.size + length]
             if magic != MAGIC or len(payload) != length or zlib.crc32(payload) != crc:
                 break
-            try:
-                entries.append((sequence, decode_record(payload)))
-            except (ValueError, TypeError, KeyError):
-                break
+            if sequence > after:
+                try:
+                    entries.append((sequence, decode_record(payload)))
+                except (ValueError, TypeError, KeyError):
+                    break
+            last = max(last, sequence)
             offset += HEADER.size + length
+        self.last = last
         if offset < len(data):
             LOGGER.warning("index journal %s: dropping %d bytes of an unfinished entry", self.path, len(data) - offset)
             os.ftruncate(self._fd, offset)

@@ -50,6 +50,9 @@ class Store(Protocol):
     def clean_temporary(self) -> int:
         """Remove unfinished writes; return how many were removed."""
 
+    def listing(self) -> tuple[list[str], list[Path]]:
+        """Every key, and every unfinished write's path, in one pass."""
+
     def move_out(self, key: str, destination: Path) -> None:
         """Move the file stored under ``key`` to ``destination`` (a quarantine), durably."""
 
@@ -172,6 +175,27 @@ class LocalStore:
                     key = f"{day.name}/{hour.name}/{entry.name}"
                     if KEY_PATTERN.match(key):
                         yield key
+
+    def listing(self) -> tuple[list[str], list[Path]]:
+        """Every stored key and every temporary file, from one pass over the
+        folders (names only, nothing opened or stat'ed: a restart after a crash
+        lists the store before it serves, so this must stay cheap)."""
+        keys: list[str] = []
+        temporary: list[Path] = []
+        for day in os.scandir(self.root):
+            if not day.is_dir() or day.name.startswith("."):
+                continue
+            for hour in os.scandir(day.path):
+                if not hour.is_dir() or hour.name.startswith("."):
+                    continue
+                for entry in os.scandir(hour.path):
+                    if entry.name.endswith(TMP_SUFFIX):
+                        temporary.append(Path(entry.path))
+                        continue
+                    key = f"{day.name}/{hour.name}/{entry.name}"
+                    if KEY_PATTERN.match(key):
+                        keys.append(key)
+        return keys, temporary
 
     def clean_temporary(self) -> int:
         """Remove files a crash left half-written."""
