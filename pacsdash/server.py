@@ -122,9 +122,9 @@ def start_server(settings: Settings) -> RunningServer:
             workers.stop()
         lock.release()
         raise
-    report = archive.reconcile()
-    if report["indexed"] or report["removed"] or report["temporary_removed"]:
-        LOGGER.warning("recovered after an unclean stop: %s", report)
+    # After an unclean stop: what must be settled before serving, now; the orphan files
+    # once serving (logged when done; the home stays marked unclean until then).
+    archive.reconcile_in_background()
     if settings.audit.syslog:  # each audit entry also to the site's collector (PS3.15 A.5 over RFC 5424)
         from pacsdash.archive.audit_syslog import SyslogForwarder
 
