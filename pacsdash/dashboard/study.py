@@ -24,6 +24,7 @@ from pacsdash.dashboard.links import valid_uid
 from pacsdash.dashboard.research import AnonymizePanel, OptionsPicker, TagComparison
 from pacsdash.dashboard.search import display_date, person_name
 from pacsdash.dashboard.series_list import SeriesList
+from pacsdash.dashboard.study_labels import StudyLabels
 
 LOGGER = logging.getLogger(__name__)
 #: Height of the viewer's image and of the series list beside it, in pixels.
@@ -104,6 +105,8 @@ class StudyPanel(pn.viewable.Viewer):
         self._research_parts: tuple[Any, Any, Any, pn.Row] | None = None
         self._research_slot = pn.Column(sizing_mode="stretch_width", margin=0)
         self._shown_uid = ""
+        self._labels = StudyLabels(archive=self.archive, actions=self.actions, user=self.user, role=self.role,
+                                   current_role=self.current_role)
         self._load()
 
     def _build_research(self) -> tuple[Any, Any, Any, pn.Row]:
@@ -172,6 +175,7 @@ class StudyPanel(pn.viewable.Viewer):
         self._research_toggle.value = False
         shown = self.study_uid if valid_uid(self.study_uid) else ""  # never asked of the index otherwise
         self._series.study_uid = shown
+        self._labels.study_uid = shown  # shows nothing of a study the session may not see
         self._shown_uid = shown
         if self._research_parts is not None:
             self._anonymize.study_uid = self._compare.study_uid = shown
@@ -308,7 +312,7 @@ class StudyPanel(pn.viewable.Viewer):
                                      css_classes=["pd-delete-zone"]))
         research = [self._research_slot] if self.role.may(Action.ANONYMIZE) else []
         return pn.Column(
-            pn.Row(self._title, self._link, sizing_mode="stretch_width"),
+            pn.Row(self._title, self._labels, self._link, sizing_mode="stretch_width"),
             pn.Row(*actions, sizing_mode="stretch_width", css_classes=["pd-study-actions"]), *research,
             pn.Row(self._series, self._viewer_slot, sizing_mode="stretch_width"),
             sizing_mode="stretch_width",
