@@ -298,12 +298,13 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 
 def _import_offline(settings: Settings, files: list[Path]) -> Iterable[tuple[Path, str, str]]:
-    from pacsdash.archive import Archive, store_many
+    from pacsdash.archive import store_many
+    from pacsdash.archive.factory import open_archive
     from pacsdash.config import init_home
     from pacsdash.runtime import HomeLock
 
     init_home(settings.home)
-    with HomeLock(settings.run_path), Archive.open_home(settings.store_path, settings.index_path) as archive:
+    with HomeLock(settings.run_path), open_archive(settings) as archive:
         archive.reconcile()
         for path, result in store_many(archive, files):
             if isinstance(result, Exception):
@@ -362,7 +363,7 @@ def _offline_actions(settings: Settings):
     """The archive's actions on a home no server runs on (the home locked meanwhile)."""
     from contextlib import contextmanager
 
-    from pacsdash.archive import Archive
+    from pacsdash.archive.factory import open_archive
     from pacsdash.archive.actions import StudyActions
     from pacsdash.config import init_home
     from pacsdash.runtime import HomeLock
@@ -372,7 +373,7 @@ def _offline_actions(settings: Settings):
         if not (settings.home / "pacsdash.toml").exists() and not settings.index_path.exists():
             raise SystemExit(f"error: {settings.home} holds no pacsdash archive")
         init_home(settings.home)
-        with HomeLock(settings.run_path), Archive.open_home(settings.store_path, settings.index_path) as archive:
+        with HomeLock(settings.run_path), open_archive(settings) as archive:
             yield StudyActions(archive, settings.home)
 
     return opened()
@@ -511,13 +512,13 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def _check_offline(settings: Settings, repair: bool):
     """The check on a home no server runs on, under the home's lock."""
-    from pacsdash.archive import Archive
+    from pacsdash.archive.factory import open_archive
     from pacsdash.archive.check import check_archive, quarantine_folder
     from pacsdash.runtime import HomeLock
 
     if not settings.index_path.exists():
         raise RuntimeError(f"{settings.home} holds no pacsdash archive (no index); give the right one with --home")
-    with HomeLock(settings.run_path), Archive.open_home(settings.store_path, settings.index_path) as archive, \
+    with HomeLock(settings.run_path), open_archive(settings) as archive, \
             tqdm(unit="file", desc="check", disable=None) as bar:
         if not archive.was_clean:
             if repair:
@@ -573,12 +574,13 @@ def cmd_audit(args: argparse.Namespace) -> int:
 
 def _audit_offline(settings: Settings, checked: dict) -> list[dict]:
     """The audit entries of a home no server runs on, under the home's lock."""
-    from pacsdash.archive import Archive, audit
+    from pacsdash.archive import audit
+    from pacsdash.archive.factory import open_archive
     from pacsdash.runtime import HomeLock
 
     if not settings.index_path.exists():
         raise RuntimeError(f"{settings.home} holds no pacsdash archive (no index); give the right one with --home")
-    with HomeLock(settings.run_path), Archive.open_home(settings.store_path, settings.index_path) as archive:
+    with HomeLock(settings.run_path), open_archive(settings) as archive:
         return [audit.entry(r) for r in archive.records(**checked)]
 
 
@@ -645,12 +647,12 @@ def _record_change(settings: Settings, record) -> bool:
         if server is not None:
             _local_api(server, "POST", "/api/local/audit", changes.as_json(record), timeout=60)
         else:
-            from pacsdash.archive import Archive
+            from pacsdash.archive.factory import open_archive
             from pacsdash.config import init_home
             from pacsdash.runtime import HomeLock
 
             init_home(settings.home)
-            with HomeLock(settings.run_path), Archive.open_home(settings.store_path, settings.index_path) as archive:
+            with HomeLock(settings.run_path), open_archive(settings) as archive:
                 archive.record(record)
     except (RuntimeError, HomeBusy, OSError) as exc:
         print(f"error: the change was made, but could not be put in the audit trail: {exc}", file=sys.stderr)
@@ -692,7 +694,7 @@ def _sees(labels: tuple[str, ...]) -> str:
 
 
 def cmd_users(args: argparse.Namespace) -> int:
-    from pacsdash.access import AccountError, Accounts
+    from pacsdash.access import Accounts
 
     settings = _settings(args)
     if args.action in ("add", "passwd"):

@@ -112,11 +112,12 @@ def start_server(settings: Settings) -> RunningServer:
             workers.stop()
             lock.release()
             raise
-    from pacsdash.archive import Archive, audit
+    from pacsdash.archive import audit
+    from pacsdash.archive.factory import open_archive
     from pacsdash.dimse import compat
 
     try:
-        archive = Archive.open_home(settings.store_path, settings.index_path, settings.label_rules)
+        archive = open_archive(settings)
     except Exception:
         if workers is not None:
             workers.stop()

@@ -117,12 +117,19 @@ class User:
     labels: tuple[str, ...] = ()
 
 
+#: Names the server gives callers that are no user (the command line's token, auth off).
+RESERVED_NAMES = frozenset({"local-cli", "anonymous"})
+
+
 def check_user_name(name: str) -> str:
     """Return ``name`` if it is an acceptable user name, else raise."""
     if not name or len(name) > MAX_NAME or not all(c.isalnum() or c in "._-@" for c in name):
         raise AccountError(
             f"user name {name[:80]!r} must be 1 to {MAX_NAME} letters, digits or . _ - @"
         )
+    if name.lower() in RESERVED_NAMES:
+        raise AccountError(f"user name {name!r} is reserved: the server calls the command line or "
+                           "an unauthenticated caller so")
     return name
 
 

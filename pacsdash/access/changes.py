@@ -2,7 +2,7 @@
 
 Every add, removal, new role, new password or new labels of a user, and
 every peer added, edited or removed, from the admin page or the command
-line, leaves one entry in the archive's audit trail (PS3.15 A.5.3.21
+line, leaves one entry in the archive's audit trail (PS3.15 A.5.3.11
 Security Alert, "User Security Attributes Changed"): who made it, from
 where, the user or peer it changed (``details["user"]``), what changed
 (``details["change"]``), the new values that are not secret, and how it went.

@@ -705,11 +705,13 @@ class Archive:
         return self.index.summary(scope)
 
     # -- who sees what (see :mod:`pacsdash.archive.scoped`) -----------------------
-    def scoped(self, scope: Scope | None) -> Any:
-        """This archive as someone restricted to ``scope`` sees it (itself when None)."""
+    def scoped(self, scope: Scope | None, audit: Callable[..., None] | None = None) -> Any:
+        """This archive as someone restricted to ``scope`` sees it, its reads
+        put in the audit trail through ``audit`` (itself when neither is given);
+        see :mod:`pacsdash.archive.scoped`."""
         from pacsdash.archive.scoped import ScopedArchive
 
-        return self if scope is None else ScopedArchive(self, scope)
+        return self if scope is None and audit is None else ScopedArchive(self, scope, audit)
 
     def sees(self, study_uid: str) -> bool:
         """Whether the study is indexed (every study is visible to the unscoped archive)."""

@@ -4,11 +4,12 @@ Entries are the archive's append-only action records (:mod:`pacsdash.archive.rec
 shown in the shape of CONTRACT.md's ``GET /api/audit`` and ``pacsdash audit``:
 ``{"time": ISO-8601 UTC, "user", "address", "action", "outcome", "studies"}``,
 after the DICOM audit messages of PS3.15 A.5 (who: the active participant;
-what: the event; the studies: the participant objects). Recorded today:
-logins and failed logins, anonymizations, exports, sends, deletions, repairs,
-associations refused to peers, and the queries, retrievals and uploads of
-the HTTP doors (DICOMweb, WADO-URI, the JSON API); queries and retrievals over
-DIMSE and in the dashboard, and user and label changes, are not recorded yet.
+what: the event; the studies: the participant objects). Recorded: logins
+and failed logins, anonymizations, exports, sends, deletions, repairs,
+associations refused to peers, the queries, retrievals and uploads of every
+door (DICOMweb, WADO-URI, the JSON API, C-FIND/C-MOVE/C-GET, the dashboard),
+changes to users and peers (``user_change``) and to study labels
+(``label_change``).
 With ``[audit] syslog`` set, each entry is also sent to the site's collector
 as a PS3.15 A.5.1 audit message in an RFC 5424 syslog message
 (:mod:`pacsdash.archive.audit_syslog`, which maps each action to its A.5.3 event).
@@ -75,14 +76,26 @@ def entry(record: ActionRecord) -> dict[str, Any]:
             "outcome": record.outcome, "studies": list(record.studies)}
 
 
+#: First characters that make a spreadsheet read a cell as a formula (CWE-1236).
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _cell(value: Any) -> str:
+    """A CSV cell a spreadsheet shows as text: a failed login's user name is
+    whatever a stranger typed, and ``=HYPERLINK(...)`` must not become a formula."""
+    text = str(value)
+    return "'" + text if text.startswith(_FORMULA_START) else text
+
+
 def as_csv(entries: Iterable[dict[str, Any]]) -> str:
-    """The entries as CSV (studies joined by ``\\``, as DICOM joins values)."""
+    """The entries as CSV (studies joined by ``\\``, as DICOM joins values); a
+    cell that a spreadsheet would take for a formula starts with ``'``."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(COLUMNS)
     for item in entries:
-        writer.writerow([item["time"], item["user"], item["address"], item["action"], item["outcome"],
-                         "\\".join(item["studies"])])
+        writer.writerow([_cell(v) for v in (item["time"], item["user"], item["address"], item["action"],
+                                            item["outcome"], "\\".join(item["studies"]))])
     return out.getvalue()
 
 

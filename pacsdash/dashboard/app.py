@@ -12,6 +12,7 @@ import panel as pn
 
 from pacsdash.access import Action, Role
 from pacsdash.archive import Scope
+from pacsdash.dashboard.admin_views import client_address
 from pacsdash.dashboard.navigation import Navigation, request_link
 from pacsdash.dashboard.overview import Overview
 from pacsdash.dashboard.patient import PatientView
@@ -127,7 +128,12 @@ def dashboard(context: Any) -> pn.viewable.Viewable:
     pn.extension("tabulator")  # the upload's drop zone is a JSComponent of ours: no extension
     # What this user may see: every component reads through it (a changed label list ends the session).
     account = context.accounts.user(login) if login else None
-    archive = context.archive.scoped(Scope.of(account.labels) if account is not None else None)
+    address = client_address()
+
+    def audit(action: str, succeeded: bool, studies: list[str], details: dict[str, Any]) -> None:
+        context.audit_request(user, address, action, succeeded, studies, {**details, "door": "dashboard"})
+
+    archive = context.archive.scoped(Scope.of(account.labels) if account is not None else None, audit=audit)
     search = StudySearch(archive=archive)
     study = StudyPanel(archive=archive, role=role, accounts=context.accounts, user=user,
                        home=str(context.settings.home),

@@ -30,7 +30,8 @@ def make_demo_home(settings: Settings) -> Settings:
     already holds instances.
     """
     from pacsdash.access import Accounts
-    from pacsdash.archive import Archive, store_many
+    from pacsdash.archive import store_many
+    from pacsdash.archive.factory import open_archive
     from pacsdash.demo.generate import write_demo
     from pacsdash.runtime import HomeLock
 
@@ -45,7 +46,7 @@ def make_demo_home(settings: Settings) -> Settings:
             accounts.add_user(name, name, password)
         listed = ", ".join(f"{name}/{password}" for name, password in DEMO_USERS.items())
         print(f"demo users: {listed} (change them for real use)")
-    with HomeLock(settings.run_path), Archive.open_home(settings.store_path, settings.index_path) as archive:
+    with HomeLock(settings.run_path), open_archive(settings) as archive:
         if archive.index.totals()["instances"]:
             print(f"{settings.home} already holds studies; serving them as they are")
             return settings

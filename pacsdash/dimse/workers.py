@@ -51,9 +51,8 @@ def worker_main(settings: Settings, connection: Connection, handoff: Connection,
     # Ctrl-C reaches the whole process group: the server stops its workers itself.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     from pacsdash.access import Accounts
-    from pacsdash.archive.archive import Archive
+    from pacsdash.archive.factory import worker_archive
     from pacsdash.archive.remote import RemoteIndex
-    from pacsdash.archive.store import LocalStore
     from pacsdash.dimse import compat
     from pacsdash.dimse.scp import DicomNode
     from pacsdash.logs import configure_logging
@@ -62,7 +61,7 @@ def worker_main(settings: Settings, connection: Connection, handoff: Connection,
     configure_logging(settings.log_path, f"dicom-worker-{number}")
     compat.install(plain=settings.server.plain_pynetdicom)  # a spawned process starts with pynetdicom as released
     index = RemoteIndex(connection)
-    archive = Archive(LocalStore(settings.store_path), index)
+    archive = worker_archive(settings, index)
     forwarder = TrafficForwarder(traffic).start() if traffic is not None else None
     node = DicomNode(archive, Accounts(settings.accounts_path, settings.modalities),
                      replace(settings.server, dicom_port=port, dicom_tls_port=tls_port), handoff=handoff,

@@ -152,3 +152,13 @@ def test_processes_opening_an_old_accounts_file_at_once_all_succeed(tmp_path):
         assert failures == [], f"attempt {attempt}: {failures}"
         assert [process.exitcode for process in processes] == [0] * 4
         assert Accounts(path).user("old").labels == ()
+
+
+def test_the_names_the_server_gives_non_users_cannot_be_taken(tmp_path):
+    from pacsdash.access import AccountError, Accounts
+
+    accounts = Accounts(tmp_path / "accounts.sqlite")
+    for name in ("local-cli", "anonymous", "Local-CLI"):
+        with pytest.raises(AccountError, match="reserved"):
+            accounts.add_user(name, "viewer", "long-enough-password")
+    assert accounts.users() == []

@@ -9,7 +9,7 @@ import pytest
 from pydicom.uid import generate_uid
 
 from pacsdash.access import Role
-from pacsdash.archive import Archive, Scope
+from pacsdash.archive import Archive, Level, Scope
 from pacsdash.archive.actions import StudyActions
 from pacsdash.dashboard.ingest import _Item, store_item
 from pacsdash.dashboard.overview import Overview
@@ -85,3 +85,21 @@ def test_dashboard_actions_on_a_hidden_study_find_no_such_study(home, tmp_path):
         actions.delete(uids["hidden"], Actor("ruth", scope=scope_of(visible)))
     assert refused.value.status == 404 and archive.sees(uids["hidden"])
     assert scope_of(archive) is None
+
+
+def test_what_a_session_reads_is_in_the_audit_trail(home):
+    """The dashboard's view audits its reads: a search is a query naming the studies it
+    found, opening instances a retrieval of their study (PS3.15 A.5.3.9, A.5.3.3)."""
+    archive, uids = home
+    entries = []
+    view = archive.scoped(None, audit=lambda *entry: entries.append(entry))
+    assert view is not archive and view.scope is None
+    StudySearch(archive=view)  # the first page is read at once
+    query = [e for e in entries if e[0] == "query"]
+    assert query and set(query[0][2]) == set(uids.values()) and query[0][3]["query"].startswith("STUDY")
+    location = view.locate(Level.STUDY, uids["other"])[0]
+    assert entries[-1] == ("retrieve", True, [uids["other"]], {})
+    assert view.locate_instance(location.SOPInstanceUID) == location
+    restricted = []
+    archive.scoped(TRIAL, audit=lambda *entry: restricted.append(entry)).locate(Level.STUDY, uids["hidden"])
+    assert restricted == []  # nothing read: nothing retrieved
