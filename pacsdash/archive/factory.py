@@ -12,8 +12,10 @@ from __future__ import annotations
 from typing import Any
 
 from pacsdash.archive.archive import Archive
+from pacsdash.archive.labels import compile_rules
+from pacsdash.archive.query import InvalidQuery
 from pacsdash.archive.store import LocalStore, Store
-from pacsdash.config import Settings
+from pacsdash.config import ConfigError, Settings
 
 
 def open_store(settings: Settings) -> Store:
@@ -22,7 +24,17 @@ def open_store(settings: Settings) -> Store:
 
 
 def open_archive(settings: Settings) -> Archive:
-    """The home's archive, owning its index (one process at a time: take the home's lock first)."""
+    """The home's archive, owning its index (one process at a time: take the home's lock first).
+
+    Raises
+    ------
+    ConfigError
+        When a ``[[label_rules]]`` condition cannot be matched (an unknown attribute, a bad value).
+    """
+    try:
+        compile_rules(settings.label_rules)  # before anything is opened
+    except InvalidQuery as exc:
+        raise ConfigError(f"[[label_rules]]: {exc}") from None
     return Archive.open_home(settings.store_path, settings.index_path, settings.label_rules)
 
 
