@@ -106,7 +106,8 @@ class StudyPanel(pn.viewable.Viewer):
         self._research_slot = pn.Column(sizing_mode="stretch_width", margin=0)
         self._shown_uid = ""
         self._labels = StudyLabels(archive=self.archive, actions=self.actions, user=self.user, role=self.role,
-                                   current_role=self.current_role)
+                                   current_role=self.current_role, show_message=False)
+        self._labels.param.watch(lambda e: setattr(self, "message", e.new), "message")  # in the actions row
         self._load()
 
     def _build_research(self) -> tuple[Any, Any, Any, pn.Row]:

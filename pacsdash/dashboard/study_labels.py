@@ -1,17 +1,20 @@
 """The labels of the study shown (issue 15, access by study): chips for
-everyone who sees the study, and for a role that may label (editor, admin) a
-box to add one and a choice to remove one.
+everyone who sees the study; for a role that may label (editor, admin) each
+chip has a × that removes its label, and a box adds one.
 
 Changes go through :meth:`StudyActions.add_label` / ``remove_label`` with the
 session's actor (its scope, so only a visible study is changed), which check
 the label's syntax and write the ``label_change`` audit entry; the role is
-checked again at the click, as the accounts say then.
+checked again at the click, as the accounts say then. A user restricted to
+labels is not offered to remove the last label that lets them see the study
+(they could not undo it).
 """
 
 from __future__ import annotations
 
 import asyncio
 import html
+from functools import partial
 from typing import Any
 
 import panel as pn
@@ -23,8 +26,13 @@ from pacsdash.archive.scoped import scope_of
 
 CHIPS_CSS = """
 .pd-label-chip { display: inline-block; padding: 1px 8px; margin: 2px 4px 2px 0; border-radius: 10px;
-  background: #e8eef5; color: #1f3b57; font-size: 12px; border: 1px solid #c9d6e4; }
+  background: #e8eef5; color: #1f3b57; font-size: 12px; border: 1px solid #c9d6e4; white-space: nowrap; }
 .pd-no-labels { color: #777; font-size: 12px; }
+"""
+CHIP_BUTTON_CSS = """
+:host .bk-btn { border-radius: 10px; background: #e8eef5; color: #1f3b57; font-size: 12px; border: 1px solid #c9d6e4;
+  padding: 1px 8px; }
+:host .bk-btn:hover { background: #f6e3e3; border-color: #d9a5a5; }
 """
 MESSAGE_CSS = ".pd-labels-message { font-size: 12px; color: #0b4f8a; } .pd-labels-message.pd-warn { color: #8a3b0b; }"
 
@@ -37,7 +45,7 @@ def chips_html(labels: list[str]) -> str:
 
 
 class StudyLabels(pn.viewable.Viewer):
-    """The labels of ``study_uid``; editing controls for a role that may :attr:`Action.LABEL`."""
+    """The labels of ``study_uid``; editing for a role that may :attr:`Action.LABEL`."""
 
     archive = param.Parameter(doc="The archive as the session sees it (scoped for a restricted user).")
     actions = param.Parameter(doc="The archive's StudyActions (add_label, remove_label).")
@@ -47,19 +55,19 @@ class StudyLabels(pn.viewable.Viewer):
     study_uid = param.String(default="", doc="The study shown (empty: none).")
     labels = param.List(default=[], item_type=str, doc="The shown study's labels, sorted.")
     shown = param.Boolean(default=False, doc="Whether a study is shown (one the session may see).")
-    message = param.String(default="")
+    message = param.String(default="", doc="The outcome of the last change (plain text).")
+    show_message = param.Boolean(default=True, doc="Show ``message`` here (False: the page shows it).")
 
     def __init__(self, **params: Any) -> None:
         super().__init__(**params)
-        self._chips = pn.pane.HTML("", stylesheets=[CHIPS_CSS], margin=(12, 5), css_classes=["pd-labels"])
-        self._new = pn.widgets.TextInput(placeholder="new label", width=120, margin=(8, 2),
+        self._editing = self.role.may(Action.LABEL)  # never offered to a viewer; each change checks again
+        self._chips = pn.pane.HTML("", stylesheets=[CHIPS_CSS], margin=(9, 3))
+        self._chip_buttons = pn.Row(margin=(3, 0))
+        self._new = pn.widgets.TextInput(placeholder="new label", width=110, margin=(8, 2),
                                          css_classes=["pd-label-new"])
-        self._add = pn.widgets.Button(label="Add label", width=90, margin=(8, 5))
+        self._add = pn.widgets.Button(label="Add label", width=85, margin=(8, 5))
         self._add.on_click(self.add)
         self._new.param.watch(lambda e: pn.state.execute(self.add) if e.new else None, "enter_pressed")
-        self._chosen = pn.widgets.Select(options=[], width=120, margin=(8, 2), css_classes=["pd-label-chosen"])
-        self._remove = pn.widgets.Button(label="Remove label", width=110, margin=(8, 5), disabled=True)
-        self._remove.on_click(self.remove)
         self._message = pn.pane.HTML("", stylesheets=[MESSAGE_CSS], margin=(12, 5), max_width=260)
         self._load()
 
@@ -81,17 +89,32 @@ class StudyLabels(pn.viewable.Viewer):
         sees = getattr(self.archive, "sees", None)
         return bool(uid) and sees is not None and hasattr(self.archive, "labels_of") and sees(uid)
 
+    def _removable(self, label: str) -> bool:
+        """Whether removing ``label`` leaves the study visible to the session (always, unrestricted)."""
+        scope = scope_of(self.archive)
+        return scope is None or scope.sees(set(self.labels) - {label})
+
+    def _chip_button(self, label: str) -> pn.widgets.Button:
+        button = pn.widgets.Button(label=f"{label} ×", description=f"Remove the label {label}", margin=(5, 3),
+                                   stylesheets=[CHIP_BUTTON_CSS], css_classes=["pd-label-remove"])
+        button.on_click(partial(self._on_remove, label))
+        return button
+
+    async def _on_remove(self, label: str, *_: Any) -> None:
+        await self.remove(label)
+
     @param.depends("labels", watch=True)
     def _show_labels(self) -> None:
-        self._chips.object = chips_html(self.labels) if self.shown else ""
-        self._chosen.options = list(self.labels)
-        self._remove.disabled = not self.labels
+        removable = [label for label in self.labels if self._editing and self._removable(label)]
+        self._chips.object = chips_html([x for x in self.labels if x not in removable]) if self.shown else ""
+        self._chips.visible = not removable or len(removable) < len(self.labels)
+        self._chip_buttons.objects = [self._chip_button(label) for label in removable]
 
     @param.depends("message", watch=True)
     def _show_message(self) -> None:
         warn = self.message and not self.message.startswith(("Added", "Removed"))
         self._message.object = (f'<span class="pd-labels-message{" pd-warn" if warn else ""}">'
-                                f"{html.escape(self.message)}</span>") if self.message else ""
+                                f"{html.escape(self.message)}</span>") if self.message and self.show_message else ""
 
     def _may(self) -> bool:
         """The role as the accounts say now (a role changed since the page opened counts)."""
@@ -107,12 +130,13 @@ class StudyLabels(pn.viewable.Viewer):
         if await self._change(label, adding=True):
             self._new.param.update(value="", value_input="")
 
-    async def remove(self, *_: Any) -> None:
-        """Take the label chosen from the study shown."""
-        if not self._chosen.value:
-            self.message = "Choose a label to remove."
+    async def remove(self, label: str) -> None:
+        """Take ``label`` from the study shown."""
+        if not self._removable(label):
+            self.message = (f"Could not remove the label {label}: you see this study through it, and could not "
+                            "see it afterwards. An admin can remove it.")
             return
-        await self._change(str(self._chosen.value), adding=False)
+        await self._change(label, adding=False)
 
     async def _change(self, label: str, adding: bool) -> bool:
         """Add or remove ``label`` through the StudyActions; True if done (or already so)."""
@@ -132,11 +156,7 @@ class StudyLabels(pn.viewable.Viewer):
             return False
         if uid != self.study_uid:
             return True  # another study was opened meanwhile: it shows its own labels
-        if not self._visible(uid):  # a restricted user took away the label that let them see it
-            self.labels = []
-            self.message = f"Removed the label {label}: the study is no longer among those you may see."
-            return True
-        self.labels = self.archive.labels_of(uid)
+        self.labels = self.archive.labels_of(uid) if self._visible(uid) else []
         if adding:
             self.message = f"Added the label {label}." if changed else f"The study already has the label {label}."
         else:
@@ -144,8 +164,9 @@ class StudyLabels(pn.viewable.Viewer):
         return True
 
     def __panel__(self) -> pn.viewable.Viewable:
-        parts: list[Any] = [pn.pane.HTML("<small>Labels:</small>", margin=(14, 0, 0, 10)), self._chips]
-        if self.role.may(Action.LABEL):  # never shown to a viewer; the change checks the role again
-            parts += [self._new, self._add, self._chosen, self._remove]
+        parts: list[Any] = [pn.pane.HTML("<small>Labels:</small>", margin=(14, 0, 0, 10)),
+                            pn.Row(self._chips, self._chip_buttons, margin=0, css_classes=["pd-labels"])]
+        if self._editing:
+            parts += [self._new, self._add]
         parts.append(self._message)
         return pn.Row(*parts, css_classes=["pd-study-labels"], visible=self.param.shown)

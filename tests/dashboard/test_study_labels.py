@@ -39,14 +39,13 @@ def label_changes(archive, uid: str) -> list[dict]:
 def test_an_editor_adds_and_removes_a_label_and_it_is_audited(home):
     archive, actions, uids = home
     labels = StudyLabels(archive=archive, actions=actions, role=Role.EDITOR, user="ed", study_uid=uids["trial"])
-    assert labels.labels == ["trial-7"] and "trial-7" in labels._chips.object
+    assert labels.labels == ["trial-7"] and [b.label for b in labels._chip_buttons] == ["trial-7 ×"]
     labels._new.value_input = "teaching"
     asyncio.run(labels.add())
     assert archive.labels_of(uids["trial"]) == ["teaching", "trial-7"] and labels.labels == ["teaching", "trial-7"]
     assert "Added the label teaching" in labels.message and labels._new.value_input == ""
-    assert 'class="pd-label-chip">teaching<' in labels._chips.object
-    labels._chosen.value = "teaching"
-    asyncio.run(labels.remove())
+    assert [b.label for b in labels._chip_buttons] == ["teaching ×", "trial-7 ×"]
+    asyncio.run(labels.remove("teaching"))
     assert archive.labels_of(uids["trial"]) == ["trial-7"] and "Removed the label teaching" in labels.message
     changes = label_changes(archive, uids["trial"])
     assert [(c["label"], c["change"]) for c in changes] == [("teaching", "remove"), ("teaching", "add")]
@@ -56,10 +55,9 @@ def test_an_editor_adds_and_removes_a_label_and_it_is_audited(home):
 def test_a_viewer_sees_the_labels_without_editing_controls(home):
     archive, actions, uids = home
     labels = StudyLabels(archive=archive, actions=actions, role=Role.VIEWER, study_uid=uids["trial"])
-    assert "trial-7" in labels._chips.object
+    assert 'class="pd-label-chip">trial-7<' in labels._chips.object and not labels._chip_buttons.objects
     shown = labels.__panel__()
-    assert labels._new not in shown.objects and labels._add not in shown.objects and labels._remove not in shown.objects
-    assert labels._chips in shown.objects
+    assert labels._new not in shown.objects and labels._add not in shown.objects
     labels._new.value_input = "teaching"  # even if asked, the role says no
     asyncio.run(labels.add())
     assert "may not change labels" in labels.message and archive.labels_of(uids["trial"]) == ["trial-7"]
@@ -89,8 +87,7 @@ def test_a_role_taken_away_mid_session_is_refused_at_the_click(home):
     asyncio.run(labels.add())
     assert "may not change labels" in labels.message
     now["role"] = None  # the user removed, or their session ended
-    labels._chosen.value = "trial-7"
-    asyncio.run(labels.remove())
+    asyncio.run(labels.remove("trial-7"))
     assert "may not change labels" in labels.message
     assert archive.labels_of(uids["trial"]) == ["trial-7"] and not label_changes(archive, uids["trial"])
 
@@ -109,9 +106,13 @@ def test_a_restricted_session_sees_nothing_of_a_hidden_study_and_acts_in_its_sco
     labels._new.value_input = "teaching"
     asyncio.run(labels.add())
     assert archive.labels_of(uids["trial"]) == ["teaching", "trial-7"]
-    labels._chosen.value = "trial-7"  # their own way in: gone, and the page says so
-    asyncio.run(labels.remove())
-    assert "no longer among those you may see" in labels.message and labels.labels == []
+    # Their own way in is not offered for removal, and refused if asked: they could not undo it.
+    assert [b.label for b in labels._chip_buttons] == ["teaching ×"] and "trial-7" in labels._chips.object
+    asyncio.run(labels.remove("trial-7"))
+    assert "you see this study through it" in labels.message and archive.labels_of(uids["trial"]) == [
+        "teaching", "trial-7"]
+    asyncio.run(labels.remove("teaching"))
+    assert archive.labels_of(uids["trial"]) == ["trial-7"] and "Removed the label teaching" in labels.message
 
 
 def test_the_study_page_shows_the_labels_of_the_study_it_shows(home):
@@ -119,6 +120,9 @@ def test_the_study_page_shows_the_labels_of_the_study_it_shows(home):
     visible = archive.scoped(Scope.of(["trial-7"]))
     panel = StudyPanel(archive=visible, role=Role.EDITOR, user="ruth", actions=actions, study_uid=uids["trial"])
     assert panel._labels.labels == ["trial-7"] and panel._labels.shown
+    panel._labels._new.value_input = "two words"
+    asyncio.run(panel._labels.add())
+    assert panel.message.startswith("Could not add the label") and "pd-warn" in panel._message.object
     panel.study_uid = uids["hidden"]  # a link to a study they may not see
     assert not panel._labels.shown and panel._labels._chips.object == ""
     panel.study_uid = ""
