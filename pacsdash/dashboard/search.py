@@ -32,6 +32,8 @@ COLUMNS = {
     "NumberOfStudyRelatedSeries": "Series",
     "NumberOfStudyRelatedInstances": "Instances",
 }
+#: The study labels' column (access by study), shown when a study of the page has any.
+LABELS_COLUMN = "Labels"
 #: Clicking these columns opens the patient rather than the study.
 PATIENT_COLUMNS = ("Patient", "Patient ID")
 MODALITIES = ["", "CT", "MR", "US", "CR", "DX", "MG", "NM", "PT", "XA", "RF", "OT", "SR", "SEG", "RTDOSE", "RTPLAN", "ECG"]
@@ -265,22 +267,33 @@ class StudySearch(pn.viewable.Viewer):
             self.error = ""
         except InvalidQuery as exc:
             rows, self.total, self.error = [], 0, str(exc)
+        labels = self._labels_of([str(r["StudyInstanceUID"]) for r in rows])
         frame = pd.DataFrame(
             [
                 {"StudyInstanceUID": r["StudyInstanceUID"],
                  **{label: person_name(r.get(key)) if key == "PatientName"
                     else display_date(r.get(key)) if key == "StudyDate" else (r.get(key) or "")
-                    for key, label in COLUMNS.items()}}
+                    for key, label in COLUMNS.items()},
+                 LABELS_COLUMN: ", ".join(labels.get(str(r["StudyInstanceUID"]), []))}
                 for r in rows
             ],
-            columns=["StudyInstanceUID", *COLUMNS.values()],
+            columns=["StudyInstanceUID", *COLUMNS.values(), LABELS_COLUMN],
         )
+        if not labels:
+            frame = frame.drop(columns=[LABELS_COLUMN])
         self._table.value = frame
         if self.error:
             self._pager.object = ""
             return
         pages = max(1, -(-self.total // self.page_size))
         self._pager.object = f"{self.total} studies, page {self.page + 1} of {pages}"
+
+    def _labels_of(self, study_uids: list[str]) -> dict[str, list[str]]:
+        """The labels of the page's studies, in one read (a source without labels, as DICOMweb: none)."""
+        index = getattr(self.archive, "index", None)
+        if not study_uids or not hasattr(index, "labels_of"):
+            return {}
+        return index.labels_of(study_uids)
 
     def _open(self, name: str, value: str) -> None:
         if getattr(self, name) == value:

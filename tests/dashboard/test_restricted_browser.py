@@ -76,6 +76,7 @@ def test_a_restricted_user_sees_only_their_study_and_labels_it(browser, served, 
     log_in(page, "ruth")
     expect(studies_rows(page)).to_have_count(1, timeout=30_000)
     expect(studies_rows(page).first).to_contain_text("TRIAL, TOM")
+    expect(studies_rows(page).first.locator(".tabulator-cell[tabulator-field='Labels']")).to_have_text("trial-7")
     expect(page.locator(".pd-studies")).not_to_contain_text("HEIDI")
 
     # A colleague's link to the other study, typed in the address bar: no such study, nothing of it.

@@ -133,3 +133,22 @@ def test_chips_are_escaped():
     assert chips_html(["<img src=x onerror=alert(1)>"]) == (
         '<span class="pd-label-chip">&lt;img src=x onerror=alert(1)&gt;</span>')
     assert "No labels" in chips_html([])
+
+
+def test_the_search_shows_the_labels_of_the_page_when_a_study_has_any(home, tmp_path):
+    from pacsdash.dashboard.search import LABELS_COLUMN, StudySearch
+
+    archive, _, uids = home
+    archive.add_label(uids["trial"], "teaching")
+    frame = StudySearch(archive=archive)._table.value
+    shown = dict(zip(frame["StudyInstanceUID"], frame[LABELS_COLUMN]))
+    assert shown == {uids["trial"]: "teaching, trial-7", uids["hidden"]: ""}
+    restricted = StudySearch(archive=archive.scoped(Scope.of(["trial-7"])))._table.value
+    assert list(restricted[LABELS_COLUMN]) == ["teaching, trial-7"]
+    unlabelled = Archive.open_home(tmp_path / "other-store", tmp_path / "other.duckdb")
+    try:
+        unlabelled.store_bytes(make_instance())
+        unlabelled.wait_indexed()
+        assert LABELS_COLUMN not in StudySearch(archive=unlabelled)._table.value.columns
+    finally:
+        unlabelled.close()
