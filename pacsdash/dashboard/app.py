@@ -11,7 +11,7 @@ from typing import Any
 import panel as pn
 
 from pacsdash.access import Action, Role
-from pacsdash.archive import Scope
+from pacsdash.access import grants
 from pacsdash.dashboard.admin_views import client_address
 from pacsdash.dashboard.navigation import Navigation, request_link
 from pacsdash.dashboard.overview import Overview
@@ -47,9 +47,9 @@ def opened_session(context: Any, user: str | None) -> str | None:
 def may(context: Any, user: str | None, action: Action, session: str | None = None) -> bool:
     """Whether ``user`` may ``action`` at this moment (a role changed, a user
     removed or, given ``session``, a session ended since the page opened
-    counts at once)."""
+    counts at once); the user's grant decides (:mod:`pacsdash.access.grants`)."""
     role = current_role(context, user, session)
-    return role is not None and role.may(action)
+    return role is not None and grants.for_role(user or "", role).may(action)
 
 
 def only_admins(context: Any) -> pn.viewable.Viewable | None:
@@ -128,12 +128,13 @@ def dashboard(context: Any) -> pn.viewable.Viewable:
     pn.extension("tabulator")  # the upload's drop zone is a JSComponent of ours: no extension
     # What this user may see: every component reads through it (a changed label list ends the session).
     account = context.accounts.user(login) if login else None
+    grant = grants.for_role(user, role, account.labels if account is not None else ())
     address = client_address()
 
     def audit(action: str, succeeded: bool, studies: list[str], details: dict[str, Any]) -> None:
         context.audit_request(user, address, action, succeeded, studies, {**details, "door": "dashboard"})
 
-    archive = context.archive.scoped(Scope.of(account.labels) if account is not None else None, audit=audit)
+    archive = context.archive.scoped(grant.scope, audit=audit)
     search = StudySearch(archive=archive)
     study = StudyPanel(archive=archive, role=role, accounts=context.accounts, user=user,
                        home=str(context.settings.home),

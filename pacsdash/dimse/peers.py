@@ -22,6 +22,8 @@ from concurrent.futures import ThreadPoolExecutor, TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 
 from pacsdash.access import Accounts
+from pacsdash.access import grants
+from pacsdash.access.grants import Grant
 from pacsdash.config import ModalitySettings
 
 LOGGER = logging.getLogger(__name__)
@@ -147,12 +149,10 @@ class PeerPolicy:
         at its registered host and port, so no address check is needed)."""
         return self.accounts.modality_by_aet(aet)
 
-    def allows(self, aet: str, address: str | None, action: str) -> bool:
-        """Whether the caller ``aet`` at ``address`` may ``store``/``find``/``move``/``get``."""
-        peer = self.peer(aet, address)
-        if peer is None:
-            return action == "store" and self.accept_unknown_store
-        return action in peer.allow
+    def grant(self, aet: str, peer: ModalitySettings | None) -> Grant:
+        """What the caller ``aet``, recognised as ``peer`` (None: unregistered),
+        may ask and see (:mod:`pacsdash.access.grants`)."""
+        return grants.for_peer(aet, peer, self.accept_unknown_store)
 
     def _warn_mismatch(self, aet: str, caller: str, titled: list[ModalitySettings]) -> None:
         now = time.monotonic()

@@ -50,9 +50,10 @@ from pynetdicom.sop_class import (
 from pynetdicom.transport import ThreadedAssociationServer
 
 from pacsdash.access import Accounts
-from pacsdash.archive import Archive, InstanceLocation, InvalidQuery, Level, Scope, StoredFileError, audit
+from pacsdash.archive import Archive, InstanceLocation, InvalidQuery, Level, StoredFileError, audit
 from pacsdash.archive.outcomes import OUTCOMES, StoreOutcome, classify
 from pacsdash.archive.query import Query
+from pacsdash.access.grants import Grant
 from pacsdash.config import ModalitySettings, ServerSettings
 from pacsdash.dimse import compat, contexts, protocol
 from pacsdash.dimse.admission import Admission, Limits, StoreQuota
@@ -108,6 +109,8 @@ class Caller:
     address: str
     #: The registered peer it is (AE title and address match), or None.
     peer: ModalitySettings | None
+    #: What it may ask and see (:mod:`pacsdash.access.grants`).
+    grant: Grant
 
 
 class _NodeServer(ThreadedAssociationServer):
@@ -308,7 +311,7 @@ class DicomNode:
             self._reject(assoc, MALFORMED_REQUEST, problem)
             return
         peer = self.policy.peer(calling, address)
-        self._callers[assoc] = Caller(calling, address, peer)
+        self._callers[assoc] = Caller(calling, address, peer, self.policy.grant(calling, peer))
         if peer is None:
             proposed = {str(cx.abstract_syntax) for cx in primitive.presentation_context_definition_list}
             allowed = _UNKNOWN_ALLOWED if self.policy.accept_unknown_store else {str(Verification)}
@@ -338,14 +341,14 @@ class DicomNode:
         caller = self._callers.get(assoc)
         if caller is None:
             aet, address = assoc.requestor.ae_title.strip(), str(assoc.requestor.address)
-            caller = self._callers[assoc] = Caller(aet, address, self.policy.peer(aet, address))
+            peer = self.policy.peer(aet, address)
+            caller = self._callers[assoc] = Caller(aet, address, peer, self.policy.grant(aet, peer))
         return caller
 
     def archive_for(self, assoc: Association) -> Any:
         """The archive as ``assoc``'s peer may see it: a peer registered with
         labels sees only studies holding one of them (CONTRACT.md ``--labels``)."""
-        peer = self.caller(assoc).peer
-        return self.archive.scoped(Scope.of(peer.labels) if peer is not None else Scope(frozenset()))
+        return self.archive.scoped(self.caller(assoc).grant.scope)
 
     def _audit(self, event: Event, action: str, succeeded: bool, studies: Iterable[str], query: str = "") -> None:
         """A query or retrieval by the association's peer, in the audit trail."""
@@ -355,12 +358,9 @@ class DicomNode:
             details["query"] = query[:1000]
         self.audit(caller.aet, caller.address, action, succeeded, sorted(set(studies))[:1000], details)
 
-    def allows(self, assoc: Association, action: str) -> bool:
-        """Whether ``assoc``'s requestor may ``store``/``find``/``move``/``get``."""
-        peer = self.caller(assoc).peer
-        if peer is None:
-            return action == "store" and self.policy.accept_unknown_store
-        return action in peer.allow
+    def allows(self, assoc: Association, service: str) -> bool:
+        """Whether ``assoc``'s requestor may ``store``/``find``/``move``/``get`` (its grant)."""
+        return self.caller(assoc).grant.may_service(service)
 
     def store_limit(self, assoc: Association) -> tuple[int, str]:
         """Most bytes the next C-STORE data set of ``assoc`` may hold, and the

@@ -17,7 +17,9 @@ from pacsdash.archive import Archive, Scope, audit
 from pacsdash.archive.actions import Actor, StudyActions
 from pacsdash.config import Settings
 from pacsdash.traffic.recorder import TrafficRecorder
-from pacsdash.web.auth import Authenticator, session_user
+from pacsdash.access import grants
+from pacsdash.access.grants import Grant
+from pacsdash.web.auth import LOCAL_CLI, Authenticator, session_user
 from pacsdash.web.metadata_cache import MetadataCache
 
 LOGGER = logging.getLogger(__name__)
@@ -96,7 +98,9 @@ class BaseHandler(RequestHandler):
     """
 
     user: User | None = None
-    #: The studies the caller may see (None: every study); set by :meth:`require`.
+    #: What the caller may do, and to which studies; set by :meth:`require`.
+    grant: Grant | None = None
+    #: The studies the caller may see (None: every study): the grant's scope.
     scope: Scope | None = None
     #: What a request to this route is in the audit trail ("query", "retrieve"), if anything.
     audit_action: ClassVar[str | None] = None
@@ -162,10 +166,10 @@ class BaseHandler(RequestHandler):
             user = self._dashboard_user()
         if user is None:
             raise ApiError(401, "login required")
-        if not user.role.may(action):
+        grant = grants.for_role(user.name, user.role, user.labels, kind="local" if user is LOCAL_CLI else "user")
+        if not grant.may(action):
             raise ApiError(403, f"the {user.role.value} role may not {action.value}")
-        self.user = user
-        self.scope = Scope.of(user.labels)
+        self.user, self.grant, self.scope = user, grant, grant.scope
         return user
 
     @property
@@ -179,9 +183,9 @@ class BaseHandler(RequestHandler):
     @property
     def actor(self) -> Actor:
         """Who asks, for the archive's actions (call :meth:`require` first)."""
-        name = self.user.name if self.user is not None else "anonymous"
-        return Actor(name=name, kind="local" if name == "local-cli" else "user", address=self.request.remote_ip or "",
-                     scope=self.scope)
+        grant = self.grant
+        return Actor(name=grant.name if grant else "anonymous", kind=grant.kind if grant else "user",
+                     address=self.request.remote_ip or "", scope=self.scope)
 
     def _dashboard_user(self) -> User | None:
         """The user logged in to the dashboard, for the downloads it links to.
