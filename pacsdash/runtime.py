@@ -4,7 +4,11 @@ The DuckDB index accepts one writing process. Whatever opens it (the server,
 or an offline ``pacsdash import``) first takes an exclusive lock on
 ``HOME/run/owner.lock``. A running server also writes ``HOME/run/server.json``
 (its ports and a random token readable only by the owner of the home), so
-that the command line can hand work to it instead of opening the index.
+that the command line can hand work to it instead of opening the index. When
+its HTTPS listener demands client certificates (``[server] tls_client_ca``),
+the server also writes ``HOME/run/local-client.pem`` (0600), a client
+certificate and key of its own made at each start
+(:func:`pacsdash.tls.write_local_client`), which the command line presents.
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ import secrets
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import IO, Any
+
+from pacsdash.tls import LOCAL_CLIENT_NAME
 
 
 class HomeBusy(RuntimeError):
@@ -36,6 +42,9 @@ class ServerInfo:
     certificate: str = ""
     #: The DICOM over TLS port (PS3.15 B.1), 0 when there is none.
     dicom_tls_port: int = 0
+    #: The command line's client certificate and key (one PEM file, 0600) when
+    #: the HTTPS listener demands client certificates ("" otherwise).
+    client_certificate: str = ""
 
     @property
     def base_url(self) -> str:
@@ -51,12 +60,16 @@ class ServerInfo:
 
     def ssl_context(self) -> Any:
         """What ``urlopen`` needs to call this server (None over HTTP): its own
-        certificate pinned (see :func:`pacsdash.tls.pinned_context`)."""
+        certificate pinned (see :func:`pacsdash.tls.pinned_context`), and the
+        local client certificate when the server demands one."""
         if not self.certificate:
             return None
         from pacsdash.tls import pinned_context
 
-        return pinned_context(self.certificate)
+        context = pinned_context(self.certificate)
+        if self.client_certificate:
+            context.load_cert_chain(self.client_certificate)
+        return context
 
 
 class HomeLock:
@@ -85,6 +98,7 @@ class HomeLock:
         """Give the lock back (also happens when the process exits)."""
         if self._file is not None:
             (self.run_path / "server.json").unlink(missing_ok=True)
+            (self.run_path / LOCAL_CLIENT_NAME).unlink(missing_ok=True)
             fcntl.flock(self._file, fcntl.LOCK_UN)
             self._file.close()
             self._file = None

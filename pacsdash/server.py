@@ -156,6 +156,7 @@ def start_server(settings: Settings) -> RunningServer:
     from pacsdash.dashboard.auth import cookie_secret, make_auth_provider
     from pacsdash.dashboard.pages import served_pages
     from pacsdash.dimse.scu import send_files
+    from pacsdash.tls import write_local_client
     from pacsdash.traffic.http import record_requests
     from pacsdash.web.base import AppContext, SecurityHeaders
     from pacsdash.web.routes import http_routes
@@ -169,6 +170,8 @@ def start_server(settings: Settings) -> RunningServer:
     if settings.auth.enabled:
         auth = {"auth_provider": make_auth_provider(accounts, audit.login_recorder(archive)),
                 "cookie_secret": cookie_secret(settings.run_path)}
+    # With client certificates demanded over HTTPS: one for the command line, new at each start.
+    local_client = write_local_client(settings.run_path) if settings.server.tls_client_ca else None
     http = pn.serve(
         served_pages(app),
         port=settings.server.http_port,
@@ -180,7 +183,7 @@ def start_server(settings: Settings) -> RunningServer:
         extra_patterns=routes,
         **auth,
         http_server_kwargs={"max_body_size": MAX_BODY_BYTES, "max_buffer_size": MAX_BUFFER_BYTES,
-                            **https_options(settings)},
+                            **https_options(settings, local_client[1] if local_client else b"")},
     )
     http._tornado.transforms.append(SecurityHeaders)  # noqa: SLF001 - on the dashboard's pages too
     if settings.auth.enabled:
@@ -202,6 +205,7 @@ def start_server(settings: Settings) -> RunningServer:
         token=app.local_token,
         certificate=settings.server.tls_cert,
         dicom_tls_port=dicom_tls_port,
+        client_certificate=str(local_client[0]) if local_client else "",
     )
     write_server_info(settings.run_path, info)
     LOGGER.info(
@@ -218,18 +222,20 @@ def start_server(settings: Settings) -> RunningServer:
     return RunningServer(app, node, http, lock)
 
 
-def https_options(settings: Settings) -> dict[str, object]:
+def https_options(settings: Settings, local_client: bytes = b"") -> dict[str, object]:
     """Tornado's ``ssl_options`` (an :class:`ssl.SSLContext`, see
     :func:`pacsdash.tls.server_context`) when ``[server] tls_cert``/``tls_key``
     are set: the HTTP port then speaks HTTPS only, and with ``tls_client_ca``
-    demands a client certificate signed by those CAs. (Bokeh's own
-    ``ssl_certfile`` cannot ask for client certificates.)"""
+    demands a client certificate signed by those CAs, or ``local_client``
+    (the command line's own, :func:`pacsdash.tls.write_local_client`; not
+    trusted on the DICOM TLS port). (Bokeh's own ``ssl_certfile`` cannot ask
+    for client certificates.)"""
     if not settings.server.tls_cert:
         return {}
     from pacsdash.tls import server_context
 
     server = settings.server
-    return {"ssl_options": server_context(server.tls_cert, server.tls_key, server.tls_client_ca)}
+    return {"ssl_options": server_context(server.tls_cert, server.tls_key, server.tls_client_ca, local_client)}
 
 
 class PortTaken(OSError):

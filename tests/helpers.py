@@ -18,7 +18,7 @@ from pathlib import Path
 from pynetdicom.dsutils import split_dataset
 
 from pacsdash.config import set_server_option
-from pacsdash.tls import pinned_context
+from pacsdash.runtime import ServerInfo
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "data" / "dicom-samples"
@@ -125,7 +125,10 @@ class ServerProcess:
             if not info_path.exists():
                 return None
             info = json.loads(info_path.read_text())
-            scheme, context = ("https", pinned_context(info["certificate"])) if info.get("certificate") else ("http", None)
+            # As the command line calls it: its certificate pinned, and the home's local client
+            # certificate when the server demands client certificates (tls_client_ca).
+            context = ServerInfo(**info).ssl_context()
+            scheme = "https" if context is not None else "http"
             try:
                 with urllib.request.urlopen(f"{scheme}://127.0.0.1:{info['http_port']}/api/health", timeout=2,
                                             context=context) as r:
