@@ -136,7 +136,11 @@ class ServerProcess:
             except OSError:
                 return None
 
-        info = wait_until(ready, timeout, interval=0.1, what="pacsdash health")
+        try:
+            info = wait_until(ready, timeout, interval=0.1, what="pacsdash health")
+        except BaseException:  # never leave a server running behind a failed start
+            server.kill()
+            raise
         server.http_port, server.dicom_port, server.aet = info["http_port"], info["dicom_port"], info["aet"]
         return server
 
