@@ -24,37 +24,59 @@ KEY_PATTERN = re.compile(r"^(\d{8})/(\d{2})/([0-9a-f]{32})\.dcm$")
 
 
 class Store(Protocol):
-    """Where original instance files live."""
+    """Where original instance files live: a local folder
+    (:class:`LocalStore`) or an S3-compatible object store
+    (:class:`~pacsdash.archive.s3store.S3Store`).
+
+    A key is made by the store (:meth:`new_key`, matching
+    :data:`KEY_PATTERN`), never taken from a peer. Every method given a key
+    that is not a store key raises KeyError; every read of a key under which
+    nothing is stored raises FileNotFoundError (the archive reports it as
+    :class:`~pacsdash.archive.archive.MissingFile`). Other failures of the
+    storage are OSError, so an ingest that could not write fails its C-STORE
+    or STOW-RS instead of acknowledging it.
+    """
 
     def new_key(self) -> str:
         """A fresh key for :meth:`write`."""
 
     def write(self, raw: bytes, key: str | None = None) -> str:
-        """Durably write ``raw`` (under ``key``, or a new one) and return the key."""
+        """Write ``raw`` (under ``key``, or a new one) and return the key, once
+        the bytes are durable: a stored file is complete or absent, never partial."""
 
     def open(self, key: str) -> BinaryIO:
-        """Open the file stored under ``key`` for reading."""
+        """A readable, seekable stream of the stored bytes (read as needed, not all at once)."""
 
-    def local_path(self, key: str) -> Path:
-        """A local path holding the file's bytes."""
+    def read(self, key: str) -> bytes:
+        """All the stored bytes of one file."""
 
-    def delete(self, key: str) -> None:
-        """Remove the file stored under ``key`` (no error if absent)."""
+    def read_range(self, key: str, offset: int, length: int) -> bytes:
+        """``length`` bytes from ``offset`` (fewer at the end of the file)."""
+
+    def size(self, key: str) -> int:
+        """How many bytes are stored under ``key``."""
+
+    def modified(self, key: str) -> float:
+        """When the file was written (POSIX seconds)."""
 
     def exists(self, key: str) -> bool:
         """Whether a file is stored under ``key``."""
 
+    def delete(self, key: str) -> None:
+        """Remove the file stored under ``key`` (no error if absent)."""
+
     def keys(self) -> Iterator[str]:
-        """Every key in the store."""
+        """Every key in the store (finished files only)."""
+
+    def listing(self) -> tuple[list[str], list[Path]]:
+        """Every key, and every unfinished write's local path, in one pass
+        (recovery after an unclean stop)."""
 
     def clean_temporary(self) -> int:
         """Remove unfinished writes; return how many were removed."""
 
-    def listing(self) -> tuple[list[str], list[Path]]:
-        """Every key, and every unfinished write's path, in one pass."""
-
     def move_out(self, key: str, destination: Path) -> None:
-        """Move the file stored under ``key`` to ``destination`` (a quarantine), durably."""
+        """Move the file stored under ``key`` to the local ``destination`` (a quarantine), durably."""
 
 
 def is_key(key: str) -> bool:
