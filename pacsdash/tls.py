@@ -58,9 +58,8 @@ def write_selfsigned(folder: Path, host: str = "", force: bool = False) -> tuple
         When either file exists and ``force`` is false.
     """
     from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.x509.oid import ExtendedKeyUsageOID
 
     cert_path, key_path = folder / CERT_NAME, folder / KEY_NAME
     if not force and (cert_path.exists() or key_path.exists()):
@@ -72,19 +71,11 @@ def write_selfsigned(folder: Path, host: str = "", force: bool = False) -> tuple
             alternatives.append(x509.IPAddress(ipaddress.ip_address(name)))
         except ValueError:
             alternatives.append(x509.DNSName(name))
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[3] if len(names) > 3 else "localhost"),
-                         x509.NameAttribute(NameOID.ORGANIZATION_NAME, "pacsdash (self-signed)")])
-    now = dt.datetime.now(dt.timezone.utc)
-    certificate = (
-        x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=VALID_DAYS))
-        .add_extension(x509.SubjectAlternativeName(alternatives), critical=False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .sign(key, hashes.SHA256())
-    )
+    key, certificate = _self_signed(
+        names[3] if len(names) > 3 else "localhost", "pacsdash (self-signed)", VALID_DAYS,
+        [(x509.SubjectAlternativeName(alternatives), False),
+         (x509.BasicConstraints(ca=True, path_length=0), True),
+         (x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), False)])
     folder.mkdir(mode=0o700, parents=True, exist_ok=True)
     _write_private(key_path, key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                                serialization.NoEncryption()))
@@ -104,31 +95,42 @@ def write_local_client(folder: Path) -> tuple[Path, bytes]:
     nothing once the server has restarted.
     """
     from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.x509.oid import ExtendedKeyUsageOID
 
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "pacsdash local command line"),
-                         x509.NameAttribute(NameOID.ORGANIZATION_NAME, "pacsdash (this home only)")])
-    now = dt.datetime.now(dt.timezone.utc)
-    certificate = (
-        x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=LOCAL_CLIENT_DAYS))
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.KeyUsage(digital_signature=True, content_commitment=False, key_encipherment=False,
-                                     data_encipherment=False, key_agreement=False, key_cert_sign=False,
-                                     crl_sign=False, encipher_only=False, decipher_only=False), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
-        .sign(key, hashes.SHA256())
-    )
+    key, certificate = _self_signed(
+        "pacsdash local command line", "pacsdash (this home only)", LOCAL_CLIENT_DAYS,
+        [(x509.BasicConstraints(ca=False, path_length=None), True),
+         (x509.KeyUsage(digital_signature=True, content_commitment=False, key_encipherment=False,
+                        data_encipherment=False, key_agreement=False, key_cert_sign=False,
+                        crl_sign=False, encipher_only=False, decipher_only=False), True),
+         (x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), False)])
     pem = certificate.public_bytes(serialization.Encoding.PEM)
     folder.mkdir(mode=0o700, parents=True, exist_ok=True)
     path = folder / LOCAL_CLIENT_NAME
     _write_private(path, key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                            serialization.NoEncryption()) + pem)
     return path, pem
+
+
+def _self_signed(common_name: str, organization: str, days: int, extensions: list) -> tuple:
+    """A new EC P-256 key and a certificate it signs itself, valid from five
+    minutes ago for ``days``, with ``extensions`` as ``(extension, critical)``."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name),
+                         x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization)])
+    now = dt.datetime.now(dt.timezone.utc)
+    builder = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
+               .serial_number(x509.random_serial_number())
+               .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=days)))
+    for extension, critical in extensions:
+        builder = builder.add_extension(extension, critical=critical)
+    return key, builder.sign(key, hashes.SHA256())
 
 
 def _write_private(path: Path, data: bytes) -> None:
