@@ -226,3 +226,13 @@ class LocalStore:
             tmp.unlink(missing_ok=True)
             removed += 1
         return removed
+
+    def read_range(self, key: str, offset: int, length: int) -> bytes:
+        """``length`` bytes from ``offset`` (fewer at the end of the file): one seek and one read."""
+        with open(self._path(key), "rb") as handle:
+            handle.seek(offset)
+            return handle.read(length)
+
+    def size(self, key: str) -> int:
+        """How many bytes are stored under ``key`` (FileNotFoundError if none)."""
+        return os.stat(self._path(key)).st_size
