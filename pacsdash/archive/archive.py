@@ -700,6 +700,46 @@ class Archive:
                 raise DamagedFile(f"the stored file {location.file} of {location.SOPInstanceUID} cannot be read: "
                                   f"{exc}", location.SOPInstanceUID, location.file) from None
 
+    def verify(self, location: InstanceLocation) -> None:
+        """Check, without opening it, that the stored file is there with the
+        size received (a door answering many instances checks them all before
+        its first byte, then opens one at a time).
+
+        Raises
+        ------
+        MissingFile, DamagedFile
+            As :meth:`open`.
+        """
+        try:
+            size = self.store.size(location.file)
+        except (FileNotFoundError, KeyError):
+            raise _missing(location) from None
+        _check_size(location, size)
+
+    def read_range(self, location: InstanceLocation, offset: int, length: int) -> bytes:
+        """``length`` stored bytes of an instance from ``offset`` (a frame, its
+        pixel data), read without the rest of the file where the store can.
+
+        Raises
+        ------
+        ValueError
+            If the range is not within the size received.
+        MissingFile
+            As :meth:`open`.
+        DamagedFile
+            If the file holds fewer bytes than the range needs.
+        """
+        if offset < 0 or length < 0 or (location.size is not None and offset + length > location.size):
+            raise ValueError(f"bytes {offset}+{length} are not within the {location.size} of {location.SOPInstanceUID}")
+        try:
+            data = self.store.read_range(location.file, offset, length)
+        except (FileNotFoundError, KeyError):
+            raise _missing(location) from None
+        if len(data) != length:
+            raise DamagedFile(f"the stored file {location.file} of {location.SOPInstanceUID} ends before byte "
+                              f"{offset + length}", location.SOPInstanceUID, location.file)
+        return data
+
     def summary(self, scope: Scope | None = None) -> dict[str, Any]:
         """Totals, studies per modality and studies per month (for an overview) of what ``scope`` may see."""
         return self.index.summary(scope)
