@@ -490,14 +490,16 @@ class Archive:
         self.dirty = False
 
     @classmethod
-    def open_home(cls, store_path: Path, index_path: Path, label_rules: Iterable[Any] = ()) -> Archive:
+    def open_home(cls, store_path: Path, index_path: Path, label_rules: Iterable[Any] = (),
+                  store: Store | None = None) -> Archive:
         """Open the local file store, DuckDB index and index journal of a home folder;
-        ``label_rules`` (``[[label_rules]]``) label new studies as they are indexed."""
+        ``label_rules`` (``[[label_rules]]``) label new studies as they are indexed;
+        ``store`` replaces the local file store (an object store: ``[storage] url``)."""
         index_path.parent.mkdir(parents=True, exist_ok=True)
         journal = Journal(index_path.with_name(index_path.name + ".journal"))
         index = DuckDBIndex(index_path)
         index.label_rules = labels.compile_rules(label_rules)  # before the journal's replay
-        return cls(LocalStore(store_path), index, journal)
+        return cls(store if store is not None else LocalStore(store_path), index, journal)
 
     def wait_indexed(self) -> None:
         """Wait until every acknowledged instance can be found in the index."""
@@ -663,7 +665,8 @@ class Archive:
         except (FileNotFoundError, KeyError):
             raise _missing(location) from None
         try:
-            _check_size(location, os.fstat(handle.fileno()).st_size)
+            _check_size(location, handle.seek(0, os.SEEK_END))  # any store's stream: no fileno needed
+            handle.seek(0)
         except BaseException:
             handle.close()
             raise
@@ -801,7 +804,7 @@ class Archive:
         InvalidInstance
             If the file is not an instance the archive can file.
         """
-        raw = self.store.local_path(key).read_bytes()
+        raw = self.store.read(key)
         record = parse_instance(raw, origin)
         record.file = key
         outcome = self._writer.submit(record).result()
@@ -927,7 +930,7 @@ class Archive:
         """Index the orphan file ``key`` listed before serving; return ``"indexed"``,
         ``"removed"`` (unreadable, or a copy of an indexed instance) or ``"gone"``."""
         try:
-            raw = self.store.local_path(key).read_bytes()
+            raw = self.store.read(key)
         except FileNotFoundError:
             return "gone"
         try:
@@ -1044,7 +1047,7 @@ class Reconciliation:
 
     def _settled(self, key: str) -> bool:
         try:
-            modified = self.archive.store.local_path(key).stat().st_mtime
+            modified = self.archive.store.modified(key)
         except (FileNotFoundError, KeyError):
             return True
         return time.time() - modified >= ORPHAN_SETTLE_SECONDS

@@ -226,7 +226,7 @@ def _examine(archive: Archive, location: InstanceLocation) -> _Seen:
     if not is_key(location.file):
         return problem(ProblemKind.MISSING_FILE, "the row names no store file")
     try:
-        raw = archive.store.local_path(location.file).read_bytes()
+        raw = archive.store.read(location.file)
     except FileNotFoundError:
         return problem(ProblemKind.MISSING_FILE, "the file is not in the store")
     except OSError as exc:
@@ -287,7 +287,7 @@ def _check_rows(archive: Archive, rows: list[InstanceLocation], report: CheckRep
 def _orphan_problem(archive: Archive, key: str) -> Problem:
     """Name an unindexed store file by the instance it holds, if it parses."""
     try:
-        record = parse_instance(archive.store.local_path(key).read_bytes())
+        record = parse_instance(archive.store.read(key))
     except (InvalidInstance, OSError) as exc:
         return Problem(ProblemKind.ORPHAN_FILE, "", key, f"no index row; not a readable instance: {str(exc)[:200]}")
     return Problem(ProblemKind.ORPHAN_FILE, record.SOPInstanceUID, key, "no index row refers to this file")
@@ -295,7 +295,7 @@ def _orphan_problem(archive: Archive, key: str) -> Problem:
 
 def _in_flight(archive: Archive, key: str, now: float) -> bool:
     try:
-        return now - archive.store.local_path(key).stat().st_mtime < IN_FLIGHT_SECONDS
+        return now - archive.store.modified(key) < IN_FLIGHT_SECONDS
     except FileNotFoundError:
         return True  # gone meanwhile: a duplicate dropped, or a study deleted
 

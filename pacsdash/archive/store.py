@@ -236,3 +236,7 @@ class LocalStore:
     def size(self, key: str) -> int:
         """How many bytes are stored under ``key`` (FileNotFoundError if none)."""
         return os.stat(self._path(key)).st_size
+
+    def modified(self, key: str) -> float:
+        """When the file was written (its mtime, POSIX seconds; FileNotFoundError if none)."""
+        return os.stat(self._path(key)).st_mtime
