@@ -11,9 +11,11 @@ import json
 import os
 import re
 import tomllib
+from collections.abc import Collection
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 CONFIG_NAME = "pacsdash.toml"
 DEFAULT_HOME = Path("pacsdash-home")
@@ -97,11 +99,32 @@ class AuthSettings:
 
 @dataclass(frozen=True)
 class StorageSettings:
-    """``[storage]``: where the original files go."""
+    """``[storage]``: where the original files go.
+
+    ``url`` names the store and replaces ``backend`` and ``path``:
+    ``s3://bucket/prefix`` for an S3-compatible object store (reached at
+    ``endpoint_url`` when it is not AWS's; credentials from the standard AWS
+    environment variables or credential files, never from here), or
+    ``file:PATH`` for a local folder. Without it, ``path`` is the local folder.
+    """
 
     backend: str = "local"
     #: Folder of the local file store, relative to the home unless absolute.
     path: str = "store"
+    #: ``s3://bucket/prefix`` or ``file:PATH`` (checked by :func:`check_storage`).
+    url: str = ""
+    #: The S3 API's address for a store other than AWS's (``http://minio:9000``).
+    endpoint_url: str = ""
+    #: The bucket's region (``us-east-1`` when empty and nothing in the AWS configuration says otherwise).
+    region: str = ""
+
+    @property
+    def s3(self) -> tuple[str, str] | None:
+        """``(bucket, prefix)`` of an ``s3://`` url (checked), else None."""
+        if not self.url.startswith("s3:"):
+            return None
+        parts = urlsplit(self.url)
+        return parts.netloc, parts.path.strip("/")
 
 
 @dataclass(frozen=True)
@@ -372,6 +395,78 @@ def _tls_paths(server: ServerSettings, home: Path) -> ServerSettings:
     return replace(server, **paths)
 
 
+#: S3 bucket names (general purpose buckets): 3 to 63 lowercase letters, digits, dots and
+#: hyphens, starting and ending with a letter or digit.
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+_IPV4 = re.compile(r"^\d+\.\d+\.\d+\.\d+$")
+_REGION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+#: Characters of an object-name prefix that every S3-compatible store takes as they are.
+_PREFIX = re.compile(r"^[A-Za-z0-9!_.*'()/-]*$")
+
+
+def check_storage(storage: StorageSettings, given: Collection[str] = ()) -> StorageSettings:
+    """Check ``[storage]`` (``given``: the keys the config file set) and
+    return it with ``file:PATH`` resolved into ``path``; else raise.
+
+    Raises
+    ------
+    ConfigError
+        Naming the key, the rule and what was found.
+    """
+    url = storage.url
+    if not url:
+        if storage.backend != "local":
+            raise ConfigError(f"[storage] backend must be 'local' (got {storage.backend!r}); "
+                              "an object store is given as url = \"s3://bucket/prefix\"")
+        for key in ("endpoint_url", "region"):
+            if getattr(storage, key):
+                raise ConfigError(f"[storage] {key} is for an object store: it needs url = \"s3://bucket/prefix\"")
+        return storage
+    both = sorted(set(given) & {"backend", "path"})
+    if both:
+        raise ConfigError(f"[storage] url replaces {' and '.join(both)}: give url alone")
+    if url.startswith("file:"):
+        folder = url[len("file://"):] if url.startswith("file://") else url[len("file:"):]
+        if not folder:
+            raise ConfigError(f"[storage] url {url!r} names no folder: file:PATH (relative to the home) or file:///ABSOLUTE")
+        for key in ("endpoint_url", "region"):
+            if getattr(storage, key):
+                raise ConfigError(f"[storage] {key} is for an object store, not the folder {url!r}")
+        return replace(storage, path=folder)
+    if not url.startswith("s3://"):
+        raise ConfigError(f"[storage] url must be s3://bucket/prefix (an object store) or file:PATH (a folder), "
+                          f"got {url!r}")
+    parts = urlsplit(url)
+    if "@" in parts.netloc:
+        raise ConfigError("[storage] url must not hold credentials: they come from the AWS environment variables "
+                          "(AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY) or credential files")
+    if parts.query or parts.fragment or "?" in url or "#" in url:
+        raise ConfigError(f"[storage] url must be s3://bucket/prefix, without ? or #, got {url!r}")
+    bucket, prefix = parts.netloc, parts.path.strip("/")
+    if (not _BUCKET.match(bucket) or ".." in bucket or ".-" in bucket or "-." in bucket
+            or _IPV4.match(bucket) or bucket.startswith(("xn--", "sthree-"))):
+        raise ConfigError(f"[storage] url: {bucket!r} is not a valid S3 bucket name: 3 to 63 lowercase letters, "
+                          "digits, dots and hyphens, starting and ending with a letter or digit, not an IP address")
+    segments = prefix.split("/") if prefix else []
+    if (not _PREFIX.match(prefix) or len(prefix) > 900
+            or any(segment in {"", ".", ".."} for segment in segments)):
+        raise ConfigError(f"[storage] url: the prefix {prefix!r} must be names of letters, digits and !_.*'()- "
+                          "separated by single slashes (no . or .. parts), at most 900 characters")
+    if storage.endpoint_url:
+        endpoint = urlsplit(storage.endpoint_url)
+        if endpoint.scheme not in {"http", "https"} or not endpoint.hostname or "@" in endpoint.netloc \
+                or endpoint.query or endpoint.fragment:
+            raise ConfigError(f"[storage] endpoint_url must be http(s)://HOST[:PORT] of the S3 API, without "
+                              f"credentials, got {storage.endpoint_url!r}")
+        try:
+            endpoint.port
+        except ValueError:
+            raise ConfigError(f"[storage] endpoint_url has a bad port: {storage.endpoint_url!r}") from None
+    if storage.region and not _REGION.match(storage.region):
+        raise ConfigError(f"[storage] region must be a region name such as us-east-1, got {storage.region!r}")
+    return replace(storage, backend="s3")
+
+
 def load_settings(
     home: Path | str | None = None,
     config_file: Path | str | None = None,
@@ -427,8 +522,10 @@ def load_settings(
         )
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from None
-    if settings.storage.backend != "local":
-        raise ConfigError(f"{path}: [storage] backend must be 'local' (got {settings.storage.backend!r})")
+    try:
+        settings = replace(settings, storage=check_storage(settings.storage, set(raw.get("storage") or ())))
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
     if settings.index.url:
         raise ConfigError(f"{path}: [index] url: only the DuckDB index is available in this version")
     return settings
@@ -466,6 +563,9 @@ enabled = true          # HTTP callers log in (users: `pacsdash users add`)
 
 [storage]
 path = "store"          # original files, byte for byte
+# url = "s3://bucket/prefix"          # or an S3-compatible object store instead (replaces path)
+# endpoint_url = "http://minio:9000"  # its S3 API when not AWS's; credentials: AWS_* variables or files
+# region = "us-east-1"
 
 [index]
 path = "index.duckdb"   # metadata index

@@ -2,9 +2,9 @@
 
 Every process that opens a home's archive (the server, its DICOM workers,
 the offline command line, the demo) asks here, so that the file store, the
-index and what they are configured with (label rules) are chosen once: the
-place a PostgreSQL index or an object store will be chosen from
-``[index] url`` and ``[storage] url``.
+index and what they are configured with (label rules) are chosen once: a
+PostgreSQL index from ``[index] url``, an S3-compatible object store from
+``[storage] url``.
 """
 
 from __future__ import annotations
@@ -19,8 +19,30 @@ from pacsdash.config import ConfigError, Settings
 
 
 def open_store(settings: Settings) -> Store:
-    """The home's file store (``[storage]``)."""
-    return LocalStore(settings.store_path)
+    """The home's file store (``[storage]``): the bucket and prefix of
+    ``url = "s3://..."`` (credentials from the AWS environment variables or
+    credential files), else the local folder.
+
+    Raises
+    ------
+    ConfigError
+        When the object store cannot be reached with those credentials (no
+        such bucket, access denied, no credentials, nothing at ``endpoint_url``).
+    """
+    s3 = settings.storage.s3
+    if s3 is None:
+        return LocalStore(settings.store_path)
+    from pacsdash.archive.s3store import S3Store
+
+    bucket, prefix = s3
+    store = S3Store(bucket, prefix, endpoint_url=settings.storage.endpoint_url or None,
+                    region=settings.storage.region or None)
+    try:
+        store.check()
+    except OSError as exc:
+        where = f" at {settings.storage.endpoint_url}" if settings.storage.endpoint_url else ""
+        raise ConfigError(f"[storage] url {settings.storage.url}{where}: {exc}") from None
+    return store
 
 
 def open_archive(settings: Settings) -> Archive:
@@ -35,7 +57,8 @@ def open_archive(settings: Settings) -> Archive:
         compile_rules(settings.label_rules)  # before anything is opened
     except InvalidQuery as exc:
         raise ConfigError(f"[[label_rules]]: {exc}") from None
-    return Archive.open_home(settings.store_path, settings.index_path, settings.label_rules)
+    return Archive.open_home(settings.store_path, settings.index_path, settings.label_rules,
+                             store=open_store(settings))
 
 
 def worker_archive(settings: Settings, index: Any) -> Archive:
