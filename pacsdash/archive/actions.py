@@ -14,6 +14,7 @@ import logging
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -76,9 +77,11 @@ class StudyActions:
     calling_aet
         Our AE title when sending.
     sender
-        ``sender(host, port, paths, called_aet, calling_aet) -> results``
+        ``sender(host, port, files, called_aet, calling_aet) -> results``
         (C-STORE; :func:`pacsdash.dimse.scu.send_files`), given by the
-        server so that the archive does not depend on DIMSE.
+        server so that the archive does not depend on DIMSE; ``files`` are
+        ``(location, opener)`` pairs, ``opener()`` the stored bytes as a
+        stream (:meth:`Archive.open <pacsdash.archive.Archive.open>`).
     """
 
     def __init__(self, archive: Any, home: Path, accounts: Any = None, calling_aet: str = "PACSDASH",
@@ -141,9 +144,9 @@ class StudyActions:
             raise ActionError("no such study", 404)
         if self.sender is None:
             raise ActionError("sending is not available here", 501)
-        paths = [self.archive.local_path(loc) for loc in locations]
+        stored = [(loc, partial(self.archive.open, loc)) for loc in locations]  # opened one at a time, as sent
         try:
-            results = self.sender(peer.host, peer.port, paths, peer.aet, self.calling_aet)
+            results = self.sender(peer.host, peer.port, stored, peer.aet, self.calling_aet)
         except Exception as exc:  # the peer could not be reached at all
             if type(exc).__name__ != "AssociationFailed":
                 raise

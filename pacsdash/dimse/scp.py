@@ -27,10 +27,10 @@ from multiprocessing import reduction
 from multiprocessing.connection import Connection
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 from weakref import WeakKeyDictionary
 
-from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import UID, AllTransferSyntaxes
@@ -563,7 +563,7 @@ class DicomNode:
         :class:`StoredInstance`, sent as stored, or on plain pynetdicom
         (:mod:`pacsdash.dimse.compat`) the decoded data set."""
         if compat.installed():
-            return StoredInstance(self.archive.local_path(location), location, originator)
+            return StoredInstance(partial(self.archive.open, location), location, originator)
         return self._decoded_instance(event, location)
 
     def _decoded_instance(self, event: Event, location: InstanceLocation) -> Dataset:
@@ -571,11 +571,11 @@ class DicomNode:
         if it cannot be read, a stand-in whose sending fails (a failed
         sub-operation naming it, PS3.4 C.4.2.3, C.4.3.3)."""
         try:
-            return dcmread(self.archive.verified_path(location))
+            return self.archive.read_dataset(location)
         except (StoredFileError, InvalidDicomError, OSError) as exc:
             LOGGER.warning("%s from %s: %s not sent: %s", _service_name(event), describe_peer(event),
                            location.SOPInstanceUID, exc)
-            return StoredInstance(self.archive.local_path(location), location)
+            return StoredInstance(partial(self.archive.open, location), location)
 
 
 _SERVICES = {evt.EVT_C_FIND: "C-FIND", evt.EVT_C_MOVE: "C-MOVE", evt.EVT_C_GET: "C-GET"}

@@ -11,9 +11,11 @@ from __future__ import annotations
 import logging
 import os
 import ssl
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from pydicom.errors import InvalidDicomError
 from pydicom.filereader import read_file_meta_info
@@ -21,7 +23,9 @@ from pynetdicom import AE
 from pynetdicom.presentation import build_context
 from pynetdicom.sop_class import Verification
 
+from pacsdash.archive import InstanceLocation
 from pacsdash.dimse import compat
+from pacsdash.dimse.files import StoredInstance
 from pacsdash.dimse.sockets import NODELAY_HANDLERS
 
 LOGGER = logging.getLogger(__name__)
@@ -36,7 +40,7 @@ class AssociationFailed(ConnectionError):
 class SendResult:
     """What became of one file sent with C-STORE."""
 
-    path: Path
+    path: Path | str  # a file's path, or a stored instance's SOP Instance UID
     status: int | None
     error: str = ""
 
@@ -83,6 +87,23 @@ def echo(host: str, port: int, called_aet: str = "ANY-SCP", calling_aet: str = "
     return int(status.Status)
 
 
+def _name(item: Path | StoredInstance) -> Path | str:
+    """What a :class:`SendResult` names: the file's path, or the stored instance's UID."""
+    return str(item.location.SOPInstanceUID) if isinstance(item, StoredInstance) else item
+
+
+@contextmanager
+def _sendable(item: Path | StoredInstance) -> Iterator[Path]:
+    """A file name for pynetdicom's chunked sending: a file's own path, or
+    the stored bytes of an instance while they are open (raises MissingFile
+    or DamagedFile, OSErrors, when they cannot be sent as received)."""
+    if isinstance(item, StoredInstance):
+        with item.sendable() as path:
+            yield path
+    else:
+        yield item
+
+
 def _why_not(assoc, host: str, port: int, called_aet: str) -> str:
     if assoc.is_rejected:
         return f"{called_aet}@{host}:{port} rejected the association"
@@ -94,7 +115,7 @@ def _why_not(assoc, host: str, port: int, called_aet: str) -> str:
 def send_files(
     host: str,
     port: int,
-    files: list[Path],
+    files: Sequence[Path | tuple[InstanceLocation, Callable[[], BinaryIO]]],
     called_aet: str = "ANY-SCP",
     calling_aet: str = "PACSDASH-SCU",
     on_result: Callable[[SendResult], None] | None = None,
@@ -102,6 +123,12 @@ def send_files(
     tls_args: tuple[ssl.SSLContext, str | None] | None = None,
 ) -> list[SendResult]:
     """C-STORE each file to the peer; return one result per file.
+
+    ``files`` are files on disk (``pacsdash send``) or stored instances as
+    ``(location, opener)``, ``opener()`` giving the stored bytes as a stream
+    (:meth:`Archive.open <pacsdash.archive.Archive.open>`), called as each is
+    sent (``send`` from the dashboard or the API); a stored instance whose
+    file is missing or damaged fails alone.
 
     ``tls_args``: (client context, server host name) to call over TLS
     (PS3.15 B.1), as pynetdicom's ``AE.associate`` takes them.
@@ -122,15 +149,20 @@ def send_files(
         if on_result:
             on_result(result)
 
-    groups: list[list[tuple[Path, tuple[str, str]]]] = [[]]
+    groups: list[list[tuple[Path | StoredInstance, tuple[str, str]]]] = [[]]
     group_pairs: list[set[tuple[str, str]]] = [set()]
     for path in files:
-        try:
-            meta = read_file_meta_info(path)
-            pair = (str(meta.MediaStorageSOPClassUID), str(meta.TransferSyntaxUID))
-        except (InvalidDicomError, AttributeError, OSError, ValueError) as exc:
-            report(SendResult(path, None, f"not a DICOM Part 10 file: {exc}"))
-            continue
+        if isinstance(path, tuple):
+            path = StoredInstance(path[1], path[0])
+        if isinstance(path, StoredInstance):
+            pair = (str(path.location.SOPClassUID), str(path.location.TransferSyntaxUID))
+        else:
+            try:
+                meta = read_file_meta_info(path)
+                pair = (str(meta.MediaStorageSOPClassUID), str(meta.TransferSyntaxUID))
+            except (InvalidDicomError, AttributeError, OSError, ValueError) as exc:
+                report(SendResult(path, None, f"not a DICOM Part 10 file: {exc}"))
+                continue
         if pair not in group_pairs[-1] and len(group_pairs[-1]) >= MAX_CONTEXTS:
             groups.append([])
             group_pairs.append(set())
@@ -151,7 +183,8 @@ def send_files(
             raise AssociationFailed(_why_not(assoc, host, port, called_aet))
         accepted = {(str(cx.abstract_syntax), str(cx.transfer_syntax[0])) for cx in assoc.accepted_contexts}
         try:
-            for path, pair in group:
+            for item, pair in group:
+                path = _name(item)
                 if pair not in accepted:
                     report(SendResult(path, None, f"the peer did not accept SOP class {pair[0]} in transfer syntax {pair[1]}"))
                     continue
@@ -159,7 +192,8 @@ def send_files(
                     report(SendResult(path, None, "the association was lost"))
                     continue
                 try:
-                    status = assoc.send_c_store(path)
+                    with _sendable(item) as source:
+                        status = assoc.send_c_store(source)
                 except (OSError, ValueError, AttributeError, RuntimeError) as exc:
                     report(SendResult(path, None, str(exc)))
                     continue

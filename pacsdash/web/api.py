@@ -21,6 +21,7 @@ from pacsdash.web.base import ApiError, BaseHandler, bad_request
 from pacsdash.web.labels import StudyLabelHandler, StudyLabelsHandler
 from pacsdash.web.qido import check_uid_path, parse_int
 from pacsdash.web.research import research_routes
+from pacsdash.web.wado import reads_block
 
 #: Most paths one import request may name.
 MAX_IMPORT_PATHS = 1000
@@ -138,10 +139,17 @@ class ArchiveHandler(BaseHandler):
         self.set_header("Content-Disposition", f'attachment; filename="{study}.zip"')
         sink = _Chunks()
         with zipfile.ZipFile(sink, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as archive:
-            for location, path in locations:
+            for location in locations:
+                try:
+                    source = await IOLoop.current().run_in_executor(None, self.app.archive.open, location)
+                except StoredFileError as exc:  # gone since it was checked: named in the note
+                    unavailable.append(exc)
+                    continue
+                slow = reads_block(source)
                 name = zip_name(location)
-                with archive.open(name, "w", force_zip64=location.size > 2**31) as entry, open(path, "rb") as source:
-                    while chunk := source.read(1 << 20):
+                with archive.open(name, "w", force_zip64=location.size > 2**31) as entry, source:
+                    while chunk := (await IOLoop.current().run_in_executor(None, source.read, 1 << 20) if slow
+                                    else source.read(1 << 20)):
                         entry.write(chunk)
                         self.write(sink.take())
                         await self.flush()
@@ -151,12 +159,14 @@ class ArchiveHandler(BaseHandler):
         self.write(sink.take())
         await self.finish()
 
-    def _available(self, study: str) -> tuple[list[tuple[InstanceLocation, Path]], list[StoredFileError]]:
-        """The study's instances whose files are there as received, and the errors of the others."""
+    def _available(self, study: str) -> tuple[list[InstanceLocation], list[StoredFileError]]:
+        """The study's instances whose files are there as received, and the errors of the others
+        (checked without opening them; each is opened as it is written)."""
         found, unavailable = [], []
         for location in self.archive.locate(Level.STUDY, study):
             try:
-                found.append((location, self.app.archive.verified_path(location)))
+                self.app.archive.verify(location)
+                found.append(location)
             except StoredFileError as exc:
                 unavailable.append(exc)
         return found, unavailable

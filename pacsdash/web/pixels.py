@@ -10,23 +10,22 @@ import threading
 from collections import OrderedDict
 from collections.abc import Awaitable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from pydicom import dcmread
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from tornado.ioloop import IOLoop
 
 from pacsdash import imaging
 from pacsdash.access import Action
-from pacsdash.archive import InstanceLocation
+from pacsdash.archive import InstanceLocation, StoredFileError
 from pacsdash.imaging.attributes import pixel_keyword
 from pacsdash.web.base import ApiError, BaseHandler, bad_request
 from pacsdash.web.multipart import closing, part_head
 from pacsdash.web.qido import check_uid_path
-from pacsdash.web.wado import MediaRange, _InstancesHandler, read_header, stored_path
+from pacsdash.web.wado import (MediaRange, _InstancesHandler, gone, open_stored, opened, read_header, stored_dataset,
+                               write_stream)
 
 UNCOMPRESSED = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.1.99", "1.2.840.10008.1.2.2"}
 EXPLICIT_LE = "1.2.840.10008.1.2.1"
@@ -128,7 +127,7 @@ class FramesHandler(_InstancesHandler):
 
         def load() -> tuple[Dataset, str]:
             [location] = self.locations(study, series, instance)
-            ds = dcmread(stored_path(self.app.archive, location))
+            ds = stored_dataset(self.app.archive, location)
             syntax = frame_transfer_syntax(self.request.headers.get("Accept", ""), location.TransferSyntaxUID)
             keep = syntax == location.TransferSyntaxUID and syntax not in UNCOMPRESSED
             return ds, syntax if keep else EXPLICIT_LE
@@ -265,12 +264,14 @@ def deferred_offsets(ds: Dataset) -> dict[str, int]:
     return offsets
 
 
-def read_span(path: Path, span: PixelSpan) -> bytes | None:
-    """The bytes of ``span`` in the file at ``path``; None if the file is shorter."""
-    with open(path, "rb") as handle:
-        handle.seek(span.offset)
-        data = handle.read(span.length)
-    return data if len(data) == span.length else None
+def read_span(archive: Any, location: InstanceLocation, span: PixelSpan) -> bytes:
+    """The bytes of ``span`` in the stored file of ``location`` (a range read:
+    the rest of the file is not read); 410 if the file is missing or ends
+    before it (:func:`~pacsdash.web.wado.gone`)."""
+    try:
+        return archive.read_range(location, span.offset, span.length)
+    except StoredFileError as exc:
+        raise gone(location, exc) from None
 
 
 @dataclass
@@ -284,24 +285,27 @@ class InstancePixels:
     rest: Iterator[bytes] | None = None
 
 
-def load_pixels(path: Path, key: str) -> InstancePixels | None:
-    """The pixel data of an instance file, stored under ``key`` (None when it has none); raises
-    ImagingError when it cannot be decoded. Where the file's bytes are sent as they are, where they lie
-    is remembered (:data:`SPANS`): next time they are read without parsing the file."""
+def load_pixels(archive: Any, location: InstanceLocation) -> InstancePixels | None:
+    """The pixel data of a stored instance (None when it has none); raises ImagingError when it cannot
+    be decoded, 410 when its file is missing or damaged. Where the file's bytes are sent as they are,
+    where they lie is remembered (:data:`SPANS`, by store key): next time they are read as a range,
+    without parsing the file."""
+    key = location.file
     span = SPANS.get(key)
-    data = read_span(path, span) if span is not None else None
-    if span is not None and data is not None:
-        return InstancePixels(span.keyword, data)
-    ds = read_header(path)  # large values left in the file
-    offsets = deferred_offsets(ds)
-    keyword = pixel_keyword(ds)
-    if keyword is None:
-        return None
-    whole = native_pixel_data(ds, keyword)
-    if whole is not None:
-        if keyword in offsets:
-            SPANS.put(key, PixelSpan(keyword, offsets[keyword], len(whole)))
-        return InstancePixels(keyword, whole)
+    if span is not None:
+        return InstancePixels(span.keyword, read_span(archive, location, span))
+    with opened(archive, location) as handle:
+        ds = read_header(handle)  # large values left in the file, read from the stream below
+        offsets = deferred_offsets(ds)
+        keyword = pixel_keyword(ds)
+        if keyword is None:
+            return None
+        whole = native_pixel_data(ds, keyword)
+        if whole is not None:
+            if keyword in offsets:
+                SPANS.put(key, PixelSpan(keyword, offsets[keyword], len(whole)))
+            return InstancePixels(keyword, whole)
+        ds[keyword]  # read now, while the stream is open; decoded frame by frame after
     frames = pixel_frames(ds)
     return InstancePixels(keyword, next(frames), frames)
 
@@ -355,8 +359,7 @@ class PixelDataHandler(_InstancesHandler):
             return done
         location = locations[k]
         archive = self.app.archive
-        pending = IOLoop.current().run_in_executor(None, lambda: load_pixels(stored_path(archive, location),
-                                                                             location.file))
+        pending = IOLoop.current().run_in_executor(None, load_pixels, archive, location)
         pending.add_done_callback(lambda f: f.cancelled() or f.exception())  # read, even when left behind
         return pending
 
@@ -440,7 +443,7 @@ class RenderedHandler(_InstancesHandler):
 
         def draw() -> bytes:
             [location] = self.locations(study, series, instance)
-            ds = dcmread(stored_path(self.app.archive, location))
+            ds = stored_dataset(self.app.archive, location)
             try:
                 window = imaging.parse_window(window_text) if window_text else None
                 if self.thumbnail:
@@ -484,9 +487,12 @@ class WadoUriHandler(BaseHandler):
             wanted = args.get("transferSyntax")
             if wanted and wanted != location.TransferSyntaxUID:
                 raise ApiError(406, f"the object is kept as received, in {location.TransferSyntaxUID}")
-            self.set_header("Content-Type", "application/dicom")
-            with open(stored_path(self.app.archive, location), "rb") as handle:
-                await self.finish(handle.read())
+            handle = await IOLoop.current().run_in_executor(None, open_stored, self.app.archive, location)
+            with handle:  # streamed, never whole in memory
+                self.set_header("Content-Type", "application/dicom")
+                self.set_header("Content-Length", str(location.size))
+                await write_stream(self, handle)
+            await self.finish()
             return
         if content_type not in ("image/jpeg", "image/png"):
             raise ApiError(406, "contentType must be application/dicom, image/jpeg or image/png")
@@ -504,7 +510,7 @@ class WadoUriHandler(BaseHandler):
             raise bad_request("imageQuality must be a whole number from 1 to 100")
 
         def draw() -> bytes:
-            ds = dcmread(stored_path(self.app.archive, location))
+            ds = stored_dataset(self.app.archive, location)
             nonlocal viewport
             if rows or columns:
                 r = int(rows) if rows else int(ds.Rows)
@@ -519,3 +525,4 @@ class WadoUriHandler(BaseHandler):
         data = await IOLoop.current().run_in_executor(None, draw)
         self.set_header("Content-Type", content_type)
         await self.finish(data)
+

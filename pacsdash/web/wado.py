@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import secrets
-from pathlib import Path
-from typing import Any
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, BinaryIO
 from urllib.parse import quote
 
 from pydicom import dcmread, dcmwrite
+from pydicom.dataset import Dataset
 from tornado.ioloop import IOLoop
 
 from pacsdash.access import Action
@@ -27,6 +30,7 @@ from pacsdash.web.qido import DICOM_JSON, accepts_json, check_uid_path
 CHUNK = 1 << 20
 EXPLICIT_LE = "1.2.840.10008.1.2.1"
 DEFER = 4096
+LOGGER = logging.getLogger(__name__)
 
 
 class MediaRange:
@@ -89,33 +93,73 @@ class _InstancesHandler(BaseHandler):
         return found
 
 
-def stored_path(archive: Any, location: InstanceLocation) -> Path:
-    """The stored file of ``location``, there and the size received; else 410
-    Gone (the index knows the instance, its bytes are not there: ``pacsdash
-    check`` names the cause), never a 500 and never a cut-short file."""
-    try:
-        return archive.verified_path(location)
-    except StoredFileError as exc:
-        raise ApiError(410, f"instance {location.SOPInstanceUID}: {_FILE_STATES.get(type(exc).__name__, 'unreadable')}"
-                            " in the store (see `pacsdash check`)") from None
+def gone(location: InstanceLocation, exc: StoredFileError) -> ApiError:
+    """410 Gone for an instance the index knows whose bytes are not there as
+    received (``pacsdash check`` names the cause): never a 500, never a
+    cut-short file."""
+    return ApiError(410, f"instance {location.SOPInstanceUID}: {_FILE_STATES.get(type(exc).__name__, 'unreadable')}"
+                         " in the store (see `pacsdash check`)")
 
 
 _FILE_STATES = {"MissingFile": "its file is missing", "DamagedFile": "its file is damaged"}
 
 
-def readable(archive: Any, locations: list[InstanceLocation]) -> tuple[list[tuple[InstanceLocation, Path]], list[str]]:
-    """``(the instances whose files are whole with their paths, the SOP Instance
-    UIDs of the others)``; 410 when none is left."""
-    found, gone = [], []
+@contextmanager
+def opened(archive: Any, location: InstanceLocation) -> Iterator[BinaryIO]:
+    """The stored bytes of ``location`` as a stream (:meth:`Archive.open
+    <pacsdash.archive.Archive.open>`: there, the size received), closed
+    after; else 410 (:func:`gone`)."""
+    try:
+        handle = archive.open(location)
+    except StoredFileError as exc:
+        raise gone(location, exc) from None
+    with handle:
+        yield handle
+
+
+def stored_dataset(archive: Any, location: InstanceLocation) -> Dataset:
+    """The stored instance read whole by pydicom; else 410 (:func:`gone`)."""
+    try:
+        return archive.read_dataset(location)
+    except StoredFileError as exc:
+        raise gone(location, exc) from None
+
+
+def readable(archive: Any, locations: list[InstanceLocation]) -> tuple[list[InstanceLocation], list[str]]:
+    """``(the instances whose files are whole, the SOP Instance UIDs of the
+    others)``, checked without opening them; 410 when none is left."""
+    found, missing = [], []
     for location in locations:
         try:
-            found.append((location, archive.verified_path(location)))
+            archive.verify(location)
+            found.append(location)
         except StoredFileError:
-            gone.append(location.SOPInstanceUID)
+            missing.append(location.SOPInstanceUID)
     if not found:
-        raise ApiError(410, f"the {len(gone)} instance(s) asked for are missing or damaged in the store "
+        raise ApiError(410, f"the {len(missing)} instance(s) asked for are missing or damaged in the store "
                             "(see `pacsdash check`)")
-    return found, gone
+    return found, missing
+
+
+def reads_block(handle: BinaryIO) -> bool:
+    """Whether reading ``handle`` may wait on the network: no OS file behind
+    it (an object store's body), so it is read in a worker thread. A local
+    file is read on the loop, as reads from the page cache are quicker than
+    the hop to a thread."""
+    try:
+        handle.fileno()
+    except (AttributeError, OSError, ValueError):
+        return True
+    return False
+
+
+async def write_stream(handler: BaseHandler, handle: BinaryIO) -> None:
+    """Write ``handle`` to the response in :data:`CHUNK` pieces, flushing each (never whole in memory)."""
+    loop = IOLoop.current()
+    slow = reads_block(handle)
+    while chunk := (await loop.run_in_executor(None, handle.read, CHUNK) if slow else handle.read(CHUNK)):
+        handler.write(chunk)
+        await handler.flush()
 
 
 def warn_partial(handler: BaseHandler, gone: list[str]) -> None:
@@ -136,38 +180,74 @@ class RetrieveHandler(_InstancesHandler):
         if syntax not in ("*", None, EXPLICIT_LE) and any(loc.TransferSyntaxUID != syntax for loc in locations):
             raise ApiError(406, f"transfer syntax {syntax[:64]} cannot be produced: instances are kept as "
                                 f"received, or sent as {EXPLICIT_LE}")
-        if instance is not None:
-            files = [(locations[0], await IOLoop.current().run_in_executor(
-                None, stored_path, self.app.archive, locations[0]))]
+        loop = IOLoop.current()
+        archive = self.app.archive
+        if instance is not None:  # opened before the first byte: a missing file is a 410
+            files = locations
         else:  # checked before the first byte: a response is never cut off mid-stream
-            files, gone = await IOLoop.current().run_in_executor(None, readable, self.app.archive, locations)
-            warn_partial(self, gone)
+            files, missing = await loop.run_in_executor(None, readable, archive, locations)
+            warn_partial(self, missing)
         boundary = secrets.token_hex(16)
         self.set_header("Content-Type", f'multipart/related; type="application/dicom"; boundary={boundary}')
-        for location, path in files:
-            if syntax == EXPLICIT_LE and location.TransferSyntaxUID != EXPLICIT_LE:
-                data = await IOLoop.current().run_in_executor(None, transcode, path)
-                self.write(f"--{boundary}\r\nContent-Type: application/dicom; transfer-syntax={EXPLICIT_LE}\r\n\r\n".encode())
-                self.write(data)
-                self.write(b"\r\n")
-                await self.flush()
-                continue
-            self.write(f"--{boundary}\r\nContent-Type: application/dicom\r\nContent-Length: {location.size}\r\n\r\n".encode())
-            with open(path, "rb") as handle:
-                while chunk := handle.read(CHUNK):
-                    self.write(chunk)
+        pending: Any = None
+        try:
+            for k, location in enumerate(files):
+                if _transcoded(syntax, location):
+                    data = await loop.run_in_executor(None, lambda loc=location: transcode(stored_dataset(archive, loc)))
+                    self.write(f"--{boundary}\r\nContent-Type: application/dicom; transfer-syntax={EXPLICIT_LE}\r\n\r\n".encode())
+                    self.write(data)
+                    self.write(b"\r\n")
                     await self.flush()
-            self.write(b"\r\n")
+                    continue
+                if pending is None:
+                    pending = loop.run_in_executor(None, open_stored, archive, location)
+                try:
+                    handle = await pending
+                except ApiError as exc:
+                    if k:  # gone since it was checked, parts already sent: the body cannot be whole
+                        LOGGER.warning("instance %s could not be sent, closing the connection: %s",
+                                       location.SOPInstanceUID, exc.message)
+                        self.request.connection.close()
+                        return
+                    raise
+                # the next file is opened while this one is sent
+                pending = loop.run_in_executor(None, open_stored, archive, files[k + 1]) \
+                    if k + 1 < len(files) and not _transcoded(syntax, files[k + 1]) else None
+                with handle:
+                    self.write(f"--{boundary}\r\nContent-Type: application/dicom\r\n"
+                               f"Content-Length: {location.size}\r\n\r\n".encode())
+                    await write_stream(self, handle)
+                self.write(b"\r\n")
+        finally:
+            if pending is not None:  # opened ahead, not sent (the client left): closed
+                pending.add_done_callback(_close_opened)
         self.write(f"--{boundary}--\r\n".encode())
         await self.finish()
 
 
-def transcode(path: Path) -> bytes:
-    """The stored file in Explicit VR Little Endian (pixel data decoded).
+def open_stored(archive: Any, location: InstanceLocation) -> BinaryIO:
+    """:meth:`Archive.open <pacsdash.archive.Archive.open>`, else 410 (:func:`gone`)."""
+    try:
+        return archive.open(location)
+    except StoredFileError as exc:
+        raise gone(location, exc) from None
+
+
+def _transcoded(syntax: str | None, location: InstanceLocation) -> bool:
+    """Whether ``location`` is sent converted to Explicit VR Little Endian, not as stored."""
+    return syntax == EXPLICIT_LE and location.TransferSyntaxUID != EXPLICIT_LE
+
+
+def _close_opened(future: Any) -> None:
+    if not future.cancelled() and future.exception() is None:
+        future.result().close()
+
+
+def transcode(ds: Dataset) -> bytes:
+    """A stored instance (read whole) in Explicit VR Little Endian (pixel data decoded).
 
     Raises a 406 when no installed codec can decode the pixel data.
     """
-    ds = dcmread(path)
     try:
         syntax = ds.file_meta.TransferSyntaxUID
         if syntax.is_compressed and "PixelData" in ds:
@@ -183,9 +263,10 @@ def transcode(path: Path) -> bytes:
     return buffer.getvalue()
 
 
-def read_header(path: Path) -> Any:
-    """A stored file's data set with large values left unread."""
-    return dcmread(path, defer_size=DEFER)
+def read_header(handle: BinaryIO) -> Any:
+    """A stored file's data set with large values left unread (read from
+    ``handle`` when asked for: use it before the stream is closed)."""
+    return dcmread(handle, defer_size=DEFER)
 
 
 class MetadataHandler(_InstancesHandler):
@@ -198,15 +279,14 @@ class MetadataHandler(_InstancesHandler):
         base = f"{self.base_url()}/dicom-web"
         cache = self.app.metadata_cache
 
-        gone: list[str] = []
+        left_out: list[str] = []
 
         def build() -> bytes:
             parts = []
             locations = self.locations(study, series, instance)
             if instance is None:
-                files, missing = readable(self.app.archive, locations)
-                locations = [location for location, _ in files]
-                gone.extend(missing)
+                locations, missing = readable(self.app.archive, locations)
+                left_out.extend(missing)
             for location in locations:
                 blob = cache.get(location.file, lambda loc=location: self._encode(loc))
                 instance_url = (f"{base}/studies/{quote(location.StudyInstanceUID)}/series/"
@@ -215,14 +295,15 @@ class MetadataHandler(_InstancesHandler):
             return b"[" + b",".join(parts) + b"]"
 
         body = await IOLoop.current().run_in_executor(None, build)
-        warn_partial(self, gone)
+        warn_partial(self, left_out)
         self.set_header("Content-Type", DICOM_JSON)  # UTF-8 by definition, no parameter
         self.finish(body)
 
     def _encode(self, location: InstanceLocation) -> bytes:
         """One instance's DICOM JSON, with :data:`URL_MARK` for its URL."""
-        ds = read_header(stored_path(self.app.archive, location))
-        item = dataset_to_json(ds, lambda path: f"{URL_MARK}/bulkdata/{path}")
+        with opened(self.app.archive, location) as handle:  # deferred values are read from it
+            ds = read_header(handle)
+            item = dataset_to_json(ds, lambda path: f"{URL_MARK}/bulkdata/{path}")
         item["00020010"] = {"vr": "UI", "Value": [location.TransferSyntaxUID]}
         return json.dumps(item, ensure_ascii=False).encode()
 
@@ -237,7 +318,7 @@ class BulkDataHandler(_InstancesHandler):
 
         def value() -> bytes:
             [location] = self.locations(study, series, instance)
-            ds = dcmread(stored_path(self.app.archive, location))
+            ds = stored_dataset(self.app.archive, location)
             try:
                 elem = find_element(ds, path)
             except KeyError as exc:
