@@ -526,8 +526,14 @@ def load_settings(
         settings = replace(settings, storage=check_storage(settings.storage, set(raw.get("storage") or ())))
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from None
-    if settings.index.url:
-        raise ConfigError(f"{path}: [index] url: only the DuckDB index is available in this version")
+    if settings.index.url:  # a PostgreSQL index (pacsdash.archive.pg_index); the password never here
+        url = urlsplit(settings.index.url)
+        if url.scheme not in ("postgresql", "postgres") or not url.path.strip("/"):
+            raise ConfigError(f"{path}: [index] url must be postgresql://user@host:port/database "
+                              f"(got {settings.index.url.split('@')[-1]!r})")
+        if url.password is not None:
+            raise ConfigError(f"{path}: [index] url holds a password: remove it and give it through PGPASSWORD "
+                              "or a password file (PGPASSFILE, ~/.pgpass), never in the config")
     return settings
 
 

@@ -12,6 +12,7 @@ from pacsdash.archive import Archive
 from pacsdash.config import ServerSettings
 from pacsdash.dimse.scp import DicomNode
 from tests.helpers import have_dcmtk
+from tests.pg import postgres_server  # noqa: F401 - the throwaway PostgreSQL (session)
 from tests.s3 import moto_server, s3_bucket  # noqa: F401 - fixtures: S3 on loopback (moto)
 
 #: AE titles the tests register as peers.

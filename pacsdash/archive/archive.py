@@ -501,6 +501,14 @@ class Archive:
         index.label_rules = labels.compile_rules(label_rules)  # before the journal's replay
         return cls(store if store is not None else LocalStore(store_path), index, journal)
 
+    @classmethod
+    def open_index(cls, store: Store, index: Index, journal_path: Path, label_rules: Iterable[Any] = ()) -> Archive:
+        """Open an archive on an index already opened (a PostgreSQL one: ``[index] url``),
+        with its journal at ``journal_path``; ``label_rules`` are compiled in the index's SQL."""
+        journal_path.parent.mkdir(parents=True, exist_ok=True)
+        index.label_rules = labels.compile_rules(label_rules, index.dialect)  # before the journal's replay
+        return cls(store, index, Journal(journal_path))
+
     def wait_indexed(self) -> None:
         """Wait until every acknowledged instance can be found in the index."""
         self._writer.barrier()

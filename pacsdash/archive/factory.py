@@ -57,6 +57,17 @@ def open_archive(settings: Settings) -> Archive:
         compile_rules(settings.label_rules)  # before anything is opened
     except InvalidQuery as exc:
         raise ConfigError(f"[[label_rules]]: {exc}") from None
+    if settings.index.url:
+        # PostgreSQL: the index in the database (migrated as it opens), its journal in the home.
+        from pacsdash.archive.pg_index import PostgresIndex
+
+        index = PostgresIndex(settings.index.url)
+        try:
+            return Archive.open_index(open_store(settings), index, settings.index_path.with_name("index.journal"),
+                                      settings.label_rules)
+        except BaseException:
+            index.close()
+            raise
     return Archive.open_home(settings.store_path, settings.index_path, settings.label_rules,
                              store=open_store(settings))
 

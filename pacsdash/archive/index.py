@@ -19,7 +19,7 @@ import duckdb
 from pacsdash.archive.attributes import TABLE_ATTRIBUTES, Level
 from pacsdash.archive import labels, records, summaries
 from pacsdash.archive.parsing import InstanceRecord
-from pacsdash.archive.query import Query, Scope, compile_count, compile_query
+from pacsdash.archive.query import DUCKDB, Dialect, Query, Scope, compile_count, compile_query
 
 #: Columns beside the DICOM attributes. Counts and ModalitiesInStudy are
 #: stored too, kept up to date by :mod:`pacsdash.archive.summaries`.
@@ -53,7 +53,13 @@ class InstanceLocation:
 
 
 class Index(Protocol):
-    """What the archive needs of a metadata index."""
+    """What the archive needs of a metadata index (:class:`DuckDBIndex`,
+    :class:`~pacsdash.archive.pg_index.PostgresIndex`)."""
+
+    #: The SQL the index speaks (label rules are compiled in it).
+    dialect: Dialect
+    #: ``[[label_rules]]`` applied to each batch of new instances.
+    label_rules: list[labels.CompiledRule]
 
     def add(self, records: list[InstanceRecord], journal_position: int | None = None) -> list[bool]: ...
     def find(self, query: Query) -> list[dict[str, Any]]: ...
@@ -120,6 +126,8 @@ def _insert_columns(cur: duckdb.DuckDBPyConnection, table: str, columns: list[st
 
 class DuckDBIndex:
     """The index in one DuckDB file."""
+
+    dialect = DUCKDB
 
     def __init__(self, path: Path | str, memory_limit: str = "1GB") -> None:
         self.path = str(path)

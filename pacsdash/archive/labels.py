@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import duckdb
 
 from pacsdash.archive.attributes import Level
-from pacsdash.archive.query import LABELS_TABLE, Query, conditions
+from pacsdash.archive.query import DUCKDB, LABELS_TABLE, Dialect, Query, conditions
 
 SCHEMA = f"""CREATE TABLE IF NOT EXISTS {LABELS_TABLE} (
     "StudyInstanceUID" VARCHAR NOT NULL,
@@ -46,7 +46,7 @@ def of_studies(cur: duckdb.DuckDBPyConnection, study_uids: list[str]) -> dict[st
     """Labels of several studies: StudyInstanceUID -> sorted labels (studies without any left out)."""
     out: dict[str, list[str]] = {}
     rows = cur.execute(f'SELECT "StudyInstanceUID", label FROM {LABELS_TABLE} WHERE "StudyInstanceUID" IN '
-                       f"(SELECT unnest(?)) ORDER BY label", [study_uids]).fetchall()
+                       f"(SELECT unnest(?::VARCHAR[])) ORDER BY label", [study_uids]).fetchall()
     for study, label in rows:
         out.setdefault(study, []).append(label)
     return out
@@ -74,7 +74,7 @@ def drop_studies(cur: duckdb.DuckDBPyConnection, study_uids: Iterable[str]) -> N
     """Forget the labels of studies that are gone (within the caller's transaction)."""
     uids = list(study_uids)
     if uids:
-        cur.execute(f'DELETE FROM {LABELS_TABLE} WHERE "StudyInstanceUID" IN (SELECT unnest(?))', [uids])
+        cur.execute(f'DELETE FROM {LABELS_TABLE} WHERE "StudyInstanceUID" IN (SELECT unnest(?::VARCHAR[]))', [uids])
 
 
 def drop_orphans(cur: duckdb.DuckDBPyConnection) -> None:
@@ -98,13 +98,14 @@ class CompiledRule:
         return not self.calling_aet or origin.startswith(f"dicom:{self.calling_aet}@")
 
 
-def compile_rules(rules: Iterable[object]) -> list[CompiledRule]:
-    """Rules (:class:`pacsdash.config.LabelRule`) compiled once; a bad
-    attribute or value raises :class:`~pacsdash.archive.query.InvalidQuery`
-    when the server starts, not at the first instance."""
+def compile_rules(rules: Iterable[object], dialect: Dialect = DUCKDB) -> list[CompiledRule]:
+    """Rules (:class:`pacsdash.config.LabelRule`) compiled once, in the index's
+    SQL ``dialect``; a bad attribute or value raises
+    :class:`~pacsdash.archive.query.InvalidQuery` when the server starts, not
+    at the first instance."""
     out = []
     for rule in rules:
-        where, params = conditions(Query(Level.IMAGE, dict(rule.where)))  # type: ignore[attr-defined]
+        where, params = conditions(Query(Level.IMAGE, dict(rule.where)), dialect)  # type: ignore[attr-defined]
         out.append(CompiledRule(rule.label, rule.calling_aet, " AND ".join(where) or "true", tuple(params)))  # type: ignore[attr-defined]
     return out
 
@@ -114,7 +115,7 @@ def claim_new(cur: duckdb.DuckDBPyConnection, claims: list[tuple[str, tuple[str,
     (``(StudyInstanceUID, labels)``, within the caller's transaction)."""
     pairs = sorted({(study, label) for study, wanted in claims for label in wanted})
     if pairs:
-        cur.execute(f"INSERT INTO {LABELS_TABLE} SELECT unnest(?), unnest(?) ON CONFLICT DO NOTHING",
+        cur.execute(f"INSERT INTO {LABELS_TABLE} SELECT unnest(?::VARCHAR[]), unnest(?::VARCHAR[]) ON CONFLICT DO NOTHING",
                     [[p[0] for p in pairs], [p[1] for p in pairs]])
 
 
@@ -129,6 +130,6 @@ def apply_rules(cur: duckdb.DuckDBPyConnection, rules: list[CompiledRule], new: 
             f'INSERT INTO {LABELS_TABLE} SELECT DISTINCT i."StudyInstanceUID", ? FROM instances i '
             'JOIN series se ON i."SeriesInstanceUID" = se."SeriesInstanceUID" '
             'JOIN studies s ON i."StudyInstanceUID" = s."StudyInstanceUID" '
-            f'WHERE i."SOPInstanceUID" IN (SELECT unnest(?)) AND {rule.where} ON CONFLICT DO NOTHING',
+            f'WHERE i."SOPInstanceUID" IN (SELECT unnest(?::VARCHAR[])) AND {rule.where} ON CONFLICT DO NOTHING',
             [rule.label, uids, *rule.params],
         )

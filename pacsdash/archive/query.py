@@ -76,6 +76,76 @@ class InvalidQuery(ValueError):
     """A query key or value breaks a matching rule; the message says which."""
 
 
+class Dialect:
+    """The SQL of the functions in which DuckDB and PostgreSQL differ, DuckDB's here.
+
+    The compiler writes everything else (joins, LIKE ... ESCAPE, ranges,
+    ``IN`` lists, the scope's CTE) the same for both, with ``?`` for every
+    bound value; :class:`PostgresDialect` gives the PostgreSQL forms, and the
+    PostgreSQL index turns ``?`` into psycopg's ``%s`` when it runs a
+    statement (see :mod:`pacsdash.archive.pg_index`).
+    """
+
+    name = "duckdb"
+
+    def fold(self, sql: str) -> str:
+        """``sql`` folded as names match: ``^`` as a space, lower case, no accents (see :func:`_pn_value`)."""
+        return f"strip_accents(lower(replace({sql}, '^', ' ')))"
+
+    def has_value(self, sql: str) -> str:
+        """One of the backslash-separated values of ``sql`` equals the next parameter."""
+        return f"list_contains(string_split({sql}, '\\'), ?)"
+
+    def has_value_like(self, sql: str) -> str:
+        """One of the backslash-separated values of ``sql`` is LIKE the next parameter."""
+        return f"len(list_filter(string_split({sql}, '\\'), lambda v: v LIKE ? ESCAPE '\\')) > 0"
+
+    def compare_numbers(self, sql: str, operator: str) -> str:
+        """``sql`` as a number, or any of its backslash-separated values, compared with
+        ``operator`` to the next two parameters (the same number twice)."""
+        return (f"(TRY_CAST({sql} AS DOUBLE) {operator} ? OR (contains({sql}, '\\') AND "
+                f"len(list_filter(string_split({sql}, '\\'), lambda x: TRY_CAST(trim(x) AS DOUBLE) {operator} ?)) > 0))")
+
+    def number(self, sql: str) -> str:
+        """``sql`` as a DOUBLE, NULL when it is no number."""
+        return f"TRY_CAST({sql} AS DOUBLE)"
+
+    def json_value(self, sql: str, tag: int) -> str:
+        """The value of ``tag`` in the attribute JSON ``sql`` (a tag formatted here, never a request's text)."""
+        return f"json_extract_string({sql}, '$.\"{tag:08X}\"')"
+
+
+class PostgresDialect(Dialect):
+    """PostgreSQL's forms. ``pacsdash_fold`` and ``pacsdash_number`` are SQL
+    functions the index's first migration creates (IMMUTABLE, so that an
+    expression index can hold the folded names)."""
+
+    name = "postgresql"
+
+    def fold(self, sql: str) -> str:
+        return f"pacsdash_fold({sql})"
+
+    def has_value(self, sql: str) -> str:
+        return f"? = ANY(string_to_array({sql}, '\\'))"
+
+    def has_value_like(self, sql: str) -> str:
+        return f"EXISTS (SELECT 1 FROM unnest(string_to_array({sql}, '\\')) AS u(item) WHERE u.item LIKE ? ESCAPE '\\')"
+
+    def compare_numbers(self, sql: str, operator: str) -> str:
+        return (f"(pacsdash_number({sql}) {operator} ? OR (strpos({sql}, '\\') > 0 AND EXISTS (SELECT 1 FROM "
+                f"unnest(string_to_array({sql}, '\\')) AS u(item) WHERE pacsdash_number(trim(u.item)) {operator} ?)))")
+
+    def number(self, sql: str) -> str:
+        return f"pacsdash_number({sql})"
+
+    def json_value(self, sql: str, tag: int) -> str:
+        return f"(CAST({sql} AS jsonb) ->> '{tag:08X}')"
+
+
+DUCKDB = Dialect()
+POSTGRESQL = PostgresDialect()
+
+
 #: Table of study labels (see :mod:`pacsdash.archive.labels`).
 LABELS_TABLE = "study_labels"
 
@@ -232,7 +302,7 @@ class _Expr:
         return f"FROM {self.table or self.via.table} x WHERE {where}"
 
 
-def _locate(level: Level, attr: Attribute) -> _Expr:
+def _locate(level: Level, attr: Attribute, dialect: Dialect = DUCKDB) -> _Expr:
     if attr.keyword in _DERIVED:
         alias, sql = _DERIVED[attr.keyword]
         if any(a == alias for a, _ in _CHAIN[level]):
@@ -248,7 +318,7 @@ def _locate(level: Level, attr: Attribute) -> _Expr:
     if owner is not None:
         return _Expr(f'x."{attr.keyword}"', via=owner)
     if level is Level.IMAGE:
-        return _Expr(f"json_extract_string(i.attributes, '$.\"{attr.tag:08X}\"')")
+        return _Expr(dialect.json_value("i.attributes", attr.tag))
     # Any instance of the entity: its series' distinct values hold the same
     # answers, on a few rows per series (see pacsdash.archive.summaries).
     return _Expr("x.value", via=Level.IMAGE, table=VALUES_TABLE, holds=f"x.tag = '{attr.tag:08X}'")
@@ -276,10 +346,6 @@ def _like_pattern(value: str) -> str:
         else:
             out.append(ch)
     return "".join(out)
-
-
-def _normalise_pn(sql: str) -> str:
-    return f"strip_accents(lower(replace({sql}, '^', ' ')))"
 
 
 def _pn_value(value: str) -> str:
@@ -314,28 +380,30 @@ def _range_condition(sql: str, attr: Attribute, value: str, params: list) -> str
 FOLDED_VRS = frozenset({"LO", "SH", "ST", "LT", "UT", "UC"})
 
 
-def _value_condition(sql: str, attr: Attribute, value: str, params: list, fold: bool = False) -> str:
+def _value_condition(sql: str, attr: Attribute, value: str, params: list, fold: bool = False,
+                     dialect: Dialect = DUCKDB) -> str:
     """SQL matching ``sql`` against one non-range value (single or wildcard)."""
     if attr.vr == "PN" or (fold and attr.vr in FOLDED_VRS):
-        sql = _normalise_pn(sql)
+        sql = dialect.fold(sql)
         value = _pn_value(value)
     if attr.vr != "UI" and ("*" in value or "?" in value):
         params.append(_like_pattern(value))
         if attr.vr == "CS":
-            return f"len(list_filter(string_split({sql}, '\\'), lambda v: v LIKE ? ESCAPE '\\')) > 0"
+            return dialect.has_value_like(sql)
         return f"{sql} LIKE ? ESCAPE '\\'"
     params.append(value)
     if attr.vr == "CS":
-        return f"list_contains(string_split({sql}, '\\'), ?)"
+        return dialect.has_value(sql)
     return f"{sql} = ?"
 
 
-def match_condition(sql: str, attr: Attribute, value: str, params: list, fold: bool = False) -> str | None:
+def match_condition(sql: str, attr: Attribute, value: str, params: list, fold: bool = False,
+                    dialect: Dialect = DUCKDB) -> str | None:
     """Parameterised SQL matching the expression ``sql`` with ``value``.
 
     Returns None for universal matching. Raises :class:`InvalidQuery` when the
     value breaks the rules of its VR. ``fold``: text matches regardless of
-    case and accents (see :attr:`Query.fold_text`).
+    case and accents (see :attr:`Query.fold_text`). ``dialect``: the database's SQL.
     """
     _check_value(attr, value)
     value = value.strip(" ") if attr.vr not in ("LT", "ST", "UT") else value
@@ -346,12 +414,11 @@ def match_condition(sql: str, attr: Attribute, value: str, params: list, fold: b
         # Any of the values (PixelSpacing "0.5\\0.5" is "<1"), as the client's own filter does.
         operator, number = _SQL_OPERATORS[comparison.group(1)], float(comparison.group(2))
         params.extend([number, number])
-        return (f"(TRY_CAST({sql} AS DOUBLE) {operator} ? OR (contains({sql}, '\\') AND "
-                f"len(list_filter(string_split({sql}, '\\'), lambda x: TRY_CAST(trim(x) AS DOUBLE) {operator} ?)) > 0))")
+        return dialect.compare_numbers(sql, operator)
     if attr.vr in NUMBER_VRS and NUMBER.match(value):
         # A number matches its value however it was written: KVP=120 finds "120.0".
         params.extend([value, float(value)])
-        return f"({sql} = ? OR TRY_CAST({sql} AS DOUBLE) = ?)"
+        return f"({sql} = ? OR {dialect.number(sql)} = ?)"
     if attr.vr in RANGE_VRS:
         if "-" in value and not (attr.vr == "DT" and value.count("-") != 1):
             return _range_condition(sql, attr, value, params)
@@ -369,7 +436,7 @@ def match_condition(sql: str, attr: Attribute, value: str, params: list, fold: b
                 raise InvalidQuery(f"{attr.keyword} {uid[:80]!r} is not a valid UID")
         params.extend(values)
         return f"{sql} IN ({', '.join('?' * len(values))})"
-    parts = [_value_condition(sql, attr, v, params, fold) for v in values if v != ""]
+    parts = [_value_condition(sql, attr, v, params, fold, dialect) for v in values if v != ""]
     if not parts:
         return None
     return parts[0] if len(parts) == 1 else "(" + " OR ".join(parts) + ")"
@@ -405,7 +472,7 @@ def default_return_keys(level: Level) -> list[Attribute]:
     return attrs
 
 
-def compile_query(query: Query, extra_columns: tuple[str, ...] = ()) -> CompiledQuery:
+def compile_query(query: Query, extra_columns: tuple[str, ...] = (), dialect: Dialect = DUCKDB) -> CompiledQuery:
     """Turn ``query`` into one parameterised SELECT.
 
     Parameters
@@ -415,15 +482,17 @@ def compile_query(query: Query, extra_columns: tuple[str, ...] = ()) -> Compiled
     extra_columns
         Raw SQL expressions over the level's aliases to add at the end of
         each row (used internally, never from a request).
+    dialect
+        The database's SQL (DuckDB unless told).
     """
     level = query.level
-    where, params = _conditions(query)
+    where, params = _conditions(query, dialect)
     outer = _CHAIN[level][0][0]
     wanted: dict[str, Attribute] = {}
     defaults = default_return_keys(level) if query.include_defaults else [BY_KEYWORD[level.unique_key]]
     for attr in defaults + resolve(list(query.filters)) + resolve(query.fields):
         wanted.setdefault(attr.keyword, attr)
-    select = [_returned(level, attr, outer) for attr in wanted.values()]
+    select = [_returned(level, attr, outer, dialect) for attr in wanted.values()]
     extra_keys = []
     if query.other_attributes and level is Level.IMAGE:
         select.append("i.attributes")
@@ -433,7 +502,7 @@ def compile_query(query: Query, extra_columns: tuple[str, ...] = ()) -> Compiled
     order: list[str] = []
     for name, descending in query.order_by:
         attr = resolve([name])[0]
-        expr = _locate(level, attr)
+        expr = _locate(level, attr, dialect)
         if expr.via is not None:
             raise InvalidQuery(f"cannot sort {level.value} results by {attr.keyword}")
         order.append(f"{expr.sql} {'DESC' if descending else 'ASC'} NULLS LAST")
@@ -482,9 +551,9 @@ def _scoped(compiled: CompiledQuery, scope: Scope | None) -> CompiledQuery:
     return CompiledQuery(cte + body, labels + compiled.params, compiled.columns, compiled.extra_keys)
 
 
-def _returned(level: Level, attr: Attribute, outer: str) -> str:
+def _returned(level: Level, attr: Attribute, outer: str, dialect: Dialect = DUCKDB) -> str:
     """SQL of ``attr``'s returned value; from rows below, the first that has one."""
-    expr = _locate(level, attr)
+    expr = _locate(level, attr, dialect)
     if expr.via is None:
         return expr.sql
     if expr.table == VALUES_TABLE:  # the value first indexed
@@ -492,7 +561,7 @@ def _returned(level: Level, attr: Attribute, outer: str) -> str:
     return f"(SELECT {expr.sql} {expr.rows(outer)} AND {expr.sql} IS NOT NULL LIMIT 1)"
 
 
-def _conditions(query: Query) -> tuple[list[str], list]:
+def _conditions(query: Query, dialect: Dialect = DUCKDB) -> tuple[list[str], list]:
     """The WHERE conditions of ``query``'s filters (PS3.4 C.2.2.2) and their parameters."""
     level = query.level
     where: list[str] = []
@@ -509,14 +578,14 @@ def _conditions(query: Query) -> tuple[list[str], list]:
             # the stored list matches value by value, as any multi-valued CS.
             modality = BY_KEYWORD["Modality"]
             sub_params: list = []
-            cond = match_condition('x."Modality"', modality, value, sub_params)
+            cond = match_condition('x."Modality"', modality, value, sub_params, dialect=dialect)
             if cond is not None:
                 where.append(f"EXISTS (SELECT 1 FROM series x WHERE {_tie(Level.SERIES, 'p')} AND {cond})")
                 params.extend(sub_params)
             continue
-        expr = _locate(level, attr)
+        expr = _locate(level, attr, dialect)
         sub_params = []
-        cond = match_condition(expr.sql, attr, value, sub_params, query.fold_text)
+        cond = match_condition(expr.sql, attr, value, sub_params, query.fold_text, dialect)
         if cond is None:
             continue
         if expr.via is None:
@@ -527,16 +596,16 @@ def _conditions(query: Query) -> tuple[list[str], list]:
     return where, params
 
 
-def conditions(query: Query) -> tuple[list[str], list]:
+def conditions(query: Query, dialect: Dialect = DUCKDB) -> tuple[list[str], list]:
     """The SQL conditions (over the level's aliases) matching ``query``'s
     filters and scope, with their parameters; for statements built elsewhere
     (label rules)."""
-    return _conditions(query)
+    return _conditions(query, dialect)
 
 
-def compile_count(query: Query) -> tuple[str, list]:
+def compile_count(query: Query, dialect: Dialect = DUCKDB) -> tuple[str, list]:
     """SQL counting every match of ``query``, ignoring paging (no returned values computed)."""
-    where, params = _conditions(query)
+    where, params = _conditions(query, dialect)
     sql = f"SELECT count(*) FROM {_FROM[query.level]}" + (" WHERE " + " AND ".join(where) if where else "")
     compiled = _scoped(CompiledQuery(sql, params, []), query.scope)
     return compiled.sql, compiled.params

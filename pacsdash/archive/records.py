@@ -74,9 +74,11 @@ def append(cur: duckdb.DuckDBPyConnection, record: ActionRecord) -> int:
 
 def select(cur: duckdb.DuckDBPyConnection, action: str | None = None, actor: str | None = None,
            study: str | None = None, limit: int = 100, offset: int = 0,
-           since: dt.datetime | None = None, until: dt.datetime | None = None) -> list[ActionRecord]:
+           since: dt.datetime | None = None, until: dt.datetime | None = None,
+           dialect: object = None) -> list[ActionRecord]:
     """Records, newest first, filtered by exact action, actor or study, and by
-    time (``since`` included, ``until`` excluded)."""
+    time (``since`` included, ``until`` excluded). ``dialect``: the index's
+    (:mod:`pacsdash.archive.query`; DuckDB when None)."""
     where, params = [], []
     if since is not None:
         where.append("time >= ?")
@@ -91,7 +93,10 @@ def select(cur: duckdb.DuckDBPyConnection, action: str | None = None, actor: str
         where.append("actor = ?")
         params.append(actor)
     if study:
-        where.append("list_contains(CAST(studies AS VARCHAR[]), ?)")
+        if getattr(dialect, "name", "duckdb") == "postgresql":
+            where.append("CAST(studies AS jsonb) @> jsonb_build_array(CAST(? AS text))")
+        else:
+            where.append("list_contains(CAST(studies AS VARCHAR[]), ?)")
         params.append(study)
     sql = ("SELECT id, time, actor, address, action, outcome, studies, details FROM action_records"
            + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY id DESC LIMIT ? OFFSET ?")

@@ -24,6 +24,9 @@ import duckdb
 from pacsdash.archive.attributes import TABLE_ATTRIBUTES, Level
 from pacsdash.archive.parsing import InstanceRecord
 
+# The query module imports VALUES_TABLE from here: the dialects are imported
+# where they are used.
+
 #: SQL type of each stored summary column, per table.
 SUMMARY_COLUMNS: dict[Level, dict[str, str]] = {
     level: {a.keyword: ("VARCHAR" if a.vr in ("CS", "UI") else "INTEGER") for a in attrs if a.derived}
@@ -40,12 +43,12 @@ UPDATE studies SET
 FROM (SELECT k."StudyInstanceUID" AS uid FROM studies k {where}) t
 LEFT JOIN (
     SELECT x."StudyInstanceUID" AS uid, count(*) AS series_count,
-           string_agg(DISTINCT x."Modality", '\\' ORDER BY x."Modality") AS modalities
+           string_agg(DISTINCT x."Modality"{c}, '\\' ORDER BY x."Modality"{c}) AS modalities
     FROM series x {where_x} GROUP BY 1
 ) se ON se.uid = t.uid
 LEFT JOIN (
     SELECT x."StudyInstanceUID" AS uid, count(*) AS instance_count,
-           string_agg(DISTINCT x."SOPClassUID", '\\' ORDER BY x."SOPClassUID") AS classes
+           string_agg(DISTINCT x."SOPClassUID"{c}, '\\' ORDER BY x."SOPClassUID"{c}) AS classes
     FROM instances x {where_x} GROUP BY 1
 ) i ON i.uid = t.uid
 WHERE studies."StudyInstanceUID" = t.uid
@@ -61,27 +64,37 @@ WHERE series."SeriesInstanceUID" = t.uid
 """
 
 
-def _run(cur: duckdb.DuckDBPyConnection, template: str, key: str, uids: Iterable[str] | None) -> None:
+def _collate(dialect: object) -> str:
+    """How lists of values are sorted: by code point, as :func:`_merged` sorts them
+    (PostgreSQL's default collation may sort ``1.2.10`` before ``1.2.1``)."""
+    return ' COLLATE "C"' if getattr(dialect, "name", "duckdb") == "postgresql" else ""
+
+
+def _run(cur: duckdb.DuckDBPyConnection, template: str, key: str, uids: Iterable[str] | None,
+         dialect: object = None) -> None:
+    c = _collate(dialect)
     if uids is None:
-        cur.execute(template.format(where="", where_x=""))
+        cur.execute(template.format(where="", where_x="", c=c))
         return
     keys = sorted(set(uids))
     if not keys:
         return
     condition = f'"{key}" IN (SELECT unnest(?::VARCHAR[]))'
     params = [keys] * (1 + template.count("{where_x}"))  # one list per placeholder
-    cur.execute(template.format(where=f"WHERE k.{condition}", where_x=f"WHERE x.{condition}"), params)
+    cur.execute(template.format(where=f"WHERE k.{condition}", where_x=f"WHERE x.{condition}", c=c), params)
 
 
-def refresh(cur: duckdb.DuckDBPyConnection, studies: Iterable[str] | None, series: Iterable[str] | None) -> None:
+def refresh(cur: duckdb.DuckDBPyConnection, studies: Iterable[str] | None, series: Iterable[str] | None,
+            dialect: object = None) -> None:
     """Recompute the summaries of ``studies`` and ``series`` (None: all of them),
     the values of those series (:data:`VALUES_TABLE`) included.
 
-    Run inside the transaction that changed their rows.
+    Run inside the transaction that changed their rows. ``dialect``: the
+    database's (:mod:`pacsdash.archive.query`; DuckDB when None).
     """
-    _run(cur, _STUDY_SUMMARY, "StudyInstanceUID", studies)
-    _run(cur, _SERIES_SUMMARY, "SeriesInstanceUID", series)
-    refresh_values(cur, series)
+    _run(cur, _STUDY_SUMMARY, "StudyInstanceUID", studies, dialect)
+    _run(cur, _SERIES_SUMMARY, "SeriesInstanceUID", series, dialect)
+    refresh_values(cur, series, dialect)
 
 
 @dataclass
@@ -100,11 +113,27 @@ def _merged(current: str | None, added: set[str]) -> str | None:
     return "\\".join(sorted(values)) or None
 
 
-def add_instances(cur: duckdb.DuckDBPyConnection, records: list[InstanceRecord], new_series: Iterable[str]) -> None:
+#: PostgreSQL: the study summaries changed in place, from the row's current
+#: values (the row locked by the UPDATE), so that several servers adding to
+#: one study at once add up (a read, then a write, would lose one's counts).
+_ADD_TO_STUDIES_PG = (
+    'UPDATE studies SET "NumberOfStudyRelatedSeries" = coalesce(studies."NumberOfStudyRelatedSeries", 0) + d.series_count, '
+    '"NumberOfStudyRelatedInstances" = coalesce(studies."NumberOfStudyRelatedInstances", 0) + d.instance_count, '
+    '"ModalitiesInStudy" = pacsdash_merge(studies."ModalitiesInStudy", d.modalities), '
+    '"SOPClassesInStudy" = pacsdash_merge(studies."SOPClassesInStudy", d.classes) '
+    "FROM (SELECT unnest(?::VARCHAR[]) AS uid, unnest(?::INTEGER[]) AS series_count, "
+    "unnest(?::INTEGER[]) AS instance_count, unnest(?::VARCHAR[]) AS modalities, unnest(?::VARCHAR[]) AS classes) d "
+    'WHERE studies."StudyInstanceUID" = d.uid'
+)
+
+
+def add_instances(cur: duckdb.DuckDBPyConnection, records: list[InstanceRecord], new_series: Iterable[str],
+                  dialect: object = None) -> None:
     """Count newly indexed ``records`` (never indexed before) into their study
     and series summaries; ``new_series`` are the series they created.
 
     Run inside the transaction that inserted them, after the inserts.
+    ``dialect``: the database's (DuckDB when None).
     """
     if not records:
         return
@@ -125,6 +154,23 @@ def add_instances(cur: duckdb.DuckDBPyConnection, records: list[InstanceRecord],
             if modality:
                 change.modalities.add(modality)
     keys = sorted(studies)
+    if getattr(dialect, "name", "duckdb") == "postgresql":
+        cur.execute(_ADD_TO_STUDIES_PG, [
+            keys, [studies[k].series for k in keys], [studies[k].instances for k in keys],
+            [_merged(None, studies[k].modalities) for k in keys], [_merged(None, studies[k].classes) for k in keys],
+        ])
+    else:
+        _add_to_studies(cur, keys, studies)
+    cur.execute(
+        'UPDATE series SET "NumberOfSeriesRelatedInstances" = coalesce(series."NumberOfSeriesRelatedInstances", 0) + d.added '
+        "FROM (SELECT unnest(?::VARCHAR[]) AS uid, unnest(?::INTEGER[]) AS added) d "
+        'WHERE series."SeriesInstanceUID" = d.uid',
+        [list(series), list(series.values())],
+    )
+
+
+def _add_to_studies(cur: duckdb.DuckDBPyConnection, keys: list[str], studies: dict[str, _StudyChange]) -> None:
+    """DuckDB (one writer): the studies' new summaries, from their current ones read first."""
     current = {
         row[0]: row[1:]
         for row in cur.execute(
@@ -152,12 +198,6 @@ def add_instances(cur: duckdb.DuckDBPyConnection, records: list[InstanceRecord],
         "unnest(?::INTEGER[]) AS instance_count, unnest(?::VARCHAR[]) AS modalities, unnest(?::VARCHAR[]) AS classes) d "
         'WHERE studies."StudyInstanceUID" = d.uid',
         columns,
-    )
-    cur.execute(
-        'UPDATE series SET "NumberOfSeriesRelatedInstances" = coalesce(series."NumberOfSeriesRelatedInstances", 0) + d.added '
-        "FROM (SELECT unnest(?::VARCHAR[]) AS uid, unnest(?::INTEGER[]) AS added) d "
-        'WHERE series."SeriesInstanceUID" = d.uid',
-        [list(series), list(series.values())],
     )
 
 
@@ -230,12 +270,25 @@ def _chunks(sizes: list[tuple[str, int]]) -> Iterable[list[str]]:
         yield chunk
 
 
-def refresh_values(cur: duckdb.DuckDBPyConnection, series: Iterable[str] | None) -> None:
+#: :data:`_FILL` in PostgreSQL, whose instances have a ``rowid`` column (an identity).
+_FILL_PG = """
+INSERT INTO series_values ("StudyInstanceUID", "SeriesInstanceUID", tag, value)
+SELECT st, se, tag, value FROM (
+    SELECT i."StudyInstanceUID" AS st, i."SeriesInstanceUID" AS se, j.key AS tag, j.value AS value, min(i.rowid) AS r
+    FROM instances i CROSS JOIN LATERAL jsonb_each_text(CAST(i.attributes AS jsonb)) AS j
+    WHERE i."SeriesInstanceUID" IN (SELECT unnest(?::VARCHAR[])) AND i.attributes IS NOT NULL
+    GROUP BY 1, 2, 3, 4
+) v ORDER BY r
+"""
+
+
+def refresh_values(cur: duckdb.DuckDBPyConnection, series: Iterable[str] | None, dialect: object = None) -> None:
     """Recompute the values of ``series`` (None: all) from their instances' JSON.
 
     Run inside the transaction that changed their rows (or when an index
     written before the table existed is opened).
     """
+    fill = _FILL_PG if getattr(dialect, "name", "duckdb") == "postgresql" else _FILL
     if series is None:
         cur.execute(f"DELETE FROM {VALUES_TABLE}")
         sizes = cur.execute('SELECT "SeriesInstanceUID", count(*) FROM instances GROUP BY 1 ORDER BY 1').fetchall()
@@ -250,7 +303,7 @@ def refresh_values(cur: duckdb.DuckDBPyConnection, series: Iterable[str] | None)
             [keys],
         ).fetchall()
     for chunk in _chunks(sizes):
-        cur.execute(_FILL, [chunk])
+        cur.execute(fill, [chunk])
 
 
 class SeriesValues:
@@ -263,8 +316,10 @@ class SeriesValues:
     forgotten first).
     """
 
-    def __init__(self, max_pairs: int = 100_000) -> None:
+    def __init__(self, max_pairs: int = 100_000, dialect: object = None) -> None:
         self.max_pairs = max_pairs
+        #: PostgreSQL: the table has a unique index; another server may have added a pair.
+        self._on_conflict = " ON CONFLICT DO NOTHING" if getattr(dialect, "name", "duckdb") == "postgresql" else ""
         self._seen: dict[str, set[tuple[str, str]]] = {}  # insertion order: least recently used first
         self._pairs = 0
 
@@ -279,10 +334,10 @@ class SeriesValues:
         known = {}
         unread = []
         for key in dict.fromkeys(r.SeriesInstanceUID for r in records):
-            if key in self._seen:
-                known[key] = self._seen[key]
-            elif key in created:
+            if key in created:  # (a series deleted and made again holds nothing of before)
                 known[key] = set()
+            elif key in self._seen:
+                known[key] = self._seen[key]
             else:
                 unread.append(key)
         if unread:
@@ -315,8 +370,9 @@ class SeriesValues:
                     rows.append((record.StudyInstanceUID, series, *pair))
         if rows:
             cur.execute(
-                f"INSERT INTO {VALUES_TABLE} SELECT unnest(?::VARCHAR[]), unnest(?::VARCHAR[]), "
-                "unnest(?::VARCHAR[]), unnest(?::VARCHAR[])",
+                f'INSERT INTO {VALUES_TABLE} ("StudyInstanceUID", "SeriesInstanceUID", tag, value) '
+                "SELECT unnest(?::VARCHAR[]), unnest(?::VARCHAR[]), unnest(?::VARCHAR[]), unnest(?::VARCHAR[])"
+                + self._on_conflict,
                 [list(column) for column in zip(*rows)],
             )
         return known

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from pacsdash.archive import Archive, InvalidQuery, Level, Query
+from pacsdash.archive import InvalidQuery, Level, Query
 from tests.factories import make_instance
+from tests.pg import archive_home
 
 STUDIES = {
     "a": dict(PatientName="DOE^JANE", PatientID="P1", StudyDate="20240115", StudyTime="093000", AccessionNumber="A1", StudyDescription="CT CHEST", Modality="CT", ImageType=["ORIGINAL", "PRIMARY", "AXIAL"]),
@@ -15,10 +16,15 @@ STUDIES = {
 }
 
 
+@pytest.fixture
+def archive(backend_archive):
+    """An empty archive on the module's index backend (DuckDB, PostgreSQL)."""
+    return backend_archive
+
+
 @pytest.fixture(scope="module")
-def filled(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("query")
-    archive = Archive.open_home(folder / "store", folder / "index.duckdb")
+def filled(tmp_path_factory, index_backend, request):
+    archive = archive_home(index_backend, tmp_path_factory.mktemp("query"), request).open()
     uids = {}
     for key, attrs in STUDIES.items():
         raw = make_instance(**attrs, SliceThickness="2.5" if key == "a" else "5")
