@@ -265,3 +265,57 @@ def _duckdb_index(tmp_path: Path):
     from pacsdash.archive.index import DuckDBIndex
 
     return DuckDBIndex(tmp_path / "index.duckdb")
+
+
+# -- pacsdash serve on the object store -------------------------------------------------
+UNCOMPRESSED = ("1.2.840.10008.1.2", "1.2.840.10008.1.2.1")
+
+
+@pytest.mark.slow
+@pytest.mark.dcmtk
+def test_serve_on_s3_stores_by_storescu_and_returns_by_wado_rs_byte_for_byte(s3_bucket, tmp_path, dcmtk):
+    """``[storage] url = "s3://..."``: dcmtk's storescu stores, WADO-RS gives back what was stored.
+
+    The server inherits the test credentials through the environment (the only
+    place they come from); nothing of the files lands in the home.
+    """
+    import subprocess
+
+    import requests
+
+    from tests.helpers import DCMTK, ServerProcess
+    from tests.web.test_dicomweb import parts_of
+
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "pacsdash.toml").write_text(
+        f'[auth]\nenabled = false\n\n[storage]\nurl = "{s3_bucket.url("site/archive")}"\n'
+        f'endpoint_url = "{s3_bucket.endpoint_url}"\nregion = "{REGION}"\n')
+    files = [p for p in VALID
+             if dcmread(p, stop_before_pixels=True).file_meta.TransferSyntaxUID in UNCOMPRESSED
+             and dcmread(p, stop_before_pixels=True).SOPClassUID != "1.2.840.10008.5.1.4.1.1.66.4"]
+    server = ServerProcess.start(home)
+    try:
+        sent = subprocess.run([str(DCMTK / "storescu"), "-aet", "SCANNER", "-aec", server.aet, "127.0.0.1",
+                               str(server.dicom_port), *map(str, files)], capture_output=True, text=True, timeout=120)
+        assert sent.returncode == 0, sent.stderr
+        client = s3_bucket.client()
+        objects = client.list_objects_v2(Bucket=s3_bucket.name, Prefix="site/archive/")
+        assert objects["KeyCount"] == len(files)  # acknowledged: the objects are there
+        stored = {}  # SOP Instance UID -> the object's bytes
+        for item in objects["Contents"]:
+            raw = client.get_object(Bucket=s3_bucket.name, Key=item["Key"])["Body"].read()
+            stored[dcmread(io.BytesIO(raw), stop_before_pixels=True).SOPInstanceUID] = raw
+        base = f"http://127.0.0.1:{server.http_port}/dicom-web"
+        for path in files:
+            ds = dcmread(path, stop_before_pixels=True)
+            response = requests.get(
+                f"{base}/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}/instances/{ds.SOPInstanceUID}",
+                headers={"Accept": 'multipart/related; type="application/dicom"; transfer-syntax=*'}, timeout=60)
+            assert response.status_code == 200, (path.name, response.text[:300])
+            [part] = parts_of(response)
+            assert part == stored[ds.SOPInstanceUID], path.name  # the stored bytes, unchanged
+            assert dcmread(io.BytesIO(part)).get("PixelData") == dcmread(path).get("PixelData"), path.name
+    finally:
+        assert server.stop() == 0
+    assert not (home / "store").exists()
