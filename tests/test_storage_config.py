@@ -83,3 +83,14 @@ def test_an_unreachable_bucket_is_a_configuration_error_at_open(tmp_path, s3_buc
                                        f'endpoint_url = "{s3_bucket.endpoint_url}"')
     with pytest.raises(ConfigError, match="bucket does not exist"):
         open_store(settings)
+
+
+def test_import_into_a_missing_bucket_is_one_line_not_a_traceback(tmp_path, s3_bucket):
+    from tests.helpers import run_cli
+
+    (tmp_path / "pacsdash.toml").write_text(f'[storage]\nurl = "s3://{s3_bucket.name}-absent/x"\n'
+                                            f'endpoint_url = "{s3_bucket.endpoint_url}"\n')
+    done = run_cli("import", str(VALID[0]), "--home", str(tmp_path))
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "configuration error" in done.stderr and "bucket does not exist" in done.stderr
+    assert "Traceback" not in done.stderr

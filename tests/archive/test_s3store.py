@@ -14,6 +14,7 @@ import hashlib
 import io
 import os
 import time
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -283,7 +284,7 @@ def test_serve_on_s3_stores_by_storescu_and_returns_by_wado_rs_byte_for_byte(s3_
 
     import requests
 
-    from tests.helpers import DCMTK, ServerProcess
+    from tests.helpers import DCMTK, ServerProcess, dataset_bytes, run_cli
     from tests.web.test_dicomweb import parts_of
 
     home = tmp_path / "home"
@@ -294,6 +295,9 @@ def test_serve_on_s3_stores_by_storescu_and_returns_by_wado_rs_byte_for_byte(s3_
     files = [p for p in VALID
              if dcmread(p, stop_before_pixels=True).file_meta.TransferSyntaxUID in UNCOMPRESSED
              and dcmread(p, stop_before_pixels=True).SOPClassUID != "1.2.840.10008.5.1.4.1.1.66.4"]
+    added = run_cli("modalities", "add", "getter", "--home", str(home), "--aet", "GETTER", "--host", "127.0.0.1",
+                    "--port", "11112", "--allow", "get")
+    assert added.returncode == 0, added.stderr
     server = ServerProcess.start(home)
     try:
         sent = subprocess.run([str(DCMTK / "storescu"), "-aet", "SCANNER", "-aec", server.aet, "127.0.0.1",
@@ -316,6 +320,54 @@ def test_serve_on_s3_stores_by_storescu_and_returns_by_wado_rs_byte_for_byte(s3_
             [part] = parts_of(response)
             assert part == stored[ds.SOPInstanceUID], path.name  # the stored bytes, unchanged
             assert dcmread(io.BytesIO(part)).get("PixelData") == dcmread(path).get("PixelData"), path.name
+        # ZIP of a study: every entry the stored object's bytes.
+        ds = dcmread(files[0], stop_before_pixels=True)
+        response = requests.get(f"http://127.0.0.1:{server.http_port}/api/studies/{ds.StudyInstanceUID}/archive",
+                                timeout=60)
+        assert response.status_code == 200, response.text[:300]
+        with zipfile.ZipFile(io.BytesIO(response.content)) as bundle:
+            entries = [bundle.read(name) for name in bundle.namelist()]
+        assert entries and all(entry in stored.values() for entry in entries)
+        # C-GET (dcmtk's getscu): the stored data set, as stored.
+        out = tmp_path / "got"
+        out.mkdir()
+        got = subprocess.run([str(DCMTK / "getscu"), "-S", "+B", "-aet", "GETTER", "-aec", server.aet, "-od", str(out),
+                              "-k", "QueryRetrieveLevel=IMAGE", "-k", f"StudyInstanceUID={ds.StudyInstanceUID}",
+                              "-k", f"SeriesInstanceUID={ds.SeriesInstanceUID}", "-k", f"SOPInstanceUID={ds.SOPInstanceUID}",
+                              "127.0.0.1", str(server.dicom_port)], capture_output=True, text=True, timeout=120)
+        assert got.returncode == 0, got.stderr
+        [received] = list(out.iterdir())
+        kept = tmp_path / "kept.dcm"
+        kept.write_bytes(stored[ds.SOPInstanceUID])
+        assert dataset_bytes(received) == dataset_bytes(kept)
     finally:
         assert server.stop() == 0
     assert not (home / "store").exists()
+
+
+def test_recovery_and_check_work_on_s3(s3_bucket, tmp_path):
+    """An object the index lacks is indexed by the reconcile after an unclean stop, a row whose
+    object is gone dropped; ``check`` reads objects, and its repair moves one out to the quarantine."""
+    from pacsdash.archive.check import ProblemKind, check_archive
+
+    store = s3_store(s3_bucket)
+    orphan_path, kept_path, lost_path = VALID[:3]
+    with Archive(store, _duckdb_index(tmp_path)) as archive:
+        archive.store_file(kept_path)
+        lost = archive.store_file(lost_path)
+        archive.wait_indexed()
+        [gone] = archive.locate(Level.IMAGE, lost.SOPInstanceUID)
+        store.delete(gone.file)
+        orphan = store.write(orphan_path.read_bytes())  # written, never acknowledged
+        report = archive.reconcile(full=True)
+        assert (report["indexed"], report["missing"]) == (1, 1)
+        [adopted] = archive.locate(Level.IMAGE, dcmread(orphan_path, stop_before_pixels=True).SOPInstanceUID)
+        assert adopted.file == orphan
+        with archive.open(adopted) as handle:
+            assert handle.read() == orphan_path.read_bytes()
+        assert check_archive(archive).ok
+        stray = store.write(b"not DICOM")
+        checked = check_archive(archive, repair=True, quarantine=tmp_path / "quarantine")
+        assert [(p.kind, p.file) for p in checked.problems] == [(ProblemKind.ORPHAN_FILE, stray)]
+        assert (tmp_path / "quarantine" / stray).read_bytes() == b"not DICOM"
+        assert not store.exists(stray)
