@@ -43,12 +43,12 @@ UPDATE studies SET
 FROM (SELECT k."StudyInstanceUID" AS uid FROM studies k {where}) t
 LEFT JOIN (
     SELECT x."StudyInstanceUID" AS uid, count(*) AS series_count,
-           string_agg(DISTINCT x."Modality"{c}, '\\' ORDER BY x."Modality"{c}) AS modalities
+           {modalities} AS modalities
     FROM series x {where_x} GROUP BY 1
 ) se ON se.uid = t.uid
 LEFT JOIN (
     SELECT x."StudyInstanceUID" AS uid, count(*) AS instance_count,
-           string_agg(DISTINCT x."SOPClassUID"{c}, '\\' ORDER BY x."SOPClassUID"{c}) AS classes
+           {classes} AS classes
     FROM instances x {where_x} GROUP BY 1
 ) i ON i.uid = t.uid
 WHERE studies."StudyInstanceUID" = t.uid
@@ -64,24 +64,26 @@ WHERE series."SeriesInstanceUID" = t.uid
 """
 
 
-def _collate(dialect: object) -> str:
-    """How lists of values are sorted: by code point, as :func:`_merged` sorts them
-    (PostgreSQL's default collation may sort ``1.2.10`` before ``1.2.1``)."""
-    return ' COLLATE "C"' if getattr(dialect, "name", "duckdb") == "postgresql" else ""
+def _distinct_list(column: str, dialect: object) -> str:
+    """SQL of the backslash-separated distinct values of ``column``, sorted by code point as
+    :func:`_merged` sorts them (PostgreSQL: ``pacsdash_merge``, whatever the database's collation)."""
+    if getattr(dialect, "name", "duckdb") == "postgresql":
+        return f"pacsdash_merge(NULL, string_agg({column}, '\\'))"
+    return f"string_agg(DISTINCT {column}, '\\' ORDER BY {column})"
 
 
 def _run(cur: duckdb.DuckDBPyConnection, template: str, key: str, uids: Iterable[str] | None,
          dialect: object = None) -> None:
-    c = _collate(dialect)
+    lists = {"modalities": _distinct_list('x."Modality"', dialect), "classes": _distinct_list('x."SOPClassUID"', dialect)}
     if uids is None:
-        cur.execute(template.format(where="", where_x="", c=c))
+        cur.execute(template.format(where="", where_x="", **lists))
         return
     keys = sorted(set(uids))
     if not keys:
         return
     condition = f'"{key}" IN (SELECT unnest(?::VARCHAR[]))'
     params = [keys] * (1 + template.count("{where_x}"))  # one list per placeholder
-    cur.execute(template.format(where=f"WHERE k.{condition}", where_x=f"WHERE x.{condition}", c=c), params)
+    cur.execute(template.format(where=f"WHERE k.{condition}", where_x=f"WHERE x.{condition}", **lists), params)
 
 
 def refresh(cur: duckdb.DuckDBPyConnection, studies: Iterable[str] | None, series: Iterable[str] | None,

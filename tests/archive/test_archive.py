@@ -15,6 +15,12 @@ from tests.helpers import BROKEN, VALID, manifest
 READABLE_BROKEN = {"SC_rgb_jpeg.dcm", "badVR.uidfix.dcm", "rtdose_rle.uidfix.dcm"}
 
 
+@pytest.fixture
+def archive(backend_archive):
+    """An empty archive on the module's index backend (DuckDB, PostgreSQL: tests/archive/conftest.py)."""
+    return backend_archive
+
+
 def stored_bytes(archive: Archive, sop_uid: str) -> bytes:
     [location] = archive.locate(Level.IMAGE, sop_uid)
     with archive.open(location) as handle:
@@ -105,10 +111,10 @@ def crash(archive: Archive) -> None:
     archive.index.close()
 
 
-def test_reconcile_after_a_crash(tmp_path):
+def test_reconcile_after_a_crash(home):
     from pacsdash.archive.parsing import parse_instance
 
-    archive = Archive.open_home(tmp_path / "store", tmp_path / "index.duckdb")
+    archive = home.open()
     kept = archive.store_bytes(make_instance())
     # A file written, its row not yet committed:
     orphan_key = archive.store.write(make_instance(PatientID="ORPHAN"))
@@ -121,7 +127,7 @@ def test_reconcile_after_a_crash(tmp_path):
     archive._writer.submit(record).result()
     crash(archive)
 
-    archive = Archive.open_home(tmp_path / "store", tmp_path / "index.duckdb")
+    archive = home.open()
     assert archive.was_clean is False
     report = archive.reconcile()
     assert report == {"temporary_removed": 1, "indexed": 1, "removed": 0, "missing": 1}
@@ -132,7 +138,7 @@ def test_reconcile_after_a_crash(tmp_path):
     assert len(archive.locate(Level.IMAGE, kept.SOPInstanceUID)) == 1
     archive.close()
 
-    archive = Archive.open_home(tmp_path / "store", tmp_path / "index.duckdb")
+    archive = home.open()
     assert archive.was_clean is True
     assert archive.reconcile() == {"temporary_removed": 0, "indexed": 0, "removed": 0, "missing": 0}
     archive.close()
@@ -159,8 +165,8 @@ def test_large_pixel_data_cut_short_is_refused(archive):
     assert archive.store_bytes(raw).outcome is Outcome.STORED
 
 
-def test_remembered_locations_are_forgotten_on_removal(tmp_path: Path) -> None:
-    with Archive.open_home(tmp_path / "store", tmp_path / "index.duckdb") as archive:
+def test_remembered_locations_are_forgotten_on_removal(home) -> None:
+    with home.open() as archive:
         stored = archive.store_bytes(make_instance())
         location = archive.locate_instance(stored.SOPInstanceUID)
         assert location is not None and location.StudyInstanceUID == stored.StudyInstanceUID

@@ -16,6 +16,12 @@ from tests.factories import PREFIX, make_instance
 TRIAL, TEACHING = Scope.of(["trial-7"]), Scope.of(["teaching"])
 
 
+@pytest.fixture
+def archive(backend_archive):
+    """An empty archive on the module's index backend (DuckDB, PostgreSQL: tests/archive/conftest.py)."""
+    return backend_archive
+
+
 def _study(archive: Archive, patient: str, instances: int = 2, series: int = 1, origin: str = "import",
            **attributes) -> str:
     study = generate_uid(PREFIX)
@@ -132,10 +138,10 @@ def test_deleting_a_study_forgets_its_labels(archive, studies):
     assert archive.count(Query(Level.STUDY, scope=TRIAL)) == 0
 
 
-def test_label_rules_label_new_studies_by_calling_ae_and_values(tmp_path):
+def test_label_rules_label_new_studies_by_calling_ae_and_values(home):
     rules = [LabelRule("trial-7", calling_aet="CT_TRIAL"),
              LabelRule("teaching", where=(("StudyDescription", "TEACH*"), ("Modality", "CT")))]
-    with Archive.open_home(tmp_path / "store", tmp_path / "index.duckdb", rules) as archive:
+    with home.open(rules) as archive:
         from_trial = _study(archive, "P", origin="dicom:CT_TRIAL@127.0.0.1:5000")
         elsewhere = _study(archive, "P", origin="dicom:CT_OTHER@127.0.0.1:5000")
         teach = _study(archive, "Q", StudyDescription="TEACHING FILE", Modality="CT", origin="http:alice")
@@ -146,20 +152,20 @@ def test_label_rules_label_new_studies_by_calling_ae_and_values(tmp_path):
         assert archive.labels_of(teach_mr) == []
 
 
-def test_a_bad_label_rule_is_refused_when_the_archive_opens(tmp_path):
+def test_a_bad_label_rule_is_refused_when_the_archive_opens(home):
     from pacsdash.archive import InvalidQuery
 
     with pytest.raises(InvalidQuery):
-        Archive.open_home(tmp_path / "store", tmp_path / "index.duckdb", [LabelRule("x", where=(("NoSuchKeyword", "1"),))])
+        home.open([LabelRule("x", where=(("NoSuchKeyword", "1"),))])
 
 
-def test_label_rules_apply_to_instances_replayed_from_the_journal(tmp_path):
+def test_label_rules_apply_to_instances_replayed_from_the_journal(home):
     """A crash after the acknowledgement and before the index commit: the replay labels too."""
     rules = [LabelRule("trial-7", calling_aet="CT_TRIAL")]
-    archive = Archive.open_home(tmp_path / "store", tmp_path / "index.duckdb", rules)
+    archive = home.open(rules)
     study = _study(archive, "P", origin="dicom:CT_TRIAL@127.0.0.1:5000")
     archive.close()
-    with Archive.open_home(tmp_path / "store", tmp_path / "index.duckdb", rules) as again:
+    with home.open(rules) as again:
         assert again.labels_of(study) == ["trial-7"]
 
 

@@ -16,6 +16,8 @@ from pacsdash.archive.summaries import VALUES_TABLE, refresh_values
 from pacsdash.client.conditions import Condition, matches
 from pydicom.datadict import dictionary_VR, tag_for_keyword
 from tests.factories import PREFIX, make_dataset, make_instance
+from tests.pg import archive_home, index_cursor
+from tests.pg import rows as index_rows
 
 THICKNESS = ("0.625", "1", "1.25", "2.5", "5")
 KERNELS = ("B30f", "B45f", "B70f")
@@ -91,7 +93,7 @@ def _expected(datasets: list[Dataset], level: Level, conditions: dict[str, str])
 
 
 @pytest.fixture(scope="module")
-def filled(tmp_path_factory):
+def filled(tmp_path_factory, index_backend, request):
     from pacsdash.archive.archive import store_many
 
     folder = tmp_path_factory.mktemp("series_values")
@@ -101,11 +103,12 @@ def filled(tmp_path_factory):
         path = folder / f"{number}.dcm"
         path.write_bytes(_raw(ds))
         paths.append(path)
-    with Archive.open_home(folder / "store", folder / "index.duckdb") as archive:  # half, in batches
+    home = archive_home(index_backend, folder, request)
+    with home.open() as archive:  # half, in batches
         results = list(store_many(archive, paths[::2], workers=3))
         assert all(not isinstance(result, Exception) for _, result in results)
     # The rest after a restart: series indexed before get more instances.
-    archive = Archive.open_home(folder / "store", folder / "index.duckdb")
+    archive = home.open()
     for path in paths[1::2]:
         archive.store_file(path)
     yield archive, datasets
@@ -147,9 +150,8 @@ def test_a_series_returns_its_first_instance_value(filled):
     """The returned value of an attribute that varies in a series is the first indexed instance's."""
     archive, datasets = filled
     by_uid = {str(ds.SOPInstanceUID): ds for ds in datasets}
-    cursor = archive.index._cursor()  # noqa: SLF001 - the order instances were indexed in
     first: dict[str, Dataset] = {}
-    for (uid,) in cursor.execute('SELECT "SOPInstanceUID" FROM instances ORDER BY rowid').fetchall():
+    for (uid,) in index_rows(archive, 'SELECT "SOPInstanceUID" FROM instances ORDER BY rowid'):  # the order indexed
         first.setdefault(str(by_uid[uid].SeriesInstanceUID), by_uid[uid])
     rows = archive.find(Query(Level.SERIES, {"PatientID": "SV*"}, ["SliceLocation", "ConvolutionKernel",
                                                                     "MagneticFieldStrength"]))
@@ -162,8 +164,13 @@ def test_a_series_returns_its_first_instance_value(filled):
                                                 else None)
 
 
-def _table(cursor: duckdb.DuckDBPyConnection) -> list[tuple]:
+def _table(cursor: duckdb.DuckDBPyConnection, dialect: str = "duckdb") -> list[tuple]:
     """Rows of the values table: per series and tag, its values in the order stored."""
+    if dialect == "postgresql":
+        return [tuple(r) for r in cursor.execute(
+            f'SELECT "StudyInstanceUID", "SeriesInstanceUID", tag, array_agg(value ORDER BY rowid) FROM {VALUES_TABLE} '
+            "GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"
+        ).fetchall()]
     return cursor.execute(
         f'SELECT "StudyInstanceUID", "SeriesInstanceUID", tag, list(value ORDER BY rowid) FROM {VALUES_TABLE} '
         "GROUP BY ALL ORDER BY ALL"
@@ -172,16 +179,13 @@ def _table(cursor: duckdb.DuckDBPyConnection) -> list[tuple]:
 
 def test_ingest_keeps_the_table_equal_to_a_recount(filled):
     archive, datasets = filled
-    cursor = archive.index._cursor()  # noqa: SLF001 - compare with a recount in place
-    kept = _table(cursor)
-    total = cursor.execute(f"SELECT count(*) FROM {VALUES_TABLE}").fetchone()[0]
-    cursor.execute("BEGIN TRANSACTION")
-    try:
-        refresh_values(cursor, None)
-        assert _table(cursor) == kept
+    dialect = archive.index.dialect
+    with index_cursor(archive, commit=False) as cursor:  # compare with a recount in place, then roll it back
+        kept = _table(cursor, dialect.name)
+        total = cursor.execute(f"SELECT count(*) FROM {VALUES_TABLE}").fetchone()[0]
+        refresh_values(cursor, None, dialect)
+        assert _table(cursor, dialect.name) == kept
         assert cursor.execute(f"SELECT count(*) FROM {VALUES_TABLE}").fetchone()[0] == total  # no duplicates
-    finally:
-        cursor.execute("ROLLBACK")
     distinct = {(str(ds.SeriesInstanceUID), str(ds.SliceLocation)) for ds in datasets}
     assert sum(len(values) for _, _, tag, values in kept if tag == "00201041") == len(distinct)
 
@@ -191,8 +195,8 @@ def _cohort(archive: Archive) -> set[str]:
     return {r["SeriesInstanceUID"] for r in rows}
 
 
-def test_removals_and_a_new_ingest_follow(tmp_path):
-    archive = Archive.open_home(tmp_path / "store", tmp_path / "index.duckdb")
+def test_removals_and_a_new_ingest_follow(home):
+    archive = home.open()
     try:
         thin = archive.store_bytes(make_instance(SliceThickness="1", ConvolutionKernel="B30f"))
         study, series = thin.StudyInstanceUID, thin.SeriesInstanceUID
@@ -207,8 +211,7 @@ def test_removals_and_a_new_ingest_follow(tmp_path):
         archive.store_bytes(raw)  # back: the writer must not remember the series as already known
         assert _cohort(archive) == {series}
         archive.delete_study(study)
-        cursor = archive.index._cursor()  # noqa: SLF001
-        assert cursor.execute(f"SELECT count(*) FROM {VALUES_TABLE}").fetchone()[0] == 0
+        assert index_rows(archive, f"SELECT count(*) FROM {VALUES_TABLE}")[0][0] == 0
         archive.store_bytes(raw)
         assert _cohort(archive) == {series}
         assert thick.SeriesInstanceUID not in _cohort(archive)
@@ -216,7 +219,7 @@ def test_removals_and_a_new_ingest_follow(tmp_path):
         archive.close()
 
 
-def test_an_index_without_the_table_gets_it_filled(tmp_path):
+def test_an_index_without_the_table_gets_it_filled(tmp_path):  # DuckDB's migration
     """A home written before the values table opens with it filled from the instances' JSON."""
     store, index = tmp_path / "store", tmp_path / "index.duckdb"
     with Archive.open_home(store, index) as archive:
@@ -233,14 +236,14 @@ def test_an_index_without_the_table_gets_it_filled(tmp_path):
         assert _cohort(archive) == before
 
 
-def test_a_writer_that_forgets_series_adds_no_duplicates(tmp_path):
+def test_a_writer_that_forgets_series_adds_no_duplicates(home):
     """With room for few pairs the writer forgets series and reads them back: the table still equals a recount."""
     from pacsdash.archive.summaries import SeriesValues
 
-    archive = Archive.open_home(tmp_path / "store", tmp_path / "index.duckdb")
+    archive = home.open()
     try:
-        index = archive.index._index  # noqa: SLF001 - the DuckDBIndex behind the read-after-write wrapper
-        index._values = SeriesValues(max_pairs=12)  # noqa: SLF001 - a tiny memory
+        index = archive.index._index  # noqa: SLF001 - the index behind the read-after-write wrapper
+        index._values = SeriesValues(max_pairs=12, dialect=index.dialect)  # noqa: SLF001 - a tiny memory
         study = generate_uid(PREFIX)
         series = [generate_uid(PREFIX) for _ in range(3)]
         for k in range(12):
@@ -249,16 +252,12 @@ def test_a_writer_that_forgets_series_adds_no_duplicates(tmp_path):
             archive.wait_indexed()  # one commit each: the writer forgets and reads back series between them
         remembered = index._values._seen  # noqa: SLF001
         assert 0 < len(remembered) < 3 and sum(map(len, remembered.values())) <= 12
-        cursor = archive.index._cursor()  # noqa: SLF001
-        kept = _table(cursor)
-        total = cursor.execute(f"SELECT count(*) FROM {VALUES_TABLE}").fetchone()[0]
-        cursor.execute("BEGIN TRANSACTION")
-        try:
-            refresh_values(cursor, None)
-            assert _table(cursor) == kept
+        with index_cursor(archive, commit=False) as cursor:
+            kept = _table(cursor, index.dialect.name)
+            total = cursor.execute(f"SELECT count(*) FROM {VALUES_TABLE}").fetchone()[0]
+            refresh_values(cursor, None, index.dialect)
+            assert _table(cursor, index.dialect.name) == kept
             assert cursor.execute(f"SELECT count(*) FROM {VALUES_TABLE}").fetchone()[0] == total
-        finally:
-            cursor.execute("ROLLBACK")
         assert archive.index.count(Query(Level.SERIES, {"SliceLocation": ">=5"})) == 2  # 5 is in series 1 and 2
     finally:
         archive.close()

@@ -9,6 +9,7 @@ from pydicom.uid import MRImageStorage, generate_uid
 from pacsdash.archive import Archive, Level, Query
 from pacsdash.archive.summaries import SUMMARY_COLUMNS
 from tests.factories import make_instance
+from tests.pg import index_cursor
 
 
 def _study(archive: Archive, uid: str) -> dict:
@@ -22,9 +23,9 @@ def _series_counts(archive: Archive, study: str) -> dict[str, str]:
 
 
 @pytest.fixture
-def archive(tmp_path):
-    with Archive.open_home(tmp_path / "store", tmp_path / "index.duckdb") as opened:
-        yield opened
+def archive(backend_archive):
+    """An empty archive on the module's index backend (DuckDB, PostgreSQL: tests/archive/conftest.py)."""
+    return backend_archive
 
 
 def _fill(archive: Archive) -> tuple[str, str, str]:
@@ -80,7 +81,7 @@ def test_modalities_in_study_matches_value_by_value(archive):
     assert len(archive.find(Query(Level.PATIENT, {"ModalitiesInStudy": "MR"}))) == 1
 
 
-def test_an_older_index_gets_its_summaries_filled(tmp_path):
+def test_an_older_index_gets_its_summaries_filled(tmp_path):  # DuckDB's migration (PostgreSQL's: test_pg_index)
     store, index_path = tmp_path / "store", tmp_path / "index.duckdb"
     with Archive.open_home(store, index_path) as archive:
         study, ct, mr = _fill(archive)
@@ -96,7 +97,7 @@ def test_an_older_index_gets_its_summaries_filled(tmp_path):
         assert _series_counts(archive, study) == {ct: "3", mr: "1"}
 
 
-def test_incremental_summaries_equal_a_full_recount(tmp_path):
+def test_incremental_summaries_equal_a_full_recount(tmp_path, home):
     """Batches of new instances, series and studies, counted as they come, agree with a recount."""
     from pacsdash.archive.archive import store_many
     from pacsdash.archive.summaries import refresh
@@ -107,7 +108,7 @@ def test_incremental_summaries_equal_a_full_recount(tmp_path):
         path = tmp_path / f"first{number}.dcm"
         path.write_bytes(raw)
         files.append(path)
-    with Archive.open_home(tmp_path / "store", tmp_path / "index.duckdb") as archive:
+    with home.open() as archive:
         first = [archive.store_file(p) for p in files]
         more = []
         for number in range(40):
@@ -128,8 +129,8 @@ def test_incremental_summaries_equal_a_full_recount(tmp_path):
         series_query = Query(Level.SERIES)
         counted = sorted(map(sorted, (r.items() for r in archive.find(query))))
         counted_series = sorted(map(sorted, (r.items() for r in archive.find(series_query))))
-        cursor = archive.index._cursor()  # noqa: SLF001 - recount in place
-        refresh(cursor, None, None)
+        with index_cursor(archive) as cursor:  # recount in place
+            refresh(cursor, None, None, archive.index.dialect)
         assert sorted(map(sorted, (r.items() for r in archive.find(query)))) == counted
         assert sorted(map(sorted, (r.items() for r in archive.find(series_query)))) == counted_series
         assert sum(int(r["NumberOfStudyRelatedInstances"]) for r in archive.find(query)) == 3 + 40
