@@ -116,6 +116,15 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_argument("--limit", type=int, default=1000, help="at most this many entries, newest first")
     audit.add_argument("--csv", action="store_true", help="print CSV instead of a table")
 
+    migrate = sub.add_parser("migrate", help="move the archive to another index and store (verified, resumable)")
+    _add_home(migrate)
+    migrate.add_argument("--index", required=True, metavar="URL",
+                         help="duckdb:PATH (the embedded default) or postgresql://user@host:port/database")
+    migrate.add_argument("--storage", required=True, metavar="URL",
+                         help="file:PATH (a folder) or s3://bucket/prefix (an S3-compatible object store)")
+    migrate.add_argument("--endpoint-url", default="", help="the S3 API's address when it is not AWS's")
+    migrate.add_argument("--region", default="", help="the bucket's region")
+
     tls = sub.add_parser("tls", help="TLS certificates")
     tls_sub = tls.add_subparsers(dest="tls_command", required=True)
     selfsigned = tls_sub.add_parser("selfsigned", help="write HOME/tls/cert.pem and key.pem (self-signed, 0600)")
@@ -182,6 +191,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_home(llist, leaf=True)
     llist.add_argument("study", metavar="STUDY_UID")
     return parser
+
+
+def _has_index(settings: Settings) -> bool:
+    """Whether the home names an index that may hold an archive (a PostgreSQL one always may)."""
+    return bool(settings.index.url) or settings.index_path.exists()
 
 
 def _settings(args: argparse.Namespace, **overrides) -> Settings:
@@ -370,7 +384,7 @@ def _offline_actions(settings: Settings):
 
     @contextmanager
     def opened():
-        if not (settings.home / "pacsdash.toml").exists() and not settings.index_path.exists():
+        if not (settings.home / "pacsdash.toml").exists() and not _has_index(settings):
             raise SystemExit(f"error: {settings.home} holds no pacsdash archive")
         init_home(settings.home)
         with HomeLock(settings.run_path), open_archive(settings) as archive:
@@ -516,7 +530,7 @@ def _check_offline(settings: Settings, repair: bool):
     from pacsdash.archive.check import check_archive, quarantine_folder
     from pacsdash.runtime import HomeLock
 
-    if not settings.index_path.exists():
+    if not _has_index(settings):
         raise RuntimeError(f"{settings.home} holds no pacsdash archive (no index); give the right one with --home")
     with HomeLock(settings.run_path), open_archive(settings) as archive, \
             tqdm(unit="file", desc="check", disable=None) as bar:
@@ -578,10 +592,41 @@ def _audit_offline(settings: Settings, checked: dict) -> list[dict]:
     from pacsdash.archive.factory import open_archive
     from pacsdash.runtime import HomeLock
 
-    if not settings.index_path.exists():
+    if not _has_index(settings):
         raise RuntimeError(f"{settings.home} holds no pacsdash archive (no index); give the right one with --home")
     with HomeLock(settings.run_path), open_archive(settings) as archive:
         return [audit.entry(r) for r in archive.records(**checked)]
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    """``migrate --index URL --storage URL``: copy, verify, then point the config at the destination."""
+    from pacsdash.archive.factory import open_archive
+    from pacsdash.archive.migrate import MigrationError, check_target, migrate, rewrite_config, target_settings
+    from pacsdash.runtime import HomeLock
+
+    settings = _settings(args)
+    if not _has_index(settings):
+        print(f"error: {settings.home} holds no pacsdash archive; give the right one with --home", file=sys.stderr)
+        return EXIT_FAILED
+    target = target_settings(settings, args.index, args.storage, args.endpoint_url, args.region)
+    check_target(settings, target)
+    with HomeLock(settings.run_path), open_archive(settings) as source:
+        source.reconcile()
+        total = source.index.totals()["instances"]
+        with open_archive(target) as destination, tqdm(total=total, unit="instance", desc="migrate",
+                                                       disable=None) as bar:
+            try:
+                report = migrate(source, destination, progress=bar.update)
+            except MigrationError as exc:
+                print(f"error: {exc}\nnothing was changed in {settings.home}: its config still names the source; "
+                      "run migrate again to go on", file=sys.stderr)
+                return EXIT_FAILED
+        rewrite_config(settings.home, target)
+    print(f"copied {report.copied} and verified {report.verified} instances (SHA-256), {report.labels} labels, "
+          f"{report.records} audit entries, {report.subjects} pseudonyms")
+    print(f"{settings.home / 'pacsdash.toml'} now names index {target.index.url or target.index.path} and storage "
+          f"{target.storage.url or target.storage.path}; the source is left as it was")
+    return EXIT_OK
 
 
 def cmd_tls(args: argparse.Namespace) -> int:
@@ -630,7 +675,7 @@ def _note_new_home(settings: Settings) -> None:
     """Say so when a command is about to make a home where there was none
     (a newcomer may be pointing at the wrong folder)."""
     if not (settings.home / "pacsdash.toml").exists() and not settings.accounts_path.exists() \
-            and not settings.index_path.exists():
+            and not _has_index(settings):
         print(f"note: {settings.home} holds no pacsdash home yet: a new one is made there. If a server already "
               f"runs elsewhere (the demo uses ./pacsdash-demo), give its folder with --home.", file=sys.stderr)
 
@@ -836,6 +881,7 @@ COMMANDS = {
     "pseudonym": cmd_pseudonym,
     "check": cmd_check,
     "tls": cmd_tls,
+    "migrate": cmd_migrate,
     "audit": cmd_audit,
     "users": cmd_users,
     "modalities": cmd_modalities,

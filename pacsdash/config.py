@@ -527,14 +527,21 @@ def load_settings(
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from None
     if settings.index.url:  # a PostgreSQL index (pacsdash.archive.pg_index); the password never here
-        url = urlsplit(settings.index.url)
-        if url.scheme not in ("postgresql", "postgres") or not url.path.strip("/"):
-            raise ConfigError(f"{path}: [index] url must be postgresql://user@host:port/database "
-                              f"(got {settings.index.url.split('@')[-1]!r})")
-        if url.password is not None:
-            raise ConfigError(f"{path}: [index] url holds a password: remove it and give it through PGPASSWORD "
-                              "or a password file (PGPASSFILE, ~/.pgpass), never in the config")
+        try:
+            check_index_url(settings.index.url)
+        except ConfigError as exc:
+            raise ConfigError(f"{path}: {exc}") from None
     return settings
+
+
+def check_index_url(url: str) -> None:
+    """Raise unless ``url`` is ``postgresql://user@host:port/database`` with no password in it."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("postgresql", "postgres") or not parts.path.strip("/"):
+        raise ConfigError(f"[index] url must be postgresql://user@host:port/database (got {url.split('@')[-1]!r})")
+    if parts.password is not None:
+        raise ConfigError("[index] url holds a password: remove it and give it through PGPASSWORD "
+                          "or a password file (PGPASSFILE, ~/.pgpass), never in the config")
 
 
 DEFAULT_CONFIG = """\
@@ -604,18 +611,58 @@ def set_server_option(home: Path, key: str, value: bool | int | str) -> None:
     rest of the file (its comments too); the file is made if absent."""
     if key not in {f.name for f in fields(ServerSettings)}:
         raise ConfigError(f"[server] has no setting {key!r}")
+    set_option(home, "server", key, value)
+
+
+_HEADER = re.compile(r"^\s*\[\[?\s*([^\]]+?)\s*\]\]?\s*(#.*)?$", re.MULTILINE)
+
+
+def _section_span(text: str, section: str) -> tuple[int, int] | None:
+    """Where the body of ``[section]`` is in ``text`` (after its header, up to the next header)."""
+    headers = list(_HEADER.finditer(text))
+    for k, header in enumerate(headers):
+        if header.group(1) == section and not header.group(0).lstrip().startswith("[["):
+            end = headers[k + 1].start() if k + 1 < len(headers) else len(text)
+            return header.end(), end
+    return None
+
+
+def _key_line(key: str) -> re.Pattern[str]:
+    return re.compile(rf"^{re.escape(key)}\s*=.*?(?=\s*(#.*)?$)\n?", re.MULTILINE)
+
+
+def set_option(home: Path, section: str, key: str, value: bool | int | str) -> None:
+    """Write ``[section] key = value`` into ``HOME/pacsdash.toml``, keeping the
+    rest of the file (its comments too; the key's own comment on its line);
+    the section (and the file) are made if absent."""
     path = home / CONFIG_NAME
     text = path.read_text(encoding="utf-8") if path.exists() else ""
     literal = json.dumps(value) if not isinstance(value, bool) else str(value).lower()
-    line = re.compile(rf"^{re.escape(key)}\s*=.*?(?=\s*(#.*)?$)", re.MULTILINE)
-    if line.search(text):
-        text = line.sub(f"{key} = {literal}", text, count=1)
-    elif re.search(r"^\[server\]\s*$", text, re.MULTILINE):
-        text = re.sub(r"^\[server\]\s*$", f"[server]\n{key} = {literal}", text, count=1, flags=re.MULTILINE)
+    span = _section_span(text, section)
+    if span is None:
+        text = f"[{section}]\n{key} = {literal}\n\n" + text
     else:
-        text = f"[server]\n{key} = {literal}\n\n" + text
+        body = text[span[0]:span[1]]
+        line = re.compile(rf"^{re.escape(key)}\s*=.*?(?=\s*(#.*)?$)", re.MULTILINE)
+        body = line.sub(f"{key} = {literal}", body, count=1) if line.search(body) else f"\n{key} = {literal}" + body
+        text = text[:span[0]] + body + text[span[1]:]
+    tomllib.loads(text)  # still valid TOML, before anything is written
     path.write_text(text, encoding="utf-8")
-    tomllib.loads(text)  # still valid TOML
+
+
+def remove_option(home: Path, section: str, key: str) -> None:
+    """Take ``key`` (its whole line) out of ``[section]`` of ``HOME/pacsdash.toml``, if there."""
+    path = home / CONFIG_NAME
+    if not path.exists():
+        return
+    text = path.read_text(encoding="utf-8")
+    span = _section_span(text, section)
+    if span is None:
+        return
+    body = _key_line(key).sub("", text[span[0]:span[1]], count=1)
+    text = text[:span[0]] + body + text[span[1]:]
+    tomllib.loads(text)
+    path.write_text(text, encoding="utf-8")
 
 
 def init_home(home: Path) -> None:

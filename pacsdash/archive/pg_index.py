@@ -542,6 +542,11 @@ class PostgresIndex:
         with self._transaction() as cur:
             return records.subject(cur, pseudonym)
 
+    def subjects(self) -> list[tuple[str, str, str]]:
+        """Every pseudonym kept, with whom it stands for (for ``pacsdash migrate``)."""
+        with self._transaction() as cur:
+            return records.all_subjects(cur)
+
     # -- study labels -------------------------------------------------------------------
     def labels_of(self, study_uids: list[str]) -> dict[str, list[str]]:
         """StudyInstanceUID -> its labels, for those of ``study_uids`` that have any."""

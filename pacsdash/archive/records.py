@@ -62,11 +62,12 @@ def create(con: duckdb.DuckDBPyConnection) -> None:
 
 
 def append(cur: duckdb.DuckDBPyConnection, record: ActionRecord) -> int:
-    """Add ``record`` (stamped now, in UTC); return its id."""
+    """Add ``record`` (stamped now, in UTC, unless it carries its time: one
+    moved by ``pacsdash migrate`` keeps when it happened); return its id."""
     row = cur.execute(
         "INSERT INTO action_records (time, actor, address, action, outcome, studies, details) "
-        "VALUES (now(), ?, ?, ?, ?, ?, ?) RETURNING id",
-        [record.actor, record.address, record.action, record.outcome, json.dumps(record.studies),
+        "VALUES (coalesce(CAST(? AS TIMESTAMPTZ), now()), ?, ?, ?, ?, ?, ?) RETURNING id",
+        [record.time, record.actor, record.address, record.action, record.outcome, json.dumps(record.studies),
          json.dumps(record.details, default=str)],
     ).fetchone()
     return int(row[0])
@@ -109,6 +110,12 @@ def select(cur: duckdb.DuckDBPyConnection, action: str | None = None, actor: str
 def remember_subject(cur: duckdb.DuckDBPyConnection, pseudonym: str, patient_id: str, issuer: str) -> None:
     cur.execute('INSERT INTO subjects (pseudonym, "PatientID", "IssuerOfPatientID", first_seen) '
                 "VALUES (?, ?, ?, now()) ON CONFLICT DO NOTHING", [pseudonym, patient_id, issuer])
+
+
+def all_subjects(cur: duckdb.DuckDBPyConnection) -> list[tuple[str, str, str]]:
+    """Every ``(pseudonym, PatientID, IssuerOfPatientID)`` kept, oldest first."""
+    return [tuple(r) for r in cur.execute('SELECT pseudonym, "PatientID", "IssuerOfPatientID" FROM subjects '
+                                          "ORDER BY first_seen, pseudonym").fetchall()]
 
 
 def subject(cur: duckdb.DuckDBPyConnection, pseudonym: str) -> dict[str, str] | None:
