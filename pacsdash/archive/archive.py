@@ -136,7 +136,10 @@ class _Writer:
     writer. With a journal, a journal thread decides each record's outcome (stored, or a duplicate of
     an indexed or pending instance), appends the stored ones to the journal
     in groups and resolves their futures once the journal is durable; the
-    index thread then commits them in batches. :meth:`barrier` lets readers
+    index thread then commits them in batches. On an index other servers
+    share (PostgreSQL), futures resolve once the record is committed, with
+    no gathering delay, so that whatever one server acknowledged every other
+    finds. :meth:`barrier` lets readers
     wait until every acknowledged record is in the index. Other changes
     (deletes, repairs) run as jobs of the index thread, in order.
     """
@@ -169,6 +172,11 @@ class _Writer:
         self.failed = False
         #: SOP Instance UIDs of the index and the journal (journal thread only).
         self._seen: UidFilter | None = None
+        #: A shared index (other servers read it): a record is acknowledged once it is
+        #: in the index, not once it is journaled, so every server finds what we acknowledged.
+        self._ack_after_commit = bool(getattr(index, "shared", False))
+        #: Journal sequence -> the future acknowledged when that entry is committed.
+        self._waiting: dict[int, Future] = {}
         self._flush_asked = False
         self._index_thread = threading.Thread(target=self._run_index, name="pacsdash-index-writer", daemon=True)
         self._journal_thread = threading.Thread(target=self._run_journal, name="pacsdash-index-journal", daemon=True)
@@ -298,9 +306,12 @@ class _Writer:
                     self._pending[record.SOPInstanceUID] = record.file
                     self._seen.add(record.SOPInstanceUID)  # type: ignore[union-attr]
                 self._journaled = entries[-1][0]
+                if self._ack_after_commit:
+                    self._waiting.update((sequence, future) for (sequence, _), (_, future) in zip(entries, fresh))
             self.jobs.put(_Applied(entries))  # queued before any job a caller submits after its ack
-        for _, future in fresh:
-            future.set_result(Outcome.STORED)
+        if not self._ack_after_commit:
+            for _, future in fresh:
+                future.set_result(Outcome.STORED)
         for _, future in duplicates:
             future.set_result(Outcome.DUPLICATE)
 
@@ -372,7 +383,9 @@ class _Writer:
         full batch ends the wait. Returns True if the writer is to stop.
         """
         entries = list(entries)
-        deadline = time.monotonic() + APPLY_DELAY
+        # Acknowledgements wait for the index when it is shared: then gather only what is there already
+        # (what arrives during a commit makes the next one).
+        deadline = time.monotonic() + (0.0 if self._ack_after_commit else APPLY_DELAY)
         follow: Any = _NOTHING
         while len(entries) < MAX_BATCH and not self._flush_asked:
             remaining = deadline - time.monotonic()
@@ -439,6 +452,10 @@ class _Writer:
                     del self._pending[record.SOPInstanceUID]
             self._applied = max(self._applied, entries[-1][0])
             self._state.notify_all()
+            waiting = [self._waiting.pop(sequence, None) for sequence, _ in entries] if self._waiting else []
+        for k, future in enumerate(waiting):
+            if future is not None:  # durable in the journal either way; in the index unless it failed
+                future.set_result(Outcome.DUPLICATE if k < len(added) and not added[k] else Outcome.STORED)
         self._notify([r for r, a in zip(records, added) if a])
 
     def _notify(self, records: list[InstanceRecord]) -> None:
@@ -645,6 +662,9 @@ class Archive:
             if not found:
                 return None
             location = found[0]
+            if getattr(self._index, "shared", False):
+                # Other servers delete from a shared index: what they removed must not stay findable here.
+                return location
             if len(self._located) >= LOCATIONS_REMEMBERED:
                 self._located.clear()
             self._located[sop_uid] = location

@@ -58,6 +58,8 @@ class Index(Protocol):
 
     #: The SQL the index speaks (label rules are compiled in it).
     dialect: Dialect
+    #: Whether other servers change it too (then nothing found is remembered across requests).
+    shared: bool
     #: ``[[label_rules]]`` applied to each batch of new instances.
     label_rules: list[labels.CompiledRule]
 
@@ -129,6 +131,8 @@ class DuckDBIndex:
     """The index in one DuckDB file."""
 
     dialect = DUCKDB
+    #: One process owns the file: what it remembers stays true until it changes it.
+    shared = False
 
     def __init__(self, path: Path | str, memory_limit: str = "1GB") -> None:
         self.path = str(path)

@@ -276,6 +276,8 @@ class PostgresIndex:
     """The index in a PostgreSQL database (see the module's docstring)."""
 
     dialect = POSTGRESQL
+    #: Several servers may write and delete through it (see Archive.locate_instance).
+    shared = True
 
     def __init__(self, url: str, pool_size: int = POOL_SIZE) -> None:
         from psycopg_pool import ConnectionPool, PoolTimeout

@@ -170,7 +170,11 @@ def test_remembered_locations_are_forgotten_on_removal(home) -> None:
         stored = archive.store_bytes(make_instance())
         location = archive.locate_instance(stored.SOPInstanceUID)
         assert location is not None and location.StudyInstanceUID == stored.StudyInstanceUID
-        assert archive.locate_instance(stored.SOPInstanceUID) is location  # remembered
+        again = archive.locate_instance(stored.SOPInstanceUID)
+        if archive.index.shared:  # other servers may delete: asked of the index each time
+            assert again == location and again is not location
+        else:
+            assert again is location  # remembered
         assert archive.locate_instance("1.2.3.999") is None
         archive.delete_study(stored.StudyInstanceUID)
         assert archive.locate_instance(stored.SOPInstanceUID) is None
