@@ -739,16 +739,16 @@ def _sees(labels: tuple[str, ...]) -> str:
 
 
 def cmd_users(args: argparse.Namespace) -> int:
-    from pacsdash.access import Accounts
+    from pacsdash.access import has_accounts, open_accounts
 
     settings = _settings(args)
     if args.action in ("add", "passwd"):
         _note_new_home(settings)
-    elif not settings.accounts_path.exists():
+    elif not has_accounts(settings):
         print(f"error: {settings.home} holds no pacsdash home (no accounts); give the right one with --home",
               file=sys.stderr)
         return EXIT_FAILED
-    accounts = Accounts(settings.accounts_path, settings.modalities)
+    accounts = open_accounts(settings)
     if args.action == "list":
         for user in accounts.users():
             print(f"{user.name}\t{user.role.value}\t{','.join(user.labels) or EVERY_STUDY}")
@@ -782,15 +782,15 @@ def cmd_users(args: argparse.Namespace) -> int:
 
 
 def cmd_modalities(args: argparse.Namespace) -> int:
-    from pacsdash.access import Accounts
+    from pacsdash.access import has_accounts, open_accounts
 
     settings = _settings(args)
     if args.action == "add":
         _note_new_home(settings)
-    elif not settings.accounts_path.exists() and not (settings.home / "pacsdash.toml").exists():
+    elif not has_accounts(settings) and not (settings.home / "pacsdash.toml").exists():
         print(f"error: {settings.home} holds no pacsdash home; give the right one with --home", file=sys.stderr)
         return EXIT_FAILED
-    accounts = Accounts(settings.accounts_path, settings.modalities)
+    accounts = open_accounts(settings)
     if args.action == "list":
         for peer in accounts.modalities():
             print(f"{peer.name}\t{peer.aet}\t{peer.host}\t{peer.port}\t{','.join(peer.allow)}"

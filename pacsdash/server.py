@@ -17,7 +17,7 @@ os.environ.setdefault("BOKEH_RESOURCES", "server")
 # Panel with the dashboard takes seconds to import; start_server imports
 # them once the DICOM node is up.
 from pacsdash import __version__  # noqa: E402
-from pacsdash.access import Accounts  # noqa: E402
+from pacsdash.access import open_accounts  # noqa: E402
 from pacsdash.config import Settings, init_home  # noqa: E402
 from pacsdash.dimse.workers import DicomWorkers  # noqa: E402
 from pacsdash.logs import configure_logging as _configure_logging  # noqa: E402
@@ -130,7 +130,7 @@ def start_server(settings: Settings) -> RunningServer:
         from pacsdash.archive.audit_syslog import SyslogForwarder
 
         archive.on_record(SyslogForwarder(settings.audit.syslog, aet=settings.server.aet))
-    accounts = Accounts(settings.accounts_path, settings.modalities)
+    accounts = open_accounts(settings)
     if settings.auth.enabled and not accounts.users():
         LOGGER.warning("no users yet: add one with `pacsdash users add NAME --role admin --password-stdin`")
     if traffic is not None:

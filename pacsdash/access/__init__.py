@@ -9,6 +9,7 @@ from pacsdash.access.accounts import (
     checked_labels,
     confirmed_password,
 )
+from pacsdash.access.factory import has_accounts, open_accounts
 from pacsdash.access.roles import Action, Role
 
 __all__ = [
@@ -21,4 +22,6 @@ __all__ = [
     "check_password",
     "checked_labels",
     "confirmed_password",
+    "has_accounts",
+    "open_accounts",
 ]

@@ -29,7 +29,7 @@ def make_demo_home(settings: Settings) -> Settings:
     config file says so and can turn it off. Does nothing to an index that
     already holds instances.
     """
-    from pacsdash.access import Accounts
+    from pacsdash.access import open_accounts
     from pacsdash.archive import store_many
     from pacsdash.archive.factory import open_archive
     from pacsdash.demo.generate import write_demo
@@ -40,7 +40,7 @@ def make_demo_home(settings: Settings) -> Settings:
     if new_home:
         set_server_option(settings.home, "accept_unknown_store", True)
         settings = replace(settings, server=replace(settings.server, accept_unknown_store=True))
-    accounts = Accounts(settings.accounts_path, settings.modalities)
+    accounts = open_accounts(settings)
     if not accounts.users():
         for name, password in DEMO_USERS.items():
             accounts.add_user(name, name, password)

@@ -50,7 +50,7 @@ def worker_main(settings: Settings, connection: Connection, handoff: Connection,
 
     # Ctrl-C reaches the whole process group: the server stops its workers itself.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    from pacsdash.access import Accounts
+    from pacsdash.access import open_accounts
     from pacsdash.archive.factory import worker_archive
     from pacsdash.archive.remote import RemoteIndex
     from pacsdash.dimse import compat
@@ -63,7 +63,7 @@ def worker_main(settings: Settings, connection: Connection, handoff: Connection,
     index = RemoteIndex(connection)
     archive = worker_archive(settings, index)
     forwarder = TrafficForwarder(traffic).start() if traffic is not None else None
-    node = DicomNode(archive, Accounts(settings.accounts_path, settings.modalities),
+    node = DicomNode(archive, open_accounts(settings),
                      replace(settings.server, dicom_port=port, dicom_tls_port=tls_port), handoff=handoff,
                      traffic=forwarder, traffic_prefix=f"w{number}-{os.getpid()}")
     node.start()
