@@ -305,3 +305,38 @@ def test_users_add_before_the_first_serve_is_seen_by_every_home_on_the_database(
         assert accounts.modality_by_aet("WS1").name == "ws"
     finally:
         accounts.close()
+
+
+def test_a_server_on_postgresql_sees_users_changed_from_another_home(tmp_path, pg_url):
+    """One server on a PostgreSQL home; the command line of another home on the
+    same database adds a user (who logs in to the server at once) and changes
+    their password (which ends the session the server gave them)."""
+    import requests
+
+    from tests.helpers import ServerProcess
+
+    served, other = _home(tmp_path / "served", pg_url), _home(tmp_path / "other", pg_url)
+    password = "a-long-password-1"
+    added = run_cli("users", "add", "root", "--role", "admin", "--password-stdin", "--home", str(served),
+                    input=password + "\n", timeout=300)
+    assert added.returncode == 0, added.stderr
+    server = ServerProcess.start(served, timeout=120)
+    try:
+        base = f"http://127.0.0.1:{server.http_port}"
+        added = run_cli("users", "add", "ann", "--role", "viewer", "--password-stdin", "--home", str(other),
+                        input=password + "\n", timeout=300)
+        assert added.returncode == 0, added.stderr
+        page = requests.post(f"{base}/login", data={"username": "ann", "password": password},
+                             allow_redirects=False, timeout=30)
+        assert page.status_code == 302, page.text[:200]
+        cookies = dict(page.cookies)
+        assert requests.get(f"{base}/api/studies", cookies=cookies, timeout=30).status_code == 200
+        changed = run_cli("users", "passwd", "ann", "--password-stdin", "--home", str(other),
+                          input="another-password\n", timeout=300)
+        assert changed.returncode == 0, changed.stderr
+        assert requests.get(f"{base}/api/studies", cookies=cookies, timeout=30).status_code == 401
+        assert requests.get(f"{base}/api/studies", auth=("ann", "another-password"), timeout=30).status_code == 200
+        assert requests.get(f"{base}/api/studies", auth=("ann", password), timeout=30).status_code == 401
+    finally:
+        server.stop()
+    assert not (served / "accounts.sqlite").exists() and not (other / "accounts.sqlite").exists()
