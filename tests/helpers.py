@@ -103,9 +103,11 @@ class ServerProcess:
     aet: str = "PACSDASH"
 
     @classmethod
-    def start(cls, home: Path, *extra: str, timeout: float = 60, accept_unknown_store: bool = True) -> ServerProcess:
+    def start(cls, home: Path, *extra: str, timeout: float = 60, accept_unknown_store: bool = True,
+              env: dict[str, str] | None = None) -> ServerProcess:
         """Serve ``home``; unregistered peers may C-STORE, as in the demo,
-        unless ``accept_unknown_store`` is False (then the home's config decides)."""
+        unless ``accept_unknown_store`` is False (then the home's config decides).
+        ``env``: variables set for the server over this process's environment."""
         (home / "run" / "server.json").unlink(missing_ok=True)
         if accept_unknown_store:
             home.mkdir(parents=True, exist_ok=True)
@@ -115,6 +117,7 @@ class ServerProcess:
             pacsdash_cmd("serve", "--home", str(home), "--http-port", "0", "--dicom-port", "0", *extra),
             stdout=log,
             stderr=subprocess.STDOUT,
+            env=dict(os.environ, **env) if env else None,
         )
         server = cls(home, process)
 
