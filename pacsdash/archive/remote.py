@@ -156,7 +156,7 @@ class IndexService:
 
     def _add(self, request_id: int, records: list[InstanceRecord]) -> None:
         """Queue records with the archive's writer; reply once all are durable."""
-        futures = [self.archive._writer.submit(record) for record in records]  # noqa: SLF001
+        futures = [self.archive.submit(record) for record in records]
         if not futures:
             self._reply((request_id, True, []))
             return
@@ -199,14 +199,12 @@ class IndexService:
     def _dispatch(self, method: str, args: tuple) -> Any:
         archive = self.archive
         if method == "add":
-            futures = [archive._writer.submit(record) for record in args[0]]  # noqa: SLF001
+            futures = [archive.submit(record) for record in args[0]]
             return [future.result().value == "stored" for future in futures]
         if method in READS:
             return getattr(archive.index, method)(*args)
         if method == "add_record":  # an audit entry of a worker's DIMSE service: the server's own path
             return archive.record(args[0])
         if method in CHANGES:
-            result = archive._writer.call(lambda: getattr(archive._index, method)(*args))  # noqa: SLF001
-            archive.forget_locations()
-            return result
+            return archive.change_index(method, *args)
         raise RemoteError(f"unknown index call {method!r}")
