@@ -8,6 +8,7 @@ from pacsdash.access.accounts import (
     check_password,
     checked_labels,
     confirmed_password,
+    copy_accounts,
 )
 from pacsdash.access.factory import has_accounts, open_accounts
 from pacsdash.access.roles import Action, Role
@@ -22,6 +23,7 @@ __all__ = [
     "check_password",
     "checked_labels",
     "confirmed_password",
+    "copy_accounts",
     "has_accounts",
     "open_accounts",
 ]

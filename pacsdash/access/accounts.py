@@ -586,3 +586,23 @@ class Accounts:
             if peer.name == name:
                 return peer
         return None
+
+
+def copy_accounts(source: Accounts, target: Accounts) -> tuple[list[str], list[str]]:
+    """Copy every user (hash, role, labels, session stamp: logins go on) and
+    CLI-registered peer of ``source`` that ``target`` lacks, e.g. a home's
+    SQLite file into the PostgreSQL database it moves to; a name ``target``
+    has already keeps ``target``'s row. Returns the names copied and those kept."""
+    copied: list[str] = []
+    kept: list[str] = []
+    users = source._run("SELECT name, role, password_hash, session_stamp, labels FROM {users} ORDER BY name").rows
+    for row in users:
+        done = target._run("INSERT INTO {users} (name, role, password_hash, session_stamp, labels) "
+                           "VALUES (?, ?, ?, ?, ?) ON CONFLICT (name) DO NOTHING", row).rowcount
+        (copied if done else kept).append(str(row[0]))
+    peers = source._run("SELECT name, aet, host, port, allow, labels FROM {modalities} ORDER BY name").rows
+    for row in peers:
+        done = target._run("INSERT INTO {modalities} (name, aet, host, port, allow, labels) "
+                           "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (name) DO NOTHING", row).rowcount
+        (copied if done else kept).append(str(row[0]))
+    return copied, kept

@@ -11,8 +11,12 @@ several servers behind one address, each counts the failures it saw.
 
 from __future__ import annotations
 
+import logging
+
 from pacsdash.access.accounts import Accounts, is_postgresql_url
 from pacsdash.config import Settings
+
+LOGGER = logging.getLogger(__name__)
 
 
 def has_accounts(settings: Settings) -> bool:
@@ -31,5 +35,8 @@ def open_accounts(settings: Settings) -> Accounts:
         created there if missing, so ``users add`` may run before ``serve``).
     """
     if is_postgresql_url(settings.index.url):
+        if settings.accounts_path.exists():
+            LOGGER.warning("%s is not used: with the index in PostgreSQL, users and peers are in its database "
+                           "(copy them there with pacsdash.access.copy_accounts)", settings.accounts_path)
         return Accounts(settings.index.url, settings.modalities)
     return Accounts(settings.accounts_path, settings.modalities)

@@ -340,3 +340,27 @@ def test_a_server_on_postgresql_sees_users_changed_from_another_home(tmp_path, p
     finally:
         server.stop()
     assert not (served / "accounts.sqlite").exists() and not (other / "accounts.sqlite").exists()
+
+
+def test_a_homes_file_is_copied_into_postgresql_once(tmp_path, pg_url):
+    """When a home moves to PostgreSQL (``pacsdash migrate``), its users keep
+    their passwords and sessions there, and its peers follow; a name the
+    database has already keeps the database's row."""
+    from pacsdash.access import copy_accounts
+
+    source = Accounts(tmp_path / "accounts.sqlite")
+    source.add_user("root", "admin", "a-long-password")
+    source.add_user("tess", "viewer", "a-long-password", labels="trial-7")
+    source.add_modality("ct", "CT1", "127.0.0.1", 104, "store", labels="trial-7")
+    target = Accounts(pg_url)
+    try:
+        target.add_user("tess", "editor", "another-password")
+        assert copy_accounts(source, target) == (["root", "ct"], ["tess"])
+        assert target.authenticate("root", "a-long-password").role is Role.ADMIN
+        assert target.session_stamp("root") == source.session_stamp("root")  # a login goes on
+        assert target.authenticate("tess", "another-password").role is Role.EDITOR  # kept
+        assert target.modality("ct") == source.modality("ct")
+        assert copy_accounts(source, target) == ([], ["root", "tess", "ct"])
+    finally:
+        source.close()
+        target.close()
