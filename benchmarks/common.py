@@ -19,6 +19,7 @@ PACSDASH = PROJECT / ".venv" / "bin" / "pacsdash"
 STORESCU = Path("/usr/bin/storescu")
 ORTHANC = Path("/usr/sbin/Orthanc")
 ORTHANC_DICOMWEB = Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so")
+ORTHANC_PG_INDEX = Path("/usr/share/orthanc/plugins/libOrthancPostgreSQLIndex.so")
 CHROMIUM = Path("/usr/bin/chromium")
 
 LOOPBACK = "127.0.0.1"

@@ -291,30 +291,52 @@ def query_string(filters: dict[str, str]) -> str:
     return urllib.parse.urlencode(filters, safe="*^")
 
 
+def _attempt(results: dict[str, dict], name: str, extra: dict[str, Any], action: Callable[[], Timing]) -> None:
+    try:
+        results[name] = {**extra, **action().summary()}
+    except (BenchError, ValueError) as exc:
+        results[name] = {**extra, "error": str(exc)}
+
+
+def _session(target: WebTarget) -> Any:
+    import requests
+
+    session = requests.Session()
+    session.auth = target.auth
+    session.headers["Accept-Encoding"] = "identity"
+    return session
+
+
+def _qido(session: Any, target: WebTarget, queries: list[FindQuery], repetitions: int, warmup: int,
+          results: dict[str, dict]) -> None:
+    for query in queries:
+        url = target.url("/studies") + "?" + query_string(query.filters)
+        _attempt(results, f"qido_{query.name}", {"filters": query.filters},
+                 lambda url=url, query=query: timed(session, url, JSON_ACCEPT, check_qido(query.expected),
+                                                    repetitions, warmup, f"QIDO-RS {query.label}"))
+
+
+def measure_qido(target: WebTarget, plan: FindIndexPlan, repetitions: int, warmup: int = 3) -> dict[str, dict]:
+    """The QIDO-RS study queries alone (the C-FIND index's counts): ``qido_<query>`` -> summary or error."""
+    results: dict[str, dict] = {}
+    with _session(target) as session:
+        _qido(session, target, find_queries(plan), repetitions, warmup, results)
+    return results
+
+
 def measure(target: WebTarget, plan: FindIndexPlan, study: TestStudy, repetitions: int,
             retrieve_repetitions: int, warmup: int = 3) -> dict[str, dict]:
     """Every DICOMweb measurement on one server: name -> :meth:`Timing.summary`, or ``{"error": why}``.
 
     A wrong answer to one request type fails that type only.
     """
-    import requests
-
     results: dict[str, dict] = {}
 
     def attempt(name: str, extra: dict[str, Any], action: Callable[[], Timing]) -> None:
-        try:
-            results[name] = {**extra, **action().summary()}
-        except (BenchError, ValueError) as exc:
-            results[name] = {**extra, "error": str(exc)}
+        _attempt(results, name, extra, action)
 
-    with requests.Session() as session:
-        session.auth = target.auth
-        session.headers["Accept-Encoding"] = "identity"
-        for query in qido_queries(plan, study.attributes):
-            url = target.url("/studies") + "?" + query_string(query.filters)
-            attempt(f"qido_{query.name}", {"filters": query.filters},
-                    lambda url=url, query=query: timed(session, url, JSON_ACCEPT, check_qido(query.expected),
-                                                       repetitions, warmup, f"QIDO-RS {query.label}"))
+    with _session(target) as session:
+        _qido(session, target, qido_queries(plan, study.attributes), repetitions, warmup, results)
         steps: list[tuple[str, str, str, Check, int]] = [
             ("retrieve", f"/studies/{study.study_uid}", RETRIEVE_ACCEPT, check_retrieve(study), retrieve_repetitions),
             ("study_metadata", f"/studies/{study.study_uid}/metadata", JSON_ACCEPT, check_metadata(study),

@@ -1,4 +1,4 @@
-"""The benchmark phases: ingest, C-FIND latency, server memory, DICOMweb, dashboard, research, notebook.
+"""The benchmark phases: ingest, C-FIND latency, server memory, DICOMweb, dashboard, research, notebook, scale.
 
 Every measurement uses a fresh server (for C-FIND, one per server with the
 index loaded once) and ends with the server stopped and its folder removed.
@@ -16,9 +16,13 @@ from benchmarks.common import STORESCU
 from benchmarks.cpu import ForeignLoad
 from benchmarks.guard import Guard, say
 from benchmarks.report import Results
-from benchmarks.servers import SERVERS, WEB_PASSWORD, WEB_USER, OrthancServer, PacsdashServer, Server
+from benchmarks.servers import ORTHANC_NAMES, PACSDASH_NAMES, SERVERS, WEB_PASSWORD, WEB_USER, PacsdashServer, Server
 
-PHASES = ("ingest", "find", "memory", "dicomweb", "dashboard", "research", "notebook")
+PHASES = ("ingest", "find", "memory", "dicomweb", "dashboard", "research", "notebook", "scale")
+#: The servers that answer C-FIND and DICOMweb (the bare receiver does neither).
+QUERY_SERVERS = PACSDASH_NAMES + ORTHANC_NAMES
+#: Issue 16: pacsdash with PostgreSQL + S3 ingests at least this share of the embedded default's rate.
+PG_INGEST_TARGET = 0.8
 
 
 @dataclass(frozen=True)
@@ -54,6 +58,8 @@ class Plan:
     notebook_parts: tuple[str, ...] = ("volume", "cohort")
     #: Rounds of the 4-association ingest without a page, with /activity open, with the traffic record off.
     activity_rounds: int = 3
+    #: Instances of pacsdash's index in the scale phase's second measurement (the C-FIND index plus generated rows).
+    scale_instances: int = 1_000_000
 
 
 def record_server(results: Results, server: Server, where: str) -> None:
@@ -103,8 +109,30 @@ def run_ingest(plan: Plan, results: Results, guard: Guard) -> None:
                 say(f"  {result.rate:.1f} instances/s ({result.seconds:.2f} s)")
 
             guard.attempt([id], name, one)
+    if "pacsdash-pg" in plan.servers:
+        pg_ingest_ratios(results, plan.servers)
     if "pacsdash" in plan.servers and plan.activity_rounds:
         run_activity_ingest(plan, results, guard, fileset)
+
+
+def pg_ingest_ratios(results: Results, servers: tuple[str, ...]) -> None:
+    """Rows: pacsdash-pg's ingest rate over pacsdash's, 1 and 4 associations (target >= 0.8)."""
+    for n in (1, 4):
+        id = f"ingest_{n}_pg_ratio"
+        metric = results.metric(id, f"Ingest, {n} association{'s' if n > 1 else ''}: pacsdash with PostgreSQL + S3 "
+                                f"(moto) over pacsdash with DuckDB + files (target >= {PG_INGEST_TARGET:g})", "x",
+                                "higher", ("pacsdash-pg",))
+        values = results.metrics[f"ingest_{n}"].values
+        if "pacsdash" not in servers:
+            metric.skipped["pacsdash-pg"] = "pacsdash (the embedded default) was not run"
+        elif "pacsdash" in values and "pacsdash-pg" in values and values["pacsdash"] > 0:
+            value = values["pacsdash-pg"] / values["pacsdash"]
+            metric.values["pacsdash-pg"] = round(value, 2)
+            metric.notes["pacsdash-pg"] = "meets target" if value >= PG_INGEST_TARGET else "MISSES target"
+            if {"pacsdash", "pacsdash-pg"} & results.metrics[f"ingest_{n}"].flagged:
+                metric.flagged.add("pacsdash-pg")
+        else:
+            metric.skipped["pacsdash-pg"] = "one of the two ingest rates is missing"
 
 
 ACTIVITY_IDS = ["ingest_4_plain", "ingest_4_activity", "ingest_4_traffic_off", "ingest_activity_cost",
@@ -219,11 +247,11 @@ def run_find(plan: Plan, results: Results, guard: Guard) -> None:
     for query in queries:
         median_id, p95_id = _find_ids(query)
         results.metric(median_id, f"C-FIND STUDY {query.label} ({query.expected} matches), median", "ms", "lower",
-                       ("pacsdash", "orthanc"))
+                       QUERY_SERVERS)
         results.metric(p95_id, f"C-FIND STUDY {query.label} ({query.expected} matches), p95", "ms", "lower",
-                       ("pacsdash", "orthanc"))
+                       QUERY_SERVERS)
         all_ids += [median_id, p95_id]
-    names = [n for n in plan.servers if n in ("pacsdash", "orthanc")]
+    names = [n for n in plan.servers if n in QUERY_SERVERS]
     if not names:
         return
     fileset = datasets.find_index(plan.find)
@@ -336,7 +364,7 @@ def run_memory(plan: Plan, results: Results, guard: Guard) -> None:
 
 
 # -- 4. DICOMweb -------------------------------------------------------------
-WEB_SERVERS = ("pacsdash", "orthanc")
+WEB_SERVERS = QUERY_SERVERS
 
 
 def _web_rows(results: Results, plan: Plan, extra: dict[str, str]) -> list[str]:
@@ -402,8 +430,8 @@ def run_dicomweb(plan: Plan, results: Results, guard: Guard) -> None:
         say(f"dicomweb: {name}, loading {total} instances")
 
         def one(name: str = name) -> None:
-            server = PacsdashServer(plan.tmp_root, plan.keep) if name == "pacsdash" else \
-                OrthancServer(plan.tmp_root, plan.keep, dicomweb=True)
+            server = SERVERS[name](plan.tmp_root, plan.keep, dicomweb=True) if name in ORTHANC_NAMES else \
+                SERVERS[name](plan.tmp_root, plan.keep)
             with server:
                 try:
                     setup[f"{name} (DICOMweb)"] = _load_web(server, [find_set, ct_set])
@@ -467,5 +495,14 @@ def run_notebook(plan: Plan, results: Results, guard: Guard) -> None:
     notebook.run(plan, results, guard)
 
 
+# -- 8. scale -------------------------------------------------------------------
+def run_scale(plan: Plan, results: Results, guard: Guard) -> None:
+    """C-FIND and QIDO-RS latency at the C-FIND index's size and at ``plan.scale_instances`` (generated rows)."""
+    from benchmarks import scale
+
+    scale.run(plan, results, guard)
+
+
 PHASE_FUNCTIONS = {"ingest": run_ingest, "find": run_find, "memory": run_memory, "dicomweb": run_dicomweb,
-                   "dashboard": run_dashboard, "research": run_research, "notebook": run_notebook}
+                   "dashboard": run_dashboard, "research": run_research, "notebook": run_notebook,
+                   "scale": run_scale}

@@ -7,7 +7,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-COLUMNS = [("pacsdash", "pacsdash"), ("orthanc", "Orthanc"), ("bare", "bare pynetdicom")]
+COLUMNS = [("pacsdash", "pacsdash"), ("orthanc", "Orthanc"), ("bare", "bare pynetdicom"),
+           ("pacsdash-pg", "pacsdash PG+S3"), ("orthanc-pg", "Orthanc PG")]
+#: Columns shown only when the run measured (or tried) something on them.
+OPTIONAL_COLUMNS = ("pacsdash-pg", "orthanc-pg")
+ALL_SERVERS = tuple(name for name, _ in COLUMNS)
 NOT_APPLICABLE = "n/a"
 
 
@@ -19,7 +23,7 @@ class Metric:
     label: str
     unit: str
     better: str  # "higher" or "lower"
-    applies: tuple[str, ...] = ("pacsdash", "orthanc", "bare")
+    applies: tuple[str, ...] = ALL_SERVERS
     values: dict[str, float] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)
     #: Optional text shown after a value (e.g. "flat").
@@ -27,15 +31,16 @@ class Metric:
     #: Servers whose value was measured while other processes loaded the machine.
     flagged: set[str] = field(default_factory=set)
 
-    def ratio(self) -> float | None:
-        """pacsdash / Orthanc, when both were measured."""
-        a, b = self.values.get("pacsdash"), self.values.get("orthanc")
-        if a is None or b is None or b == 0:
+    def ratio(self, a: str = "pacsdash", b: str = "orthanc") -> float | None:
+        """``a`` / ``b`` (pacsdash / Orthanc by default), when both were measured."""
+        x, y = self.values.get(a), self.values.get(b)
+        if x is None or y is None or y == 0:
             return None
-        return a / b
+        return x / y
 
     def as_dict(self) -> dict[str, Any]:
         ratio = self.ratio()
+        pg_ratio = self.ratio("pacsdash-pg", "orthanc-pg")
         return {
             "id": self.id,
             "metric": self.label,
@@ -47,6 +52,7 @@ class Metric:
             "measured_under_foreign_load": sorted(self.flagged),
             "not_applicable": [s for s, _ in COLUMNS if s not in self.applies],
             "ratio_pacsdash_over_orthanc": None if ratio is None else round(ratio, 3),
+            "ratio_pacsdash_pg_over_orthanc_pg": None if pg_ratio is None else round(pg_ratio, 3),
         }
 
 
@@ -63,7 +69,7 @@ class Results:
     def metric(self, id: str, label: str, unit: str, better: str, applies: tuple[str, ...] | None = None) -> Metric:
         """The row ``id``, created on first use (rows keep their creation order)."""
         if id not in self.metrics:
-            self.metrics[id] = Metric(id, label, unit, better, applies or ("pacsdash", "orthanc", "bare"))
+            self.metrics[id] = Metric(id, label, unit, better, applies or ALL_SERVERS)
         return self.metrics[id]
 
     def skip(self, ids: list[str], server: str, reason: str) -> None:
@@ -102,15 +108,29 @@ def _cell(metric: Metric, server: str) -> str:
     return "skipped: " + short.replace("|", "/").replace("\n", " ")
 
 
+def columns(results: Results) -> list[tuple[str, str]]:
+    """The servers shown: the three classic columns always, the PostgreSQL ones when the run tried them."""
+    tried = {s for m in results.metrics.values() for s in (*m.values, *m.skipped)}
+    return [(s, label) for s, label in COLUMNS if s not in OPTIONAL_COLUMNS or s in tried]
+
+
+def _ratio_text(ratio: float | None, better: str) -> str:
+    return "" if ratio is None else f"{ratio:.2f}x ({better} is better)"
+
+
 def table(results: Results) -> str:
-    """The Markdown table: one row per metric, one column per server, and the ratio."""
-    header = ["Metric", *[label for _, label in COLUMNS], "pacsdash / Orthanc"]
+    """The Markdown table: one row per metric, one column per server, and the ratios."""
+    shown = columns(results)
+    pg = "orthanc-pg" in dict(shown)
+    header = ["Metric", *[label for _, label in shown], "pacsdash / Orthanc"] + \
+        (["pacsdash PG+S3 / Orthanc PG"] if pg else [])
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
     for metric in results.metrics.values():
-        ratio = metric.ratio()
-        ratio_text = "" if ratio is None else f"{ratio:.2f}x ({metric.better} is better)"
+        ratios = [_ratio_text(metric.ratio(), metric.better)]
+        if pg:
+            ratios.append(_ratio_text(metric.ratio("pacsdash-pg", "orthanc-pg"), metric.better))
         label = f"{metric.label} [{metric.unit}]"
-        lines.append("| " + " | ".join([label, *[_cell(metric, s) for s, _ in COLUMNS], ratio_text]) + " |")
+        lines.append("| " + " | ".join([label, *[_cell(metric, s) for s, _ in shown], *ratios]) + " |")
     return "\n".join(lines)
 
 
@@ -229,6 +249,7 @@ def markdown(results: Results) -> str:
                 f"{cohort['end_mib']} MiB over {cohort['samples']} samples ({'flat' if cohort['flat'] else 'GROWING'}, "
                 f"limit {cohort['flat_limit']:.0%}); process tree peak {cohort['process_tree']['peak_mib']} MiB", ""]
     out += _notebook_details(results.details.get("notebook", {}))
+    out += _scale_details(results.details.get("scale", {}))
     setup = results.details.get("setup", {})
     if setup:
         out += ["## Loading the servers (setup, not a comparable metric)", ""]
@@ -278,6 +299,36 @@ def _notebook_details(notebook: dict[str, Any]) -> list[str]:
                        f"({index.get('pages', '')}) | {c.get('outside_index_ms', '')} | {c.get('server_start_s', '')} |")
         out.append("")
     return out
+
+
+def _scale_details(scale: dict[str, Any]) -> list[str]:
+    """The scale phase: each server's medians at both sizes, the ratios, how the rows were generated."""
+    rows = []
+    for server, entry in scale.items():
+        for what in ("base", "large"):
+            measured = entry.get(what)
+            if not measured:
+                continue
+            for kind in ("cfind", "qido"):
+                for query, r in measured.get(kind, {}).items():
+                    name = query.removeprefix("qido_")
+                    ratio = entry.get("ratios", {}).get(f"{kind}_{name}", "") if what == "large" else ""
+                    rows.append(f"| {server} | {measured['instances']:,} | {'C-FIND' if kind == 'cfind' else 'QIDO-RS'}"
+                                f" | {r['label'].removeprefix('QIDO-RS ')} | {r.get('matches', '')} | {r['median_ms']} |"
+                                f" {r['p95_ms']} | {ratio} |")
+    if not rows:
+        return []
+    out = ["## Scale details (latency as the index grows; same queries, same answers)", "",
+           "| Server | instances | protocol | query | matches | median ms | p95 ms | median / base |",
+           "|---|---:|---|---|---:|---:|---:|---:|", *rows, ""]
+    for server, entry in scale.items():
+        generated = entry.get("generated")
+        if generated:
+            out.append(f"- {server}: {generated['generated_instances']:,} instances in {generated['generated_studies']:,} "
+                       f"studies generated through its Index.add in {generated['seconds']} s "
+                       f"({generated['rows_per_s']:,} rows/s); the index then held {generated['index_totals']}; "
+                       f"restart {entry.get('restart_s', '?')} s")
+    return out + [""]
 
 
 def write(results: Results, folder: Path) -> tuple[Path, Path]:

@@ -18,12 +18,12 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks import datasets, report
+from benchmarks import backends, datasets, report
 from benchmarks.common import RESULTS_DIR, WORK_DIR
 from benchmarks.guard import FOREIGN_LIMIT, Guard
 from benchmarks.machine import machine_info, source_state
 from benchmarks.phases import PHASE_FUNCTIONS, PHASES, Plan
-from benchmarks.servers import ORTHANC_CONFIG_NOTES, ORTHANC_DICOMWEB_NOTES, SERVERS
+from benchmarks.servers import ORTHANC_CONFIG_NOTES, ORTHANC_DICOMWEB_NOTES, PG_NOTES, SERVERS
 
 
 def parse_args(argv: list[str] | None) -> tuple[Plan, argparse.Namespace]:
@@ -62,7 +62,11 @@ def parse_args(argv: list[str] | None) -> tuple[Plan, argparse.Namespace]:
                         help="which parts of the notebook phase run: volume, cohort or both (default both)")
     parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR,
                         help="where latest.json and latest.md are written (default benchmarks/results)")
-    parser.add_argument("--servers", default="pacsdash,orthanc,bare", help="comma-separated subset of pacsdash,orthanc,bare")
+    parser.add_argument("--scale-instances", type=int,
+                        help="instances of pacsdash's index in the scale phase's second measurement: the C-FIND index "
+                        "plus generated rows (default 1000000, quick 20000)")
+    parser.add_argument("--servers", default=",".join(SERVERS),
+                        help="comma-separated subset of " + ",".join(SERVERS) + " (default all)")
     parser.add_argument("--only", default=",".join(PHASES), help="comma-separated subset of " + ",".join(PHASES))
     parser.add_argument("--tmp-dir", type=Path, default=WORK_DIR / "tmp", help="where server folders are made")
     parser.add_argument("--keep", action="store_true", help="keep server folders and logs (for debugging)")
@@ -101,6 +105,9 @@ def parse_args(argv: list[str] | None) -> tuple[Plan, argparse.Namespace]:
         parser.error("--cohort-sizes takes whole numbers separated by commas")
     if not cohort_sizes or any(n < 100 for n in cohort_sizes):
         parser.error("--cohort-sizes must each be at least 100")
+    scale_instances = args.scale_instances or (20_000 if args.quick else 1_000_000)
+    if "scale" in phases and scale_instances <= studies * args.find_per_study:
+        parser.error("--scale-instances must be larger than the C-FIND index (--find-studies x --find-per-study)")
     notebook_parts = tuple(p for p in args.notebook_parts.split(",") if p)
     for part in notebook_parts:
         if part not in ("volume", "cohort"):
@@ -125,6 +132,7 @@ def parse_args(argv: list[str] | None) -> tuple[Plan, argparse.Namespace]:
         notebook_slices=args.notebook_slices or (30 if args.quick else 100),
         cohort_sizes=cohort_sizes,
         notebook_parts=notebook_parts,
+        scale_instances=scale_instances,
     )
     return plan, args
 
@@ -222,6 +230,29 @@ def notes(plan: Plan) -> list[str]:
             "1,000, DICOM JSON, the DataFrame); the series returned are checked against the generator's. The index "
             "row times the same page queries in pacsdash's DuckDBIndex.find in this process on the same file "
             f"before the server opens it. Target < {notebook.TARGET_COHORT_MS:g} ms.")
+    if {"pacsdash-pg", "orthanc-pg"} & set(plan.servers):
+        from benchmarks.backends import postgres_bin
+
+        folder = postgres_bin()
+        out.append(PG_NOTES.format(version=folder.parent.name if folder else "(not installed)"))
+    if "ingest" in plan.phases and "pacsdash-pg" in plan.servers:
+        out.append("Ingest ratio pacsdash-pg / pacsdash: the two 1- and 4-association rates of the ingest rows, each "
+                   "on a fresh server (target >= 0.8, issue 16); pacsdash-pg's rate includes moto's CPU time on the "
+                   "same 2 CPUs.")
+    if "scale" in plan.phases:
+        from benchmarks import scale
+
+        out.append(
+            f"Scale: each server is loaded with the C-FIND index ({plan.find.count:,} instances) and timed with the "
+            f"C-FIND phase's four STUDY queries over C-FIND and QIDO-RS ({plan.repetitions} timed after 3 untimed, "
+            f"medians); then pacsdash is stopped, {plan.scale_instances - plan.find.count:,} instances are generated "
+            "straight into its index (a template record from pacsdash's parser, copied with each instance's "
+            "identifiers, added through the index's own Index.add in batches: pacsdash's schema and summaries, on "
+            "DuckDB or PostgreSQL; no DICOM files), and it is timed again on the same home at "
+            f"{plan.scale_instances:,}. The generated studies match none of the queries (other patients, no SMITH, "
+            "dates 2005-2014, no CT), so both sizes give the same answers, checked each time. Ratio = median at the "
+            f"large size / median at the base size, target <= {scale.TARGET_RATIO:g} (issue 16). Orthanc: "
+            f"{scale.ORTHANC_REASON}.")
     return out
 
 
@@ -265,6 +296,8 @@ def main(argv: list[str] | None = None) -> int:
                 "notebook_ct_512": plan.notebook_slices,
                 "notebook_cohort_sizes": list(plan.cohort_sizes),
                 "notebook_parts": list(plan.notebook_parts),
+                "servers": list(plan.servers),
+                "scale_instances": plan.scale_instances,
             },
         }
     )
@@ -275,6 +308,7 @@ def main(argv: list[str] | None = None) -> int:
         for phase in plan.phases:
             PHASE_FUNCTIONS[phase](plan, results, guard)
     finally:
+        backends.shutdown()
         results.meta["duration_s"] = round(time.monotonic() - started, 1)
         _conditions(results)
         json_path, md_path = report.write(results, args.results_dir)

@@ -27,6 +27,7 @@ from benchmarks.common import (
     LOOPBACK,
     ORTHANC,
     ORTHANC_DICOMWEB,
+    ORTHANC_PG_INDEX,
     PACSDASH,
     PROJECT,
     BenchError,
@@ -209,9 +210,21 @@ class PacsdashServer(Server):
         """The serving process, as published in ``server.json``."""
         return self.server_pid or super().pid
 
+    def _env(self) -> dict[str, str] | None:
+        """Environment of every ``pacsdash`` process of this home (None: the benchmark's own)."""
+        return {**os.environ, **self.env} if self.env else None
+
+    def configure(self) -> None:
+        """Write the home's config before any command opens it (the default home needs nothing)."""
+
+    def _configure_once(self) -> None:
+        if not getattr(self, "_configured", False):
+            self.configure()
+            self._configured = True
+
     def _cli(self, *args: str, timeout: float = 120.0) -> subprocess.CompletedProcess:
         result = subprocess.run([str(PACSDASH), *args], capture_output=True, text=True, timeout=timeout,
-                                cwd=self.folder, stdin=subprocess.DEVNULL)
+                                cwd=self.folder, stdin=subprocess.DEVNULL, env=self._env())
         if result.returncode != 0:
             lines = [ln.strip() for ln in result.stderr.splitlines() if ln.strip()]
             raise BenchError(f"pacsdash {args[0]} failed (exit {result.returncode}): {lines[-1] if lines else 'no output'}")
@@ -221,6 +234,7 @@ class PacsdashServer(Server):
         """Register the benchmark client so that it may C-FIND, and let any peer
         C-STORE as Orthanc's default does (once per home)."""
         if not self.prepared:
+            self._configure_once()
             self._cli("modalities", "add", "bench", "--home", str(self.home), "--aet", CLIENT_AET,
                       "--host", LOOPBACK, "--port", str(CLIENT_PORT))
             set_server_option(self.home, "accept_unknown_store", True)
@@ -228,9 +242,10 @@ class PacsdashServer(Server):
 
     def add_user(self, name: str = WEB_USER, password: str = WEB_PASSWORD, role: str = "admin") -> None:
         """``pacsdash users add`` into the home (before or while the server runs)."""
+        self._configure_once()
         result = subprocess.run([str(PACSDASH), "users", "add", name, "--role", role, "--password-stdin",
                                  "--home", str(self.home)], input=password + "\n", capture_output=True, text=True,
-                                timeout=60, cwd=self.folder)
+                                timeout=60, cwd=self.folder, env=self._env())
         if result.returncode != 0:
             lines = [ln.strip() for ln in result.stderr.splitlines() if ln.strip()]
             raise BenchError(f"pacsdash users add failed (exit {result.returncode}): {lines[-1] if lines else ''}")
@@ -249,7 +264,8 @@ class PacsdashServer(Server):
         argv = [str(PACSDASH), "import", "--home", str(self.home), *map(str, folders)]
         out_path, err_path = self.folder / "import.out", self.folder / "import.err"
         with open(out_path, "wb") as out, open(err_path, "wb") as err:
-            proc = subprocess.Popen(argv, stdout=out, stderr=err, stdin=subprocess.DEVNULL, cwd=self.folder)
+            proc = subprocess.Popen(argv, stdout=out, stderr=err, stdin=subprocess.DEVNULL, cwd=self.folder,
+                                    env=self._env())
         started = last_change = time.monotonic()
         last_cpu = -1.0
         try:
@@ -277,8 +293,9 @@ class PacsdashServer(Server):
         if not PACSDASH.exists():
             raise Skipped(f"{PACSDASH} not found")
         self.prepare()
+        (self.home / "run" / "server.json").unlink(missing_ok=True)  # a restart: not the last run's ports
         self._spawn([str(PACSDASH), "serve", "--home", str(self.home), "--host", LOOPBACK, "--http-port", "0",
-                     "--dicom-port", "0", "--aet", self.aet], env={**os.environ, **self.env} if self.env else None)
+                     "--dicom-port", "0", "--aet", self.aet], env=self._env())
         info_path = self.home / "run" / "server.json"
 
         def ready() -> bool:
@@ -309,6 +326,71 @@ class PacsdashServer(Server):
                 if re.search(r" (WARNING|ERROR|CRITICAL) |^(WARNING|ERROR|CRITICAL):|Traceback", ln) and not any(b in ln for b in BENIGN_PACSDASH)
             ]
         return list(dict.fromkeys(lines))  # the log file and standard error hold the same lines
+
+
+PG_NOTES = (
+    "pacsdash-pg: pacsdash serve with [index] url = a fresh database on a throwaway PostgreSQL {version} (Debian's "
+    "binaries, loopback TCP, PostgreSQL's durability defaults: fsync, synchronous_commit and full_page_writes on, "
+    "shared_buffers 128 MB) and [storage] url = s3://bucket/archive on moto's S3 server (endpoint_url on loopback; "
+    "one moto process per server). moto is a Python S3 emulator, so the S3 figures are a lower bound of what MinIO "
+    "or AWS S3 would give. orthanc-pg: Orthanc 1.10.1 with Debian's orthanc-postgresql index plugin "
+    "(libOrthancPostgreSQLIndex, EnableIndex true, EnableStorage false: files in its storage folder as for "
+    "orthanc; plugin defaults otherwise, IndexConnectionsCount 1, Lock true) on the same PostgreSQL server, its own "
+    "database. The PostgreSQL server and moto are children of the benchmark: their CPU time counts as the "
+    "measurement's own, not as other processes' load."
+)
+
+
+class PacsdashPgServer(PacsdashServer):
+    """``pacsdash serve`` with its index in a fresh PostgreSQL database and its files in a bucket on moto."""
+
+    name = "pacsdash-pg"
+    label = "pacsdash PostgreSQL + S3"
+    bucket = "pacsdash-bench"
+    prefix = "archive"
+
+    def __init__(self, tmp_root: Path, keep: bool = False) -> None:
+        super().__init__(tmp_root, keep)
+        self.tmp_root = tmp_root
+        self.database = ""
+        self.moto = None
+
+    def configure(self) -> None:
+        from benchmarks import backends
+        from pacsdash.config import set_option
+
+        cluster = backends.postgres(self.tmp_root)
+        self.database = cluster.create_database("bench_pacsdash")
+        self.index_url = cluster.url(self.database)
+        self.moto = backends.MotoS3(self.folder)
+        self.moto.create_bucket(self.bucket)
+        self.env.update(backends.S3_ENV)
+        self.home.mkdir(mode=0o700, parents=True, exist_ok=True)
+        set_option(self.home, "index", "url", self.index_url)
+        set_option(self.home, "storage", "url", f"s3://{self.bucket}/{self.prefix}")
+        set_option(self.home, "storage", "endpoint_url", self.moto.endpoint_url)
+        set_option(self.home, "storage", "region", backends.REGION)
+
+    def _env(self) -> dict[str, str] | None:
+        from benchmarks import backends
+
+        return {**backends.s3_env(), **self.env}
+
+    def stored_count(self) -> int:
+        if self.moto is None:
+            return 0
+        return self.moto.count_objects(self.bucket, self.prefix, ".dcm")
+
+    def __exit__(self, *exc: object) -> None:
+        from benchmarks import backends
+
+        try:
+            super().__exit__(*exc)
+        finally:
+            if self.moto is not None:
+                self.moto.stop()
+            if self.database and backends.current() is not None and not self.keep:
+                backends.current().drop_database(self.database)
 
 
 ORTHANC_CONFIG_NOTES = (
@@ -376,6 +458,7 @@ class OrthancServer(Server):
                 "KeepAlive": True,
                 "TcpNoDelay": True,
             })
+        self.extend_config(config)
         path = self.folder / "orthanc.json"
         path.write_text(json.dumps(config, indent=2))
         self._spawn([str(ORTHANC), str(path)], env=dcmtk_env())
@@ -390,6 +473,9 @@ class OrthancServer(Server):
             if status != 200:
                 raise BenchError(f"Orthanc's DICOMweb plugin answered {status} at /dicom-web/studies; see {self.log_path}")
 
+    def extend_config(self, config: dict) -> None:
+        """Change Orthanc's config before it is written (the default Orthanc: nothing)."""
+
     def stored_count(self) -> int:
         status, body = http_get(f"http://{LOOPBACK}:{self.http_port}/statistics", auth=self._auth())
         if status != 200:
@@ -403,6 +489,38 @@ class OrthancServer(Server):
             return []
         # Orthanc logs its normal start-up at level W; only E lines are problems.
         return [ln for ln in text.splitlines() if re.match(r"^E\d{4} ", ln)]
+
+
+class OrthancPgServer(OrthancServer):
+    """Orthanc with Debian's PostgreSQL index plugin, its index in a fresh database of the run's PostgreSQL."""
+
+    name = "orthanc-pg"
+    label = "Orthanc PostgreSQL"
+
+    def __init__(self, tmp_root: Path, keep: bool = False, dicomweb: bool = False) -> None:
+        super().__init__(tmp_root, keep, dicomweb)
+        self.tmp_root = tmp_root
+        self.database = ""
+
+    def extend_config(self, config: dict) -> None:
+        from benchmarks import backends
+
+        if not ORTHANC_PG_INDEX.exists():
+            raise Skipped(f"{ORTHANC_PG_INDEX} not found (Debian package orthanc-postgresql)")
+        cluster = backends.postgres(self.tmp_root)
+        self.database = cluster.create_database("bench_orthanc")
+        config["Plugins"] = [*config["Plugins"], str(ORTHANC_PG_INDEX)]
+        config["PostgreSQL"] = {"EnableIndex": True, "EnableStorage": False, "Host": LOOPBACK, "Port": cluster.port,
+                                "Database": self.database, "Username": backends.PG_USER, "Password": ""}
+
+    def __exit__(self, *exc: object) -> None:
+        from benchmarks import backends
+
+        try:
+            super().__exit__(*exc)
+        finally:
+            if self.database and backends.current() is not None and not self.keep:
+                backends.current().drop_database(self.database)
 
 
 class BareServer(Server):
@@ -439,4 +557,8 @@ class BareServer(Server):
         return [ln for ln in text.splitlines() if "Traceback" in ln or "Error" in ln]
 
 
-SERVERS: dict[str, type[Server]] = {"pacsdash": PacsdashServer, "orthanc": OrthancServer, "bare": BareServer}
+SERVERS: dict[str, type[Server]] = {"pacsdash": PacsdashServer, "orthanc": OrthancServer, "bare": BareServer,
+                                    "pacsdash-pg": PacsdashPgServer, "orthanc-pg": OrthancPgServer}
+#: The pacsdash servers and the Orthancs (C-FIND, DICOMweb, scale).
+PACSDASH_NAMES = ("pacsdash", "pacsdash-pg")
+ORTHANC_NAMES = ("orthanc", "orthanc-pg")
