@@ -258,3 +258,76 @@ def test_the_study_link_has_a_target_and_a_row_and_its_marks_start_with_the_page
     assert dashboard.meets(dashboard.TARGETS["link"], 1499.0) and not dashboard.meets(dashboard.TARGETS["link"], 1500.0)
     assert "window.__deepAll = " in dashboard.LINK_MARKS_JS and "window.__linkMarks" in dashboard.LINK_MARKS_JS
     assert not dashboard.LINK_MARKS_JS.lstrip().startswith("() =>")  # a script, not a function expression
+
+
+def test_scale_phase_and_pg_servers_are_planned():
+    from benchmarks import run
+    from benchmarks.phases import PHASE_FUNCTIONS, PHASES
+    from benchmarks.servers import SERVERS
+
+    assert "scale" in PHASES and "scale" in PHASE_FUNCTIONS
+    assert {"pacsdash-pg", "orthanc-pg"} <= set(SERVERS)
+    plan, _ = run.parse_args(["--quick", "--only", "scale", "--servers", "pacsdash,pacsdash-pg"])
+    assert (plan.find.count, plan.scale_instances, plan.servers) == (2000, 20_000, ("pacsdash", "pacsdash-pg"))
+    plan, _ = run.parse_args([])
+    assert plan.scale_instances == 1_000_000 and {"pacsdash-pg", "orthanc-pg", "bare"} <= set(plan.servers)
+    assert any("moto" in note and "lower bound" in note for note in run.notes(plan))
+    with pytest.raises(SystemExit):
+        run.parse_args(["--only", "scale", "--scale-instances", "20000"])  # not larger than the C-FIND index
+    with pytest.raises(SystemExit):
+        run.parse_args(["--servers", "pacsdash,nope"])
+
+
+def test_generated_scale_rows_go_in_through_the_index_and_match_no_query(tmp_path):
+    from pacsdash.archive import Level, Query
+    from pacsdash.archive.index import DuckDBIndex
+
+    from benchmarks import cfind, scale
+
+    extra = scale.ExtraPlan(1005)  # the last study short
+    assert extra.studies == 101 and extra.study_size(100) == 5
+    records = list(scale.generated_records(extra))
+    assert len(records) == 1005 and len({r.SOPInstanceUID for r in records}) == 1005
+    index = DuckDBIndex(tmp_path / "index.duckdb")
+    try:
+        assert sum(index.add(records)) == 1005
+        assert index.totals() == {"patients": 51, "studies": 101, "series": 121, "instances": 1005}
+        studies = index.find(Query(Level.STUDY, {"StudyInstanceUID": f"{scale.UID_ROOT}.1.4"},
+                                   ["NumberOfStudyRelatedInstances", "ModalitiesInStudy", "NumberOfStudyRelatedSeries"]))
+        assert [(s["NumberOfStudyRelatedInstances"], s["ModalitiesInStudy"], s["NumberOfStudyRelatedSeries"])
+                for s in studies] == [("10", "CR\\MR", "2")]
+        for query in cfind.queries(datasets_plan()):  # the C-FIND phase's queries find none of them
+            assert index.count(Query(Level.STUDY, query.filters)) == 0, query.name
+    finally:
+        index.close()
+
+
+def datasets_plan():
+    from benchmarks.datasets import FindIndexPlan
+
+    return FindIndexPlan(2000, 10, 200)
+
+
+def test_ratios_and_report_columns():
+    from benchmarks import report, scale
+    from benchmarks.phases import pg_ingest_ratios
+
+    assert scale.ratio(15.0, 10.0) == 1.5
+    with pytest.raises(ValueError):
+        scale.ratio(1.0, 0.0)
+    results = Results(meta={})
+    for n in (1, 4):
+        results.metric(f"ingest_{n}", "ingest", "instances/s", "higher")
+    results.metrics["ingest_1"].values.update({"pacsdash": 100.0, "pacsdash-pg": 85.0, "orthanc-pg": 50.0})
+    results.metrics["ingest_4"].values.update({"pacsdash": 200.0, "pacsdash-pg": 150.0})
+    pg_ingest_ratios(results, ("pacsdash", "pacsdash-pg"))
+    assert results.metrics["ingest_1_pg_ratio"].values == {"pacsdash-pg": 0.85}
+    assert results.metrics["ingest_1_pg_ratio"].notes["pacsdash-pg"] == "meets target"
+    assert results.metrics["ingest_4_pg_ratio"].notes["pacsdash-pg"] == "MISSES target"
+    assert [s for s, _ in report.columns(results)] == ["pacsdash", "orthanc", "bare", "pacsdash-pg", "orthanc-pg"]
+    assert "pacsdash PG+S3 / Orthanc PG" in report.table(results)
+    assert results.metrics["ingest_1"].as_dict()["ratio_pacsdash_pg_over_orthanc_pg"] == 1.7
+    plain = Results(meta={})
+    plain.metric("x", "x", "ms", "lower").values["pacsdash"] = 1.0
+    assert [s for s, _ in report.columns(plain)] == ["pacsdash", "orthanc", "bare"]
+    assert "Orthanc PG" not in report.table(plain)
