@@ -598,6 +598,15 @@ def _audit_offline(settings: Settings, checked: dict) -> list[dict]:
         return [audit.entry(r) for r in archive.records(**checked)]
 
 
+def _copy_accounts(settings: Settings, target: Settings) -> tuple[list[str], list[str]]:
+    """Users and CLI-registered peers follow the index when their place changes (SQLite file <-> PostgreSQL)."""
+    from pacsdash.access import copy_accounts, open_accounts
+
+    if settings.index.url == target.index.url:
+        return [], []
+    return copy_accounts(open_accounts(settings), open_accounts(target))
+
+
 def cmd_migrate(args: argparse.Namespace) -> int:
     """``migrate --index URL --storage URL``: copy, verify, then point the config at the destination."""
     from pacsdash.archive.factory import open_archive
@@ -621,9 +630,10 @@ def cmd_migrate(args: argparse.Namespace) -> int:
                 print(f"error: {exc}\nnothing was changed in {settings.home}: its config still names the source; "
                       "run migrate again to go on", file=sys.stderr)
                 return EXIT_FAILED
+        users, _ = _copy_accounts(settings, target)
         rewrite_config(settings.home, target)
     print(f"copied {report.copied} and verified {report.verified} instances (SHA-256), {report.labels} labels, "
-          f"{report.records} audit entries, {report.subjects} pseudonyms")
+          f"{report.records} audit entries, {report.subjects} pseudonyms, {len(users)} users and peers")
     print(f"{settings.home / 'pacsdash.toml'} now names index {target.index.url or target.index.path} and storage "
           f"{target.storage.url or target.storage.path}; the source is left as it was")
     return EXIT_OK

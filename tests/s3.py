@@ -94,15 +94,25 @@ def moto_server(tmp_path_factory) -> Iterator[MotoServer]:
 @pytest.fixture
 def s3_bucket(moto_server: MotoServer, monkeypatch, tmp_path: Path) -> S3Bucket:
     """A new, empty bucket; test credentials in this process's environment."""
+    return new_bucket(moto_server, monkeypatch, tmp_path)
+
+
+#: Variables of the machine's own AWS set-up that must not reach the code under test.
+_FOREIGN = ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_DEFAULT_PROFILE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3")
+
+
+def new_bucket(moto_server: MotoServer, monkeypatch: pytest.MonkeyPatch, folder: Path) -> S3Bucket:
+    """A new, empty bucket on ``moto_server``, with test credentials (and nothing
+    of the machine's AWS set-up) in this process's environment through ``monkeypatch``
+    (a fixture's, or a ``pytest.MonkeyPatch()`` undone by a module-scoped fixture)."""
     env = {
         **TEST_CREDENTIALS,
         # Nothing of the machine's own AWS setup: no profile, no credential or config file.
-        "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "no-aws-credentials"),
-        "AWS_CONFIG_FILE": str(tmp_path / "no-aws-config"),
+        "AWS_SHARED_CREDENTIALS_FILE": str(folder / "no-aws-credentials"),
+        "AWS_CONFIG_FILE": str(folder / "no-aws-config"),
         "AWS_EC2_METADATA_DISABLED": "true",
     }
-    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_DEFAULT_PROFILE", "AWS_ENDPOINT_URL",
-                 "AWS_ENDPOINT_URL_S3"):
+    for name in _FOREIGN:
         monkeypatch.delenv(name, raising=False)
     for name, value in env.items():
         monkeypatch.setenv(name, value)

@@ -11,6 +11,7 @@ import tomllib
 
 import pytest
 
+from pacsdash.access import open_accounts
 from pacsdash.archive import Level
 from pacsdash.archive.actions import Actor, StudyActions
 from pacsdash.archive.factory import open_archive
@@ -34,6 +35,9 @@ def home(tmp_path):
     home = tmp_path / "home"
     done = run_cli("import", *map(str, FILES), "--home", str(home))
     assert done.returncode == 0, done.stdout + done.stderr
+    added = run_cli("users", "add", "ann", "--role", "editor", "--labels", "trial-7", "--password-stdin",
+                    "--home", str(home), input="a-long-password\n")
+    assert added.returncode == 0, added.stderr
     settings = load_settings(home)
     with open_archive(settings) as archive:
         study = archive.locate(Level.IMAGE)[0].StudyInstanceUID
@@ -52,6 +56,7 @@ def _state(settings):
             "records": sorted((r.time.timestamp(), r.actor, r.action, tuple(r.studies))
                               for r in archive.records(limit=10_000)),
             "subjects": sorted(archive.index.subjects()),
+            "users": [(u.name, u.role.value, u.labels) for u in open_accounts(settings).users()],
         }
 
 

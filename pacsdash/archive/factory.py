@@ -9,6 +9,8 @@ PostgreSQL index from ``[index] url``, an S3-compatible object store from
 
 from __future__ import annotations
 
+import uuid
+from pathlib import Path
 from typing import Any
 
 from pacsdash.archive.archive import Archive
@@ -45,6 +47,27 @@ def open_store(settings: Settings) -> Store:
     return store
 
 
+#: A home's own id (made once): whose journal position and clean stop a shared index keeps.
+HOME_ID = "home.id"
+
+
+def home_id(home: Path) -> str:
+    """This home's id, made at the first call: servers sharing one PostgreSQL
+    index each keep their own journal, so the index keeps each one's state apart."""
+    path = home / HOME_ID
+    try:
+        return path.read_text(encoding="ascii").strip()
+    except FileNotFoundError:
+        home.mkdir(parents=True, exist_ok=True)
+        made = uuid.uuid4().hex
+        try:
+            with open(path, "x", encoding="ascii") as handle:  # one process makes it
+                handle.write(made + "\n")
+            return made
+        except FileExistsError:
+            return path.read_text(encoding="ascii").strip()
+
+
 def open_archive(settings: Settings) -> Archive:
     """The home's archive, owning its index (one process at a time: take the home's lock first).
 
@@ -61,7 +84,7 @@ def open_archive(settings: Settings) -> Archive:
         # PostgreSQL: the index in the database (migrated as it opens), its journal in the home.
         from pacsdash.archive.pg_index import PostgresIndex
 
-        index = PostgresIndex(settings.index.url)
+        index = PostgresIndex(settings.index.url, owner=home_id(settings.home))
         try:
             return Archive.open_index(open_store(settings), index, settings.index_path.with_name("index.journal"),
                                       settings.label_rules)

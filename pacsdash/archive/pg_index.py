@@ -28,8 +28,9 @@ Several writers
     (the table's unique index refuses a repeat, so a stale memory cannot
     duplicate a row); after another process's ``remove_files`` recomputed a
     series' values it may wrongly believe a pair is still there, until it is
-    forgotten. The archive state (``state``, ``journal_position``) is one row
-    per index: a server per index, as today.
+    forgotten. The archive state (``state``, ``journal_position``) is kept
+    per server (``owner``, the home's id): each server has its own journal,
+    and its clean or unclean stop is its own.
 """
 
 from __future__ import annotations
@@ -279,9 +280,11 @@ class PostgresIndex:
     #: Several servers may write and delete through it (see Archive.locate_instance).
     shared = True
 
-    def __init__(self, url: str, pool_size: int = POOL_SIZE) -> None:
+    def __init__(self, url: str, pool_size: int = POOL_SIZE, owner: str = "") -> None:
         from psycopg_pool import ConnectionPool, PoolTimeout
 
+        #: Whose journal and open/closed state this index keeps (one server's home of several).
+        self._state = {name: f"{name}:{owner}" if owner else name for name in ("state", "journal_position")}
         self.url = check_url(url)
         self.name = _without_secrets(url)
         self._pool = ConnectionPool(url, min_size=1, max_size=pool_size, open=False, name="pacsdash-index",
@@ -373,28 +376,29 @@ class PostgresIndex:
         summaries.add_instances(cur, fresh, created[Level.SERIES], POSTGRESQL)
         values = self._values.add(cur, fresh, created[Level.SERIES])
         if journal_position is not None:
-            cur.execute("INSERT INTO archive_state VALUES ('journal_position', ?) "
-                        "ON CONFLICT (name) DO UPDATE SET value = excluded.value", [str(journal_position)])
+            cur.execute("INSERT INTO archive_state VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                        [self._state["journal_position"], str(journal_position)])
         return inserted, values
 
     def mark_open(self) -> bool:
         """Record that the archive is open; return whether the last stop was clean."""
         with self._transaction() as cur:
-            row = cur.execute("SELECT value FROM archive_state WHERE name = 'state' FOR UPDATE").fetchone()
+            row = cur.execute("SELECT value FROM archive_state WHERE name = ? FOR UPDATE",
+                              [self._state["state"]]).fetchone()
             fresh = row is None and not cur.execute("SELECT 1 FROM instances LIMIT 1").fetchone()
-            cur.execute("INSERT INTO archive_state VALUES ('state', 'open') "
-                        "ON CONFLICT (name) DO UPDATE SET value = excluded.value")
+            cur.execute("INSERT INTO archive_state VALUES (?, 'open') ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                        [self._state["state"]])
         return fresh or (row is not None and row[0] == "closed")
 
     def mark_closed(self) -> None:
         """Record a clean stop."""
         with self._transaction() as cur:
-            cur.execute("INSERT INTO archive_state VALUES ('state', 'closed') "
-                        "ON CONFLICT (name) DO UPDATE SET value = excluded.value")
+            cur.execute("INSERT INTO archive_state VALUES (?, 'closed') ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                        [self._state["state"]])
 
     def journal_position(self) -> int:
         """Sequence number of the last journal entry applied (0 if none)."""
-        row = self._read_one("SELECT value FROM archive_state WHERE name = 'journal_position'")
+        row = self._read_one("SELECT value FROM archive_state WHERE name = ?", [self._state["journal_position"]])
         return int(row[0]) if row else 0
 
     def remove_files(self, keys: list[str]) -> None:

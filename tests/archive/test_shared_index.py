@@ -64,3 +64,33 @@ def test_the_same_instance_at_both_servers_at_once_is_kept_once(two_servers, tmp
     for location in b.locate(Level.PATIENT, "RACE"):
         with b.open(location) as stream:
             assert stream.read() in raws
+
+
+def test_each_server_keeps_its_own_journal_position_and_clean_stop(postgres_server, tmp_path):
+    """Each server journals in its own home: the shared index keeps each one's position and
+    open/closed state apart, so a server's recovery never starts from another's position."""
+    from pacsdash.archive.factory import home_id
+    from pacsdash.archive.parsing import parse_instance
+
+    url = postgres_server.new_database()
+    first, second = home_id(tmp_path / "a"), home_id(tmp_path / "b")
+    assert first != second and home_id(tmp_path / "a") == first  # made once, then kept
+    a, b = PostgresIndex(url, owner=first), PostgresIndex(url, owner=second)
+    try:
+        a.mark_open()
+        b.mark_open()
+        record = parse_instance(make_instance())
+        record.file = "0" * 32
+        a.add([record], journal_position=7)
+        assert a.journal_position() == 7 and b.journal_position() == 0
+        a.mark_closed()
+    finally:
+        a.close()
+        b.close()
+    again_a, again_b = PostgresIndex(url, owner=first), PostgresIndex(url, owner=second)
+    try:
+        assert again_a.mark_open() is True  # a stopped cleanly
+        assert again_b.mark_open() is False  # b did not: its recovery runs, a's does not
+    finally:
+        again_a.close()
+        again_b.close()
