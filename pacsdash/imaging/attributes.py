@@ -77,8 +77,13 @@ def frame_count(ds: Dataset) -> int:
         Frames* (PS3.3 C.7.6.6), or ``1`` when that is absent, empty or not a
         positive integer (single-frame IODs do not carry it).
     """
-    if not has_pixels(ds):
-        return 0
+    return declared_frames(ds) if has_pixels(ds) else 0
+
+
+def declared_frames(ds: Dataset) -> int:
+    """Return (0028,0008) *Number of Frames* of `ds` as :func:`frame_count` reads it, for an
+    instance known to have pixel data: ``1`` when absent, empty or not a positive integer
+    (a header question only: the pixel data itself is not looked at)."""
     value = ds.get("NumberOfFrames")
     try:
         number = int(value) if value not in (None, "") else 1
@@ -137,12 +142,18 @@ def check_frame(ds: Dataset, index: int) -> int:
     """
     require_pixels(ds)
     count = frame_count(ds)
+    check_index(index, count)
+    return count
+
+
+def check_index(index: int, count: int) -> None:
+    """Raise :class:`FrameOutOfRange` unless `index` is in ``range(count)``
+    (:func:`check_frame` once the number of frames is known)."""
     if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < count:
         raise FrameOutOfRange(
             f"frame index {index!r} is out of range: (0028,0008) Number of Frames is {count} "
             f"(valid 0-based indexes 0..{count - 1})"
         )
-    return count
 
 
 def transfer_syntax(ds: Dataset) -> UID:
@@ -228,7 +239,19 @@ class ImagePixel:
         CorruptPixelData
             When *Rows*, *Columns* or *Bits Allocated* is missing or invalid.
         """
-        keyword = require_pixels(ds)
+        return cls.from_header(ds, require_pixels(ds), frame_count(ds))
+
+    @classmethod
+    def from_header(cls, ds: Dataset, keyword: str, number_of_frames: int) -> ImagePixel:
+        """Read the module from a header read without its pixel data (``stop_before_pixels``):
+        `keyword` and `number_of_frames` say what :func:`pixel_keyword` and :func:`frame_count`
+        would of the whole instance (see :mod:`pacsdash.imaging.stored`).
+
+        Raises
+        ------
+        CorruptPixelData
+            As :meth:`from_dataset`.
+        """
         float_bits = {"FloatPixelData": 32, "DoubleFloatPixelData": 64}.get(keyword)
         bits_allocated = _int(ds, "BitsAllocated", "(0028,0100)", float_bits)
         photometric = str(ds.get("PhotometricInterpretation") or "MONOCHROME2").strip().upper()
@@ -241,7 +264,7 @@ class ImagePixel:
             PixelRepresentation=_int(ds, "PixelRepresentation", "(0028,0103)", 0),
             PlanarConfiguration=_int(ds, "PlanarConfiguration", "(0028,0006)", 0),
             PhotometricInterpretation=photometric,
-            NumberOfFrames=frame_count(ds),
+            NumberOfFrames=number_of_frames,
             pixel_keyword=keyword,
         )
         if image.Rows <= 0 or image.Columns <= 0:

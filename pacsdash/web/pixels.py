@@ -20,7 +20,8 @@ from tornado.ioloop import IOLoop
 from pacsdash import imaging
 from pacsdash.access import Action
 from pacsdash.archive import InstanceLocation, StoredFileError
-from pacsdash.imaging.attributes import pixel_keyword
+from pacsdash.imaging.attributes import check_index, pixel_keyword
+from pacsdash.imaging.stored import StoredFrames, one_frame, stored_frames
 from pacsdash.web.base import ApiError, BaseHandler, bad_request
 from pacsdash.web.multipart import closing, part_head
 from pacsdash.web.qido import check_uid_path
@@ -115,57 +116,151 @@ def part_media_type(syntax: str) -> str:
     return "application/octet-stream"
 
 
+class StoredInstance:
+    """The frames of one stored instance, read one at a time: its header, then
+    each frame asked for as a range (native data) or from the stream (the
+    fragments of an encapsulated frame, :mod:`pacsdash.imaging.stored`), never
+    the rest of the file.
+
+    Whatever that way does not handle (deflated or big endian files, 1-bit
+    data, no pixel data, a damaged element or frame) is read whole as before
+    (:meth:`whole`), so that answers and errors stay what they were. Opened in
+    a worker thread; 410 when the file is missing or damaged (:func:`gone`).
+    Close it after (it may keep the stored stream open for encapsulated frames).
+    """
+
+    def __init__(self, archive: Any, location: InstanceLocation) -> None:
+        self.archive = archive
+        self.location = location
+        self._whole: Dataset | None = None
+        self._stream = open_stored(archive, location)
+        try:
+            self.stored: StoredFrames | None = stored_frames(self._stream)
+        except Exception:  # noqa: BLE001 - pydicom cannot read it: the whole read says so (410)
+            self.stored = None
+        if self.stored is None or not self.stored.encapsulated:
+            self.close()
+
+    def close(self) -> None:
+        if self._stream is not None:
+            self._stream.close()
+            self._stream = None
+
+    def whole(self) -> Dataset:
+        """The instance read whole by pydicom (once); 410 as :func:`stored_dataset`."""
+        if self._whole is None:
+            self._whole = stored_dataset(self.archive, self.location)
+        return self._whole
+
+    def count(self) -> int:
+        """:func:`pacsdash.imaging.frame_count` of the instance."""
+        return self.stored.count if self.stored is not None else imaging.frame_count(self.whole())
+
+    def stored_frame(self, index: int) -> bytes | None:
+        """Frame ``index`` as stored (native bytes or the encapsulated frame's fragments joined), read
+        alone; None when it is to be found in the whole instance (no such frame, damaged data...)."""
+        stored = self.stored
+        if stored is None or not 0 <= index < stored.count:
+            return None
+        if stored.encapsulated:
+            if self._stream is None:
+                return None
+            try:
+                return stored.encapsulated_frame(self._stream, index)
+            except Exception:  # noqa: BLE001 - damaged fragments or a failing store: the whole read says which
+                return None
+        span = stored.native_span(index)
+        if span is None:
+            return None
+        try:
+            return self.archive.read_range(self.location, *span)
+        except StoredFileError as exc:
+            raise gone(self.location, exc) from None
+        except ValueError:  # beyond the size received: the whole read says what is wrong
+            return None
+
+    def frame_dataset(self, index: int, data: bytes | None = None) -> tuple[Dataset, int]:
+        """``(a data set, the index of frame index in it)`` for :mod:`pacsdash.imaging`: the header
+        and that frame alone when it can be read alone (``data``, if already read), else the whole
+        instance. FrameOutOfRange for a frame the header says is not there."""
+        if self.stored is not None:
+            check_index(index, self.stored.count)
+            if data is None:
+                data = self.stored_frame(index)
+            if data is not None:
+                return one_frame(self.stored, index, data), 0
+        return self.whole(), index
+
+
+def frame_part(source: StoredInstance, syntax: str, index: int) -> bytes:
+    """Frame ``index`` of ``source`` as a frames part in ``syntax``: the stored
+    encapsulated bitstream (:func:`pacsdash.imaging.compressed_frame`) or
+    uncompressed little endian bytes (:func:`pacsdash.imaging.frame_bytes`),
+    reading that frame alone where it can; ApiError from ImagingError."""
+    try:
+        data = source.stored_frame(index)
+        if data is not None and syntax != EXPLICIT_LE and source.stored is not None and source.stored.encapsulated:
+            return data  # as stored: what compressed_frame gives
+        ds, at = source.frame_dataset(index, data)
+        if syntax != EXPLICIT_LE:
+            return imaging.compressed_frame(ds, at) or imaging.frame_bytes(ds, at)
+        return imaging.frame_bytes(ds, at)
+    except imaging.ImagingError as exc:
+        raise imaging_error(exc) from None
+
+
 class FramesHandler(_InstancesHandler):
     """GET .../instances/{i}/frames/{list} (PS3.18 10.4.1.1.3)."""
 
     async def get(self, study: str, series: str, instance: str, frames: str) -> None:
         """Each frame asked for once (at most NumberOfFrames of them, else 404
-        naming the first beyond), read and written one at a time."""
+        naming the first beyond), read and written one at a time: each alone,
+        not the whole instance (:class:`StoredInstance`)."""
         self.require(Action.VIEW)
         indexes = parse_frames(frames)
         loop = IOLoop.current()
 
-        def load() -> tuple[Dataset, str]:
+        def load() -> tuple[StoredInstance, str]:
             [location] = self.locations(study, series, instance)
-            ds = stored_dataset(self.app.archive, location)
-            syntax = frame_transfer_syntax(self.request.headers.get("Accept", ""), location.TransferSyntaxUID)
-            keep = syntax == location.TransferSyntaxUID and syntax not in UNCOMPRESSED
-            return ds, syntax if keep else EXPLICIT_LE
-
-        def frame(ds: Dataset, syntax: str, index: int) -> bytes:
+            source = StoredInstance(self.app.archive, location)
             try:
-                if syntax != EXPLICIT_LE:
-                    return imaging.compressed_frame(ds, index) or imaging.frame_bytes(ds, index)
-                return imaging.frame_bytes(ds, index)
-            except imaging.ImagingError as exc:
-                raise imaging_error(exc) from None
+                source.count()  # a file read whole is read here: 410 before the Accept header's 406
+                syntax = frame_transfer_syntax(self.request.headers.get("Accept", ""), location.TransferSyntaxUID)
+            except BaseException:
+                source.close()
+                raise
+            keep = syntax == location.TransferSyntaxUID and syntax not in UNCOMPRESSED
+            return source, syntax if keep else EXPLICIT_LE
 
-        ds, syntax = await loop.run_in_executor(None, load)
-        count = imaging.frame_count(ds)
-        beyond = next((i for i in indexes if i >= count), None)
-        if beyond is not None:
-            raise ApiError(404, f"frame {beyond + 1} is beyond the instance's {count} frame(s)")
-        data = await loop.run_in_executor(None, frame, ds, syntax, indexes[0])  # errors before any byte is sent
-        media = part_media_type(syntax)
-        boundary = secrets.token_hex(16)
-        self.set_header("Content-Type", f'multipart/related; type="{media}"; boundary={boundary}')
-        for position, index in enumerate(indexes):
-            if position:
-                try:
-                    data = await loop.run_in_executor(None, frame, ds, syntax, index)
-                except ApiError as exc:
-                    LOGGER.warning("frame %d could not be sent, closing the connection: %s", index + 1, exc.message)
-                    self.request.connection.close()
-                    return
-            self.write(
-                f"--{boundary}\r\nContent-Type: {media}; transfer-syntax={syntax}\r\n"
-                f"Content-Location: frames/{index + 1}\r\n\r\n".encode()
-            )
-            self.write(data)
-            self.write(b"\r\n")
-            if len(indexes) > 1:
-                await self.flush()
-        await self.finish(f"--{boundary}--\r\n".encode())
+        source, syntax = await loop.run_in_executor(None, load)
+        try:
+            count = source.count()
+            beyond = next((i for i in indexes if i >= count), None)
+            if beyond is not None:
+                raise ApiError(404, f"frame {beyond + 1} is beyond the instance's {count} frame(s)")
+            data = await loop.run_in_executor(None, frame_part, source, syntax, indexes[0])  # errors before any byte
+            media = part_media_type(syntax)
+            boundary = secrets.token_hex(16)
+            self.set_header("Content-Type", f'multipart/related; type="{media}"; boundary={boundary}')
+            for position, index in enumerate(indexes):
+                if position:
+                    try:
+                        data = await loop.run_in_executor(None, frame_part, source, syntax, index)
+                    except ApiError as exc:
+                        LOGGER.warning("frame %d could not be sent, closing the connection: %s", index + 1, exc.message)
+                        self.request.connection.close()
+                        return
+                self.write(
+                    f"--{boundary}\r\nContent-Type: {media}; transfer-syntax={syntax}\r\n"
+                    f"Content-Location: frames/{index + 1}\r\n\r\n".encode()
+                )
+                self.write(data)
+                self.write(b"\r\n")
+                if len(indexes) > 1:
+                    await self.flush()
+            await self.finish(f"--{boundary}--\r\n".encode())
+        finally:
+            source.close()
 
 
 def check_pixel_data_accept(accept: str) -> None:
@@ -443,15 +538,19 @@ class RenderedHandler(_InstancesHandler):
 
         def draw() -> bytes:
             [location] = self.locations(study, series, instance)
-            ds = stored_dataset(self.app.archive, location)
+            source = StoredInstance(self.app.archive, location)  # the frame drawn is read alone
             try:
                 window = imaging.parse_window(window_text) if window_text else None
                 if self.thumbnail:
                     size = max(viewport) if viewport else 128
-                    return imaging.thumbnail(ds, size=size, index=index, media_type=media)
-                return imaging.render(ds, index or 0, window, viewport, media, int(quality_text))
+                    ds, at = source.frame_dataset(source.count() // 2 if index is None else index)
+                    return imaging.thumbnail(ds, size=size, index=at, media_type=media)
+                ds, at = source.frame_dataset(index or 0)
+                return imaging.render(ds, at, window, viewport, media, int(quality_text))
             except imaging.ImagingError as exc:
                 raise imaging_error(exc) from None
+            finally:
+                source.close()
 
         data = await IOLoop.current().run_in_executor(None, draw)
         self.set_header("Content-Type", media)
@@ -510,17 +609,21 @@ class WadoUriHandler(BaseHandler):
             raise bad_request("imageQuality must be a whole number from 1 to 100")
 
         def draw() -> bytes:
-            ds = stored_dataset(self.app.archive, location)
-            nonlocal viewport
-            if rows or columns:
-                r = int(rows) if rows else int(ds.Rows)
-                c = int(columns) if columns else int(ds.Columns)
-                viewport = (c, r)
+            source = StoredInstance(self.app.archive, location)  # the frame drawn is read alone
             try:
+                header = source.stored.header if source.stored is not None else source.whole()
+                nonlocal viewport
+                if rows or columns:
+                    r = int(rows) if rows else int(header.Rows)
+                    c = int(columns) if columns else int(header.Columns)
+                    viewport = (c, r)
                 parsed = imaging.parse_window(window) if window else None
-                return imaging.render(ds, frame_index, parsed, viewport, content_type, int(quality))
+                ds, at = source.frame_dataset(frame_index)
+                return imaging.render(ds, at, parsed, viewport, content_type, int(quality))
             except imaging.ImagingError as exc:
                 raise imaging_error(exc) from None
+            finally:
+                source.close()
 
         data = await IOLoop.current().run_in_executor(None, draw)
         self.set_header("Content-Type", content_type)
