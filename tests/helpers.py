@@ -39,6 +39,16 @@ def dataset_bytes(path: Path) -> bytes:
     return path.read_bytes()[offset:]
 
 
+def archive_dataset_bytes(archive, location) -> bytes:
+    """The encoded data set of a stored instance, read through the archive (any store)."""
+    import tempfile
+
+    with archive.open(location) as stream, tempfile.NamedTemporaryFile(suffix=".dcm") as copy:
+        copy.write(stream.read())
+        copy.flush()
+        return dataset_bytes(Path(copy.name))
+
+
 def sent_bytes(path: Path) -> bytes:
     """A file's data set bytes as they go over DIMSE: unchanged, except that a
     deflated data set of odd length gets the NUL pad PS3.5 A.5 asks for."""

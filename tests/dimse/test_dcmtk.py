@@ -11,7 +11,7 @@ from pydicom import dcmread
 from pacsdash.archive import Level
 from tests.conftest import SCU_AET
 from tests.factories import make_instance
-from tests.helpers import VALID, StoreSCP, dataset_bytes, dcmtk_tool, free_port, sent_bytes, wait_for_port
+from tests.helpers import StoreSCP, VALID, dataset_bytes, dcmtk_tool, free_port, sent_bytes, archive_dataset_bytes, wait_for_port
 
 pytestmark = pytest.mark.usefixtures("dcmtk")
 
@@ -38,7 +38,7 @@ def run(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
 
 def stored_dataset(archive, sop_uid: str) -> bytes:
     [location] = archive.locate(Level.IMAGE, sop_uid)
-    return dataset_bytes(archive.local_path(location))
+    return archive_dataset_bytes(archive, location)
 
 
 def test_echoscu(node):

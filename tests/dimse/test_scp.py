@@ -23,7 +23,7 @@ from pacsdash.archive import Level
 from pacsdash.dimse.scu import send_files
 from tests.conftest import SCU_AET, make_node
 from tests.factories import make_dataset, make_instance
-from tests.helpers import VALID, dataset_bytes, sent_bytes
+from tests.helpers import VALID, dataset_bytes, sent_bytes, archive_dataset_bytes
 
 
 def associate(node, contexts, aet=SCU_AET, **kwargs):
@@ -46,7 +46,7 @@ def find(node, identifier, model=StudyRootQueryRetrieveInformationModelFind, aet
 
 def stored_dataset_bytes(archive, sop_uid: str) -> bytes:
     [location] = archive.locate(Level.IMAGE, sop_uid)
-    return dataset_bytes(archive.local_path(location))
+    return archive_dataset_bytes(archive, location)
 
 
 def test_echo(node):

@@ -20,7 +20,7 @@ from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind, Ver
 from pacsdash.archive import Level
 from tests.conftest import SCU_AET, make_node
 from tests.factories import make_dataset, make_instance
-from tests.helpers import VALID, dataset_bytes, sent_bytes, wait_until
+from tests.helpers import VALID, sent_bytes, archive_dataset_bytes, wait_until
 
 CT = build_context(CTImageStorage, [ExplicitVRLittleEndian])
 
@@ -49,7 +49,7 @@ def associate(node, contexts, max_pdu: int = 16382):
 
 def stored(archive, sop_uid: str) -> bytes:
     [location] = archive.locate(Level.IMAGE, None, SOPInstanceUID=sop_uid)
-    return dataset_bytes(archive.local_path(location))
+    return archive_dataset_bytes(archive, location)
 
 
 @pytest.mark.parametrize("server_max_pdu", [0, 4096])
@@ -227,7 +227,7 @@ def test_a_pdu_header_arriving_in_pieces_is_waited_for(node, archive):
     assoc.release()
     assert lane.received == 1
     [location] = archive.locate(Level.IMAGE, None, SOPInstanceUID=str(ds.SOPInstanceUID))
-    assert dataset_bytes(archive.local_path(location)) == data
+    assert archive_dataset_bytes(archive, location) == data
 
 
 def test_an_absurd_pdu_length_allocates_nothing_up_front(node, archive):
