@@ -27,6 +27,7 @@ from urllib.parse import quote
 
 from pydicom import dcmread
 from tornado.ioloop import IOLoop
+from tornado.web import HTTPError
 
 from pacsdash.access import Action
 from pacsdash.archive import StoreResult
@@ -103,19 +104,32 @@ class StowMixin:
         """Before any of the body is read: the CSRF rule, the login and role
         (401, 403), the media type (415) and the declared size (413); then
         the connection may read up to ``max_upload_mb`` for this request."""
-        await super().prepare()
-        if self.request.method != "POST":
-            return
-        self.require(Action.UPLOAD)
-        self._stow_media()
-        limit = self.app.settings.server.max_upload_mb * 2**20
-        declared = self.request.headers.get("Content-Length", "")
-        if declared.isdigit() and int(declared) > limit:
-            raise ApiError(413, f"the body is larger than [server] max_upload_mb ({limit // 2**20} MB)")
+        try:
+            await super().prepare()
+            if self.request.method != "POST":
+                return
+            self.require(Action.UPLOAD)
+            self._stow_media()
+            limit = self.app.settings.server.max_upload_mb * 2**20
+            declared = self.request.headers.get("Content-Length", "")
+            if declared.isdigit() and int(declared) > limit:
+                raise ApiError(413, f"the body is larger than [server] max_upload_mb ({limit // 2**20} MB)")
+        except HTTPError:
+            # Answered before the body is read: the connection cannot carry another request (the
+            # unread body is in the way), so say so, or a client's next request on it is reset.
+            self._answered_early = True
+            raise
         self.request.connection.set_max_body_size(limit)
         self._spool = BodySpool(limit, self.app.settings.run_path)
         self._last_byte = time.monotonic()
         IOLoop.current().call_later(STALL_SECONDS, self._check_stall)
+
+    def set_default_headers(self: Any) -> None:
+        """The handler's headers, and ``Connection: close`` on an answer given before the body was read
+        (an error page clears the headers and sets these again)."""
+        super().set_default_headers()
+        if getattr(self, "_answered_early", False):
+            self.set_header("Connection", "close")
 
     def data_received(self: Any, chunk: bytes) -> None:
         """Spool the body; never raises (Tornado would drop the connection unanswered)."""

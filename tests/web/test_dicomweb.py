@@ -562,3 +562,14 @@ def test_stow_boundary_length(stored, base_url):
     response = session.post(f"{base_url}/dicom-web/studies", data=body, headers={"Content-Type": content_type})
     assert response.status_code == 400
     assert "boundary" in response.json()["error"] and "256" in response.json()["error"]
+
+
+def test_a_stow_refused_before_its_body_is_read_closes_the_connection(base_url):
+    """415 (and 401, 403, 413) come before the body is read: the answer says Connection: close,
+    so a client does not send its next request on a connection the server drops (reset)."""
+    session = session_for("editor")
+    url = f"{base_url}/dicom-web/studies"
+    for _ in range(20):
+        refused = session.post(url, data=b"x" * 1000, headers={"Content-Type": "application/json"})
+        assert refused.status_code == 415 and refused.headers.get("Connection", "").lower() == "close"
+        assert session.get(f"{base_url}/api/health").status_code == 200  # the next request gets through
