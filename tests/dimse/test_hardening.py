@@ -228,23 +228,26 @@ def test_silent_connections_are_closed_after_the_acse_timeout(archive, accounts)
 
 @pytest.mark.parametrize("source", [OTHER_HOST, "127.0.0.1"], ids=["other-address", "same-address"])
 def test_64_idle_associations_do_not_lock_a_registered_peer_out(node, archive, source):
+    """Beyond its share an idle caller is refused with an A-ASSOCIATE-RJ as soon as it asks
+    (each refusal sooner than the node's ACSE time-out, which a refusal by time-out would
+    take: no wall-clock budget, so a loaded machine does not fail it), and a registered
+    peer still stores."""
     idle, refused = [], 0
-    started = time.monotonic()
+    acse_timeout = node.ae.acse_timeout
     for _ in range(64):
+        started = time.monotonic()
         assoc = associate(node, [Verification], aet="IDLER", source=source)
         if assoc.is_established:
             idle.append(assoc)
         else:
-            assert assoc.is_rejected
+            assert assoc.is_rejected, "neither accepted nor rejected: no answer came"
             rj = assoc.acceptor.primitive
             assert (rj.result, rj.result_source, rj.diagnostic) == (0x02, 0x03, 0x02)  # transient, local limit
+            assert time.monotonic() - started < acse_timeout  # answered, not timed out
             refused += 1
     try:
-        assert time.monotonic() - started < 10  # refusals are at once, not after a time-out
         assert len(idle) <= 8 and refused >= 56  # [server] max_associations_per_address
-        started = time.monotonic()
         assert store_one(node, ct()) == 0
-        assert time.monotonic() - started < 3
     finally:
         for assoc in idle:
             assoc.release()
