@@ -582,6 +582,8 @@ path = "store"          # original files, byte for byte
 
 [index]
 path = "index.duckdb"   # metadata index
+# url = "postgresql://pacs@db.example:5432/pacs"   # or PostgreSQL (several servers may share it);
+#                                                  # the password from PGPASSWORD or PGPASSFILE, never here
 
 # Peers may be listed here or added with `pacsdash modalities add`:
 # [modalities.workstation]
