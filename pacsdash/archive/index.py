@@ -19,7 +19,7 @@ import duckdb
 from pacsdash.archive.attributes import TABLE_ATTRIBUTES, Level
 from pacsdash.archive import labels, records, summaries
 from pacsdash.archive.parsing import InstanceRecord
-from pacsdash.archive.query import DUCKDB, Dialect, Query, Scope, compile_count, compile_query
+from pacsdash.archive.query import DUCKDB, Dialect, Query, Scope, compile_count, compile_locate, compile_query
 
 #: Columns beside the DICOM attributes. Counts and ModalitiesInStudy are
 #: stored too, kept up to date by :mod:`pacsdash.archive.summaries`.
@@ -397,31 +397,8 @@ class DuckDBIndex:
         keys
             Further exact keys: StudyInstanceUID, SeriesInstanceUID, SOPInstanceUID.
         """
-        where: list[str] = []
-        params: list = []
-        if scope is not None:
-            visible, params = scope.studies_sql()
-            where.append(f'i."StudyInstanceUID" IN ({visible})')
-        if uid is not None:
-            if level is Level.PATIENT:
-                where.append('i."StudyInstanceUID" IN (SELECT "StudyInstanceUID" FROM studies WHERE "PatientID" = ?)')
-            else:
-                where.append(f'i."{level.unique_key}" = ?')
-            params.append(uid)
-        for keyword, value in keys.items():
-            if keyword not in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"):
-                raise ValueError(f"cannot locate instances by {keyword}")
-            where.append(f'i."{keyword}" = ?')
-            params.append(value)
-        sql = (
-            'SELECT "SOPInstanceUID", "SOPClassUID", "TransferSyntaxUID", "StudyInstanceUID", '
-            '"SeriesInstanceUID", file, size FROM instances i'
-        )
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += ' ORDER BY "SeriesInstanceUID", TRY_CAST("InstanceNumber" AS INTEGER) NULLS LAST, "SOPInstanceUID"'
-        rows = self._cursor().execute(sql, params).fetchall()
-        return [InstanceLocation(*row) for row in rows]
+        sql, params = compile_locate(level, uid, scope, keys, DUCKDB)
+        return [InstanceLocation(*row) for row in self._cursor().execute(sql, params).fetchall()]
 
     def locate_matching(self, query: Query) -> list[InstanceLocation]:
         """Instances matching an IMAGE-level ``query``, with their files."""

@@ -48,7 +48,7 @@ from pacsdash.archive import labels, records, summaries
 from pacsdash.archive.attributes import TABLE_ATTRIBUTES, Level
 from pacsdash.archive.index import InstanceLocation, _columns, _schema
 from pacsdash.archive.parsing import InstanceRecord
-from pacsdash.archive.query import POSTGRESQL, Query, Scope, compile_count, compile_query
+from pacsdash.archive.query import POSTGRESQL, Query, Scope, compile_count, compile_locate, compile_query
 
 LOGGER = logging.getLogger(__name__)
 
@@ -484,27 +484,7 @@ class PostgresIndex:
     def locate(self, level: Level, uid: str | None = None, scope: Scope | None = None,
                **keys: str) -> list[InstanceLocation]:
         """Instances under one entity, or matching UID keys (see :meth:`DuckDBIndex.locate`)."""
-        where: list[str] = []
-        params: list = []
-        if scope is not None:
-            visible, params = scope.studies_sql()
-            where.append(f'i."StudyInstanceUID" IN ({visible})')
-        if uid is not None:
-            if level is Level.PATIENT:
-                where.append('i."StudyInstanceUID" IN (SELECT "StudyInstanceUID" FROM studies WHERE "PatientID" = ?)')
-            else:
-                where.append(f'i."{level.unique_key}" = ?')
-            params.append(uid)
-        for keyword, value in keys.items():
-            if keyword not in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"):
-                raise ValueError(f"cannot locate instances by {keyword}")
-            where.append(f'i."{keyword}" = ?')
-            params.append(value)
-        sql = ('SELECT "SOPInstanceUID", "SOPClassUID", "TransferSyntaxUID", "StudyInstanceUID", '
-               '"SeriesInstanceUID", file, size FROM instances i')
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += ' ORDER BY "SeriesInstanceUID", pacsdash_number("InstanceNumber") NULLS LAST, "SOPInstanceUID"'
+        sql, params = compile_locate(level, uid, scope, keys, POSTGRESQL)
         return [InstanceLocation(*row) for row in self._read(sql, params)]
 
     def locate_matching(self, query: Query) -> list[InstanceLocation]:

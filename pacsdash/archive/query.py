@@ -110,6 +110,10 @@ class Dialect:
         """``sql`` as a DOUBLE, NULL when it is no number."""
         return f"TRY_CAST({sql} AS DOUBLE)"
 
+    def instance_order(self, sql: str) -> str:
+        """InstanceNumber ``sql`` as the number instances of a series are ordered by."""
+        return f"TRY_CAST({sql} AS INTEGER)"
+
     def json_value(self, sql: str, tag: int) -> str:
         """The value of ``tag`` in the attribute JSON ``sql`` (a tag formatted here, never a request's text)."""
         return f"json_extract_string({sql}, '$.\"{tag:08X}\"')"
@@ -136,6 +140,9 @@ class PostgresDialect(Dialect):
                 f"unnest(string_to_array({sql}, '\\')) AS u(item) WHERE pacsdash_number(trim(u.item)) {operator} ?)))")
 
     def number(self, sql: str) -> str:
+        return f"pacsdash_number({sql})"
+
+    def instance_order(self, sql: str) -> str:
         return f"pacsdash_number({sql})"
 
     def json_value(self, sql: str, tag: int) -> str:
@@ -594,6 +601,39 @@ def _conditions(query: Query, dialect: Dialect = DUCKDB) -> tuple[list[str], lis
             where.append(f"EXISTS (SELECT 1 {expr.rows(_CHAIN[level][0][0])} AND {cond})")
         params.extend(sub_params)
     return where, params
+
+
+#: What :func:`compile_locate` returns of each instance (an InstanceLocation's fields, in order).
+LOCATION_COLUMNS = ('SELECT "SOPInstanceUID", "SOPClassUID", "TransferSyntaxUID", "StudyInstanceUID", '
+                    '"SeriesInstanceUID", file, size FROM instances i')
+LOCATE_KEYS = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")
+
+
+def compile_locate(level: Level, uid: str | None, scope: Scope | None, keys: dict[str, str],
+                   dialect: Dialect = DUCKDB) -> tuple[str, list]:
+    """SQL of the instances under one entity (``uid`` at ``level``; a PatientID at
+    the PATIENT level) and matching exact UID ``keys``, within ``scope``, with their
+    files, in series and instance-number order; and its parameters."""
+    where: list[str] = []
+    params: list = []
+    if scope is not None:
+        visible, params = scope.studies_sql()
+        where.append(f'i."StudyInstanceUID" IN ({visible})')
+    if uid is not None:
+        if level is Level.PATIENT:
+            where.append('i."StudyInstanceUID" IN (SELECT "StudyInstanceUID" FROM studies WHERE "PatientID" = ?)')
+        else:
+            where.append(f'i."{level.unique_key}" = ?')
+        params.append(uid)
+    for keyword, value in keys.items():
+        if keyword not in LOCATE_KEYS:
+            raise ValueError(f"cannot locate instances by {keyword}")
+        where.append(f'i."{keyword}" = ?')
+        params.append(value)
+    sql = LOCATION_COLUMNS + (" WHERE " + " AND ".join(where) if where else "")
+    number = dialect.instance_order('"InstanceNumber"')
+    sql += f' ORDER BY "SeriesInstanceUID", {number} NULLS LAST, "SOPInstanceUID"'
+    return sql, params
 
 
 def conditions(query: Query, dialect: Dialect = DUCKDB) -> tuple[list[str], list]:
