@@ -476,3 +476,49 @@ def test_users_and_peers_added_through_a_are_known_to_b(shared, tmp_path):
         assert found.status_code == 200 and [sop_of(m) for m in found.json()] == [item.sop]  # stored through B
     finally:
         stop_all(a, b)
+
+
+def test_a_row_a_killed_server_committed_keeps_its_object(shared, tmp_path):
+    """A probe for a suspected bug (from the code and one kill -9 run's "dropping 1 index rows whose
+    files never arrived" without a journal replay; not deterministic: a kill must land between
+    A's commit and its worker hearing of it). A's DICOM worker writes the object, A's main
+    process commits the row to the shared index, and is killed before the worker hears
+    the answer: the worker's C-STORE fails (RemoteError) and ``Archive.store_bytes`` deletes
+    the object (``except Exception: self.store.delete(key)``), leaving a row without an
+    object in the shared index. B finds it (QIDO-RS) but cannot return it, and worse, B
+    answers a re-send of that instance "already archived" (success) and throws the re-sent
+    copy away: an instance B acknowledged is lost. A's restart later drops the row
+    ("dropping 1 index rows whose files never arrived"). Up to three kills are tried.
+    """
+    a_home, b_home = shared.home("a"), shared.home("b")
+    a = b = None
+    try:
+        b = shared.serve(b_home)
+        for round_ in range(3):
+            a = shared.serve(a_home)
+            batches = make_files(tmp_path / f"sent-{round_}", f"DANGLE{round_}", SENDERS, 60)
+            acknowledged: list[Sent] = []
+            threads = [threading.Thread(target=send, args=(a.dicom_port, batch, acknowledged.append),
+                                        kwargs={"timeout": KILLED_SENDER_TIMEOUT}, daemon=True) for batch in batches]
+            for thread in threads:
+                thread.start()
+            try:
+                wait_until(lambda: len(acknowledged) >= 30 or not any(t.is_alive() for t in threads), 600,
+                           interval=0.01, what="30 acknowledgements from A")
+            finally:
+                a.kill()
+            for thread in threads:
+                thread.join(600)
+            by_sop = {item.sop: item for batch in batches for item in batch}
+            found = [by_sop[sop_of(m)] for m in qido_instances(b, PatientID=f"DANGLE{round_}")]
+            dangling = [item for item in found if wado_instance(b, item).status_code != 200]
+            if dangling:
+                statuses: dict[str, int] = {}
+                send(b.dicom_port, dangling, lambda item: None, statuses=statuses)
+                lost = [i.sop for i in dangling if statuses.get(i.sop) == 0x0000 and wado_instance(b, i).status_code != 200]
+                assert not lost, (f"rows without objects in the shared index after kill -9 of A: {len(dangling)}; "
+                                  f"re-sent to B, acknowledged by B (duplicate) and still not retrievable: {lost}")
+                assert not dangling, f"rows without objects after kill -9 of A: {[i.sop for i in dangling]}"
+            a = None
+    finally:
+        stop_all(a, b)
