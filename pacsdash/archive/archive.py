@@ -48,6 +48,7 @@ from pacsdash.archive.parsing import InstanceRecord, InvalidInstance, parse_inst
 from pacsdash.archive import labels
 from pacsdash.archive.query import Query, Scope
 from pacsdash.archive.records import ActionRecord
+from pacsdash.archive.remote import RemoteError
 from pacsdash.archive.store import LocalStore, Store, is_key
 from pacsdash.archive.writer import IndexWriter, Outcome
 
@@ -249,6 +250,12 @@ class Archive:
             raise
         try:
             outcome = committing.result()
+        except RemoteError:
+            # The server process is gone (a worker's store): it may have journaled or even committed
+            # the row before it died. The file stays: the server's restart finds its row or indexes
+            # it as an orphan. Deleting it could leave a committed row without its file, which a
+            # shared index shows to other servers (and a copy resent to them would be dropped).
+            raise
         except Exception:
             self.store.delete(key)
             raise

@@ -123,7 +123,8 @@ class IndexWriter:
         self._journaled = self._applied = last
         self._next_sequence = last + 1
         if todo:
-            LOGGER.warning("replaying %d acknowledged instances from the index journal", len(todo))
+            LOGGER.warning("replaying %d journaled instances from the index journal (%s)", len(todo),
+                           "not yet acknowledged: the index is shared" if self._ack_after_commit else "acknowledged")
             self._applied = min(sequence for sequence, _ in todo) - 1
             for start in range(0, len(todo), MAX_BATCH):
                 self.jobs.put(_Applied(todo[start : start + MAX_BATCH]))

@@ -259,9 +259,16 @@ class DicomNode:
         LOGGER.info("DICOM node %s listening on %s:%d", self.settings.aet, host, self.port)
 
     def stop(self) -> None:
-        """Stop listening and abort open associations."""
+        """Stop listening and abort open associations (A-ABORT, PS3.8 7.3): a peer
+        whose C-STORE can no longer be answered hears so at once and sends it
+        again later, instead of waiting for its own time-out."""
         for server in (self.tls_server, self.server):
             if server is not None:
+                for assoc in list(server.active_associations):
+                    try:
+                        assoc.abort()
+                    except Exception:  # already ending
+                        LOGGER.debug("abort of an association while stopping failed", exc_info=True)
                 server.shutdown()
         self.server = self.tls_server = None
 

@@ -197,3 +197,44 @@ def test_a_file_that_cannot_be_written_leaves_no_row_and_no_file(archive, monkey
     # The same instance stores once the disk has room again.
     assert archive.store_bytes(raw, "test").outcome is Outcome.STORED
     assert archive.index.totals()["instances"] == 1
+
+
+class _GoneServer:
+    """A worker's index whose server process died with the record in flight: its outcome is unknown."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+    def submit(self, records):
+        from concurrent.futures import Future
+
+        future: Future = Future()
+        future.set_exception(self.error)
+        return future
+
+    def mark_open(self) -> bool:
+        return True
+
+    def mark_closed(self) -> None:
+        return None
+
+    def close(self) -> None:
+        return None
+
+
+def test_a_worker_keeps_the_file_when_the_server_died_with_its_record_in_flight(tmp_path):
+    """The server may have journaled or committed the row before it died: deleting the file
+    could leave a row without its file (shown by a shared index to other servers). The restart
+    finds the row, or indexes the file as an orphan; a known refusal still takes the file back."""
+    from pacsdash.archive.remote import RemoteError
+    from pacsdash.archive.store import LocalStore
+
+    store = LocalStore(tmp_path / "store")
+    worker = Archive(store, _GoneServer(RemoteError("the pacsdash server process is gone")))
+    with pytest.raises(RemoteError):
+        worker.store_bytes(make_instance(PatientID="INFLIGHT"), "dicom:CT@127.0.0.1:1")
+    assert len(list(store.keys())) == 1  # kept for the restart
+    refused = Archive(store, _GoneServer(ValueError("the index refused it")))
+    with pytest.raises(ValueError):
+        refused.store_bytes(make_instance(PatientID="REFUSED"), "dicom:CT@127.0.0.1:1")
+    assert len(list(store.keys())) == 1  # taken back

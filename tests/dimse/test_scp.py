@@ -472,3 +472,23 @@ def test_a_store_the_disk_cannot_take_is_answered_out_of_resources(node, archive
     finally:
         assoc.release()
     assert archive.index.totals()["instances"] == 1
+
+
+def test_stopping_the_node_aborts_open_associations_at_once(archive, accounts):
+    """A stopping node (a DICOM worker whose server process died, or a clean stop) sends
+    A-ABORT to the peers it still has, so a scanner in the middle of an association learns
+    it at once instead of waiting for its own time-out (here 60 s)."""
+    from pynetdicom import AE
+
+    node = make_node(archive, accounts)
+    ae = AE(ae_title=SCU_AET)
+    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 60
+    ae.add_requested_context(Verification)
+    assoc = ae.associate("127.0.0.1", node.port, ae_title="PACSDASH")
+    assert assoc.is_established
+    node.stop()
+    for _ in range(200):  # polled, so a missing A-ABORT fails in 20 s rather than after the 60 s time-out
+        if assoc.is_aborted:
+            break
+        time.sleep(0.1)
+    assert assoc.is_aborted, "the peer was not told"
