@@ -108,6 +108,7 @@ def start_server(settings: Settings) -> RunningServer:
         workers = DicomWorkers(settings, None, settings.server.dicom_workers, traffic=traffic)
         try:
             workers.spawn()
+            workers.accept_when_ready()  # C-ECHO answered as soon as they listen; the index follows
         except Exception:
             workers.stop()
             lock.release()

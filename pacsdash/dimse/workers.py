@@ -100,6 +100,10 @@ class DicomWorkers:
         self._handoffs: list[tuple[Any, Connection]] = []
         #: Spawned workers not yet served the index: (number, pipe, ready event, process).
         self._unserved: list[tuple[int, Connection, Any, Any]] = []
+        #: Each spawned worker and the event it sets once it listens.
+        self._readiness: list[tuple[Any, Any]] = []
+        self._accepting = threading.Event()
+        self._listening = threading.Event()
         self._watch = threading.Event()
 
     def listen(self) -> int:
@@ -144,32 +148,52 @@ class DicomWorkers:
             self._handoffs.append((process, handoff_parent))
             self._processes.append(process)
             self._unserved.append((number, parent, ready, process))
+            self._readiness.append((process, ready))
 
-    def start(self) -> int:
-        """Start the workers (if :meth:`spawn` did not) and serve them the
-        archive's index; return the DICOM port once all are listening."""
-        from pacsdash.archive.remote import IndexService
-
-        host = self.settings.server.host
+    def accept_when_ready(self) -> None:
+        """Hand connections to the workers as soon as they listen, before the
+        archive is open (after a crash it may take a while to recover): a
+        C-ECHO is answered at once, and what needs the index (a C-STORE's
+        acknowledgement, a C-FIND) waits on the worker's pipe until
+        :meth:`start` serves it."""
         self.spawn()
-        events = []
-        for number, parent, ready, process in self._unserved:
-            service = IndexService(self.archive, parent, f"worker{number}")
-            service.start()
-            self._services.append(service)
-            events.append((ready, process))
-        self._unserved.clear()
-        for ready, process in events:
+        if self._accepting.is_set():
+            return
+        self._accepting.set()
+        threading.Thread(target=self._accept_once_ready, name="pacsdash-dicom-ready", daemon=True).start()
+
+    def _accept_once_ready(self) -> None:
+        for process, ready in list(self._readiness):
             if not ready.wait(READY_TIMEOUT):
-                self.stop()
-                raise RuntimeError(f"{process.name} did not start listening within {READY_TIMEOUT}s")
+                LOGGER.error("%s did not start listening within %ds", process.name, READY_TIMEOUT)
+                return
+        host = self.settings.server.host
         threading.Thread(target=self._accept, args=(self._listener,), name="pacsdash-dicom-accept", daemon=True).start()
         if self._tls_listener is not None:
             threading.Thread(target=self._accept, args=(self._tls_listener,), name="pacsdash-dicom-tls-accept",
                              daemon=True).start()
             LOGGER.info("DICOM over TLS on %s:%d, handed to the same workers", host, self.tls_port)
-        threading.Thread(target=self._supervise, name="pacsdash-worker-watch", daemon=True).start()
         LOGGER.info("%d DICOM worker processes listening on %s:%d", self.count, host, self.port)
+        self._listening.set()
+
+    def start(self) -> int:
+        """Start the workers (if :meth:`spawn` did not), serve them the
+        archive's index and hand them connections; return the DICOM port once
+        all are listening."""
+        from pacsdash.archive.remote import IndexService
+
+        self.spawn()
+        for number, parent, ready, process in self._unserved:
+            service = IndexService(self.archive, parent, f"worker{number}")
+            service.start()
+            self._services.append(service)
+        self._unserved.clear()
+        self.accept_when_ready()
+        if not self._listening.wait(READY_TIMEOUT + 5):
+            names = ", ".join(p.name for p, ready in self._readiness if not ready.is_set())
+            self.stop()
+            raise RuntimeError(f"{names or 'a DICOM worker'} did not start listening within {READY_TIMEOUT}s")
+        threading.Thread(target=self._supervise, name="pacsdash-worker-watch", daemon=True).start()
         return self.port
 
     def _accept(self, listener: socket.socket) -> None:
