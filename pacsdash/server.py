@@ -113,6 +113,9 @@ def start_server(settings: Settings) -> RunningServer:
             workers.stop()
             lock.release()
             raise
+    # The dashboard's and the HTTP doors' modules (Panel, Bokeh: a second or more) load in
+    # a thread while the archive opens and recovers.
+    threading.Thread(target=_import_http_side, name="pacsdash-import", daemon=True).start()
     from pacsdash.archive import audit
     from pacsdash.archive.factory import open_archive
     from pacsdash.dimse import compat
@@ -221,6 +224,22 @@ def start_server(settings: Settings) -> RunningServer:
         f", DICOM over TLS :{dicom_tls_port}" if dicom_tls_port else "",
     )
     return RunningServer(app, node, http, lock)
+
+
+def _import_http_side() -> None:
+    """Import what serving HTTP needs (the main thread imports the same modules later, and
+    waits for whatever this thread is still importing)."""
+    import importlib
+
+    try:  # behind the DICOM workers' own start-up: a C-ECHO is the first promise (Linux: per thread)
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
+    except (AttributeError, OSError):
+        pass
+    try:
+        for module in ("panel", "pacsdash.dashboard.pages", "pacsdash.web.routes"):
+            importlib.import_module(module)
+    except Exception:  # the main thread's own import reports it
+        LOGGER.debug("preloading the HTTP side failed", exc_info=True)
 
 
 def https_options(settings: Settings, local_client: bytes = b"") -> dict[str, object]:

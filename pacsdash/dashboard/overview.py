@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import hvplot.pandas  # noqa: F401 - registers DataFrame.hvplot
 import pandas as pd
 import panel as pn
 import param
@@ -26,7 +25,14 @@ def _integer_ticks(plot: Any, element: Any) -> None:
         axis.ticker = SingleIntervalTicker(interval=1)
 
 
+def _plotting() -> None:
+    """Register ``DataFrame.hvplot`` when a plot is first drawn (hvplot costs a third of a
+    second to import: a server that only starts, or a login page, does not pay it)."""
+    import hvplot.pandas  # noqa: F401
+
+
 def modality_plot(by_modality: list[tuple[str, int]]) -> Any:
+    _plotting()
     frame = pd.DataFrame(by_modality, columns=["modality", "studies"])
     return frame.hvplot.bar(x="modality", y="studies", title="Studies per modality", height=280, responsive=True,
                             hover_cols=["studies"], ylabel="studies", xlabel="").opts(hooks=[_integer_ticks],
@@ -35,6 +41,7 @@ def modality_plot(by_modality: list[tuple[str, int]]) -> Any:
 
 def month_plot(by_month: list[tuple[str, int]]) -> Any:
     """Studies per month on a real time axis (months without studies included)."""
+    _plotting()
     frame = pd.DataFrame(by_month, columns=["month", "studies"])
     frame["month"] = pd.to_datetime(frame["month"], format="%Y%m", errors="coerce")
     frame = frame.dropna()
