@@ -145,14 +145,18 @@ class StudyActions:
         if self.sender is None:
             raise ActionError("sending is not available here", 501)
         stored = [(loc, partial(self.archive.open, loc)) for loc in locations]  # opened one at a time, as sent
+        where = {"modality": peer.name, "aet": peer.aet, "host": peer.host, "port": peer.port}
         try:
             results = self.sender(peer.host, peer.port, stored, peer.aet, self.calling_aet)
         except Exception as exc:  # the peer could not be reached at all
+            self._audit(actor, "send", [study_uid], False, {**where, "error": str(exc)[:500]})
             if type(exc).__name__ != "AssociationFailed":
                 raise
             LOGGER.warning("send by %s of study %s to %s failed: %s", actor.origin, study_uid, peer.name, exc)
             raise ActionError(f"{peer.name}: {exc}", 502) from None
         failed = [r for r in results if not r.ok]
+        self._audit(actor, "send", [study_uid], not failed,
+                    {**where, "sent": len(results) - len(failed), "failed": len(failed)})
         LOGGER.info("send by %s of study %s to %s: %d sent, %d failed", actor.origin, study_uid, peer.name,
                     len(results) - len(failed), len(failed))
         return SendSummary(peer.name, len(results) - len(failed), len(failed),
@@ -165,8 +169,18 @@ class StudyActions:
         removed = self.archive.delete_study(study_uid)
         if not removed:
             raise ActionError("no such study", 404)
+        self._audit(actor, "delete", [study_uid], True, {"instances": removed})
         LOGGER.info("delete by %s of study %s: %d instances", actor.origin, study_uid, removed)
         return removed
+
+    def _audit(self, actor: Actor, action: str, studies: list[str], succeeded: bool, details: dict[str, Any]) -> None:
+        """One entry of the audit trail (PS3.15 A.5.3); a failure to write it is logged, never the action's."""
+        try:
+            self.archive.record(ActionRecord(actor=actor.name, address=actor.address, action=action,
+                                             studies=studies, outcome="success" if succeeded else "failure",
+                                             details=details))
+        except Exception:
+            LOGGER.warning("audit: could not record the %s by %s", action, actor.origin, exc_info=True)
 
     def anonymize(self, study_uid: str, actor: Actor, options: Iterable[str] | None = None,
                   include_burned_in: bool = False, progress: Progress | None = None) -> Any:

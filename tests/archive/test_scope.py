@@ -221,3 +221,22 @@ def test_an_export_holds_only_studies_the_actor_may_see(actions, archive, studie
     with pytest.raises(ActionError) as hidden:
         actions.export(ExportRequest(out=tmp_path / "hidden.zip", studies=[studies["b_teach"]]), ruth)
     assert studies["b_teach"] in str(hidden.value) and not (tmp_path / "hidden.zip").exists()
+
+
+def test_deletions_and_sends_are_in_the_audit_trail(archive, studies, tmp_path):
+    """Every door deletes and sends through StudyActions: the entry is written there (PS3.15
+    A.5.3.8 Study Deleted, A.5.3.7 Instances Transferred), with the outcome and the peer."""
+    from types import SimpleNamespace
+
+    peer = SimpleNamespace(name="ws", aet="WS", host="127.0.0.1", port=104)
+    accounts = SimpleNamespace(modality=lambda name: peer if name == "ws" else None)
+    results = [SimpleNamespace(ok=True, status=0, error=""), SimpleNamespace(ok=False, status=0xA700, error="")]
+    actions = StudyActions(archive, tmp_path, accounts, sender=lambda *args: results)
+    admin = Actor("root", address="127.0.0.1")
+    assert actions.send(studies["a_trial"], "ws", admin).failed == 1
+    assert actions.delete(studies["c_none"], admin) == 2
+    [send] = archive.records(action="send")
+    assert (send.actor, send.outcome, send.studies) == ("root", "failure", [studies["a_trial"]])
+    assert send.details["modality"] == "ws" and send.details["sent"] == 1 and send.details["failed"] == 1
+    [delete] = archive.records(action="delete")
+    assert (delete.outcome, delete.studies, delete.details["instances"]) == ("success", [studies["c_none"]], 2)
